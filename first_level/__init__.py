@@ -1,0 +1,1 @@
+"""First-level fold models that write the standard prediction layout."""

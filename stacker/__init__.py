@@ -1,0 +1,8 @@
+"""stack: stacking ensembles from K-fold out-of-fold predictions."""
+
+from stacker.collect import Collection, collect
+from stacker.errors import LayoutError, OptionError, OutputExistsError, StackError
+from stacker.metrics import METRICS, get_metric, lwlrap, per_class_lwlrap
+
+__all__ = ["Collection", "collect", "LayoutError", "OptionError", "OutputExistsError", "StackError",
+           "METRICS", "get_metric", "lwlrap", "per_class_lwlrap"]

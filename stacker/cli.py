@@ -1,0 +1,34 @@
+"""`stack`: the command-line interface. Thin commands over the library functions.
+
+Each command module defines plain typer command functions; they are registered here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from stacker.errors import StackError
+
+app = typer.Typer(name="stack", help="Stacking ensembles from K-fold out-of-fold predictions.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def _root() -> None:
+    """Stacking ensembles from K-fold out-of-fold predictions (see README.md)."""
+
+
+# --- command registration: one line per command module (keep this block sorted by command) ---
+from stacker.cli_collect import collect_command  # noqa: E402
+
+app.command("collect")(collect_command)
+# --- end of command registration ---
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except StackError as error:  # a command that forgot @user_errors still prints one line
+        typer.echo(f"error: {error}", err=True)
+        raise SystemExit(1)

@@ -1,0 +1,348 @@
+"""Validate and align every experiment of a layout into arrays: :func:`collect` -> :class:`Collection`.
+
+Each experiment is checked against folds.csv (every fold present, val ids exactly the fold's rows,
+class columns matched by name, test ids identical across folds and experiments, meta.json's fold hash
+equal to folds.csv's). A bad experiment is skipped with a one-line reason, or raises with ``strict``.
+
+Cache: each experiment's aligned arrays are saved under ``<root>/.stack/cache/`` keyed by the size
+and modification time of its files and of folds.csv, so a second run reads only unchanged ``.npy``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from stacker import layout
+from stacker.errors import LayoutError
+
+CACHE_VERSION = 1
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Collection:
+    """Every valid experiment of a layout, aligned to folds.csv rows and one test-id order.
+
+    oof: array of shape (n_rows, n_models, n_classes), float32, rows in folds.csv order.
+    test: array of shape (n_folds, n_test, n_models, n_classes), float32; ``test[i]`` comes from the
+        models of fold ``fold_numbers[i]``.
+    """
+
+    root: Path
+    folds: layout.Folds
+    names: tuple[str, ...]
+    oof: np.ndarray
+    test_ids: np.ndarray
+    test: np.ndarray
+    meta: dict = field(default_factory=dict)
+    windows: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.folds.classes
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.folds.ids
+
+    @property
+    def y(self) -> np.ndarray:
+        """Labels, shape (n_rows, n_classes), uint8."""
+        return self.folds.y
+
+    @property
+    def fold(self) -> np.ndarray:
+        return self.folds.fold
+
+    @property
+    def fold_numbers(self) -> list[int]:
+        return self.folds.fold_numbers
+
+    @property
+    def n_models(self) -> int:
+        return len(self.names)
+
+    def level(self, name: str) -> int:
+        return int(self.meta.get(name, {}).get("level", 1))
+
+    def index(self, names: Sequence[str]) -> list[int]:
+        """Positions of ``names`` along the models axis; LayoutError names an unknown one."""
+        position = {n: i for i, n in enumerate(self.names)}
+        missing = [n for n in names if n not in position]
+        if missing:
+            raise LayoutError(f"no experiment named '{missing[0]}' under {self.root}; "
+                              f"known: {', '.join(self.names)}")
+        return [position[n] for n in names]
+
+    def select(self, names: Sequence[str]) -> "Collection":
+        """A collection of only ``names``, in that order (new arrays)."""
+        idx = self.index(names)
+        return replace(self, names=tuple(names), oof=self.oof[:, idx], test=self.test[:, :, idx],
+                       meta={n: self.meta.get(n, {}) for n in names},
+                       windows=tuple(n for n in self.windows if n in names))
+
+
+@dataclass(frozen=True)
+class _Experiment:
+    name: str
+    oof: np.ndarray          # (n_rows, n_classes)
+    test_ids: np.ndarray     # (n_test,)
+    test: np.ndarray         # (n_folds, n_test, n_classes)
+    meta: dict
+    has_windows: bool
+
+
+def collect(root: Path | str = layout.DEFAULT_ROOT, *, strict: bool = False,
+            use_cache: bool = True, n_jobs: int = 2,
+            on_progress: ProgressCallback | None = None) -> Collection:
+    """Read, validate and align every experiment under ``root``.
+
+    strict: raise the first experiment's LayoutError instead of skipping it.
+    n_jobs: worker processes for experiments not in the cache (parsing CSV is the cold cost).
+    on_progress: called as ``on_progress(done, total)`` after each experiment.
+    """
+    root = Path(root)
+    folds = layout.read_folds(root)
+    names = layout.list_experiments(root)
+    if not names:
+        raise LayoutError(f"no experiments under {root}: expected <root>/<name>/fold_<k>/val/probs.csv "
+                          "(see predictions/README.md)")
+    folds_key = _signature([root / layout.FOLDS_FILE, root / layout.CLASSES_FILE])
+    cache_dir = root / layout.STACK_DIR / "cache"
+    results: dict[str, _Experiment | LayoutError] = {}
+    cold = []
+    for name in names:
+        key = _experiment_key(root, name, folds_key)
+        cached = _load_cached(cache_dir, name, key) if use_cache else None
+        if cached is not None:
+            results[name] = cached
+        else:
+            cold.append((name, key))
+    done = len(results)
+    if on_progress:
+        on_progress(done, len(names))
+    for name, key, outcome in _load_cold(root, folds, cold, n_jobs):
+        results[name] = outcome
+        if use_cache:
+            _save_cached(cache_dir, name, key, outcome)
+        done += 1
+        if on_progress:
+            on_progress(done, len(names))
+    return _assemble(root, folds, names, results, strict)
+
+
+def _assemble(root, folds, names, results, strict) -> Collection:
+    kept: list[_Experiment] = []
+    skipped: list[str] = []
+    for name in names:
+        outcome = results[name]
+        if isinstance(outcome, _Experiment) and kept:
+            outcome = _check_same_test_ids(root, folds.fold_numbers[0], kept[0], outcome)
+        if isinstance(outcome, LayoutError):
+            if strict:
+                raise outcome
+            skipped.append(str(outcome))
+            continue
+        kept.append(outcome)
+    if not kept:
+        raise LayoutError(f"no valid experiment under {root}; every one was skipped:\n  "
+                          + "\n  ".join(skipped))
+    n_test = len(kept[0].test_ids)
+    oof = np.empty((len(folds.ids), len(kept), len(folds.classes)), dtype=np.float32)
+    test = np.empty((folds.n_folds, n_test, len(kept), len(folds.classes)), dtype=np.float32)
+    for m, exp in enumerate(kept):
+        oof[:, m] = exp.oof
+        test[:, :, m] = exp.test
+    return Collection(root=root, folds=folds, names=tuple(e.name for e in kept), oof=oof,
+                      test_ids=kept[0].test_ids, test=test, meta={e.name: e.meta for e in kept},
+                      windows=tuple(e.name for e in kept if e.has_windows), skipped=tuple(skipped))
+
+
+def _check_same_test_ids(root, fold: int, first: _Experiment, other: _Experiment):
+    """Reorder ``other``'s test rows to ``first``'s order, or a LayoutError if the ids differ."""
+    if np.array_equal(first.test_ids, other.test_ids):
+        return other
+    position = {row_id: i for i, row_id in enumerate(other.test_ids)}
+    missing = [i for i in first.test_ids if i not in position]
+    extra = sorted(set(other.test_ids) - set(first.test_ids))
+    if missing or extra:
+        example = (f"'{missing[0]}' missing" if missing else f"'{extra[0]}' not in '{first.name}'")
+        return LayoutError(
+            f"test ids differ from experiment '{first.name}' ({example}); every experiment must "
+            "predict the same test rows", experiment=other.name,
+            path=layout.probs_path(root, other.name, fold, "test"))
+    order = np.array([position[i] for i in first.test_ids])
+    return replace(other, test_ids=first.test_ids, test=other.test[:, order])
+
+
+# ---------------------------------------------------------------- one experiment
+
+
+def load_experiment(root: Path | str, name: str, folds: layout.Folds):
+    """Validate and align one experiment. Returns an ``_Experiment``; raises LayoutError."""
+    root = Path(root)
+    meta = layout.read_meta(root, name)
+    _check_fold_hash(root, name, meta, folds)
+    present = layout.list_fold_numbers(root, name)
+    expected = folds.fold_numbers
+    missing = [k for k in expected if k not in present]
+    if missing:
+        raise LayoutError(f"fold_{missing[0]} is missing; folds.csv has folds "
+                          f"{expected[0]}-{expected[-1]} and every one needs fold_<k>/val and "
+                          "fold_<k>/test", experiment=name,
+                          path=layout.experiment_dir(root, name) / f"fold_{missing[0]}")
+    extra = [k for k in present if k not in expected]
+    if extra:
+        raise LayoutError(f"fold_{extra[0]} is not a fold of folds.csv (folds {expected}); these "
+                          "predictions were made on other folds: remove the folder or rebuild the "
+                          "experiment on folds.csv", experiment=name,
+                          path=layout.experiment_dir(root, name) / f"fold_{extra[0]}")
+    row_of = {row_id: i for i, row_id in enumerate(folds.ids)}
+    oof = np.empty((len(folds.ids), len(folds.classes)), dtype=np.float32)
+    test_ids = None
+    tests = []
+    has_windows = False
+    for k in expected:
+        path = layout.probs_path(root, name, k, "val")
+        val = layout.read_probs(path, experiment=name)
+        order = _class_order(val, folds, name)
+        fold_rows = folds.rows_of_fold(k)
+        rows = np.array([row_of.get(i, -1) for i in val.ids])
+        wrong = val.ids[(rows < 0) | (folds.fold[np.maximum(rows, 0)] != k)]
+        if len(wrong) or len(rows) != len(fold_rows):
+            absent = sorted(set(folds.ids[fold_rows]) - set(val.ids))
+            parts = []
+            if absent:
+                parts.append(f"{len(absent)} fold-{k} row(s) missing, e.g. '{absent[0]}'")
+            if len(wrong):
+                parts.append(f"{len(wrong)} id(s) not in fold {k} of folds.csv, e.g. '{wrong[0]}'")
+            raise LayoutError(f"ids are not exactly the fold-{k} rows of folds.csv ("
+                              + "; ".join(parts) + "); out-of-fold predictions must come from "
+                              "the same folds.csv", experiment=name, path=path)
+        oof[rows] = val.values[:, order]
+        tpath = layout.probs_path(root, name, k, "test")
+        test = layout.read_probs(tpath, experiment=name)
+        torder = _class_order(test, folds, name)
+        if test_ids is None:
+            test_ids = test.ids
+            tests.append(test.values[:, torder])
+        else:
+            if len(test.ids) != len(test_ids) or set(test.ids) != set(test_ids):
+                odd = sorted(set(test.ids) ^ set(test_ids))
+                raise LayoutError(f"test ids differ from fold_{expected[0]}'s (e.g. '{odd[0]}'); "
+                                  "every fold model must predict the same test rows",
+                                  experiment=name, path=tpath)
+            position = {row_id: i for i, row_id in enumerate(test.ids)}
+            reorder = np.array([position[i] for i in test_ids])
+            tests.append(test.values[reorder][:, torder])
+        has_windows = has_windows or layout.has_windows(root, name, k, "val")
+    return _Experiment(name=name, oof=oof, test_ids=test_ids, test=np.stack(tests), meta=meta,
+                       has_windows=has_windows)
+
+
+def _class_order(probs: layout.Probs, folds: layout.Folds, name: str) -> np.ndarray:
+    """Indices that reorder the file's class columns into folds order; checks the id header."""
+    if probs.id_column != folds.id_column:
+        raise LayoutError(f"first column is '{probs.id_column}' but folds.csv calls the id "
+                          f"'{folds.id_column}'; rename the header", experiment=name,
+                          path=probs.path)
+    position = {c: j for j, c in enumerate(probs.columns)}
+    missing = [c for c in folds.classes if c not in position]
+    if missing:
+        raise LayoutError(f"class column '{missing[0]}' is missing"
+                          + (f" ({len(missing)} in all)" if len(missing) > 1 else "")
+                          + "; every class of folds.csv needs a column", experiment=name,
+                          path=probs.path)
+    unknown = [c for c in probs.columns if c not in set(folds.classes)]
+    if unknown:
+        raise LayoutError(f"column '{unknown[0]}' is not a class of folds.csv; rename it or add "
+                          f"the class to {layout.CLASSES_FILE}", experiment=name, path=probs.path)
+    return np.array([position[c] for c in folds.classes])
+
+
+def _check_fold_hash(root, name, meta, folds):
+    recorded = meta.get("fold_hash")
+    if recorded and recorded != folds.hash:
+        raise LayoutError(f"made on other folds (fold_hash {recorded}, folds.csv has {folds.hash}); "
+                          "retrain it on the current folds.csv", experiment=name,
+                          path=layout.experiment_dir(root, name) / layout.META_FILE)
+
+
+# ---------------------------------------------------------------- cold loading and cache
+
+
+def _load_one(args):
+    root, folds, name, key = args
+    try:
+        return name, key, load_experiment(root, name, folds)
+    except LayoutError as error:
+        return name, key, error
+
+
+def _load_cold(root, folds, cold, n_jobs):
+    jobs = [(root, folds, name, key) for name, key in cold]
+    if n_jobs > 1 and len(jobs) > 2:
+        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+            yield from pool.map(_load_one, jobs)
+    else:
+        yield from map(_load_one, jobs)
+
+
+def _signature(paths) -> list:
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append([str(path), st.st_size, st.st_mtime_ns])
+        except FileNotFoundError:
+            out.append([str(path), None, None])
+    return out
+
+
+def _experiment_key(root: Path, name: str, folds_key) -> str:
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(layout.experiment_dir(root, name)):
+        dirnames.sort()
+        paths.append(dirpath)
+        paths.extend(os.path.join(dirpath, f) for f in sorted(filenames)
+                     if f in (layout.PROBS_FILE, layout.META_FILE))
+    text = json.dumps([CACHE_VERSION, folds_key, _signature(paths)])
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _load_cached(cache_dir: Path, name: str, key: str):
+    path = cache_dir / f"{name}.npz"
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["key"]) != key:
+                return None
+            if "error" in data.files:
+                return LayoutError(str(data["error"]))
+            meta = json.loads(str(data["meta"]))
+            return _Experiment(name=name, oof=data["oof"], test_ids=data["test_ids"],
+                               test=data["test"], meta=meta, has_windows=bool(data["has_windows"]))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _save_cached(cache_dir: Path, name: str, key: str, outcome) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    if isinstance(outcome, LayoutError):
+        np.savez(buffer, key=key, error=str(outcome))
+    else:
+        np.savez(buffer, key=key, oof=outcome.oof, test_ids=outcome.test_ids, test=outcome.test,
+                 meta=json.dumps(outcome.meta, default=str), has_windows=outcome.has_windows)
+    layout.atomic_write_bytes(cache_dir / f"{name}.npz", buffer.getvalue())
