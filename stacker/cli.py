@@ -22,6 +22,10 @@ def _root() -> None:
 from stacker.cli_collect import collect_command  # noqa: E402
 
 app.command("collect")(collect_command)
+
+from first_level.cli import first_level_app  # noqa: E402
+
+app.add_typer(first_level_app, name="first-level")
 # --- end of command registration ---
 
 

@@ -1,0 +1,13 @@
+"""`stack first-level ...`: commands that train fold models and write the standard layout.
+
+Each command module defines plain typer command functions; they are registered on this sub-app,
+which stacker/cli.py mounts as `stack first-level`.
+"""
+
+import typer
+
+first_level_app = typer.Typer(help="Train first-level fold models that write the standard layout.",
+                              no_args_is_help=True)
+
+# --- first-level command registration: one block per command module ---
+# --- end of first-level command registration ---
