@@ -1,0 +1,323 @@
+"""The K-fold runner: one model per fold of folds.csv -> ``fold_<k>/{val,test}`` + ``meta.json``.
+
+For every fold k the model made by ``make_model(k)`` is fitted on the rows of the *other* folds
+(the fold-k rows are passed only as ``X_val``/``y_val``, for early stopping), then predicts the
+fold-k rows (out-of-fold) and the whole test set. Predictions are written with
+:func:`stacker.layout.write_fold_predictions`; ``meta.json`` records the model, its parameters,
+the seed, the fold hash, the classes and the CV scores.
+
+Resume: a fold whose ``val`` and ``test`` probs.csv both exist is skipped (its validation
+predictions are read back for the overall CV) unless ``force``. An experiment made on other folds,
+other classes, or with another model/params/seed is refused unless ``force``, because mixing fold
+models of two set-ups would give out-of-fold predictions no single model made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from stacker import layout
+from stacker.errors import LayoutError, OutputExistsError, StackError
+from stacker.metrics import get_metric
+
+# Probabilities a hair outside [0, 1] (float rounding in a softmax) are clipped; more is a bug.
+_TOLERANCE = 1e-5
+
+
+class ModelOutputError(StackError, ValueError):
+    """A fold model returned predictions of the wrong shape or values that are not probabilities."""
+
+
+@runtime_checkable
+class FoldModel(Protocol):
+    """What the runner needs from a model. ``y_*``: (n, n_classes) uint8 in folds.csv class order;
+    ``X_*``: whatever the model takes (rows of the caller's X, in the caller's container type).
+
+    Optional: ``predict_windows(X) -> list[np.ndarray]``, one (n_windows, n_classes) array per
+    row; when present the runner writes ``<id>.npy`` per row and ``probs.csv`` holds the mean over
+    windows (``predict_proba`` is then not called).
+    """
+
+    def fit(self, X_train, y_train, X_val, y_val) -> "FoldModel": ...
+
+    def predict_proba(self, X) -> np.ndarray: ...
+
+
+@dataclass
+class RunResult:
+    """name; cv: {metric name: overall out-of-fold score}; fold_scores: {fold: score of the main
+    metric}; trained_folds / skipped_folds: fold numbers trained now / found on disk."""
+
+    name: str
+    cv: dict[str, float]
+    fold_scores: dict[int, float]
+    trained_folds: list[int] = field(default_factory=list)
+    skipped_folds: list[int] = field(default_factory=list)
+
+
+def take_rows(X, positions: np.ndarray):
+    """Rows ``positions`` of X: a numpy array (fancy indexing), a pandas object (``iloc``) or any
+    sequence (a list of its items). Never a view the model could write through into the caller's X."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if isinstance(X, np.ndarray):
+        return X[positions]
+    if hasattr(X, "iloc"):
+        return X.iloc[positions]
+    return [X[int(i)] for i in positions]
+
+
+def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel], X,
+              ids: Sequence[str], X_test, test_ids: Sequence[str], *, model: str, params: dict,
+              seed: int, force: bool = False, metric: str = "lwlrap",
+              on_progress: Callable[[int, int], None] | None = None,
+              extra_meta: dict | None = None) -> RunResult:
+    """Train one model per fold of ``<root>/folds.csv`` and write the experiment ``name``.
+
+    X: array of shape (n_rows, ...) or a sequence of n_rows items, row i having id ``ids[i]``;
+    ``ids`` must be exactly folds.csv's ids as a set (any order). X_test: (n_test, ...) likewise,
+    with ``test_ids``. make_model(fold) returns a fresh, seeded, unfitted model.
+    extra_meta: more keys for meta.json (e.g. the feature files), recorded but not compared.
+    """
+    root = Path(root)
+    scorer = get_metric(metric)
+    folds = layout.read_folds(root)
+    ids = np.asarray([str(i) for i in ids])
+    test_ids = np.asarray([str(i) for i in test_ids])
+    position = _align(folds, ids, len(X), what="training")
+    _check_test(test_ids, len(X_test))
+    params = _json_normalised(params)
+    _check_existing(root, name, folds, model=model, params=params, seed=seed, force=force)
+    if force:
+        _remove_stale_folds(root, name, folds)
+
+    meta = {"model": model, "params": params, "seed": seed, "level": 1,
+            "fold_hash": folds.hash, "classes": list(folds.classes),
+            "n_train": int(len(ids)), "n_test": int(len(test_ids)), **(extra_meta or {})}
+    layout.write_meta(root, name, {**meta, "created": _now()})   # claims the name for resume
+
+    oof = np.zeros((len(folds.ids), len(folds.classes)), dtype=np.float32)
+    trained, skipped = [], []
+    total = folds.n_folds
+    if on_progress is not None:
+        on_progress(0, total)
+    for done, k in enumerate(folds.fold_numbers, start=1):
+        val_rows = folds.rows_of_fold(k)
+        if not force and _fold_written(root, name, k):
+            oof[val_rows] = _read_back(root, name, k, folds, val_rows, test_ids)
+            skipped.append(k)
+        else:
+            train_rows = np.flatnonzero(folds.fold != k)
+            oof[val_rows] = _train_fold(root, name, k, make_model, folds, X, X_test, test_ids,
+                                        position, train_rows, val_rows, model=model)
+            trained.append(k)
+        if on_progress is not None:
+            on_progress(done, total)
+
+    cv, fold_cv = _scores(folds, oof, scorer)
+    layout.write_meta(root, name, {**meta, "cv": cv, "fold_cv": fold_cv, "metric": scorer.name,
+                                   "created": _now()})
+    return RunResult(name=name, cv=cv,
+                     fold_scores={k: fold_cv[str(k)][scorer.name] for k in folds.fold_numbers},
+                     trained_folds=trained, skipped_folds=skipped)
+
+
+# ---------------------------------------------------------------- checks before training
+
+
+def _align(folds: layout.Folds, ids: np.ndarray, n_rows: int, *, what: str) -> np.ndarray:
+    """position[i] = the row of X holding folds.ids[i]; LayoutError when the id sets differ."""
+    if len(ids) != n_rows:
+        raise ValueError(f"{what} X has {n_rows} rows but {len(ids)} ids were given")
+    unique, counts = np.unique(ids, return_counts=True)
+    if len(unique) != len(ids):
+        raise LayoutError(f"{what} id '{unique[counts > 1][0]}' appears {counts.max()} times; "
+                          "each row id must appear once")
+    row_of = {row_id: i for i, row_id in enumerate(ids)}
+    missing = [i for i in folds.ids if i not in row_of]
+    if missing:
+        raise LayoutError(f"id '{missing[0]}' of folds.csv has no {what} row ({len(missing)} "
+                          f"missing in all); the {what} data must hold every row of folds.csv",
+                          path=folds.path)
+    known = set(folds.ids)
+    extra = [i for i in ids if i not in known]
+    if extra:
+        raise LayoutError(f"{what} id '{extra[0]}' is not in folds.csv ({len(extra)} such ids); "
+                          "remove those rows or rebuild folds.csv with `stack make-folds`",
+                          path=folds.path)
+    return np.array([row_of[i] for i in folds.ids], dtype=np.int64)
+
+
+def _check_test(test_ids: np.ndarray, n_rows: int) -> None:
+    if len(test_ids) != n_rows:
+        raise ValueError(f"test X has {n_rows} rows but {len(test_ids)} test ids were given")
+    if not len(test_ids):
+        raise LayoutError("the test set has no rows; every fold model must predict a test set")
+    unique, counts = np.unique(test_ids, return_counts=True)
+    if len(unique) != len(test_ids):
+        raise LayoutError(f"test id '{unique[counts > 1][0]}' appears {counts.max()} times; "
+                          "each test row id must appear once")
+
+
+def _check_existing(root: Path, name: str, folds: layout.Folds, *, model: str, params: dict,
+                    seed: int, force: bool) -> None:
+    """Refuse to resume into an experiment made differently (unless force)."""
+    out = layout.experiment_dir(root, name)
+    if force or not out.exists():
+        return
+    meta = layout.read_meta(root, name)
+    has_folds = any(e.is_dir() and e.name.startswith("fold_") for e in os.scandir(out))
+    meta_path = out / layout.META_FILE
+    if not meta:
+        if has_folds:
+            raise OutputExistsError(
+                f"experiment '{name}' exists without meta.json, so it cannot be resumed safely; "
+                "pass --force to retrain it or choose another --name")
+        return
+    if meta.get("fold_hash") and meta["fold_hash"] != folds.hash:
+        raise OutputExistsError(
+            f"{meta_path}: experiment '{name}' was made on other folds (fold_hash "
+            f"{meta['fold_hash']}, folds.csv has {folds.hash}); pass --force to retrain every "
+            "fold or choose another --name")
+    if meta.get("classes") is not None and list(meta["classes"]) != list(folds.classes):
+        raise OutputExistsError(
+            f"{meta_path}: experiment '{name}' was made with other classes; pass --force to "
+            "retrain it or choose another --name")
+    for key, value in (("model", model), ("params", params), ("seed", seed)):
+        if key in meta and meta[key] != value:
+            raise OutputExistsError(
+                f"{meta_path}: experiment '{name}' was made with {key} {json.dumps(meta[key])}, "
+                f"not {json.dumps(value)}; pass --force to retrain it or choose another --name")
+
+
+def _remove_stale_folds(root: Path, name: str, folds: layout.Folds) -> None:
+    """Under force: drop fold_<k> folders that folds.csv no longer has (collect would reject them)."""
+    out = layout.experiment_dir(root, name)
+    if not out.exists():
+        return
+    for k in layout.list_fold_numbers(root, name):
+        if k not in folds.fold_numbers:
+            _remove_tree(out / f"fold_{k}")
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path)
+
+
+def _json_normalised(params: dict) -> dict:
+    """params as they will read back from meta.json (tuples -> lists, numpy scalars -> numbers)."""
+    return json.loads(json.dumps(dict(params or {}), sort_keys=True, default=layout._json_default))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- one fold
+
+
+def _fold_written(root: Path, name: str, k: int) -> bool:
+    return all(layout.probs_path(root, name, k, split).exists() for split in layout.SPLITS)
+
+
+def _read_back(root: Path, name: str, k: int, folds: layout.Folds, val_rows: np.ndarray,
+               test_ids: np.ndarray) -> np.ndarray:
+    """The saved fold-k validation predictions, (len(val_rows), n_classes) in folds order."""
+    val = layout.read_probs(layout.probs_path(root, name, k, "val"), experiment=name)
+    test = layout.read_probs(layout.probs_path(root, name, k, "test"), experiment=name)
+    if set(test.ids) != set(test_ids) or len(test.ids) != len(test_ids):
+        raise OutputExistsError(
+            f"{test.path}: fold {k} predicted another test set; pass --force to retrain every fold")
+    column = {c: j for j, c in enumerate(val.columns)}
+    row = {r: i for i, r in enumerate(val.ids)}
+    wanted = folds.ids[val_rows]
+    if set(val.ids) != set(wanted) or any(c not in column for c in folds.classes):
+        raise OutputExistsError(f"{val.path}: fold {k} does not hold exactly the fold-{k} rows and "
+                                "classes of folds.csv; pass --force to retrain every fold")
+    return val.values[np.array([row[i] for i in wanted])][:, [column[c] for c in folds.classes]]
+
+
+def _train_fold(root: Path, name: str, k: int, make_model, folds: layout.Folds, X, X_test,
+                test_ids: np.ndarray, position: np.ndarray, train_rows: np.ndarray,
+                val_rows: np.ndarray, *, model: str) -> np.ndarray:
+    """Fit the fold-k model on the other folds, write val and test predictions; returns val probs."""
+    fitted = make_model(k)
+    X_val = take_rows(X, position[val_rows])
+    fitted = fitted.fit(take_rows(X, position[train_rows]), folds.y[train_rows].copy(),
+                        X_val, folds.y[val_rows].copy()) or fitted
+    n_classes = len(folds.classes)
+    # test before val: val/probs.csv is written last, so a fold counts as done only when complete
+    for split, data, split_ids in (("test", X_test, test_ids), ("val", X_val, folds.ids[val_rows])):
+        folder = layout.fold_dir(root, name, k, split)
+        if folder.exists():   # per-window files of an earlier, interrupted run of this fold
+            for entry in os.scandir(folder):
+                if entry.name.endswith(".npy"):
+                    os.unlink(entry.path)
+        probs, windows = _predict(fitted, data, split_ids, n_classes, model=model, fold=k,
+                                  split=split)
+        layout.write_fold_predictions(root, name, k, split, split_ids, probs, folds.classes,
+                                      id_column=folds.id_column, windows=windows)
+    return probs
+
+
+def _predict(fitted, X, split_ids: np.ndarray, n_classes: int, *, model: str, fold: int,
+             split: str) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    where = f"model '{model}', fold {fold}, {split} set"
+    if hasattr(fitted, "predict_windows"):
+        arrays = list(fitted.predict_windows(X))
+        if len(arrays) != len(split_ids):
+            raise ModelOutputError(f"{where}: predict_windows returned {len(arrays)} arrays for "
+                                   f"{len(split_ids)} rows; return one (windows, classes) per row")
+        windows = {}
+        for row_id, array in zip(split_ids, arrays):
+            array = np.asarray(array, dtype=np.float32)
+            if array.ndim != 2 or array.shape[1] != n_classes or not len(array):
+                raise ModelOutputError(f"{where}: windows of row '{row_id}' have shape "
+                                       f"{array.shape}; expected (n_windows >= 1, {n_classes})")
+            windows[row_id] = _checked(array, where)
+        probs = np.stack([w.mean(axis=0) for w in windows.values()]) if windows else \
+            np.zeros((0, n_classes), dtype=np.float32)
+        return probs, windows
+    probs = np.asarray(fitted.predict_proba(X), dtype=np.float32)
+    if probs.shape != (len(split_ids), n_classes):
+        raise ModelOutputError(f"{where}: predict_proba returned shape {probs.shape}; expected "
+                               f"({len(split_ids)}, {n_classes}), one column per class of folds.csv")
+    return _checked(probs, where), None
+
+
+def _checked(probs: np.ndarray, where: str) -> np.ndarray:
+    finite = np.isfinite(probs)
+    if not finite.all() or probs.min(initial=0) < -_TOLERANCE or probs.max(initial=0) > 1 + _TOLERANCE:
+        row, col = np.argwhere(~finite | (probs < -_TOLERANCE) | (probs > 1 + _TOLERANCE))[0]
+        raise ModelOutputError(f"{where}: prediction {float(probs[row, col])} at row {row}, class "
+                               f"{col} is not a probability in [0, 1]")
+    return np.clip(probs, 0.0, 1.0)
+
+
+# ---------------------------------------------------------------- scores
+
+
+def _scores(folds: layout.Folds, oof: np.ndarray, scorer) -> tuple[dict, dict]:
+    """Overall and per-fold CV: the chosen metric, lwlrap, and accuracy for single-label data."""
+    names = [scorer.name] + [m for m in ("lwlrap",) if m != scorer.name]
+    if folds.is_single_label and "accuracy" not in names:
+        names.append("accuracy")
+    scorers = [get_metric(m) for m in names]
+    cv = {s.name: _finite(s(folds.y, oof)) for s in scorers}
+    fold_cv = {}
+    for k in folds.fold_numbers:
+        rows = folds.rows_of_fold(k)
+        fold_cv[str(k)] = {s.name: _finite(s(folds.y[rows], oof[rows])) for s in scorers}
+    return cv, fold_cv
+
+
+def _finite(value: float) -> Any:
+    """JSON has no NaN: a metric without positives is recorded as null."""
+    return None if value is None or not np.isfinite(value) else float(value)
