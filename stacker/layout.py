@@ -22,6 +22,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -309,11 +310,18 @@ def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | No
     else:
         dtype.update({name: str for name in header[1:] if name != "fold"})
     try:
-        frame = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values={
-            name: ["", "nan", "NaN", "NA"] for name in header[1:]} if float_columns else None,
-            engine="c")
-    except pd.errors.ParserError as error:
-        raise LayoutError(f"malformed CSV ({_first_line(error)}); every row needs "
+        # index_col=False: a first data row with one field too many must not silently become
+        # the index (pandas' default), shifting every column by one; the warning it gives is
+        # turned into the malformed-CSV error below.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values={
+                name: ["", "nan", "NaN", "NA"] for name in header[1:]} if float_columns else None,
+                engine="c", index_col=False)
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as error:
+        problem = ("a row has more fields than the header"
+                   if isinstance(error, pd.errors.ParserWarning) else _first_line(error))
+        raise LayoutError(f"malformed CSV ({problem}); every row needs "
                           f"{len(header)} fields like the header", experiment=experiment,
                           path=path) from None
     except (ValueError, TypeError) as error:
@@ -323,11 +331,28 @@ def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | No
         raise LayoutError(f"{what} is empty", experiment=experiment, path=path) from None
     if frame.empty:
         raise LayoutError(f"{what} has a header but no rows", experiment=experiment, path=path)
+    last = frame.iloc[:, -1]
+    if len(header) > 1 and (last.isna().any() or (last.dtype.kind not in "fiub"
+                                                   and last.eq("").any())):
+        # pandas fills a short row with NaN (or "" in text columns); tell that apart from a
+        # real NaN or empty value
+        _raise_if_short_row(path, len(header), experiment=experiment)
     if not float_columns:
         for name in header[1:]:
             if name != "fold":
                 frame[name] = frame[name].replace("", np.nan)
     return frame
+
+
+def _raise_if_short_row(path: Path, n_fields: int, *, experiment: str | None = None) -> None:
+    """Raise LayoutError at the first non-blank line with fewer fields than the header."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        for fields in reader:
+            if fields and len(fields) < n_fields:
+                raise LayoutError(f"malformed CSV (line {reader.line_num} has {len(fields)} "
+                                  f"fields); every row needs {n_fields} fields like the header",
+                                  experiment=experiment, path=path)
 
 
 def _first_line(error: Exception) -> str:
