@@ -143,10 +143,11 @@ def collect(root: Path | str = layout.DEFAULT_ROOT, *, strict: bool = False,
 def _assemble(root, folds, names, results, strict) -> Collection:
     kept: list[_Experiment] = []
     skipped: list[str] = []
+    reference = _reference_experiment([results[n] for n in names])
     for name in names:
         outcome = results[name]
-        if isinstance(outcome, _Experiment) and kept:
-            outcome = _check_same_test_ids(root, folds.fold_numbers[0], kept[0], outcome)
+        if isinstance(outcome, _Experiment):
+            outcome = _check_same_test_ids(root, folds.fold_numbers[0], reference, outcome)
         if isinstance(outcome, LayoutError):
             if strict:
                 raise outcome
@@ -165,6 +166,17 @@ def _assemble(root, folds, names, results, strict) -> Collection:
     return Collection(root=root, folds=folds, names=tuple(e.name for e in kept), oof=oof,
                       test_ids=kept[0].test_ids, test=test, meta={e.name: e.meta for e in kept},
                       windows=tuple(e.name for e in kept if e.has_windows), skipped=tuple(skipped))
+
+
+def _reference_experiment(outcomes) -> _Experiment | None:
+    """The first valid experiment whose test-id set most experiments share, so that one
+    experiment with odd test rows is skipped alone rather than every other one."""
+    valid = [o for o in outcomes if isinstance(o, _Experiment)]
+    if not valid:
+        return None
+    keys = [frozenset(o.test_ids.tolist()) for o in valid]
+    counts = {key: keys.count(key) for key in keys}
+    return valid[max(range(len(valid)), key=lambda i: (counts[keys[i]], -i))]
 
 
 def _check_same_test_ids(root, fold: int, first: _Experiment, other: _Experiment):
