@@ -26,6 +26,10 @@ app.command("collect")(collect_command)
 from first_level.cli import first_level_app  # noqa: E402
 
 app.add_typer(first_level_app, name="first-level")
+
+from first_level.cli_folds import make_folds_command  # noqa: E402
+
+app.command("make-folds")(make_folds_command)
 # --- end of command registration ---
 
 
