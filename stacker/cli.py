@@ -30,6 +30,10 @@ app.add_typer(first_level_app, name="first-level")
 from first_level.cli_folds import make_folds_command  # noqa: E402
 
 app.command("make-folds")(make_folds_command)
+
+from stacker.cli_report import report_command  # noqa: E402
+
+app.command("report")(report_command)
 # --- end of command registration ---
 
 

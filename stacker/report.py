@@ -1,0 +1,378 @@
+"""`stack report`: one self-contained HTML page on where an ensemble stands.
+
+Sections: the leaderboard, the correlation of the experiments' OOF predictions, the subset-search
+curve (best CV by subset size, selected and nested, from ``<root>/.stack/subsets.json``), per-class
+lwlrap of the searched blend against the best single model, and the level-2 learning curves
+(``<experiment>/fold_<k>/history.json``). A section whose input is absent or unreadable says so in
+the page instead of failing the report.
+
+Every figure is a PNG drawn with matplotlib's Agg canvas (no pyplot, so no global backend state)
+and embedded as a base64 data URI: the file opens anywhere, offline, with nothing beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from stacker import layout
+from stacker.collect import Collection, collect
+from stacker.errors import LayoutError, OutputExistsError
+from stacker.leaderboard import leaderboard, oof_correlation
+from stacker.metrics import get_metric, per_class_lwlrap
+from stacker.selection import read_subsets, subsets_path
+
+HISTORY_FILE = "history.json"
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss")
+ProgressCallback = Callable[[int, int], None]
+
+
+# ---------------------------------------------------------------- data behind the sections
+
+
+def subset_curve(result: dict) -> pd.DataFrame:
+    """subsets.json's ``by_size`` as a frame: columns size, cv, nested_cv (nan where absent),
+    sorted by size. LayoutError when the list is missing or malformed."""
+    rows = result.get("by_size")
+    if not isinstance(rows, list) or not rows:
+        raise LayoutError("has no 'by_size' list; run `stack search-subsets` again")
+    try:
+        frame = pd.DataFrame([{"size": int(r["size"]), "cv": float(r["cv"]),
+                               "nested_cv": float("nan") if r.get("nested_cv") is None
+                               else float(r["nested_cv"])} for r in rows])
+    except (KeyError, TypeError, ValueError):
+        raise LayoutError("'by_size' entries need size and cv numbers; run `stack search-subsets` "
+                          "again") from None
+    return frame.sort_values("size", kind="stable").reset_index(drop=True)
+
+
+def best_single(collection: Collection, board: pd.DataFrame) -> str:
+    """The best level-1 experiment of the leaderboard (the best of any level if there is none)."""
+    level1 = board[board.level == 1]
+    return str((level1 if len(level1) else board).experiment.iloc[0])
+
+
+def searched_blend(collection: Collection, result: dict) -> np.ndarray:
+    """The geometric mean of subsets.json's members' OOF (weighted by its ``weights`` when given):
+    array of shape (n_rows, n_classes). LayoutError when a member is not collected."""
+    members = list(result["members"])
+    idx = collection.index(members)
+    weights = result.get("weights") or None
+    if isinstance(weights, dict):
+        weights = [float(weights.get(name, 0.0)) for name in members]
+    return _geo_mean(collection.oof[:, idx], weights)
+
+
+def _geo_mean(probs: np.ndarray, weights=None, eps: float = 1e-7) -> np.ndarray:
+    """Weighted geometric mean over axis 1 of (n_rows, n_models, n_classes), clipped to [eps, 1]."""
+    w = np.full(probs.shape[1], 1.0 / probs.shape[1]) if weights is None else np.asarray(weights, float)
+    w = w / w.sum()
+    return np.exp(np.einsum("rmc,m->rc", np.log(np.clip(probs.astype(np.float64), eps, 1.0)), w))
+
+
+def per_class_comparison(y: np.ndarray, blended: np.ndarray, single: np.ndarray,
+                         classes: Sequence[str]) -> pd.DataFrame:
+    """Per-class lwlrap of two (n_rows, n_classes) score arrays: columns class, weight, blend,
+    single, gain (blend - single), in class order."""
+    blend_scores, weights = per_class_lwlrap(y, blended)
+    single_scores, _ = per_class_lwlrap(y, single)
+    return pd.DataFrame({"class": list(classes), "weight": weights, "blend": blend_scores,
+                         "single": single_scores, "gain": blend_scores - single_scores})
+
+
+def read_histories(root: Path | str, names: Sequence[str]) -> tuple[dict, list[str]]:
+    """Learning curves of the experiments that have ``fold_<k>/history.json``.
+
+    Returns ({name: {fold: DataFrame with columns epoch, train_loss, val_loss[, val_score, lr,
+    seed]}}, problems): one line per unreadable file, which is left out.
+    """
+    curves: dict[str, dict[int, pd.DataFrame]] = {}
+    problems = []
+    for name in names:
+        for k in layout.list_fold_numbers(root, name):
+            path = layout.experiment_dir(root, name) / f"fold_{k}" / HISTORY_FILE
+            if not path.exists():
+                continue
+            try:
+                frame = pd.DataFrame(json.loads(path.read_text(encoding="utf-8")))
+                missing = [key for key in HISTORY_KEYS if key not in frame.columns]
+                if missing or frame.empty:
+                    raise ValueError(f"entries lack '{missing[0] if missing else 'epoch'}'")
+            except (ValueError, TypeError) as error:
+                problems.append(f"{path}: {error}; expected a list of {{epoch, train_loss, "
+                                "val_loss, val_score, lr}}")
+                continue
+            curves.setdefault(name, {})[k] = frame
+    return curves, problems
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _png(fig: Figure) -> str:
+    """The figure as an <img> tag holding a base64 PNG data URI."""
+    buffer = io.BytesIO()
+    FigureCanvasAgg(fig)
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="figure" src="data:image/png;base64,{data}">'
+
+
+def _leaderboard_figure(board: pd.DataFrame, metric: str) -> Figure:
+    n = len(board)
+    fig = Figure(figsize=(7, 0.9 + 0.28 * n))
+    ax = fig.add_subplot()
+    order = board.iloc[::-1]
+    colors = ["#d62728" if level > 1 else "#1f77b4" for level in order.level]
+    ax.barh(range(n), order.cv, xerr=order.fold_std, color=colors, alpha=0.85)
+    ax.set_yticks(range(n), order.experiment, fontsize=8)
+    low, high = float(np.nanmin(board.cv)), float(np.nanmax(board.cv))
+    pad = max(0.01, (high - low) * 0.3)
+    # scores in [0, 1] stay there, whiskers or not
+    ax.set_xlim(low - pad, min(high + pad, 1.0) if high <= 1 else high + pad)
+    ax.set_xlabel(f"CV {metric} (bars: overall OOF; whiskers: std over folds; red: level 2)")
+    return fig
+
+
+def _correlation_figure(corr: pd.DataFrame) -> Figure:
+    n = len(corr)
+    size = min(14, 2.5 + 0.45 * n)
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.add_subplot()
+    image = ax.imshow(corr.to_numpy(), cmap="viridis", vmin=min(0.0, float(corr.min().min())), vmax=1)
+    ax.set_xticks(range(n), corr.columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), corr.index, fontsize=7)
+    if n <= 15:
+        for i in range(n):
+            for j in range(n):
+                value = corr.iat[i, j]
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="black" if value > 0.6 else "white")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="Pearson correlation of OOF probabilities")
+    return fig
+
+
+def _curve_figure(curve: pd.DataFrame, metric: str, chosen: int | None) -> Figure:
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    ax.plot(curve["size"], curve.cv, "o-", label="best subset of this size (selected on CV)")
+    if curve.nested_cv.notna().any():
+        ax.plot(curve["size"], curve.nested_cv, "s--", label="nested CV (selection re-done per fold)")
+    if chosen is not None:
+        ax.axvline(chosen, color="grey", linestyle=":", label=f"chosen size {chosen}")
+    ax.set_xlabel("subset size (models blended)")
+    ax.set_ylabel(f"CV {metric}")
+    ax.set_xticks(curve["size"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _per_class_figure(table: pd.DataFrame, single_name: str) -> Figure:
+    n = len(table)
+    order = table.sort_values("gain", kind="stable")
+    fig = Figure(figsize=(8, 1.2 + 0.22 * n))
+    ax = fig.add_subplot()
+    y = np.arange(n)
+    ax.barh(y - 0.2, order.single, height=0.4, label=f"best single: {single_name}", color="#1f77b4")
+    ax.barh(y + 0.2, order.blend, height=0.4, label="searched blend", color="#2ca02c")
+    ax.set_yticks(y, order["class"], fontsize=7)
+    ax.set_xlim(max(0.0, float(min(order.single.min(), order.blend.min())) - 0.05), 1.0)
+    ax.set_xlabel("per-class lwlrap (classes sorted by the blend's gain, largest at the top)")
+    ax.legend(fontsize=8, loc="lower left")
+    return fig
+
+
+def _history_figure(name: str, folds: dict[int, pd.DataFrame]) -> Figure:
+    has_score = any("val_score" in f.columns for f in folds.values())
+    fig = Figure(figsize=(10 if has_score else 5.5, 3.6))
+    axes = fig.subplots(1, 2 if has_score else 1, squeeze=False)[0]
+    for index, (k, frame) in enumerate(sorted(folds.items())):
+        color = f"C{index % 10}"
+        groups = frame.groupby("seed") if "seed" in frame.columns else [(None, frame)]
+        for s, (seed, part) in enumerate(groups):
+            label = f"fold {k}" if s == 0 else None
+            axes[0].plot(part.epoch, part.train_loss, "-", color=color, alpha=0.8, label=label)
+            axes[0].plot(part.epoch, part.val_loss, "--", color=color, alpha=0.8)
+            if has_score and "val_score" in part.columns:
+                axes[1].plot(part.epoch, part.val_score, "-", color=color, alpha=0.8)
+    axes[0].set_title(f"{name}: loss (solid train, dashed validation)", fontsize=9)
+    axes[0].set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    if has_score:
+        axes[1].set_title(f"{name}: validation score", fontsize=9)
+        axes[1].set_xlabel("epoch")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return fig
+
+
+# ---------------------------------------------------------------- the page
+
+
+@dataclass
+class Report:
+    """html: the page; notes: one line per section left empty or file left out (also in the page)."""
+
+    html: str
+    notes: list[str] = field(default_factory=list)
+    n_images: int = 0
+
+
+def _table(frame: pd.DataFrame, float_format: str = "{:.4f}") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    floats = [frame[c].dtype.kind == "f" for c in frame.columns]
+    rows = []
+    for values in frame.itertuples(index=False):
+        cells = "".join(f"<td class=num>{float_format.format(v)}</td>" if is_float
+                        else f"<td>{html.escape(str(v))}</td>" for v, is_float in zip(values, floats))
+        rows.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: .85em; margin: .5em 0; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; } th { background: #f4f4f4; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; display: block; margin: .5em 0; }
+.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: .5em .8em; }
+.meta { color: #666; font-size: .85em; }
+"""
+
+
+def build_report(root: Path | str = layout.DEFAULT_ROOT, *, metric: str = "lwlrap",
+                 collection: Collection | None = None,
+                 on_progress: ProgressCallback | None = None) -> Report:
+    """Collect ``root`` (unless ``collection`` is given) and build the page.
+
+    Raises LayoutError only when the layout itself cannot be collected; every other missing input
+    becomes a note in its section.
+    """
+    root = Path(root)
+    scorer = get_metric(metric)
+    if collection is None:
+        collection = collect(root, on_progress=on_progress)
+    notes: list[str] = []
+    parts: list[str] = []
+    images = 0
+
+    def section(title: str, *body: str) -> None:
+        parts.append(f"<section><h2>{html.escape(title)}</h2>{''.join(body)}</section>")
+
+    def note(text: str) -> str:
+        notes.append(text)
+        return _note(text)
+
+    board = leaderboard(collection, scorer)
+    single = best_single(collection, board)
+    shown = board.drop(columns=[c for c in board.columns if c.startswith("fold_")
+                                and c not in ("fold_mean", "fold_std")])
+    body = [_png(_leaderboard_figure(board, scorer.name)), _table(shown)]
+    images += 1
+    if collection.skipped:
+        body.append(note(f"{len(collection.skipped)} experiment(s) skipped by collect: "
+                         + " | ".join(collection.skipped)))
+    section(f"Leaderboard ({scorer.name}, {'higher' if scorer.greater_is_better else 'lower'} "
+            "is better)", *body)
+
+    if collection.n_models >= 2:
+        section("Correlation of the experiments' OOF predictions",
+                "<p>Models that disagree (lower correlation) at a similar score blend best.</p>",
+                _png(_correlation_figure(oof_correlation(collection))))
+        images += 1
+    else:
+        section("Correlation of the experiments' OOF predictions",
+                note("only one experiment: no correlation to show"))
+
+    try:
+        result = read_subsets(root)
+    except LayoutError as error:
+        result = None
+        missing = note(str(error))
+        section("Subset search", missing)
+        section("Per-class lwlrap: searched blend vs best single model", missing)
+    if result is not None:
+        members = list(result["members"])
+        summary = (f"<p>Chosen by {html.escape(str(result.get('method', '?')))} search with the "
+                   f"{html.escape(str(result.get('blend', 'geo-mean')))} blend: "
+                   f"<b>{html.escape(', '.join(members))}</b>; CV "
+                   f"{_fmt(result.get('cv'))}, nested CV {_fmt(result.get('nested_cv'))}.</p>")
+        try:
+            curve = subset_curve(result)
+            section("Subset search: best score by subset size", summary,
+                    _png(_curve_figure(curve, str(result.get("metric", scorer.name)), len(members))),
+                    _table(curve))
+            images += 1
+        except LayoutError as error:
+            section("Subset search: best score by subset size", summary,
+                    note(f"{subsets_path(root)}: {error}"))
+        try:
+            blended = searched_blend(collection, result)
+        except LayoutError as error:
+            section("Per-class lwlrap: searched blend vs best single model",
+                    note(f"{subsets_path(root)}: {error}"))
+        else:
+            single_probs = collection.oof[:, collection.index([single])[0]]
+            table = per_class_comparison(collection.y, blended, single_probs, collection.classes)
+            overall = (f"<p>lwlrap of the blend {(table.blend * table.weight).sum():.4f} vs "
+                       f"{html.escape(single)} {(table.single * table.weight).sum():.4f}; the blend "
+                       f"is better on {(table.gain > 0).sum()} of {len(table)} classes, worse on "
+                       f"{(table.gain < 0).sum()}.</p>")
+            section("Per-class lwlrap: searched blend vs best single model", overall,
+                    _png(_per_class_figure(table, single)),
+                    _table(table.sort_values("gain", ascending=False, kind="stable")))
+            images += 1
+
+    curves, problems = read_histories(root, collection.names)
+    body = [note(p) for p in problems]
+    for name, folds in curves.items():
+        body.append(_png(_history_figure(name, folds)))
+        images += 1
+    if not curves:
+        body.append(note("no level-2 learning curves (no <experiment>/fold_<k>/history.json); "
+                         "run `stack train` to make some"))
+    section("Level-2 learning curves", *body)
+
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = (f"<h1>Stacking report</h1><p class=meta>root {html.escape(str(root.resolve()))} · "
+              f"metric {scorer.name} · {collection.n_models} experiments, {len(collection.ids)} "
+              f"rows, {len(collection.test_ids)} test rows, {len(collection.classes)} classes, "
+              f"{len(collection.fold_numbers)} folds · made {created} by `stack report`</p>")
+    page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+            f'<meta name="generator" content="stack report --root {html.escape(str(root))} '
+            f'--metric {scorer.name}"><title>Stacking report: {html.escape(root.name)}</title>'
+            f"<style>{_STYLE}</style></head><body>{header}{''.join(parts)}</body></html>\n")
+    return Report(html=page, notes=notes, n_images=images)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{float(value):.4f}"
+
+
+def write_report(root: Path | str, out: Path | str, *, metric: str = "lwlrap", force: bool = False,
+                 collection: Collection | None = None,
+                 on_progress: ProgressCallback | None = None) -> Report:
+    """Build the report and write it to ``out`` atomically; OutputExistsError unless ``force``."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} exists; pass --force to replace it or --out another path")
+    report = build_report(root, metric=metric, collection=collection, on_progress=on_progress)
+    layout.atomic_write_text(out, report.html)
+    return report
