@@ -10,4 +10,7 @@ first_level_app = typer.Typer(help="Train first-level fold models that write the
                               no_args_is_help=True)
 
 # --- first-level command registration: one block per command module ---
+from first_level.cli_sklearn import sklearn_command  # noqa: E402
+
+first_level_app.command("sklearn")(sklearn_command)
 # --- end of first-level command registration ---
