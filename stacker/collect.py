@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 from stacker import layout
 from stacker.errors import LayoutError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -172,10 +173,10 @@ def _reference_experiment(outcomes) -> _Experiment | None:
     """The first valid experiment whose test-id set most experiments share, so that one
     experiment with odd test rows is skipped alone rather than every other one."""
     valid = [o for o in outcomes if isinstance(o, _Experiment)]
-    if not valid:
-        return None
+    if not valid or all(np.array_equal(valid[0].test_ids, o.test_ids) for o in valid[1:]):
+        return valid[0] if valid else None
     keys = [frozenset(o.test_ids.tolist()) for o in valid]
-    counts = {key: keys.count(key) for key in keys}
+    counts = Counter(keys)
     return valid[max(range(len(valid)), key=lambda i: (counts[keys[i]], -i))]
 
 
@@ -332,29 +333,41 @@ def _experiment_key(root: Path, name: str, folds_key) -> str:
 
 
 def _load_cached(cache_dir: Path, name: str, key: str):
-    path = cache_dir / f"{name}.npz"
-    if not path.exists():
-        return None
+    """The cached outcome of ``name`` when its key matches: an _Experiment (arrays memory-mapped,
+    copied once by _assemble) or the LayoutError it raised; None on any miss."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if str(data["key"]) != key:
-                return None
-            if "error" in data.files:
-                return LayoutError(str(data["error"]))
-            meta = json.loads(str(data["meta"]))
-            return _Experiment(name=name, oof=data["oof"], test_ids=data["test_ids"],
-                               test=data["test"], meta=meta, has_windows=bool(data["has_windows"]))
-    except (OSError, ValueError, KeyError):
+        index = json.loads((cache_dir / f"{name}.json").read_text(encoding="utf-8"))
+        if index.get("key") != key:
+            return None
+        if index.get("error") is not None:
+            return LayoutError(index["error"])
+        arrays = {}
+        for part in ("oof", "test"):
+            path = cache_dir / f"{name}.{part}.npy"
+            st = os.stat(path)
+            if [st.st_size, st.st_mtime_ns] != index["arrays"][part]:
+                return None          # an interrupted save left arrays of another key
+            arrays[part] = np.load(path, mmap_mode="r", allow_pickle=False)
+        return _Experiment(name=name, oof=arrays["oof"], test=arrays["test"],
+                           test_ids=np.array(index["test_ids"], dtype=str), meta=index["meta"],
+                           has_windows=bool(index["has_windows"]))
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def _save_cached(cache_dir: Path, name: str, key: str, outcome) -> None:
-    import io
-
-    buffer = io.BytesIO()
+    """``<name>.json`` (key, meta, test ids or the error) plus ``<name>.oof.npy`` and
+    ``<name>.test.npy``: plain .npy files load several times faster than an .npz archive. The
+    index is written last and records the arrays' size and mtime, so a half-finished save misses."""
+    index = {"key": key, "error": None}
     if isinstance(outcome, LayoutError):
-        np.savez(buffer, key=key, error=str(outcome))
+        index["error"] = str(outcome)
     else:
-        np.savez(buffer, key=key, oof=outcome.oof, test_ids=outcome.test_ids, test=outcome.test,
-                 meta=json.dumps(outcome.meta, default=str), has_windows=outcome.has_windows)
-    layout.atomic_write_bytes(cache_dir / f"{name}.npz", buffer.getvalue())
+        index["arrays"] = {}
+        for part in ("oof", "test"):
+            path = layout.atomic_save_npy(cache_dir / f"{name}.{part}.npy", getattr(outcome, part))
+            st = os.stat(path)
+            index["arrays"][part] = [st.st_size, st.st_mtime_ns]
+        index.update(meta=outcome.meta, test_ids=outcome.test_ids.tolist(),
+                     has_windows=bool(outcome.has_windows))
+    layout.atomic_write_text(cache_dir / f"{name}.json", json.dumps(index, default=str))

@@ -373,8 +373,10 @@ class Probs:
 def read_probs(path: Path | str, *, experiment: str | None = None) -> Probs:
     """Read one probs.csv and check what the file can tell alone: ids unique, values in [0, 1]."""
     path = Path(path)
-    frame = read_csv_table(path, what="predictions file", experiment=experiment,
-                           float_columns=True)
+    frame = _read_probs_fast(path)
+    if frame is None:  # something is off: the strict reader names the problem
+        frame = read_csv_table(path, what="predictions file", experiment=experiment,
+                               float_columns=True)
     id_column = frame.columns[0]
     ids = frame[id_column].to_numpy(dtype=str)
     _check_unique_ids(ids, path=path, experiment=experiment)
@@ -383,6 +385,33 @@ def read_probs(path: Path | str, *, experiment: str | None = None) -> Probs:
                         columns=list(frame.columns[1:]))
     return Probs(id_column=id_column, ids=ids, columns=tuple(frame.columns[1:]), values=values,
                  path=path)
+
+
+def _read_probs_fast(path: Path) -> pd.DataFrame | None:
+    """The common case of :func:`read_probs`, about 20% cheaper: no NA matching and float64
+    columns (cast to float32 afterwards, bit-identical to parsing as float32). Returns None for
+    anything unusual (a missing, empty or odd file, a text or empty value, a short or long row),
+    so that :func:`read_csv_table` reads it again and raises the precise error."""
+    try:
+        if path.stat().st_size == 0:
+            return None
+        with open(path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+        if len(header) < 2 or not header[0].strip() or len(set(header)) != len(header):
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, dtype={header[0]: str}, na_filter=False, engine="c",
+                                index_col=False)
+    except (OSError, ValueError, pd.errors.ParserWarning):
+        return None
+    values = frame.iloc[:, 1:]
+    # "nan", "" or text make a column non-float; a short row leaves NaN: all go the strict way
+    if frame.empty or any(kind not in "fi" for kind in values.dtypes.map(lambda d: d.kind)):
+        return None
+    if np.isnan(values.to_numpy(dtype=np.float64)).any():
+        return None
+    return frame
 
 
 def check_probabilities(values: np.ndarray, *, path=None, experiment=None, ids=None, columns=None):

@@ -381,7 +381,8 @@ def test_second_collect_reads_the_cache(small_layout, monkeypatch):
     loaded = _count_loads(monkeypatch)
     first = collect(root, n_jobs=1)
     assert loaded == list(EXPERIMENTS)
-    assert sorted(os.listdir(root / ".stack" / "cache")) == [f"{n}.npz" for n in EXPERIMENTS]
+    assert sorted(os.listdir(root / ".stack" / "cache")) == sorted(
+        f"{n}.{part}" for n in EXPERIMENTS for part in ("json", "oof.npy", "test.npy"))
     second = collect(root, n_jobs=1)
     assert loaded == list(EXPERIMENTS)                    # nothing parsed again
     for attr in ("oof", "test", "test_ids", "ids", "y"):
@@ -422,15 +423,23 @@ def test_changed_folds_file_invalidates_everything(small_layout, monkeypatch):
 
 
 def test_new_experiment_and_corrupt_cache(small_layout, monkeypatch):
-    root = small_layout()
-    collect(root, n_jobs=1)
+    root = small_layout(n_experiments=4)
+    first = collect(root, n_jobs=1)
+    shutil.rmtree(root / "sim_003")
     shutil.copytree(root / "sim_002", root / "sim_003")
-    (root / ".stack" / "cache" / "sim_000.npz").write_bytes(b"not a zip file")
+    cache = root / ".stack" / "cache"
+    (cache / "sim_000.json").write_text("{not json")
+    (cache / "sim_001.oof.npy").write_bytes(b"not an array")                  # other size
+    array_file = cache / "sim_002.test.npy"                                   # same size, broken
+    array_file.write_bytes(b"\0" * array_file.stat().st_size)
     loaded = _count_loads(monkeypatch)
     result = collect(root, n_jobs=1)
-    assert sorted(loaded) == ["sim_000", "sim_003"]
+    assert sorted(loaded) == ["sim_000", "sim_001", "sim_002", "sim_003"]
+    np.testing.assert_array_equal(result.oof[:, :3], first.oof[:, :3])
+    np.testing.assert_array_equal(result.test[:, :, :3], first.test[:, :, :3])
     assert result.names == EXPERIMENTS + ("sim_003",)
     np.testing.assert_array_equal(result.oof[:, 3], result.oof[:, 2])
+    assert collect(root, n_jobs=1).names == result.names and len(loaded) == 4   # repaired
 
 
 def test_no_cache_writes_nothing(small_layout):

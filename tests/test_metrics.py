@@ -85,14 +85,14 @@ def labelled_problem(draw, distinct: bool = True):
 # ---------------------------------------------------------------- lwlrap
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(labelled_problem(distinct=True))
 def test_lwlrap_equals_dcase_reference_without_ties(problem):
     truth, scores = problem
     assert lwlrap(truth, scores) == pytest.approx(reference_lwlrap(truth, scores), abs=1e-12)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(labelled_problem(distinct=True))
 def test_per_class_lwlrap_equals_dcase_reference_without_ties(problem):
     truth, scores = problem
@@ -103,7 +103,7 @@ def test_per_class_lwlrap_equals_dcase_reference_without_ties(problem):
     assert np.sum(got_scores * got_weights) == pytest.approx(lwlrap(truth, scores), abs=1e-12)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(labelled_problem(distinct=False))
 def test_lwlrap_with_ties_follows_the_documented_rule(problem):
     truth, scores = problem

@@ -1,0 +1,81 @@
+"""lwlrap on 5,000 x 80 FAT2019-like labels: stacker.metrics.lwlrap against the DCASE 2019 loop.
+
+Prints both times and the speed ratio measured in this run (target: at least 20x), and checks that
+the two agree. Run: ``.venv/bin/python benchmarks/bench_metrics.py [--rows 5000] [--classes 80]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from stacker.metrics import lwlrap
+
+TARGET_RATIO = 20.0
+
+
+def reference_lwlrap(truth: np.ndarray, scores: np.ndarray) -> float:
+    """The DCASE 2019 Task 2 reference: one row at a time, classes ranked with argsort."""
+    n_rows, n_classes = scores.shape
+    precisions = np.zeros((n_rows, n_classes))
+    for i in range(n_rows):
+        positives = np.flatnonzero(truth[i] > 0)
+        if not len(positives):
+            continue
+        ranking = np.zeros(n_classes, dtype=int)
+        ranking[np.argsort(scores[i])[::-1]] = np.arange(n_classes)
+        hit = np.zeros(n_classes, dtype=bool)
+        hit[ranking[positives]] = True
+        precisions[i, positives] = np.cumsum(hit)[ranking[positives]] / (1 + ranking[positives])
+    labels_per_class = np.sum(truth > 0, axis=0)
+    weight = labels_per_class / float(np.sum(labels_per_class))
+    per_class = np.sum(precisions, axis=0) / np.maximum(1, labels_per_class)
+    return float(np.sum(per_class * weight))
+
+
+def fat2019_like(n_rows: int, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels with 1-3 classes a row (mostly 1, as in train_curated.csv) and noisy float32 scores."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((n_rows, n_classes), dtype=np.uint8)
+    n_labels = rng.choice([1, 2, 3], size=n_rows, p=[0.86, 0.12, 0.02])
+    for i, k in enumerate(n_labels):
+        truth[i, rng.choice(n_classes, size=k, replace=False)] = 1
+    logits = 2.0 * truth + rng.normal(size=truth.shape) - 1.5
+    return truth, (1 / (1 + np.exp(-logits))).astype(np.float32)
+
+
+def best_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--classes", type=int, default=80)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    truth, scores = fat2019_like(args.rows, args.classes, args.seed)
+    fast_value, naive_value = lwlrap(truth, scores), reference_lwlrap(truth, scores)
+    if abs(fast_value - naive_value) > 1e-9:
+        raise SystemExit(f"lwlrap {fast_value!r} != reference {naive_value!r}")
+    fast = best_time(lambda: lwlrap(truth, scores), repeats=20)
+    naive = best_time(lambda: reference_lwlrap(truth, scores), repeats=3)
+    ratio = naive / fast
+    print(f"lwlrap on {args.rows} x {args.classes} ({int(truth.sum())} positives), "
+          f"value {fast_value:.6f} (reference {naive_value:.6f})")
+    print(f"  stacker.metrics.lwlrap : {fast * 1e3:8.2f} ms")
+    print(f"  DCASE reference loop   : {naive * 1e3:8.2f} ms")
+    print(f"  ratio                  : {ratio:8.1f}x  (target >= {TARGET_RATIO:.0f}x: "
+          f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
