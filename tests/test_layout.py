@@ -274,3 +274,33 @@ def test_stack_dir_is_created_on_demand(tmp_path):
     assert os.listdir(tmp_path) == [".stack"]
     assert json.loads(layout.atomic_write_json(tmp_path / "x.json", {"p": tmp_path}).read_text()) \
         == {"p": str(tmp_path)}
+
+
+@pytest.mark.parametrize("text", [
+    "fname,a,b\nr1,0.1,0.2\nr2,1,0\n",
+    'fname,a,b\n"x,y.wav",1e-3,0.5\n007,0,1\n',
+    "fname,a,b\nr1, 0.25 ,\"0.5\"\nr2,1.0000000,0.0\n",
+    "fname,a,b\r\nr1,0.1,0.2\r\nr2,0.3,0.4\r\n",
+])
+def test_fast_probs_reader_equals_the_strict_one(tmp_path, text):
+    path = tmp_path / "probs.csv"
+    path.write_bytes(text.encode())
+    fast = layout._read_probs_fast(path)
+    assert fast is not None
+    strict = layout.read_csv_table(path, float_columns=True)
+    assert list(fast.columns) == list(strict.columns)
+    np.testing.assert_array_equal(fast.iloc[:, 0].to_numpy(dtype=str),
+                                  strict.iloc[:, 0].to_numpy(dtype=str))
+    np.testing.assert_array_equal(fast.iloc[:, 1:].to_numpy(dtype=np.float32),
+                                  strict.iloc[:, 1:].to_numpy(dtype=np.float32))
+
+
+@pytest.mark.parametrize("text", ["", "fname,a\n", "fname,a\nr1,nan\n", "fname,a\nr1,\n",
+                                  "fname,a\nr1,NA\n", "fname,a\nr1,high\n", "fname,a,b\nr1,0.5\n",
+                                  "fname,a\nr1,0.5,0.5\n", "fname,a,a\nr1,0.5,0.5\n"])
+def test_fast_probs_reader_leaves_anything_odd_to_the_strict_one(tmp_path, text):
+    path = tmp_path / "probs.csv"
+    path.write_text(text)
+    assert layout._read_probs_fast(path) is None
+    with pytest.raises(LayoutError):
+        layout.read_probs(path)
