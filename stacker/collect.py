@@ -134,7 +134,10 @@ def collect(root: Path | str = layout.DEFAULT_ROOT, *, strict: bool = False,
     for name, key, outcome in _load_cold(root, folds, cold, n_jobs):
         results[name] = outcome
         if use_cache:
-            _save_cached(cache_dir, name, key, outcome)
+            try:
+                _save_cached(cache_dir, name, key, outcome)
+            except OSError:
+                pass  # a read-only or full disk only costs the next run its speed
         done += 1
         if on_progress:
             on_progress(done, len(names))

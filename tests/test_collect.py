@@ -446,3 +446,16 @@ def test_no_cache_writes_nothing(small_layout):
     root = small_layout()
     collect(root, use_cache=False, n_jobs=1)
     assert not (root / ".stack").exists()
+
+
+def test_unwritable_cache_only_costs_speed(small_layout, monkeypatch):
+    root = small_layout()
+    expected = collect(root, use_cache=False, n_jobs=1)
+
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(layout, "atomic_write_bytes", refuse)
+    result = collect(root, n_jobs=1)
+    np.testing.assert_array_equal(result.oof, expected.oof)
+    assert not (root / ".stack" / "cache").exists() or not os.listdir(root / ".stack" / "cache")
