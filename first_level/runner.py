@@ -172,15 +172,15 @@ def _check_existing(root: Path, name: str, folds: layout.Folds, *, model: str, p
     out = layout.experiment_dir(root, name)
     if force or not out.exists():
         return
+    # only finished folds would be kept and mixed with new ones; without any, start afresh
+    if not any(_fold_written(root, name, k) for k in layout.list_fold_numbers(root, name)):
+        return
     meta = layout.read_meta(root, name)
-    has_folds = any(e.is_dir() and e.name.startswith("fold_") for e in os.scandir(out))
     meta_path = out / layout.META_FILE
     if not meta:
-        if has_folds:
-            raise OutputExistsError(
-                f"experiment '{name}' exists without meta.json, so it cannot be resumed safely; "
-                "pass --force to retrain it or choose another --name")
-        return
+        raise OutputExistsError(
+            f"experiment '{name}' exists without meta.json, so it cannot be resumed safely; "
+            "pass --force to retrain it or choose another --name")
     if meta.get("fold_hash") and meta["fold_hash"] != folds.hash:
         raise OutputExistsError(
             f"{meta_path}: experiment '{name}' was made on other folds (fold_hash "

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from stacker import layout
 from stacker.cli import app
 
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
 
 def write_dataset(folder: Path, *, single_label: bool, n_rows=90, n_test=25, n_classes=4,
                   seed=0) -> dict:
@@ -147,3 +149,29 @@ def test_missing_folds_csv(tmp_path):
     data = write_dataset(tmp_path, single_label=False)
     result = invoke(*sklearn_args(data, "logreg", "x"))
     assert result.exit_code == 1 and "folds.csv" in result.output
+
+
+def test_mulan_layout_builds_a_layout_collect_accepts(tmp_path):
+    """benchmarks/mulan_layout.py on real MULAN data (two fast estimators, 3 folds)."""
+    import importlib.util
+
+    if not (SHARED_DATA / "mulan" / "emotions" / "train.csv").exists():
+        pytest.skip("../shared/data/mulan is absent")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mulan_layout.py"
+    spec = importlib.util.spec_from_file_location("mulan_layout_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root = module.build_mulan_layout("emotions", tmp_path / "emotions", n_folds=3,
+                                     estimators=("knn", "logreg"))
+    folds = layout.read_folds(root)
+    assert folds.ids[0] == "train_00000" and len(folds.ids) == 391 and folds.n_folds == 3
+    assert list(folds.classes) == (SHARED_DATA / "mulan" / "emotions" / "labels.txt"
+                                   ).read_text().split()
+    test_ids, y = module.read_test_labels(root)
+    truth = pd.read_csv(SHARED_DATA / "mulan" / "emotions" / "test.csv")[list(folds.classes)]
+    np.testing.assert_array_equal(y, truth.to_numpy())
+    assert test_ids[0] == "test_00000" and len(test_ids) == 202
+    result = invoke("collect", "--root", root, "--strict", "--no-cache")
+    assert result.exit_code == 0 and "2 experiment(s)" in result.output, result.output
+    meta = json.loads((root / "knn" / "meta.json").read_text())
+    assert meta["cv"]["lwlrap"] > 0.7 and meta["dataset"] == "mulan/emotions"

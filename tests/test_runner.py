@@ -195,3 +195,21 @@ def test_progress_and_take_rows(tmp_path):
     taken[:] = -1
     assert X.min() == 0   # a copy, not a view into the caller's array
     assert take_rows(["a", "b", "c"], np.array([2, 0])) == ["c", "a"]
+
+
+def test_a_run_that_failed_before_any_fold_can_be_restarted_differently(tmp_path):
+    folds = write_small_folds(tmp_path)
+    ids = list(folds.ids)
+    with pytest.raises(ModelOutputError):
+        run_kfold(tmp_path, "spy", lambda k: BadModel(lambda n: np.full((n, 2), 0.5)),
+                  np.zeros((len(ids), 2)), ids, np.zeros((2, 2)), ["t0", "t1"], model="bad",
+                  params={}, seed=0)
+    assert run(tmp_path, folds, spy_factory(folds)).trained_folds == [0, 1, 2]
+
+
+def test_experiment_without_meta_is_not_resumed(tmp_path):
+    folds = write_small_folds(tmp_path)
+    run(tmp_path, folds, spy_factory(folds))
+    (tmp_path / "spy" / "meta.json").unlink()
+    with pytest.raises(OutputExistsError, match="without meta.json"):
+        run(tmp_path, folds, spy_factory(folds))
