@@ -19,6 +19,10 @@ def _root() -> None:
 
 
 # --- command registration: one line per command module (keep this block sorted by command) ---
+from stacker.cli_blend import blend_command  # noqa: E402
+
+app.command("blend")(blend_command)
+
 from stacker.cli_collect import collect_command  # noqa: E402
 
 app.command("collect")(collect_command)
@@ -34,6 +38,10 @@ app.command("make-folds")(make_folds_command)
 from stacker.cli_report import report_command  # noqa: E402
 
 app.command("report")(report_command)
+
+from stacker.cli_search import search_subsets_command  # noqa: E402
+
+app.command("search-subsets")(search_subsets_command)
 # --- end of command registration ---
 
 

@@ -1,0 +1,160 @@
+"""Blends of probability arrays: geometric mean, arithmetic mean, row-rank mean and power mean.
+
+Pure numpy, no I/O. Every blend is "a weighted mean of a per-model transform, then the inverse
+transform" (:func:`transform` then :func:`finalize`), so the subset search can add the transformed
+arrays of its members incrementally and still agree with :func:`blend`:
+
+========== ============================== =====================================
+blend       per-model transform t(p)       blend of members, with a = sum_m w_m t_m / sum_m w_m
+========== ============================== =====================================
+geo-mean    log(clip(p, eps, 1))           exp(a)
+mean        p                              a
+rank        row rank of p, 0 .. C-1        a / (C - 1), in [0, 1]
+power       p ** k                         a ** (1 / k)
+========== ============================== =====================================
+
+with weights ``w`` (equal weights when none are given). The weighted sum is divided by the sum of
+the weights *after* summing, so integer weights (GES counts) and integer ranks keep exact ties.
+
+Epsilon. A probability of exactly 0 would make the geometric mean 0 (and its log -inf, NaN after
+any arithmetic), so one model could veto a class. Probabilities are clipped to ``[EPS, 1]`` first:
+``EPS = 1e-7`` is about float32's resolution near 1 (6e-8) and the clip of :func:`metrics.log_loss`,
+so a zero counts as a very strong, finite vote against the class.
+
+Rank blend. lwlrap (and lrap) rank the classes *within a row*, so only the order of a model's
+scores inside each row matters to them. The rank blend therefore replaces every row by the ranks of
+its classes (0 for the lowest, C - 1 for the highest; ties get their average rank), averages
+those and divides by C - 1, so the blend lies in [0, 1]. This removes differences of calibration between models (one model's probabilities
+all near 0.5, another's spread out) that would let one model dominate a mean.
+
+Inputs are never modified; every function returns a new float64 array.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from stacker.errors import OptionError
+
+EPS = 1e-7
+BLENDS = ("geo-mean", "mean", "rank", "power")
+DEFAULT_POWER = 2.0
+
+
+def check_blend(method: str, *, power: float = DEFAULT_POWER, eps: float = EPS) -> None:
+    """Raise OptionError for an unknown blend, a power <= 0 or an eps outside (0, 1)."""
+    if method not in BLENDS:
+        raise OptionError(f"unknown blend '{method}'; choose one of: {', '.join(BLENDS)}")
+    if method == "power" and not (np.isfinite(power) and power > 0):
+        raise OptionError(f"--power must be a positive number, got {power}")
+    if not (0 < eps < 1):
+        raise OptionError(f"--eps must be between 0 and 1 (exclusive), got {eps}")
+
+
+def row_ranks(probs: np.ndarray) -> np.ndarray:
+    """Ranks of the classes within each row (last axis), 0 for the lowest to n_classes - 1;
+    ties share their average rank (a multiple of 0.5, so sums of ranks are exact in float64).
+    probs: array of shape (..., n_classes)."""
+    return rankdata(np.asarray(probs), method="average", axis=-1) - 1.0
+
+
+def transform(probs: np.ndarray, method: str = "geo-mean", *, power: float = DEFAULT_POWER,
+              eps: float = EPS) -> np.ndarray:
+    """The per-model transform whose weighted mean :func:`finalize` turns into the blend.
+
+    probs: array of shape (..., n_classes) (the last axis must be the classes for ``rank``).
+    Returns a new float64 array of the same shape.
+    """
+    check_blend(method, power=power, eps=eps)
+    p = np.asarray(probs, dtype=np.float64)
+    if method == "geo-mean":
+        return np.log(np.clip(p, eps, 1.0))
+    if method == "mean":
+        return p.copy()
+    if method == "rank":
+        return row_ranks(p)
+    return np.power(np.clip(p, 0.0, None), power)
+
+
+def finalize(mean: np.ndarray, method: str = "geo-mean", *, power: float = DEFAULT_POWER) -> np.ndarray:
+    """The blend from the weighted mean of :func:`transform` values, shape (..., n_classes)
+    (a new array)."""
+    if method == "geo-mean":
+        return np.exp(mean)
+    if method == "power":
+        return np.power(np.clip(mean, 0.0, None), 1.0 / power)
+    if method == "rank":
+        return mean / max(np.shape(mean)[-1] - 1, 1)
+    return np.array(mean, dtype=np.float64, copy=True)
+
+
+def check_weights(weights: Sequence[float] | None, n_models: int) -> np.ndarray:
+    """Weights as an array of shape (n_models,) (ones for None), not normalised. OptionError when
+    a weight is negative or not finite, or they are all 0."""
+    if weights is None:
+        return np.ones(n_models)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n_models,):
+        raise OptionError(f"expected {n_models} weights (one per model), got {w.size}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise OptionError(f"weights must be finite, non-negative and not all 0; got {w.tolist()}")
+    return w
+
+
+def normalised_weights(weights: Sequence[float] | None, n_models: int) -> np.ndarray:
+    """Weights of shape (n_models,) summing to 1; equal weights for None."""
+    w = check_weights(weights, n_models)
+    return w / w.sum()
+
+
+def blend(probs: np.ndarray, method: str = "geo-mean", *, weights: Sequence[float] | None = None,
+          axis: int = -2, power: float = DEFAULT_POWER, eps: float = EPS) -> np.ndarray:
+    """Blend the models of ``probs`` along ``axis``.
+
+    probs: array whose ``axis`` indexes the models and whose last axis is the classes, e.g.
+        (n_rows, n_models, n_classes) with the default ``axis=-2``, or (n_folds, n_test, n_classes)
+        with ``axis=0`` to combine fold models.
+    weights: shape (n_models,), any non-negative scale (normalised here); None for equal weights.
+    Returns a float64 array of ``probs``' shape without ``axis``.
+    """
+    probs = np.asarray(probs)
+    if probs.ndim < 2:
+        raise ValueError(f"probs must have a models axis and a classes axis, got shape {probs.shape}")
+    axis = axis % probs.ndim
+    if axis == probs.ndim - 1:
+        raise ValueError("axis must index the models, not the classes (the last axis)")
+    if probs.shape[axis] == 0:
+        raise OptionError("nothing to blend: no model selected")
+    w = check_weights(weights, probs.shape[axis])
+    t = transform(probs, method, power=power, eps=eps)
+    shape = [1] * probs.ndim
+    shape[axis] = -1
+    mean = np.sum(t * w.reshape(shape), axis=axis) / w.sum()
+    return finalize(mean, method, power=power)
+
+
+def geo_mean(probs: np.ndarray, *, axis: int = -2, weights: Sequence[float] | None = None,
+             eps: float = EPS) -> np.ndarray:
+    """Weighted geometric mean along ``axis`` of probabilities clipped to [eps, 1]."""
+    return blend(probs, "geo-mean", weights=weights, axis=axis, eps=eps)
+
+
+def arithmetic_mean(probs: np.ndarray, *, axis: int = -2,
+                    weights: Sequence[float] | None = None) -> np.ndarray:
+    """Weighted arithmetic mean along ``axis``."""
+    return blend(probs, "mean", weights=weights, axis=axis)
+
+
+def rank_mean(probs: np.ndarray, *, axis: int = -2,
+              weights: Sequence[float] | None = None) -> np.ndarray:
+    """Weighted mean along ``axis`` of the within-row class ranks (scaled to [0, 1])."""
+    return blend(probs, "rank", weights=weights, axis=axis)
+
+
+def power_mean(probs: np.ndarray, *, power: float = DEFAULT_POWER, axis: int = -2,
+               weights: Sequence[float] | None = None) -> np.ndarray:
+    """Weighted power mean ``(sum w p**k) ** (1/k)`` along ``axis``."""
+    return blend(probs, "power", weights=weights, axis=axis, power=power)

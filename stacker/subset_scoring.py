@@ -1,0 +1,202 @@
+"""The engine of the subset search: exact running sums of blended models and fast scoring.
+
+Every blend of :mod:`stacker.blend` is ``finalize(sum_m w_m t_m)`` for a per-model transform ``t``.
+The search precomputes ``t`` once per model and stores it as **fixed-point int64**
+(``round(t * 2**bits)``), so adding or removing a member is one integer array addition and is
+*exact*: the running sum of a subset does not depend on the order the members were added, and equal
+values stay equal (ties in real data, 0/1 probabilities, kNN votes, are kept as ties, never broken
+by rounding drift). ``bits`` is as large as the int64 range allows for the largest sum (about 2**-48
+resolution for a geo-mean of 16 models), far below float32's resolution of the inputs.
+
+Ranking metrics need no ``finalize``: for a fixed subset, ``exp`` (geo-mean), ``x ** (1/k)`` (power)
+and the division by the number of members are one increasing function applied to the whole matrix,
+so the order of the classes within every row (what lwlrap and lrap score) is that of the raw sum.
+:class:`RankScorer` scores lwlrap/lrap straight from the int64 sum without sorting: the precision at
+a positive (row r, class c) is ``#{positives >= s[r, c]} / #{classes >= s[r, c]}``, one comparison of
+the row with the positive's score. Other metrics go through :class:`MetricScorer`, which dequantizes,
+finalizes and calls the metric.
+
+Scores are returned "higher is better" (multiplied by the metric's sign) as a vector
+``[all rows, all rows but fold 0, all rows but fold 1, ...]`` (folds in ``fold_numbers`` order): the
+search uses entry ``1 + i`` to repeat a selection with fold ``i`` held out (nested CV).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from stacker.blend import finalize, transform
+from stacker.metrics import Metric, get_metric
+
+FAST_METRICS = ("lwlrap", "lrap")
+_INT64_BITS = 62          # leave a bit of headroom under int64's 63 value bits
+_MAX_FRACTION_BITS = 52
+
+
+def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, eps: float,
+             rows: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Fixed-point per-model transforms.
+
+    probs: array of shape (n_rows, n_models, n_classes).
+    max_terms: the largest number of (repeated) members a sum will hold.
+    Returns (q, scale): q of shape (n_models, n_used_rows, n_classes), int64, with
+    ``q[m] == round(transform(probs[:, m]) * scale)``; ``scale`` is a power of two.
+    """
+    if rows is not None:
+        probs = probs[rows]
+    n_rows, n_models, n_classes = probs.shape
+    q = np.empty((n_models, n_rows, n_classes), dtype=np.int64)
+    ts = []
+    largest = 0.0
+    for m in range(n_models):
+        t = transform(probs[:, m], method, power=power, eps=eps)
+        largest = max(largest, float(np.max(np.abs(t))) if t.size else 0.0)
+        ts.append(t)
+    bits = _INT64_BITS - math.ceil(math.log2(max(largest, 1e-300) * max(max_terms, 1) + 1))
+    bits = int(min(_MAX_FRACTION_BITS, bits))
+    scale = float(2.0 ** bits)
+    for m, t in enumerate(ts):
+        np.rint(t * scale, out=t)
+        q[m] = t
+    return q, scale
+
+
+class Scorer:
+    """Scores the blend held as an int64 running sum ``S`` of ``n_terms`` quantized members.
+
+    y: (n_rows, n_classes) labels; fold: (n_rows,) fold of each row; fold_numbers: the folds, in
+    the order of the entries of :meth:`evaluate`. ``rows`` are the rows the sums must cover
+    (indices into y); ``n_outputs == 1 + n_folds``.
+    """
+
+    def __init__(self, y, fold, fold_numbers, metric: str | Metric, *, blend: str, power: float,
+                 scale: float = 1.0):
+        self.metric = get_metric(metric)
+        self.blend = blend
+        self.power = power
+        self.scale = scale
+        self.fold_numbers = list(fold_numbers)
+        self.sign = self.metric.sign()
+        self.rows = np.arange(len(y))
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 + len(self.fold_numbers)
+
+    def evaluate(self, S: np.ndarray, n_terms: int) -> np.ndarray:
+        """Scores (higher is better) of shape (1 + n_folds,): all rows, then each fold left out."""
+        raise NotImplementedError
+
+    def evaluate_one(self, S: np.ndarray, n_terms: int, target: int) -> float:
+        """Entry ``target`` of :meth:`evaluate` (cheaper for metrics that are not decomposable)."""
+        return float(self.evaluate(S, n_terms)[target])
+
+
+class RankScorer(Scorer):
+    """lwlrap / lrap from the raw sum; rows without a positive label are left out (they do not
+    count in either metric), so ``rows`` lists the rows with at least one positive."""
+
+    def __init__(self, y, fold, fold_numbers, metric, *, blend, power, scale=1.0):
+        super().__init__(y, fold, fold_numbers, metric, blend=blend, power=power, scale=scale)
+        if self.metric.name not in FAST_METRICS:
+            raise ValueError(f"RankScorer scores {FAST_METRICS}, not {self.metric.name}")
+        truth = np.asarray(y) > 0
+        self.rows = np.flatnonzero(truth.any(axis=1))
+        truth = truth[self.rows]
+        n_rows, n_classes = truth.shape
+        fold_index = np.searchsorted(self.fold_numbers, np.asarray(fold)[self.rows])
+        pos_rows, pos_cols = np.nonzero(truth)              # row-major
+        n_pos = np.bincount(pos_rows, minlength=n_rows)
+        rank_in_row = np.arange(len(pos_rows)) - np.repeat(np.cumsum(n_pos) - n_pos, n_pos)
+        # Positives in "pass-major" order: pass j holds the j-th positive of every row that has
+        # more than j; pass 0 is then every row, in order, and compares S with no gather.
+        order = np.lexsort((pos_rows, rank_in_row))
+        self.pos_rows, self.pos_cols = pos_rows[order], pos_cols[order]
+        self.pos_flat = self.pos_rows * n_classes + self.pos_cols
+        width = int(n_pos.max()) if n_rows else 0
+        self.pass_rows = [np.flatnonzero(n_pos > j) for j in range(width)]
+        self.pass_start = np.concatenate([[0], np.cumsum([len(r) for r in self.pass_rows])])
+        # pairs (a, b) of distinct positives of one row: the hits at a count b when s_b >= s_a
+        position = np.empty(len(order), dtype=np.int64)
+        position[order] = np.arange(len(order))             # row-major index -> pass-major
+        pairs_a, pairs_b = [], []
+        for first, count in zip(np.cumsum(n_pos) - n_pos, n_pos):
+            if count > 1:
+                members = position[first:first + count]
+                for a in members:
+                    for b in members:
+                        if a != b:
+                            pairs_a.append(a)
+                            pairs_b.append(b)
+        self.pairs_a = np.asarray(pairs_a, dtype=np.int64)
+        self.pairs_b = np.asarray(pairs_b, dtype=np.int64)
+        n_folds = len(self.fold_numbers)
+        self.pos_fold = fold_index[self.pos_rows]
+        if self.metric.name == "lwlrap":
+            # the mean over positives: each positive weighs 1
+            self.pos_weight = np.ones(len(self.pos_rows))
+            self.fold_counts = np.bincount(self.pos_fold, minlength=n_folds).astype(np.float64)
+        else:
+            # lrap: the mean over rows of the row's mean precision
+            self.pos_weight = 1.0 / n_pos[self.pos_rows]
+            self.fold_counts = np.bincount(fold_index, minlength=n_folds).astype(np.float64)
+        self._ones = np.ones(n_classes, dtype=np.float32)
+        self._buffer = np.empty((n_rows, n_classes), dtype=np.float32)
+
+    def precisions(self, S: np.ndarray) -> np.ndarray:
+        """Precision at every positive (pass-major order), shape (n_positives,)."""
+        S = np.ascontiguousarray(S)
+        scores = S.reshape(-1).take(self.pos_flat)
+        at_or_above = np.empty(len(scores), dtype=np.float64)
+        for j, rows in enumerate(self.pass_rows):
+            lo, hi = self.pass_start[j], self.pass_start[j + 1]
+            block = S if j == 0 else S.take(rows, axis=0)
+            buffer = self._buffer[:len(rows)]
+            # count with a float32 matrix-vector product: exact for counts below 2**24
+            np.greater_equal(block, scores[lo:hi, None], out=buffer)
+            at_or_above[lo:hi] = buffer @ self._ones
+        hits = 1.0 + np.bincount(self.pairs_a, weights=scores[self.pairs_b] >= scores[self.pairs_a],
+                                 minlength=len(scores))
+        return hits / at_or_above
+
+    def evaluate(self, S, n_terms):
+        sums = np.bincount(self.pos_fold, weights=self.precisions(S) * self.pos_weight,
+                           minlength=len(self.fold_numbers))
+        total, count = sums.sum(), self.fold_counts.sum()
+        out = np.empty(self.n_outputs)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[0] = total / count
+            out[1:] = (total - sums) / (count - self.fold_counts)
+        return self.sign * out
+
+class MetricScorer(Scorer):
+    """Any metric: dequantize the sum, finalize the blend, call the metric on the rows."""
+
+    def __init__(self, y, fold, fold_numbers, metric, *, blend, power, scale=1.0):
+        super().__init__(y, fold, fold_numbers, metric, blend=blend, power=power, scale=scale)
+        self.y = np.asarray(y)
+        self.keep = [np.asarray(fold) != k for k in self.fold_numbers]
+
+    def values(self, S, n_terms) -> np.ndarray:
+        return finalize(S / (self.scale * n_terms), self.blend, power=self.power)
+
+    def evaluate(self, S, n_terms):
+        values = self.values(S, n_terms)
+        out = [self.metric(self.y, values)]
+        out += [self.metric(self.y[keep], values[keep]) for keep in self.keep]
+        return self.sign * np.asarray(out, dtype=np.float64)
+
+    def evaluate_one(self, S, n_terms, target):
+        values = self.values(S, n_terms)
+        if target == 0:
+            return self.sign * self.metric(self.y, values)
+        keep = self.keep[target - 1]
+        return self.sign * self.metric(self.y[keep], values[keep])
+
+
+def make_scorer(y, fold, fold_numbers, metric, *, blend: str, power: float) -> Scorer:
+    """The fast scorer for lwlrap/lrap, the generic one otherwise (``scale`` is set later)."""
+    cls = RankScorer if get_metric(metric).name in FAST_METRICS else MetricScorer
+    return cls(y, fold, fold_numbers, metric, blend=blend, power=power)
