@@ -113,6 +113,7 @@ def collect(root: Path | str = layout.DEFAULT_ROOT, *, strict: bool = False,
     """
     root = Path(root)
     folds = layout.read_folds(root)
+    _ = folds.hash  # computed once here; the workers receive it with ``folds``
     names = layout.list_experiments(root)
     if not names:
         raise LayoutError(f"no experiments under {root}: expected <root>/<name>/fold_<k>/val/probs.csv "

@@ -287,17 +287,18 @@ def test_fast_probs_reader_equals_the_strict_one(tmp_path, text):
     path.write_bytes(text.encode())
     fast = layout._read_probs_fast(path)
     assert fast is not None
+    id_column, ids, columns, values = fast
     strict = layout.read_csv_table(path, float_columns=True)
-    assert list(fast.columns) == list(strict.columns)
-    np.testing.assert_array_equal(fast.iloc[:, 0].to_numpy(dtype=str),
-                                  strict.iloc[:, 0].to_numpy(dtype=str))
-    np.testing.assert_array_equal(fast.iloc[:, 1:].to_numpy(dtype=np.float32),
-                                  strict.iloc[:, 1:].to_numpy(dtype=np.float32))
+    assert [id_column, *columns] == list(strict.columns)
+    np.testing.assert_array_equal(ids, strict.iloc[:, 0].to_numpy(dtype=str))
+    assert values.dtype == np.float32
+    np.testing.assert_array_equal(values, strict.iloc[:, 1:].to_numpy(dtype=np.float32))
 
 
 @pytest.mark.parametrize("text", ["", "fname,a\n", "fname,a\nr1,nan\n", "fname,a\nr1,\n",
                                   "fname,a\nr1,NA\n", "fname,a\nr1,high\n", "fname,a,b\nr1,0.5\n",
-                                  "fname,a\nr1,0.5,0.5\n", "fname,a,a\nr1,0.5,0.5\n"])
+                                  "fname,a\nr1,0.5,0.5\n", "fname,a,a\nr1,0.5,0.5\n",
+                                  "fname,a,b\nr1,0.5,0.5\nr2,0.5,0.5,0.5\n", "fname,a\nr1\n"])
 def test_fast_probs_reader_leaves_anything_odd_to_the_strict_one(tmp_path, text):
     path = tmp_path / "probs.csv"
     path.write_text(text)
