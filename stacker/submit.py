@@ -174,3 +174,6 @@ def make_submission(collection: Collection, members: Sequence[str], *, out: Path
     record.update(extra or {})
     layout.atomic_write_json(sidecar_path(out), record)
     return record
+
+
+test_blend.__test__ = False  # a library function named test_*: pytest must not collect it
