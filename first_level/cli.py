@@ -13,4 +13,8 @@ first_level_app = typer.Typer(help="Train first-level fold models that write the
 from first_level.cli_sklearn import sklearn_command  # noqa: E402
 
 first_level_app.command("sklearn")(sklearn_command)
+from first_level.cli_audio import audio_command, audio_features_command  # noqa: E402
+
+first_level_app.command("audio")(audio_command)
+first_level_app.command("audio-features")(audio_features_command)
 # --- end of first-level command registration ---

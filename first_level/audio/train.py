@@ -1,0 +1,270 @@
+"""The audio CNN as a fold model for :func:`first_level.runner.run_kfold`.
+
+Training follows the FAT2019 winners' recipe: random time crops of the log-mel spectrograms,
+SpecAugment (time and frequency masks), mixup, BCE for multi-label targets and cross-entropy for
+single-label ones, Adam with reduce-on-plateau, early stopping on validation lwlrap, best weights
+kept. Inference slides a crop-sized window with 50% overlap over each clip; ``predict_windows``
+returns one probability row per window, ``predict_proba`` their mean.
+
+X is a sequence of log-mel spectrograms, each (n_mels, n_frames), any float dtype; ``None`` marks a
+file that could not be read (``--skip-bad-files``): it is left out of fitting and scoring and
+predicted as the training-set class frequencies.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from contextlib import contextmanager
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from first_level.audio.cnn import AudioCNN
+from stacker.metrics import lwlrap
+
+# Per-preset defaults of the network and its training; any of them can be overridden by keyword.
+MODEL_PRESETS = {
+    # tuned on FSDD to train 5 folds in minutes on 2 CPU cores: 0.8 s crops, 4 narrow blocks
+    "fast": dict(channels=(8, 16, 32, 64), crop_frames=40, batch_size=32, epochs=12, lr=2e-3,
+                 patience=4, mixup_alpha=0.1, freq_mask=6, time_mask=5, dropout=0.1),
+    "fat2019": dict(channels=(64, 128, 256, 512), crop_frames=256, batch_size=64, epochs=150,
+                    lr=1e-3, patience=15, mixup_alpha=0.4, freq_mask=16, time_mask=32,
+                    dropout=0.3),
+}
+
+
+class AudioCNNModel:
+    """A seeded, self-describing fold model; ``params()`` is what meta.json records.
+
+    channels: conv block widths; crop_frames: training crop and inference window (frames);
+    epochs: the most epochs; patience: epochs without a better validation lwlrap before stopping;
+    mixup_alpha: Beta(alpha, alpha) mixing weights (0 turns mixup off); freq_mask / time_mask:
+    the widest SpecAugment mask on each axis (0 turns it off).
+    """
+
+    def __init__(self, *, channels: Sequence[int] = (8, 16, 32, 64), crop_frames: int = 40,
+                 batch_size: int = 32, epochs: int = 12, lr: float = 2e-3,
+                 weight_decay: float = 0.0, patience: int = 4, plateau_patience: int = 2,
+                 plateau_factor: float = 0.5, mixup_alpha: float = 0.1, freq_mask: int = 6,
+                 time_mask: int = 5, dropout: float = 0.1, seed: int = 0,
+                 device: str | None = None, num_threads: int | None = None):
+        self.channels = tuple(int(c) for c in channels)
+        self.crop_frames = int(crop_frames)
+        self.batch_size = int(batch_size)
+        self.epochs = int(epochs)
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.patience = int(patience)
+        self.plateau_patience = int(plateau_patience)
+        self.plateau_factor = float(plateau_factor)
+        self.mixup_alpha = float(mixup_alpha)
+        self.freq_mask = int(freq_mask)
+        self.time_mask = int(time_mask)
+        self.dropout = float(dropout)
+        self.seed = int(seed)
+        self.device = device
+        self.num_threads = num_threads
+
+    def params(self) -> dict:
+        """The settings that change the predictions (not device or threads)."""
+        return {"channels": list(self.channels), "crop_frames": self.crop_frames,
+                "batch_size": self.batch_size, "epochs": self.epochs, "lr": self.lr,
+                "weight_decay": self.weight_decay, "patience": self.patience,
+                "plateau_patience": self.plateau_patience, "plateau_factor": self.plateau_factor,
+                "mixup_alpha": self.mixup_alpha, "freq_mask": self.freq_mask,
+                "time_mask": self.time_mask, "dropout": self.dropout}
+
+    # ------------------------------------------------------------ fit
+
+    def fit(self, X_train, y_train, X_val, y_val) -> "AudioCNNModel":
+        """X_*: sequences of (n_mels, n_frames) arrays (or None); y_*: (n, n_classes) 0/1."""
+        y_train = np.asarray(y_train, dtype=np.float32)
+        y_val = np.asarray(y_val, dtype=np.float32)
+        keep = [i for i, x in enumerate(X_train) if x is not None]
+        if not keep:
+            raise ValueError("no training spectrogram to fit on")
+        train = [np.asarray(X_train[i], dtype=np.float32) for i in keep]
+        y_fit = y_train[keep]
+        self.n_classes_ = y_train.shape[1]
+        self.n_mels_ = train[0].shape[0]
+        self.multi_label_ = not bool(np.all(y_fit.sum(axis=1) == 1))
+        self.prior_ = y_fit.mean(axis=0)
+        frames = np.concatenate([x.reshape(-1) for x in train])
+        self.mean_, self.std_ = float(frames.mean()), float(frames.std() + 1e-6)
+        train = [self._normalise(x) for x in train]
+        val_keep = [i for i, x in enumerate(X_val) if x is not None]
+        val = [X_val[i] for i in val_keep]
+
+        self.device_ = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        rng = np.random.default_rng(self.seed)
+        with _threads(self.num_threads, self.device_):
+            torch.manual_seed(self.seed)
+            self.net_ = AudioCNN(self.n_classes_, self.channels, self.dropout).to(self.device_)
+            optimiser = torch.optim.Adam(self.net_.parameters(), lr=self.lr,
+                                         weight_decay=self.weight_decay)
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimiser, mode="max", factor=self.plateau_factor, patience=self.plateau_patience)
+            best_score, best_state, since_best = -np.inf, None, 0
+            self.history_ = []
+            for epoch in range(self.epochs):
+                loss = self._train_epoch(train, y_fit, optimiser, rng)
+                score = (lwlrap(y_val[val_keep], self.predict_proba(val)) if val
+                         else -loss)   # no validation rows: the training loss decides
+                self.history_.append({"epoch": epoch + 1, "loss": loss, "val_lwlrap": score})
+                scheduler.step(score)
+                if score > best_score:
+                    best_score, since_best = score, 0
+                    best_state = copy.deepcopy(self.net_.state_dict())
+                else:
+                    since_best += 1
+                    if since_best >= self.patience:
+                        break
+            self.net_.load_state_dict(best_state)
+            self.best_score_ = float(best_score)
+        return self
+
+    def _normalise(self, spec: np.ndarray) -> np.ndarray:
+        return (np.asarray(spec, dtype=np.float32) - self.mean_) / self.std_
+
+    def _train_epoch(self, train: list[np.ndarray], y: np.ndarray, optimiser,
+                     rng: np.random.Generator) -> float:
+        self.net_.train()
+        order = rng.permutation(len(train))
+        total, seen = 0.0, 0
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            if len(rows) < 2 and len(order) >= 2:
+                continue   # a batch of one breaks batch norm; its row comes again next epoch
+            batch = np.stack([_crop(train[i], self.crop_frames, rng) for i in rows])
+            target = y[rows].copy()
+            _spec_augment(batch, self.freq_mask, self.time_mask, rng)
+            if self.mixup_alpha > 0:
+                lam = rng.beta(self.mixup_alpha, self.mixup_alpha, size=len(rows)).astype(np.float32)
+                partner = rng.permutation(len(rows))
+                batch = lam[:, None, None] * batch + (1 - lam[:, None, None]) * batch[partner]
+                target = lam[:, None] * target + (1 - lam[:, None]) * target[partner]
+            inputs = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device_)
+            targets = torch.from_numpy(target).to(self.device_)
+            logits = self.net_(inputs)
+            if self.multi_label_:
+                loss = nn.functional.binary_cross_entropy_with_logits(logits, targets)
+            else:   # soft-target cross-entropy (mixup makes the targets soft)
+                loss = -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(rows)
+            seen += len(rows)
+        return total / max(seen, 1)
+
+    # ------------------------------------------------------------ predict
+
+    def predict_windows(self, X) -> list[np.ndarray]:
+        """One (n_windows, n_classes) float32 array of probabilities per row of X."""
+        starts_of, windows = [], []
+        for spec in X:
+            if spec is None:
+                starts_of.append(None)
+                continue
+            spec = self._normalise(spec)
+            starts = window_starts(spec.shape[1], self.crop_frames)
+            starts_of.append(len(starts))
+            windows.extend(_window(spec, s, self.crop_frames) for s in starts)
+        probs = self._forward(windows) if windows else np.zeros((0, self.n_classes_), np.float32)
+        out, at = [], 0
+        for count in starts_of:
+            if count is None:
+                out.append(self.prior_[None, :].astype(np.float32))
+            else:
+                out.append(probs[at:at + count])
+                at += count
+        return out
+
+    def predict_proba(self, X) -> np.ndarray:
+        """(n_rows, n_classes): the mean of each row's window probabilities."""
+        return np.stack([w.mean(axis=0) for w in self.predict_windows(X)]) if len(X) else \
+            np.zeros((0, self.n_classes_), dtype=np.float32)
+
+    def _forward(self, windows: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        self.net_.eval()
+        out = []
+        with _threads(self.num_threads, self.device_), torch.no_grad():
+            for start in range(0, len(windows), batch_size):
+                batch = torch.from_numpy(np.stack(windows[start:start + batch_size])).to(self.device_)
+                logits = self.net_(batch)
+                probs = torch.sigmoid(logits) if self.multi_label_ else torch.softmax(logits, dim=1)
+                out.append(probs.float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+
+# ---------------------------------------------------------------- crops, windows, augmentation
+
+
+def window_starts(n_frames: int, width: int) -> list[int]:
+    """Starts of the inference windows: every width // 2 frames, the last one flush with the end
+    (so every frame is covered); one window at 0 for a clip no longer than ``width``."""
+    if n_frames <= width:
+        return [0]
+    hop = max(width // 2, 1)
+    starts = list(range(0, n_frames - width + 1, hop))
+    if starts[-1] != n_frames - width:
+        starts.append(n_frames - width)
+    return starts
+
+
+def _window(spec: np.ndarray, start: int, width: int, offset: int = 0) -> np.ndarray:
+    """spec[:, start:start + width]; a shorter clip is placed at ``offset`` in a window filled
+    with its own minimum (its silence level)."""
+    if spec.shape[1] >= width:
+        return spec[:, start:start + width]
+    out = np.full((spec.shape[0], width), spec.min(), dtype=np.float32)
+    out[:, offset:offset + spec.shape[1]] = spec
+    return out
+
+
+def _crop(spec: np.ndarray, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``width``-frame crop; a shorter clip lands at a random place in the window."""
+    slack = abs(spec.shape[1] - width)
+    shift = int(rng.integers(0, slack + 1))
+    if spec.shape[1] >= width:
+        return _window(spec, shift, width)
+    return _window(spec, 0, width, offset=shift)
+
+
+def _spec_augment(batch: np.ndarray, freq_mask: int, time_mask: int,
+                  rng: np.random.Generator) -> None:
+    """One frequency band and one time span per crop, each up to the given width, set to the
+    crop's mean (in place; ``batch`` is a fresh array of crops). batch: (B, n_mels, n_frames)."""
+    n, n_mels, n_frames = batch.shape
+    for axis, widest, size in ((1, freq_mask, n_mels), (2, time_mask, n_frames)):
+        if widest <= 0:
+            continue
+        widths = rng.integers(0, min(widest, size) + 1, size=n)
+        starts = rng.integers(0, size - widths + 1)
+        for i in range(n):
+            if widths[i]:
+                if axis == 1:
+                    batch[i, starts[i]:starts[i] + widths[i], :] = batch[i].mean()
+                else:
+                    batch[i, :, starts[i]:starts[i] + widths[i]] = batch[i].mean()
+
+
+@contextmanager
+def _threads(num_threads: int | None, device: torch.device):
+    """On the CPU use ``num_threads`` and restore the old count afterwards.
+
+    The default is half the cores (at most 8): these nets are small, and on a small shared machine
+    two OpenMP threads that wait on each other cost ten times the CPU of one (measured on 2 cores).
+    """
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(num_threads or max(1, min((os.cpu_count() or 1) // 2, 8)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
