@@ -113,7 +113,6 @@ def collect(root: Path | str = layout.DEFAULT_ROOT, *, strict: bool = False,
     """
     root = Path(root)
     folds = layout.read_folds(root)
-    _ = folds.hash  # computed once here; the workers receive it with ``folds``
     names = layout.list_experiments(root)
     if not names:
         raise LayoutError(f"no experiments under {root}: expected <root>/<name>/fold_<k>/val/probs.csv "
@@ -129,6 +128,8 @@ def collect(root: Path | str = layout.DEFAULT_ROOT, *, strict: bool = False,
             results[name] = cached
         else:
             cold.append((name, key))
+    if cold:
+        _ = folds.hash  # computed once here; the workers receive it with ``folds``
     done = len(results)
     if on_progress:
         on_progress(done, len(names))
@@ -326,12 +327,15 @@ def _signature(paths) -> list:
 
 
 def _experiment_key(root: Path, name: str, folds_key) -> str:
-    paths = []
-    for dirpath, dirnames, filenames in os.walk(layout.experiment_dir(root, name)):
-        dirnames.sort()
-        paths.append(dirpath)
-        paths.extend(os.path.join(dirpath, f) for f in sorted(filenames)
-                     if f in (layout.PROBS_FILE, layout.META_FILE))
+    """A hash of the size and mtime of every file collect reads for ``name`` and of the folders
+    holding them (a folder's mtime changes when an entry is added, removed or renamed)."""
+    folder = layout.experiment_dir(root, name)
+    paths = [folder, folder / layout.META_FILE]
+    for entry in sorted(e.name for e in os.scandir(folder)
+                        if e.name.startswith("fold_") and e.is_dir()):
+        paths.append(folder / entry)
+        for split in layout.SPLITS:
+            paths += [folder / entry / split, folder / entry / split / layout.PROBS_FILE]
     text = json.dumps([CACHE_VERSION, folds_key, _signature(paths)])
     return hashlib.sha1(text.encode()).hexdigest()
 

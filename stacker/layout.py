@@ -194,9 +194,10 @@ def fold_hash(ids: Sequence[str], fold: Sequence[int]) -> str:
 
 def split_labels(value) -> tuple[str, ...]:
     """'a,b' -> ('a', 'b'); an empty or missing field -> ()."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None or value != value:  # None or NaN (a missing field)
         return ()
-    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+    parts = [part.strip() for part in str(value).split(",")]
+    return tuple(part for part in parts if part)
 
 
 def read_classes_file(root: Path | str) -> tuple[str, ...] | None:

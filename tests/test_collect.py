@@ -346,6 +346,7 @@ def test_select_and_index(small_layout):
 
 def test_windows_are_noticed(small_layout):
     root = small_layout()
+    assert collect(root, n_jobs=1).windows == ()        # cached without windows, then one appears
     layout.atomic_save_npy(layout.windows_path(root, "sim_002", 0, "val", "row_000.wav"),
                            np.zeros((3, 4), np.float32))
     assert collect(root, n_jobs=1).windows == ("sim_002",)
