@@ -1,7 +1,5 @@
 """`stack collect`: validate and align every experiment, print the leaderboard and correlations."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -33,6 +33,11 @@ def user_errors(func):
         except StackError as error:
             err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
+        except OSError as error:  # a folder that cannot be written, a full disk: the user's to fix
+            where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+            err_console.print(f"[bold red]error:[/] {error.strerror or error}{where}",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
 
     return wrapper
 
