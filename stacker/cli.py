@@ -42,6 +42,12 @@ app.command("report")(report_command)
 from stacker.cli_search import search_subsets_command  # noqa: E402
 
 app.command("search-subsets")(search_subsets_command)
+
+from stacker.cli_train import predict_command, train_command, tune_command  # noqa: E402
+
+app.command("predict")(predict_command)
+app.command("train")(train_command)
+app.command("tune")(tune_command)
 # --- end of command registration ---
 
 
