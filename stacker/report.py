@@ -28,10 +28,11 @@ from matplotlib.figure import Figure
 
 from stacker import layout
 from stacker.collect import Collection, collect
-from stacker.errors import LayoutError, OutputExistsError
+from stacker.errors import LayoutError, OutputExistsError, StackError
 from stacker.leaderboard import leaderboard, oof_correlation
 from stacker.metrics import get_metric, per_class_lwlrap
 from stacker.selection import read_subsets, subsets_path
+from stacker.submit import oof_blend
 
 HISTORY_FILE = "history.json"
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss")
@@ -64,21 +65,16 @@ def best_single(collection: Collection, board: pd.DataFrame) -> str:
 
 
 def searched_blend(collection: Collection, result: dict) -> np.ndarray:
-    """The geometric mean of subsets.json's members' OOF (weighted by its ``weights`` when given):
-    array of shape (n_rows, n_classes). LayoutError when a member is not collected."""
+    """The OOF blend of subsets.json's members with its blend method (geometric mean by default),
+    power, eps and weights: array of shape (n_rows, n_classes). LayoutError when a member is not
+    collected."""
     members = list(result["members"])
-    idx = collection.index(members)
     weights = result.get("weights") or None
     if isinstance(weights, dict):
         weights = [float(weights.get(name, 0.0)) for name in members]
-    return _geo_mean(collection.oof[:, idx], weights)
-
-
-def _geo_mean(probs: np.ndarray, weights=None, eps: float = 1e-7) -> np.ndarray:
-    """Weighted geometric mean over axis 1 of (n_rows, n_models, n_classes), clipped to [eps, 1]."""
-    w = np.full(probs.shape[1], 1.0 / probs.shape[1]) if weights is None else np.asarray(weights, float)
-    w = w / w.sum()
-    return np.exp(np.einsum("rmc,m->rc", np.log(np.clip(probs.astype(np.float64), eps, 1.0)), w))
+    options = {key: float(result[key]) for key in ("power", "eps") if result.get(key) is not None}
+    return oof_blend(collection, members, blend=result.get("blend") or "geo-mean",
+                     weights=weights, **options)
 
 
 def per_class_comparison(y: np.ndarray, blended: np.ndarray, single: np.ndarray,
@@ -325,7 +321,7 @@ def build_report(root: Path | str = layout.DEFAULT_ROOT, *, metric: str = "lwlra
                     note(f"{subsets_path(root)}: {error}"))
         try:
             blended = searched_blend(collection, result)
-        except LayoutError as error:
+        except StackError as error:      # a member gone, or a blend name this version lacks
             section("Per-class lwlrap: searched blend vs best single model",
                     note(f"{subsets_path(root)}: {error}"))
         else:

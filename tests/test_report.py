@@ -132,6 +132,12 @@ def test_unreadable_inputs_become_notes_not_failures(full_layout):
     assert report.n_images == 3                    # leaderboard, correlation, sim_003's curves
 
 
+def test_an_unknown_blend_name_is_a_note(full_layout):
+    _write_search(full_layout, ["sim_001", "sim_002"], blend="median-of-wizards")
+    report = build_report(full_layout)
+    assert any("median-of-wizards" in n for n in report.notes) and report.n_images == 4
+
+
 def test_searched_blend_is_the_plain_geometric_mean(full_layout):
     collection = collect(full_layout)
     oof = collection.oof.astype(np.float64)
