@@ -112,6 +112,21 @@ def train_command(
         console.print(note, highlight=False)
 
 
+_SHORT = [("hidden", "hidden={:d}"), ("bottleneck", "gate={:d}"), ("dropout", "drop={:.2f}"),
+          ("lr", "lr={:.1e}"), ("weight_decay", "wd={:.0e}"), ("batch_size", "batch={:d}"),
+          ("patience", "pat={:d}"), ("plateau_factor", "plat={:.2f}")]
+
+
+def _compact_trials(frame: pd.DataFrame) -> pd.DataFrame:
+    """The trials table narrow enough for a terminal: the params in one wrapped column."""
+    params = [" ".join(fmt.format(int(row[c]) if "d}" in fmt else float(row[c]))
+                       for c, fmt in _SHORT if c in row and pd.notna(row[c]))
+              for _, row in frame.iterrows()]
+    return pd.DataFrame({"trial": frame["trial"].astype(str), "state": frame["state"],
+                         "cv": frame["cv"].astype(float),
+                         "folds": frame["folds_done"].astype(str), "params": params})
+
+
 @user_errors
 def tune_command(
     trials: Annotated[int, typer.Option("--trials", help="Trials to run now (they add to the "
@@ -154,7 +169,8 @@ def tune_command(
                       study_name=study, n_jobs=n_jobs, seed=seed, holdout_fold=holdout_fold,
                       metric=scorer, base_params=base, device=device, on_progress=update)
     if len(result.trials):
-        console.print(frame_table(result.trials, title=f"Best trials ({scorer.name})", max_rows=10))
+        console.print(frame_table(_compact_trials(result.trials), title=f"Best trials "
+                                                                        f"({scorer.name})", max_rows=10))
     console.print(f"study '{result.study_name}' in {result.storage}: {result.n_complete} complete, "
                   f"{result.n_pruned} pruned ({result.n_this_run} finished in this run)",
                   highlight=False)

@@ -253,6 +253,15 @@ def save_best_params(root: Path | str, result: TuneResult, *, fold_hash: str) ->
     """Write ``<root>/.stack/best_params.json`` for ``stack train --params best``."""
     if result.best_params is None:
         raise OptionError("the study has no finished trial yet; run more --trials")
+    path = best_params_path(root)
+    try:
+        existing = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except json.JSONDecodeError:
+        existing = {}
+    if (existing.get("study") == result.study_name and existing.get("storage") == result.storage
+            and existing.get("holdout_fold") == result.holdout_fold
+            and int(existing.get("n_complete") or 0) > result.n_complete):
+        return path   # a parallel worker already saved a later view of the same study
     document = {"params": result.best_params.to_dict(), "cv": result.best_value,
                 "metric": result.metric, "inputs": list(result.inputs), "study": result.study_name,
                 "storage": result.storage, "n_complete": result.n_complete,
@@ -260,4 +269,4 @@ def save_best_params(root: Path | str, result: TuneResult, *, fold_hash: str) ->
                 "holdout_score": result.holdout_score,
                 "holdout_default_score": result.holdout_default_score, "fold_hash": fold_hash,
                 "note": HONESTY_NOTE, "created": datetime.now(timezone.utc).isoformat()}
-    return layout.atomic_write_json(best_params_path(root), document)
+    return layout.atomic_write_json(path, document)
