@@ -27,6 +27,10 @@ from stacker.cli_collect import collect_command  # noqa: E402
 
 app.command("collect")(collect_command)
 
+from stacker.cli_demo import demo_command  # noqa: E402
+
+app.command("demo")(demo_command)
+
 from first_level.cli import first_level_app  # noqa: E402
 
 app.add_typer(first_level_app, name="first-level")
