@@ -47,6 +47,7 @@ PARAMS_FILE = "params.json"
 HISTORY_FILE = "history.json"
 MODEL_FORMAT = 1
 EPS = 1e-7
+MIN_STEPS = 8   # per epoch; caps the batch size on small data
 
 
 # ---------------------------------------------------------------- parameters
@@ -57,14 +58,16 @@ class MLPParams:
     """Hyper-parameters of one level-2 model. ``hidden`` is the first hidden layer (the second has
     ``hidden // 2``); ``patience`` is early stopping's, ``plateau_*`` ReduceLROnPlateau's;
     ``window_crop`` is the shortest crop (fraction of the windows) and ``window_keep`` the chance
-    that a window stays in a random subset, for window augmentation."""
+    that a window stays in a random subset, for window augmentation. ``batch_size`` is an upper
+    bound: an epoch always has at least ``MIN_STEPS`` steps, so a few hundred rows still train
+    with small batches."""
 
     hidden: int = 128
     bottleneck: int = 32
     dropout: float = 0.2
     lr: float = 5e-3
     weight_decay: float = 1e-6
-    batch_size: int = 128
+    batch_size: int = 256
     patience: int = 10
     plateau_factor: float = 0.5
     plateau_patience: int = 3
@@ -308,6 +311,11 @@ class FoldFit:
         return _predict_array(model, x, single_label, device)
 
 
+def effective_batch_size(batch_size: int, n_train: int) -> int:
+    """``batch_size``, capped so that an epoch over ``n_train`` rows has >= MIN_STEPS steps."""
+    return max(1, min(batch_size, math.ceil(n_train / MIN_STEPS)))
+
+
 def fold_seed(seed: int, fold: int) -> int:
     """A distinct, reproducible torch seed for each (seed, fold) pair."""
     return int(np.random.SeedSequence([int(seed), int(fold)]).generate_state(1)[0])
@@ -358,6 +366,7 @@ def _fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int, metric:
     n_models, n_classes = data.x.shape[1:]
     n_features = n_models * n_classes
     n_train = len(train_rows)
+    batch_size = effective_batch_size(params.batch_size, n_train)
     x_train = torch.as_tensor(data.x[train_rows], device=device)
     x_val = torch.as_tensor(data.x[val_rows].reshape(len(val_rows), n_features), device=device)
     y_val_np = data.y[val_rows]
@@ -390,8 +399,8 @@ def _fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int, metric:
         model.train()
         order = torch.randperm(n_train, generator=generator, device=device)
         total = torch.zeros((), device=device)
-        for start in range(0, n_train, params.batch_size):
-            idx = order[start:start + params.batch_size]
+        for start in range(0, n_train, batch_size):
+            idx = order[start:start + batch_size]
             xb = x_train[idx]
             if windows is not None:
                 wm, wv, wl = windows

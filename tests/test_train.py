@@ -390,3 +390,24 @@ def test_predict_refuses_inputs_of_the_wrong_shape(tmp_path):
         train.predict(root, "l2", col.test[:, :, :2])
     with pytest.raises(OptionError, match="n_folds=3"):
         train.predict(root, "l2", col.test[:2])
+
+
+def test_small_data_gets_at_least_min_steps_per_epoch(tmp_path, monkeypatch):
+    assert train.effective_batch_size(256, 4000) == 256
+    assert train.effective_batch_size(256, 200) == 25
+    assert train.effective_batch_size(16, 200) == 16
+    assert train.effective_batch_size(64, 3) == 1
+    col = collect(make_layout(tmp_path / "l", n_rows=60))
+    sizes, original = [], StackMLP.forward
+
+    def spy(self, x):
+        if self.training:
+            sizes.append(len(x))
+        return original(self, x)
+
+    monkeypatch.setattr(StackMLP, "forward", spy)
+    data = train.level2_data(col, col.names)
+    train.fit_fold(data, 0, params=replace(FAST, batch_size=256, max_epochs=1))
+    n_train = int((data.fold != 0).sum())
+    assert len(sizes) >= train.MIN_STEPS and sum(sizes) == n_train
+    assert max(sizes) == train.effective_batch_size(256, n_train)
