@@ -35,29 +35,34 @@ _INT64_BITS = 62          # leave a bit of headroom under int64's 63 value bits
 _MAX_FRACTION_BITS = 52
 
 
+def transform_bound(method: str, n_classes: int, eps: float) -> float:
+    """The largest |transform(p)| for probabilities p in [0, 1]."""
+    if method == "geo-mean":
+        return -math.log(eps)
+    if method == "rank":
+        return float(max(n_classes - 1, 1))
+    return 1.0
+
+
 def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, eps: float,
              rows: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """Fixed-point per-model transforms.
+    """Fixed-point per-model transforms, one model at a time (no float64 copy of the pool).
 
-    probs: array of shape (n_rows, n_models, n_classes).
+    probs: array of shape (n_rows, n_models, n_classes), values in [0, 1].
     max_terms: the largest number of (repeated) members a sum will hold.
     Returns (q, scale): q of shape (n_models, n_used_rows, n_classes), int64, with
-    ``q[m] == round(transform(probs[:, m]) * scale)``; ``scale`` is a power of two.
+    ``q[m] == round(transform(probs[rows, m]) * scale)``; ``scale`` is a power of two chosen so
+    that a sum of ``max_terms`` values cannot overflow.
     """
-    if rows is not None:
-        probs = probs[rows]
-    n_rows, n_models, n_classes = probs.shape
+    n_rows = probs.shape[0] if rows is None else len(rows)
+    n_models, n_classes = probs.shape[1], probs.shape[2]
+    largest = transform_bound(method, n_classes, eps)
+    bits = _INT64_BITS - math.ceil(math.log2(largest * max(max_terms, 1) + 1))
+    scale = float(2.0 ** min(_MAX_FRACTION_BITS, bits))
     q = np.empty((n_models, n_rows, n_classes), dtype=np.int64)
-    ts = []
-    largest = 0.0
     for m in range(n_models):
-        t = transform(probs[:, m], method, power=power, eps=eps)
-        largest = max(largest, float(np.max(np.abs(t))) if t.size else 0.0)
-        ts.append(t)
-    bits = _INT64_BITS - math.ceil(math.log2(max(largest, 1e-300) * max(max_terms, 1) + 1))
-    bits = int(min(_MAX_FRACTION_BITS, bits))
-    scale = float(2.0 ** bits)
-    for m, t in enumerate(ts):
+        column = probs[:, m] if rows is None else probs[rows, m]
+        t = transform(column, method, power=power, eps=eps)
         np.rint(t * scale, out=t)
         q[m] = t
     return q, scale
@@ -103,7 +108,11 @@ class RankScorer(Scorer):
         if self.metric.name not in FAST_METRICS:
             raise ValueError(f"RankScorer scores {FAST_METRICS}, not {self.metric.name}")
         truth = np.asarray(y) > 0
-        self.rows = np.flatnonzero(truth.any(axis=1))
+        counts = truth.sum(axis=1)
+        # rows with a positive, most positives first: the rows of pass j are then a leading block
+        # of the sum (a view, no gather)
+        self.rows = np.flatnonzero(counts > 0)
+        self.rows = self.rows[np.argsort(-counts[self.rows], kind="stable")]
         truth = truth[self.rows]
         n_rows, n_classes = truth.shape
         fold_index = np.searchsorted(self.fold_numbers, np.asarray(fold)[self.rows])
@@ -116,8 +125,8 @@ class RankScorer(Scorer):
         self.pos_rows, self.pos_cols = pos_rows[order], pos_cols[order]
         self.pos_flat = self.pos_rows * n_classes + self.pos_cols
         width = int(n_pos.max()) if n_rows else 0
-        self.pass_rows = [np.flatnonzero(n_pos > j) for j in range(width)]
-        self.pass_start = np.concatenate([[0], np.cumsum([len(r) for r in self.pass_rows])])
+        self.pass_size = [int(np.count_nonzero(n_pos > j)) for j in range(width)]
+        self.pass_start = np.concatenate([[0], np.cumsum(self.pass_size)]).astype(np.int64)
         # pairs (a, b) of distinct positives of one row: the hits at a count b when s_b >= s_a
         position = np.empty(len(order), dtype=np.int64)
         position[order] = np.arange(len(order))             # row-major index -> pass-major
@@ -142,6 +151,9 @@ class RankScorer(Scorer):
             # lrap: the mean over rows of the row's mean precision
             self.pos_weight = 1.0 / n_pos[self.pos_rows]
             self.fold_counts = np.bincount(fold_index, minlength=n_folds).astype(np.float64)
+        self._total_count = float(self.fold_counts.sum())
+        rest = self._total_count - self.fold_counts
+        self._rest_counts = np.where(rest > 0, rest, np.nan)
         self._ones = np.ones(n_classes, dtype=np.float32)
         self._buffer = np.empty((n_rows, n_classes), dtype=np.float32)
 
@@ -150,12 +162,11 @@ class RankScorer(Scorer):
         S = np.ascontiguousarray(S)
         scores = S.reshape(-1).take(self.pos_flat)
         at_or_above = np.empty(len(scores), dtype=np.float64)
-        for j, rows in enumerate(self.pass_rows):
+        for j, size in enumerate(self.pass_size):
             lo, hi = self.pass_start[j], self.pass_start[j + 1]
-            block = S if j == 0 else S.take(rows, axis=0)
-            buffer = self._buffer[:len(rows)]
+            buffer = self._buffer[:size]
             # count with a float32 matrix-vector product: exact for counts below 2**24
-            np.greater_equal(block, scores[lo:hi, None], out=buffer)
+            np.greater_equal(S[:size], scores[lo:hi, None], out=buffer)
             at_or_above[lo:hi] = buffer @ self._ones
         hits = 1.0 + np.bincount(self.pairs_a, weights=scores[self.pairs_b] >= scores[self.pairs_a],
                                  minlength=len(scores))
@@ -164,11 +175,10 @@ class RankScorer(Scorer):
     def evaluate(self, S, n_terms):
         sums = np.bincount(self.pos_fold, weights=self.precisions(S) * self.pos_weight,
                            minlength=len(self.fold_numbers))
-        total, count = sums.sum(), self.fold_counts.sum()
+        total, count = sums.sum(), self._total_count
         out = np.empty(self.n_outputs)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[0] = total / count
-            out[1:] = (total - sums) / (count - self.fold_counts)
+        out[0] = total / count if count else np.nan
+        out[1:] = (total - sums) / self._rest_counts     # nan where a fold holds every positive
         return self.sign * out
 
 class MetricScorer(Scorer):
