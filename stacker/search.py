@@ -39,6 +39,8 @@ from stacker.subset_scoring import make_scorer, quantize
 
 METHODS = ("auto", "exhaustive", "greedy", "beam", "ges")
 MAX_EXHAUSTIVE_SUBSETS = 1 << 22
+# below this many scored array elements (~1 s of work) starting processes costs more than it saves
+PARALLEL_MIN_WORK = 500_000_000
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -309,7 +311,7 @@ def _exhaustive(ctx, max_size, targets, top, n_jobs, on_progress) -> dict:
     parts = []
     if on_progress:
         on_progress(0, total)
-    if n_jobs > 1 and total >= 2048 and len(chunks) > 1:
+    if n_jobs > 1 and len(chunks) > 1 and total * ctx.q[0].size >= PARALLEL_MIN_WORK:
         with _Workers(ctx, n_jobs) as pool:
             futures = [pool.submit(_worker_exhaustive, chunk, max_size, len(targets) > 1) for chunk in chunks]
             for future in as_completed(futures):
@@ -334,7 +336,8 @@ def _run_selections(ctx, method, settings, targets, steps, n_jobs, on_progress) 
     if on_progress:
         on_progress(0, total)
     runs = {}
-    if n_jobs > 1 and len(targets) > 1:
+    work = len(targets) * steps * ctx.n_models * ctx.q[0].size
+    if n_jobs > 1 and len(targets) > 1 and work >= PARALLEL_MIN_WORK:
         with _Workers(ctx, n_jobs) as pool:
             futures = {pool.submit(_worker_selection, method, t, settings): t for t in targets}
             for future in as_completed(futures):

@@ -80,7 +80,7 @@ def members_of(combo, names):
 ])
 def test_exhaustive_equals_brute_force_oracle(metric, method):
     # the generic path calls scikit-learn per class: a smaller pool keeps it quick
-    oof, y, fold, names = random_pool(seed=1, n_models=6 if metric.endswith("lrap") else 5)
+    oof, y, fold, names = random_pool(seed=1, n_models=6 if metric.endswith("lrap") else 4)
     expected = oracle(oof, y, fold, metric, method)
     result = search_arrays(oof, y, fold, names=names, metric=metric, blend=method,
                            method="exhaustive", top=len(expected), nested=False, n_jobs=1)
@@ -181,7 +181,8 @@ def test_ges_puts_its_weight_on_the_planted_subset():
     assert result.cv == pytest.approx(get_metric("lwlrap")(y, manual), abs=1e-12)
 
 
-def test_parallel_runs_equal_serial_runs():
+def test_parallel_runs_equal_serial_runs(monkeypatch):
+    monkeypatch.setattr("stacker.search.PARALLEL_MIN_WORK", 0)   # processes even for small work
     oof, y, fold, names, _ = planted_pool(seed=1)
     for method in ("ges", "beam"):
         one = search_arrays(oof, y, fold, names=names, method=method, n_jobs=1, ges_iterations=15)
@@ -202,7 +203,8 @@ def noise_pool(n_models=12, seed=0):
     return oof, y, np.arange(150) % 3, [f"noise_{i}" for i in range(n_models)]
 
 
-def test_nested_cv_exposes_an_overfit_selection_and_uses_held_out_folds_only():
+def test_nested_cv_exposes_an_overfit_selection_and_uses_held_out_folds_only(monkeypatch):
+    monkeypatch.setattr("stacker.search.PARALLEL_MIN_WORK", 0)
     oof, y, fold, names = noise_pool()
     result = search_arrays(oof, y, fold, names=names, method="exhaustive", n_jobs=2)
     serial = search_arrays(oof, y, fold, names=names, method="exhaustive", n_jobs=1)
