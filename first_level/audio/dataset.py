@@ -20,7 +20,7 @@ import numpy as np
 
 from first_level.audio.features import MelSettings, load_spectrograms
 from first_level.audio.io import AudioError, list_audio_files
-from first_level.audio.metadata import AudioMeta, MetadataError, read_metadata
+from first_level.audio.metadata import AudioMeta, MetadataError
 from stacker import layout
 from stacker.errors import LayoutError, OptionError
 
