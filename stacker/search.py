@@ -113,7 +113,7 @@ class SearchResult:
             return None
         std = float(np.std(self.fold_cv)) if self.fold_cv else 0.0
         if gap > 0.01 or (std > 0 and gap > 2 * std):
-            return (f"selected CV {self.cv:.4f} is {gap:.4f} above the nested CV "
+            return (f"selected CV {self.cv:.4f} is {gap:.4f} better than the nested CV "
                     f"{self.nested_cv:.4f} (fold std {std:.4f}): the selection overfits the OOF "
                     "rows; expect the nested CV on new data, or prefer a smaller subset")
         return None
