@@ -35,12 +35,14 @@ from stacker.blend import DEFAULT_POWER, EPS, blend as blend_arrays, check_blend
 from stacker.collect import Collection
 from stacker.errors import OptionError
 from stacker.metrics import get_metric
-from stacker.subset_scoring import make_scorer, quantize
+from stacker.subset_scoring import RankScorer, make_scorer, quantize
 
 METHODS = ("auto", "exhaustive", "greedy", "beam", "ges")
 MAX_EXHAUSTIVE_SUBSETS = 1 << 22
 # below this many scored array elements (~1 s of work) starting processes costs more than it saves
 PARALLEL_MIN_WORK = 500_000_000
+# a batch of candidates (greedy, beam, GES) smaller than this (~30 ms of work) stays in-process
+PARALLEL_MIN_BATCH = 20_000_000
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -212,10 +214,11 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
                     "beam": dict(max_size=max_size, width=beam_width, patience=patience),
                     "ges": dict(iterations=ges_iterations, max_size=max_size)}[method]
         steps = ges_iterations if method == "ges" else max_size
-        runs = _run_selections(ctx, method, settings, targets, steps, n_jobs, on_progress)
+        runs, n_evaluated = _run_selections(ctx, method, settings, targets, steps, n_jobs,
+                                            on_progress)
 
-    n_evaluated = (runs[0].n_evaluated if method == "exhaustive"
-                   else sum(r.n_evaluated for r in runs.values()))
+    if method == "exhaustive":
+        n_evaluated = runs[0].n_evaluated
     result = _report(oof, np.asarray(y), fold, fold_numbers, names, runs, scorer_metric, blend,
                      power, eps, top)
     params = dict(metric=scorer_metric.name, blend=blend, power=power, eps=eps, method=method,
@@ -255,7 +258,9 @@ def _choose_method(ctx, max_size, beam_width, n_targets, n_jobs, budget) -> tupl
                               f"{n_jobs} process(es) ~ {exhaustive_s:.0f} s, within the "
                               f"{budget:.0f} s budget")
     depth = min(max_size, 15)
-    beam_s = n_targets * beam_width * n * depth * per / n_jobs
+    # the nested selections run in lockstep: with a fast scorer they share most candidates
+    shared = min(n_targets, 2) if isinstance(ctx.scorer, RankScorer) else n_targets
+    beam_s = shared * beam_width * n * depth * per / n_jobs
     if beam_s <= budget:
         return "beam", (f"auto chose beam (width {beam_width}): exhaustive would score {total:,} "
                         f"subsets (~{exhaustive_s:.0f} s > {budget:.0f} s budget); beam ~ "
@@ -281,8 +286,8 @@ def _worker_exhaustive(chunk, max_size, nested):
     return sm.run_exhaustive_chunk(_WORKER, chunk, max_size, nested)
 
 
-def _worker_selection(method, target, settings):
-    return getattr(sm, method)(_WORKER, target, **settings)
+def _worker_extend(base, candidates, targets):
+    return sm.score_extensions(_WORKER, base, candidates, targets)
 
 
 class _Workers:
@@ -330,35 +335,45 @@ def _exhaustive(ctx, max_size, targets, top, n_jobs, on_progress) -> dict:
     return {t: sm.exhaustive_run(masks, scores, t, n, top if t == 0 else 1) for t in targets}
 
 
-def _run_selections(ctx, method, settings, targets, steps, n_jobs, on_progress) -> dict:
-    total = steps * len(targets)
-    done = 0
+class _ParallelEvaluator(sm.Evaluator):
+    """Splits a large batch of candidates between the worker processes."""
+
+    def __init__(self, ctx, pool, n_jobs):
+        super().__init__(ctx)
+        self.pool, self.n_jobs = pool, n_jobs
+
+    def extend(self, base, candidates, targets):
+        if len(candidates) * self.ctx.q[0].size < PARALLEL_MIN_BATCH:
+            return super().extend(base, candidates, targets)
+        self.n_evaluated += len(candidates)
+        parts = np.array_split(np.asarray(candidates), self.n_jobs)
+        futures = [self.pool.submit(_worker_extend, base, part.tolist(), targets)
+                   for part in parts if len(part)]
+        return np.concatenate([f.result() for f in futures])
+
+
+def _run_selections(ctx, method, settings, targets, steps, n_jobs, on_progress):
+    """Run ``method`` for every target in lockstep. Returns ({target: Run}, candidates scored)."""
+    done = [0]
+
+    def tick(k):
+        done[0] += k
+        if on_progress:
+            on_progress(min(done[0], steps), steps)
+
     if on_progress:
-        on_progress(0, total)
-    runs = {}
-    work = len(targets) * steps * ctx.n_models * ctx.q[0].size
-    if n_jobs > 1 and len(targets) > 1 and work >= PARALLEL_MIN_WORK:
+        on_progress(0, steps)
+    parallel = n_jobs > 1 and ctx.n_models * ctx.q[0].size >= PARALLEL_MIN_BATCH
+    if parallel:
         with _Workers(ctx, n_jobs) as pool:
-            futures = {pool.submit(_worker_selection, method, t, settings): t for t in targets}
-            for future in as_completed(futures):
-                runs[futures[future]] = future.result()
-                done += steps
-                if on_progress:
-                    on_progress(done, total)
+            evaluator = _ParallelEvaluator(ctx, pool, n_jobs)
+            runs = getattr(sm, method)(evaluator, targets, tick=tick, **settings)
     else:
-        for t in targets:
-            ticks = [0]
-
-            def tick(k, ticks=ticks):
-                ticks[0] += k
-                if on_progress:
-                    on_progress(done + min(ticks[0], steps), total)
-
-            runs[t] = getattr(sm, method)(ctx, t, tick=tick, **settings)
-            done += steps
-            if on_progress:
-                on_progress(done, total)
-    return runs
+        evaluator = sm.Evaluator(ctx)
+        runs = getattr(sm, method)(evaluator, targets, tick=tick, **settings)
+    if on_progress:
+        on_progress(steps, steps)
+    return runs, evaluator.n_evaluated
 
 
 # ---------------------------------------------------------------- reporting (canonical scores)

@@ -1,9 +1,9 @@
 """The selection methods of the subset search, on quantized members (see :mod:`subset_scoring`).
 
 Each method works on a :class:`Context` (the int64 transforms ``q`` of shape
-(n_models, n_rows, n_classes) and a scorer) and a ``target``: which entry of the scorer's output it
-maximises (0 = all rows; 1 + i = every fold but fold i, for nested CV). A candidate ensemble is a
-tuple of member counts, one per model (0/1 for subsets, any count for GES).
+(n_models, n_rows, n_classes) and a scorer) for ``targets``: which entries of the scorer's output
+they maximise (0 = all rows; 1 + i = every fold but fold i, for nested CV). A candidate ensemble is
+a tuple of member counts, one per model (0/1 for subsets, any count for GES).
 
 Ties between candidates are broken the same way everywhere (and by the brute-force oracle in the
 tests): scores rounded to 12 decimals, then fewer distinct members, then fewer picks, then the
@@ -182,129 +182,202 @@ def exhaustive_run(masks: np.ndarray, scores: np.ndarray, target: int, n_models:
 # ---------------------------------------------------------------- greedy, beam, GES
 
 
-def greedy(ctx: Context, target: int, *, max_size: int, prune: bool = True, patience: int = 2,
-           tick: Tick | None = None) -> Run:
-    """Forward selection: add the model that helps most; stop after ``patience`` additions
-    without a new best or at ``max_size``; keep the best subset on the path. With ``prune``, then
-    drop members one at a time while that does not lower the score (backward pruning)."""
-    q, scorer, n = ctx.q, ctx.scorer, ctx.n_models
-    members: list[int] = []
+class Evaluator:
+    """Scores candidates for several targets at once; counts how many it scored.
+
+    The selection methods below run the selections of all targets (all rows, and each fold held
+    out) in lockstep: while two targets' ensembles are equal, each candidate is scored once and
+    the fast scorer's one pass gives every target's score, so nested CV costs little more than
+    the selection itself. Subclasses may spread a batch over processes.
+    """
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.n_evaluated = 0
+
+    @property
+    def n_models(self) -> int:
+        return self.ctx.n_models
+
+    def extend(self, base: Counts, candidates: list, targets: list) -> np.ndarray:
+        """Scores of ``base`` plus one more of each candidate model: (len(candidates),
+        len(targets))."""
+        self.n_evaluated += len(candidates)
+        return score_extensions(self.ctx, base, candidates, targets)
+
+    def sets(self, ensembles: list, targets: list) -> np.ndarray:
+        """Scores of whole ensembles (counts): (len(ensembles), len(targets))."""
+        self.n_evaluated += len(ensembles)
+        out = np.empty((len(ensembles), len(targets)))
+        for i, counts in enumerate(ensembles):
+            out[i] = self.ctx.scorer.evaluate_targets(ensemble_sum(self.ctx.q, counts),
+                                                      sum(counts), targets)
+        return out
+
+
+def ensemble_sum(q: np.ndarray, counts: Counts) -> np.ndarray:
     S = np.zeros(q.shape[1:], dtype=np.int64)
+    for m, c in enumerate(counts):
+        if c:
+            S += q[m] if c == 1 else c * q[m]
+    return S
+
+
+def score_extensions(ctx: Context, base: Counts, candidates, targets) -> np.ndarray:
+    S = ensemble_sum(ctx.q, base)
     buffer = np.empty_like(S)
-    path, evaluated, stale, best_score = [], 0, 0, -math.inf
-    while len(members) < min(max_size, n):
-        choice, choice_score = None, -math.inf
-        for j in range(n):
-            if j in members:
-                continue
-            np.add(S, q[j], out=buffer)
-            score = scorer.evaluate_one(buffer, len(members) + 1, target)
-            evaluated += 1
-            if choice is None or rounded(score) > rounded(choice_score):
-                choice, choice_score = j, score
-        members.append(choice)
-        S += q[choice]
-        path.append((counts_of(members, n), choice_score))
+    n_terms = sum(base) + 1
+    out = np.empty((len(candidates), len(targets)))
+    for i, j in enumerate(candidates):
+        np.add(S, ctx.q[j], out=buffer)
+        out[i] = ctx.scorer.evaluate_targets(buffer, n_terms, targets)
+    return out
+
+
+def _pick(candidates: list, scores: np.ndarray) -> tuple[int, float]:
+    """The best candidate (first on ties: candidates come in model order)."""
+    r = np.round(np.where(np.isnan(scores), -np.inf, scores), 12)
+    i = int(np.argmax(r))
+    return candidates[i], float(scores[i])
+
+
+def _group(states: dict, attribute: str) -> dict:
+    groups: dict = {}
+    for t, state in states.items():
+        if state["active"]:
+            groups.setdefault(state[attribute], []).append(t)
+    return groups
+
+
+def greedy(ev: Evaluator, targets: list, *, max_size: int, prune: bool = True,
+           patience: int = 2, tick: Tick | None = None) -> dict:
+    """Forward selection for each target: add the model that helps most; stop after
+    ``patience`` additions without a new best or at ``max_size``; keep the best subset on the
+    path. With ``prune``, then drop members one at a time while that does not lower the score
+    (backward pruning). Returns {target: Run}."""
+    n = ev.n_models
+    limit = min(max_size, n)
+    states = {t: {"counts": counts_of((), n), "path": [], "best": -math.inf, "stale": 0,
+                  "active": limit > 0} for t in targets}
+    while any(state["active"] for state in states.values()):
+        for base, group in _group(states, "counts").items():
+            candidates = [j for j in range(n) if not base[j]]
+            scores = ev.extend(base, candidates, group)
+            for col, t in enumerate(group):
+                state = states[t]
+                choice, score = _pick(candidates, scores[:, col])
+                state["counts"] = tuple(c + (m == choice) for m, c in enumerate(base))
+                state["path"].append((state["counts"], score))
+                if rounded(score) > rounded(state["best"]):
+                    state["best"], state["stale"] = score, 0
+                else:
+                    state["stale"] += 1
+                if state["stale"] >= patience or sum(state["counts"]) >= limit:
+                    state["active"] = False
         if tick:
             tick(1)
-        if rounded(choice_score) > rounded(best_score):
-            best_score, stale = choice_score, 0
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    found = list(path)
-    best_counts, best = min(path, key=lambda item: key(*item))
-    if prune:
-        chosen = [m for m, c in enumerate(best_counts) if c]
-        S = q[chosen].sum(axis=0)
-        while len(chosen) > 1:
-            options = []
-            for m in chosen:
-                np.subtract(S, q[m], out=buffer)
-                options.append((scorer.evaluate_one(buffer, len(chosen) - 1, target), m))
-                evaluated += 1
-            score, drop = max(options, key=lambda o: (rounded(o[0]), -o[1]))
-            if rounded(score) < rounded(best):
-                break
-            chosen.remove(drop)
-            S -= q[drop]
-            best, best_counts = score, counts_of(chosen, n)
-            found.append((best_counts, best))
-    found.sort(key=lambda item: key(*item))
-    return Run(target=target, best=best_counts, score=best, by_size=_best_by_size(found),
-               top=_unique(found), n_evaluated=evaluated)
+    runs = {}
+    for t, state in states.items():
+        found = list(state["path"])
+        best_counts, best = min(found, key=lambda item: key(*item))
+        if prune:
+            while sum(best_counts) > 1:
+                chosen = [m for m, c in enumerate(best_counts) if c]
+                smaller = [tuple(0 if m == drop else c for m, c in enumerate(best_counts))
+                           for drop in chosen]
+                scores = ev.sets(smaller, [t])[:, 0]
+                drop, score = _pick(list(range(len(smaller))), scores)
+                if rounded(score) < rounded(best):
+                    break
+                best_counts, best = smaller[drop], score
+                found.append((best_counts, best))
+        found.sort(key=lambda item: key(*item))
+        runs[t] = Run(target=t, best=best_counts, score=best, by_size=_best_by_size(found),
+                      top=_unique(found))
+    return runs
 
 
-def beam(ctx: Context, target: int, *, max_size: int, width: int = 5, patience: int = 2,
-         tick: Tick | None = None) -> Run:
-    """Beam search: keep the ``width`` best subsets of each size, extend each by every other
-    model, keep the ``width`` best of the next size; stop ``patience`` sizes after the last new
-    best or at ``max_size``."""
-    q, scorer, n = ctx.q, ctx.scorer, ctx.n_models
-    beams = [((), np.zeros(q.shape[1:], dtype=np.int64))]
-    buffer = np.empty(q.shape[1:], dtype=np.int64)
-    found, evaluated, stale, best_score = [], 0, 0, -math.inf
+def beam(ev: Evaluator, targets: list, *, max_size: int, width: int = 5, patience: int = 2,
+         tick: Tick | None = None) -> dict:
+    """Beam search for each target: keep the ``width`` best subsets of each size, extend each
+    by every other model, keep the ``width`` best of the next size; stop ``patience`` sizes after
+    the last new best or at ``max_size``. Returns {target: Run}."""
+    n = ev.n_models
+    states = {t: {"beams": [counts_of((), n)], "found": [], "best": -math.inf, "stale": 0,
+                  "active": max_size > 0} for t in targets}
     for size in range(1, min(max_size, n) + 1):
-        children: dict = {}
-        for b, (members, S) in enumerate(beams):
+        # every (parent, targets) to extend this level, each child scored once per target
+        parents: dict = {}
+        for t, state in states.items():
+            if state["active"]:
+                for parent in state["beams"]:
+                    parents.setdefault(parent, []).append(t)
+        children: dict = {t: {} for t, state in states.items() if state["active"]}   # child -> score
+        for parent, group in parents.items():
+            # a child reached from an earlier parent (for these targets) is not scored again
+            candidates, kids = [], []
             for j in range(n):
-                if j in members:
+                if parent[j]:
                     continue
-                child = tuple(sorted(members + (j,)))
-                if child in children:
-                    continue
-                np.add(S, q[j], out=buffer)
-                children[child] = (scorer.evaluate_one(buffer, size, target), b, j)
-                evaluated += 1
-        ranked = sorted(children.items(), key=lambda item: key(counts_of(item[0], n), item[1][0]))
-        kept = ranked[:width]
-        beams = [(child, beams[b][1] + q[j]) for child, (_, b, j) in kept]
-        found += [(counts_of(child, n), score) for child, (score, _, _) in kept]
+                child = tuple(c + (m == j) for m, c in enumerate(parent))
+                if any(child not in children[t] for t in group):
+                    candidates.append(j)
+                    kids.append(child)
+            scores = ev.extend(parent, candidates, group) if candidates else None
+            for i, child in enumerate(kids):
+                for col, t in enumerate(group):
+                    children[t].setdefault(child, float(scores[i, col]))
+        for t, scored in children.items():
+            state = states[t]
+            ranked = sorted(scored.items(), key=lambda item: key(*item))[:width]
+            state["beams"] = [counts for counts, _ in ranked]
+            state["found"] += ranked
+            if rounded(ranked[0][1]) > rounded(state["best"]):
+                state["best"], state["stale"] = ranked[0][1], 0
+            else:
+                state["stale"] += 1
+                if state["stale"] >= patience:
+                    state["active"] = False
         if tick:
             tick(1)
-        level_best = kept[0][1][0]
-        if rounded(level_best) > rounded(best_score):
-            best_score, stale = level_best, 0
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    found.sort(key=lambda item: key(*item))
-    return Run(target=target, best=found[0][0], score=found[0][1], by_size=_best_by_size(found),
-               top=_unique(found), n_evaluated=evaluated)
+        if not any(state["active"] for state in states.values()):
+            break
+    runs = {}
+    for t, state in states.items():
+        found = sorted(state["found"], key=lambda item: key(*item))
+        runs[t] = Run(target=t, best=found[0][0], score=found[0][1],
+                      by_size=_best_by_size(found), top=_unique(found))
+    return runs
 
 
-def ges(ctx: Context, target: int, *, iterations: int = 50, max_size: int | None = None,
-        tick: Tick | None = None) -> Run:
-    """Ensemble selection with replacement (Caruana et al., ICML 2004): start from an empty bag,
-    add at each step the model (possibly again) whose addition scores best; the counts become
-    weights. Keeps the best bag over the iterations (the paper's 'select the best-performing
-    ensemble size'). ``max_size`` caps the number of distinct members."""
-    q, scorer, n = ctx.q, ctx.scorer, ctx.n_models
+def ges(ev: Evaluator, targets: list, *, iterations: int = 50, max_size: int | None = None,
+        tick: Tick | None = None) -> dict:
+    """Ensemble selection with replacement (Caruana et al., ICML 2004) for each target: start
+    from an empty bag, add at each step the model (possibly again) whose addition scores best;
+    the counts become weights. Keeps the best bag over the iterations (the paper's 'select the
+    best-performing ensemble size'). ``max_size`` caps the number of distinct members.
+    Returns {target: Run}."""
+    n = ev.n_models
     max_size = n if max_size is None else max_size
-    counts = [0] * n
-    S = np.zeros(q.shape[1:], dtype=np.int64)
-    buffer = np.empty_like(S)
-    history, evaluated = [], 0
-    for step in range(iterations):
-        distinct = sum(1 for c in counts if c)
-        allowed = [j for j in range(n) if counts[j] or distinct < max_size]
-        choice, choice_score = None, -math.inf
-        for j in allowed:
-            np.add(S, q[j], out=buffer)
-            score = scorer.evaluate_one(buffer, step + 1, target)
-            evaluated += 1
-            if choice is None or rounded(score) > rounded(choice_score):
-                choice, choice_score = j, score
-        counts[choice] += 1
-        S += q[choice]
-        history.append((tuple(counts), choice_score))
+    states = {t: {"counts": counts_of((), n), "history": [], "active": True} for t in targets}
+    for _ in range(iterations):
+        for base, group in _group(states, "counts").items():
+            distinct = sum(1 for c in base if c)
+            candidates = [j for j in range(n) if base[j] or distinct < max_size]
+            scores = ev.extend(base, candidates, group)
+            for col, t in enumerate(group):
+                choice, score = _pick(candidates, scores[:, col])
+                counts = tuple(c + (m == choice) for m, c in enumerate(base))
+                states[t]["counts"] = counts
+                states[t]["history"].append((counts, score))
         if tick:
             tick(1)
-    ordered = sorted(history, key=lambda item: key(*item))
-    return Run(target=target, best=ordered[0][0], score=ordered[0][1],
-               by_size=_best_by_size(history), top=_unique(ordered), n_evaluated=evaluated)
+    runs = {}
+    for t, state in states.items():
+        ordered = sorted(state["history"], key=lambda item: key(*item))
+        runs[t] = Run(target=t, best=ordered[0][0], score=ordered[0][1],
+                      by_size=_best_by_size(state["history"]), top=_unique(ordered))
+    return runs
 
 
 def _unique(found: list) -> list:

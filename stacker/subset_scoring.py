@@ -98,6 +98,10 @@ class Scorer:
         """Entry ``target`` of :meth:`evaluate` (cheaper for metrics that are not decomposable)."""
         return float(self.evaluate(S, n_terms)[target])
 
+    def evaluate_targets(self, S: np.ndarray, n_terms: int, targets) -> np.ndarray:
+        """Entries ``targets`` of :meth:`evaluate`, shape (len(targets),)."""
+        return self.evaluate(S, n_terms)[list(targets)]
+
 
 class RankScorer(Scorer):
     """lwlrap / lrap from the raw sum; rows without a positive label are left out (they do not
@@ -197,6 +201,11 @@ class MetricScorer(Scorer):
         out = [self.metric(self.y, values)]
         out += [self.metric(self.y[keep], values[keep]) for keep in self.keep]
         return self.sign * np.asarray(out, dtype=np.float64)
+
+    def evaluate_targets(self, S, n_terms, targets):
+        if len(targets) == 1:
+            return np.array([self.evaluate_one(S, n_terms, targets[0])])
+        return self.evaluate(S, n_terms)[list(targets)]
 
     def evaluate_one(self, S, n_terms, target):
         values = self.values(S, n_terms)

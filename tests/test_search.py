@@ -183,8 +183,9 @@ def test_ges_puts_its_weight_on_the_planted_subset():
 
 def test_parallel_runs_equal_serial_runs(monkeypatch):
     monkeypatch.setattr("stacker.search.PARALLEL_MIN_WORK", 0)   # processes even for small work
+    monkeypatch.setattr("stacker.search.PARALLEL_MIN_BATCH", 0)
     oof, y, fold, names, _ = planted_pool(seed=1)
-    for method in ("ges", "beam"):
+    for method in ("ges", "beam", "greedy"):
         one = search_arrays(oof, y, fold, names=names, method=method, n_jobs=1, ges_iterations=15)
         two = search_arrays(oof, y, fold, names=names, method=method, n_jobs=2, ges_iterations=15)
         assert (one.members, one.weights, one.cv, one.nested_cv) == (two.members, two.weights,
