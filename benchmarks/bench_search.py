@@ -1,8 +1,8 @@
 """Exhaustive subset search speed: every non-empty subset of 16 models on 5,000 x 80 OOF.
 
 Target: all 65,535 subsets (geo-mean blend, lwlrap, nested CV included) in under 60 s with 2
-processes. Then greedy, beam and GES (nested CV included) on a pool of 200 models of the same size:
-each under a minute. The baseline is a plain loop that blends each subset from scratch
+processes. Then auto, greedy, beam and GES (nested CV included) on a pool of 200 models of the
+same size: each under a minute. The baseline is a plain loop that blends each subset from scratch
 (:func:`stacker.blend.blend`) and scores it with :func:`stacker.metrics.lwlrap`; it is timed on a
 random sample of subsets and extrapolated to all of them (running it in full would take long).
 

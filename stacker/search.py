@@ -161,7 +161,8 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
     oof: array of shape (n_rows, n_models, n_classes); y: (n_rows, n_classes); fold: (n_rows,).
     names: one per model. max_size: the largest subset (default: every model). top: how many
     subsets to list. nested: repeat the selection with each fold held out (nested CV).
-    n_jobs: processes for exhaustive search and for the nested repeats. time_budget: seconds
+    n_jobs: processes for the exhaustive search and for large batches of candidates of greedy,
+    beam and GES (their nested selections run in lockstep, sharing candidates). time_budget: seconds
     ``auto`` allows the exhaustive search (estimated from measured scoring speed). seed: recorded;
     every method is deterministic (ties are broken by a fixed rule).
     on_progress: ``on_progress(done, total)`` as the work advances.
@@ -209,6 +210,7 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
                               f"{total:,} subsets (limit {MAX_EXHAUSTIVE_SUBSETS:,}); lower "
                               "--max-size or use --method greedy, beam or ges")
         runs = _exhaustive(ctx, max_size, targets, top, n_jobs, on_progress)
+        n_evaluated = runs[0].n_evaluated
     else:
         settings = {"greedy": dict(max_size=max_size, prune=prune, patience=patience),
                     "beam": dict(max_size=max_size, width=beam_width, patience=patience),
@@ -217,8 +219,6 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
         runs, n_evaluated = _run_selections(ctx, method, settings, targets, steps, n_jobs,
                                             on_progress)
 
-    if method == "exhaustive":
-        n_evaluated = runs[0].n_evaluated
     result = _report(oof, np.asarray(y), fold, fold_numbers, names, runs, scorer_metric, blend,
                      power, eps, top)
     params = dict(metric=scorer_metric.name, blend=blend, power=power, eps=eps, method=method,
