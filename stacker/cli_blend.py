@@ -46,7 +46,8 @@ def blend_command(
     template: Annotated[Optional[Path], typer.Option(help="Submission template, e.g. "
                                                           "sample_submission.csv.")] = None,
     out: Annotated[Path, typer.Option(help="Submission file to write.")] = Path("submission.csv"),
-    force: Annotated[bool, typer.Option(help="Overwrite --out (and its .json) if they exist.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out (and its .json) if they "
+                                                 "exist.")] = False,
     eps: Annotated[float, typer.Option(help="Clip of probabilities for geometric means.")] = EPS,
     metric: Annotated[Optional[str], typer.Option(help="Metric of the printed CV (default: the "
                                                        "search's, else lwlrap).")] = None,
