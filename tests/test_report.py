@@ -185,6 +185,17 @@ def test_write_report_refuses_to_overwrite(full_layout, tmp_path):
     assert out.read_text().startswith("<!DOCTYPE html>")
 
 
+def test_the_report_file_is_readable_by_others_like_any_new_file(full_layout, tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the result must get the usual umask mode."""
+    import os
+
+    out = write_report(full_layout, tmp_path / "shared.html") and tmp_path / "shared.html"
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert out.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
 def test_cli_report(full_layout, tmp_path):
     out = tmp_path / "report.html"
     runner = CliRunner()
