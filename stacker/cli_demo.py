@@ -60,10 +60,12 @@ def result_table(result: DemoResult) -> Table:
 
 @user_errors
 def demo_command(
-    workdir: Annotated[Path, typer.Option(help="Folder for the dataset, the layout, the submission "
-                                               "and the report (resumed when it holds the same run).")] = Path("demo_run"),
-    quick: Annotated[bool, typer.Option("--quick", help="A small run (about a minute) instead of "
-                                                         "the full one (about ten on 2 cores).")] = False,
+    workdir: Annotated[Path, typer.Option(
+        help="Folder for the dataset, the layout, the submission and the report (resumed when "
+             "it holds the same run).")] = Path("demo_run"),
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="A small run (under a minute) instead of the full one (about 5-7 "
+                        "minutes on 2 cores).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the dataset, the folds and every model.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Regenerate and retrain everything in "
                                                          "WORKDIR instead of resuming.")] = False,

@@ -76,7 +76,8 @@ class DemoSettings:
 
 
 def demo_settings(*, quick: bool = False, seed: int = 0) -> DemoSettings:
-    """The full run (sized for about 10 minutes on 2 CPU cores) or the quick one (under 2)."""
+    """The full run (6.5 minutes on a busy 2-core machine, 4 minutes of CPU) or the quick one
+    (under a minute)."""
     # 32 mel bands and a 48-frame crop keep the CNN's cost per clip ~15x below the 'fast' preset
     mel = dict(sample_rate=16000, n_mels=32, n_fft=512, hop_length=320, fmin=20.0)
     sklearn = {
