@@ -121,7 +121,8 @@ def test_quick_demo_blend_beats_the_best_single_model(tmp_path):
     workdir = tmp_path / "quick"
     result = CliRunner().invoke(app, ["demo", "--workdir", str(workdir), "--quick"])
     assert result.exit_code == 0, result.output
-    assert "the blend beats the best single model" in result.output
+    gain_row = next(line for line in result.output.splitlines() if "blend - best single" in line)
+    assert float(re.findall(r"[+-]\d\.\d{4}", gain_row)[0]) > 0, result.output
     assert (workdir / "submission.csv").exists() and (workdir / "report.html").exists()
     names = collect(workdir / "predictions").names
     assert {"cnn_logmel", "stats_logreg", "stats_extratrees", "stats_knn", "l2_mlp_all"} <= set(names)
