@@ -3,6 +3,7 @@
 from stacker.collect import Collection, collect
 from stacker.errors import LayoutError, OptionError, OutputExistsError, StackError
 from stacker.metrics import METRICS, get_metric, lwlrap, per_class_lwlrap
+from stacker.search import SearchResult, search_subsets
 
 __all__ = ["Collection", "collect", "LayoutError", "OptionError", "OutputExistsError", "StackError",
-           "METRICS", "get_metric", "lwlrap", "per_class_lwlrap"]
+           "METRICS", "get_metric", "lwlrap", "per_class_lwlrap", "SearchResult", "search_subsets"]
