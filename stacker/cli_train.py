@@ -114,7 +114,7 @@ def train_command(
 
 _SHORT = [("hidden", "hidden={:d}"), ("bottleneck", "gate={:d}"), ("dropout", "drop={:.2f}"),
           ("lr", "lr={:.1e}"), ("weight_decay", "wd={:.0e}"), ("batch_size", "batch={:d}"),
-          ("patience", "pat={:d}"), ("plateau_factor", "plat={:.2f}")]
+          ("patience", "pat={:d}"), ("plateau_factor", "plat={:.2f}"), ("skip", "skip={:d}")]
 
 
 def _compact_trials(frame: pd.DataFrame) -> pd.DataFrame:

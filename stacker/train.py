@@ -60,7 +60,8 @@ class MLPParams:
     ``window_crop`` is the shortest crop (fraction of the windows) and ``window_keep`` the chance
     that a window stays in a random subset, for window augmentation. ``batch_size`` is an upper
     bound: an epoch always has at least ``MIN_STEPS`` steps, so a few hundred rows still train
-    with small batches."""
+    with small batches. ``skip`` (1/0): add the inputs' mean log-odds to the output (see
+    :class:`~stacker.mlp.StackMLP`)."""
 
     hidden: int = 128
     bottleneck: int = 32
@@ -74,6 +75,7 @@ class MLPParams:
     max_epochs: int = 60
     window_crop: float = 0.5
     window_keep: float = 0.75
+    skip: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,7 +108,8 @@ class MLPParams:
                   ("plateau_patience", params.plateau_patience >= 0, ">= 0"),
                   ("max_epochs", params.max_epochs >= 1, ">= 1"),
                   ("window_crop", 0 < params.window_crop <= 1, "in (0, 1]"),
-                  ("window_keep", 0 < params.window_keep <= 1, "in (0, 1]")]
+                  ("window_keep", 0 < params.window_keep <= 1, "in (0, 1]"),
+                  ("skip", params.skip in (0, 1), "0 or 1")]
         for key, ok, allowed in checks:
             if not ok:
                 raise OptionError(f"{source}: parameter '{key}' must be {allowed}, "
@@ -384,10 +387,17 @@ def _fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int, metric:
                    torch.as_tensor(data.windows.values[train_rows], device=device),
                    torch.as_tensor(data.windows.lengths[train_rows], device=device))
 
+    skip = "none" if not params.skip else ("log" if data.single_label else "logit")
     model = StackMLP(n_features, n_classes, hidden=params.hidden, bottleneck=params.bottleneck,
-                     dropout=params.dropout).to(device)
+                     dropout=params.dropout, skip=skip).to(device)
     model.set_input_scale(x_train.reshape(n_train, n_features))
-    _init_head_bias(model, data.y[train_rows], data.single_label)
+    if skip == "none":
+        _init_head_bias(model, data.y[train_rows], data.single_label)
+    # the skip path is a fixed function of the inputs: compute it once unless windows vary them
+    skip_train = None
+    if skip != "none" and windows is None:
+        with torch.no_grad():
+            skip_train = model.skip_logits(x_train.reshape(n_train, n_features))
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay,
                                  fused=True)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -401,13 +411,15 @@ def _fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int, metric:
         total = torch.zeros((), device=device)
         for start in range(0, n_train, batch_size):
             idx = order[start:start + batch_size]
-            xb = x_train[idx]
+            xb = x_train.index_select(0, idx)
             if windows is not None:
                 wm, wv, wl = windows
                 xb = xb.clone()
                 xb[:, wm] = window_means(wv[idx], wl[idx], crop=params.window_crop,
                                          keep=params.window_keep, generator=generator)
-            loss = loss_fn(model(xb.reshape(len(idx), n_features)), y_train[idx])
+            logits = model(xb.reshape(len(idx), n_features),
+                           None if skip_train is None else skip_train.index_select(0, idx))
+            loss = loss_fn(logits, y_train.index_select(0, idx))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -45,7 +45,8 @@ HONESTY_NOTE = ("the tuned CV chose these params on the same folds, so it is opt
 
 
 def suggest_params(trial: optuna.Trial, base: MLPParams) -> MLPParams:
-    """The search space; everything else (max_epochs, window settings) comes from ``base``."""
+    """The search space (the issue's eight hyper-parameters plus the skip path on/off);
+    everything else (max_epochs, window settings) comes from ``base``."""
     return replace(
         base,
         hidden=trial.suggest_int("hidden", 32, 512, log=True),
@@ -56,6 +57,7 @@ def suggest_params(trial: optuna.Trial, base: MLPParams) -> MLPParams:
         batch_size=trial.suggest_categorical("batch_size", [32, 64, 128, 256]),
         patience=trial.suggest_int("patience", 4, 20),
         plateau_factor=trial.suggest_float("plateau_factor", 0.1, 0.8),
+        skip=trial.suggest_categorical("skip", [0, 1]),
     )
 
 
@@ -95,7 +97,8 @@ def open_study(storage: str, study_name: str, *, direction: str, seed: int, attr
             study = optuna.load_study(study_name=study_name, storage=rdb, pruner=pruner,
                                       sampler=optuna.samplers.TPESampler(seed=sampler_seed))
             break
-        except (sqlalchemy.exc.OperationalError, optuna.exceptions.DuplicatedStudyError):
+        except (sqlalchemy.exc.DBAPIError, optuna.exceptions.DuplicatedStudyError):
+            # two workers creating one database: tables, alembic stamp or study row collide
             if attempt == retries - 1:
                 raise
             time.sleep(0.5 * (attempt + 1))

@@ -57,8 +57,8 @@ def test_mlp_shapes_layers_and_gradients():
 
 
 def test_dropout_only_in_training_mode():
-    model = StackMLP(10, 3, hidden=32, bottleneck=4, dropout=0.5)
-    x = torch.rand(4, 10)
+    model = StackMLP(9, 3, hidden=32, bottleneck=4, dropout=0.5)
+    x = torch.rand(4, 9)
     model.eval()
     torch.testing.assert_close(model(x), model(x))
     model.train()
@@ -88,3 +88,32 @@ def test_input_scale_is_one_global_factor():
     model.set_input_scale(torch.zeros(5, 4))
     assert torch.all(model.input_std == 1e-3)             # constant input is not blown up
     assert "input_std" in model.state_dict()
+
+
+def test_skip_starts_at_the_mean_log_odds_of_the_inputs():
+    n_models, n_classes = 3, 4
+    p = torch.rand(6, n_models, n_classes) * 0.98 + 0.01
+    model = StackMLP(n_models * n_classes, n_classes, hidden=8, bottleneck=2, skip="logit").eval()
+    logits = model(p.reshape(6, -1))
+    naive = torch.zeros(6, n_classes)
+    for m in range(n_models):
+        naive += torch.log(p[:, m] / (1 - p[:, m])) / n_models
+    torch.testing.assert_close(logits, naive)
+    single = StackMLP(n_models * n_classes, n_classes, hidden=8, bottleneck=2, skip="log").eval()
+    torch.testing.assert_close(single(p.reshape(6, -1)), torch.log(p).mean(1))
+    # a precomputed skip gives the same output, and the config remembers the skip
+    torch.testing.assert_close(model(p.reshape(6, -1), model.skip_logits(p.reshape(6, -1))), logits)
+    assert StackMLP.from_config(model.config).config["skip"] == "logit"
+
+
+def test_skip_clips_zero_and_one():
+    model = StackMLP(4, 2, hidden=8, bottleneck=2, skip="logit").eval()
+    out = model(torch.tensor([[0.0, 1.0, 0.0, 1.0]]))
+    assert torch.all(torch.isfinite(out))
+
+
+def test_bad_skip_or_feature_count_is_refused():
+    with pytest.raises(ValueError, match="skip must be one of"):
+        StackMLP(4, 2, skip="yes")
+    with pytest.raises(ValueError, match="not n_models x n_classes"):
+        StackMLP(5, 2)

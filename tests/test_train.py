@@ -126,12 +126,12 @@ def test_fold_k_model_never_trains_on_fold_k_rows(tmp_path, monkeypatch):
     seen, alive = {}, []          # keep the models alive so that no id() is reused
     original = StackMLP.forward
 
-    def spy(self, x):
+    def spy(self, x, skip=None):
         if id(self) not in seen:
             alive.append(self)
         record = seen.setdefault(id(self), {"train": [], "eval": []})
         record["train" if self.training else "eval"].append(x.detach().clone())
-        return original(self, x)
+        return original(self, x, skip)
 
     monkeypatch.setattr(StackMLP, "forward", spy)
     train.train_level2(col, col.names, params=replace(FAST, max_epochs=3), seeds=[0, 1])
@@ -178,7 +178,7 @@ LEAK_PARAMS = replace(FAST, hidden=128, bottleneck=32, max_epochs=30, batch_size
 
 
 def test_leakage_shuffled_labels_fall_to_chance(tmp_path):
-    true, shuffled = _shuffled_layout(tmp_path / "l", 600)
+    true, shuffled = _shuffled_layout(tmp_path / "l", 900)
     cv_true = train.train_level2(true, true.names, params=LEAK_PARAMS).scores()[0]
     cv_shuffled = train.train_level2(shuffled, shuffled.names, params=LEAK_PARAMS).scores()[0]
     chance = _chance(shuffled)
@@ -190,7 +190,7 @@ def test_leakage_shuffled_labels_fall_to_chance(tmp_path):
 def test_leakage_test_catches_a_leaky_trainer(tmp_path):
     """The same measurement on a deliberately leaky trainer (fold k's rows also in its training
     set) lands above the margin: the leakage test can fail."""
-    _, shuffled = _shuffled_layout(tmp_path / "l", 600)
+    _, shuffled = _shuffled_layout(tmp_path / "l", 900)
     data = train.level2_data(shuffled, shuffled.names)
     oof = np.zeros(data.y.shape, dtype=np.float32)
     for k in data.fold_numbers:
@@ -400,10 +400,10 @@ def test_small_data_gets_at_least_min_steps_per_epoch(tmp_path, monkeypatch):
     col = collect(make_layout(tmp_path / "l", n_rows=60))
     sizes, original = [], StackMLP.forward
 
-    def spy(self, x):
+    def spy(self, x, skip=None):
         if self.training:
             sizes.append(len(x))
-        return original(self, x)
+        return original(self, x, skip)
 
     monkeypatch.setattr(StackMLP, "forward", spy)
     data = train.level2_data(col, col.names)
@@ -411,3 +411,17 @@ def test_small_data_gets_at_least_min_steps_per_epoch(tmp_path, monkeypatch):
     n_train = int((data.fold != 0).sum())
     assert len(sizes) >= train.MIN_STEPS and sum(sizes) == n_train
     assert max(sizes) == train.effective_batch_size(256, n_train)
+
+
+def test_without_skip_the_head_starts_at_the_class_prior(tmp_path):
+    col = collect(make_layout(tmp_path / "l", n_rows=90))
+    data = train.level2_data(col, col.names)
+    fit = train.fit_fold(data, 0, params=replace(FAST, skip=0, max_epochs=30))
+    assert fit.config["skip"] == "none" and fit.score > 0.8
+    model = StackMLP(15, 5, skip="none")
+    y = data.y[data.fold != 0]
+    train._init_head_bias(model, y, single_label=False)
+    prior = y.mean(0)
+    np.testing.assert_allclose(torch.sigmoid(model.head.bias).detach().numpy(), prior, rtol=1e-5)
+    skipping = train.fit_fold(data, 0, params=replace(FAST, max_epochs=2))
+    assert skipping.config["skip"] == "logit"
