@@ -49,7 +49,8 @@ def main() -> None:
         col = collect(root)
         print(f"layout: {len(col.ids)} rows x ({col.n_models} models x {len(col.classes)} classes), "
               f"{len(col.fold_numbers)} folds, {len(col.test_ids)} test rows; built and collected "
-              f"in {time.perf_counter() - start:.1f} s; device {device}, {os.cpu_count()} CPUs")
+              f"in {time.perf_counter() - start:.1f} s; device {device}, {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.1f} (other processes share the CPUs)")
         best_input = max(lwlrap(col.y, col.oof[:, m]) for m in range(col.n_models))
         stamps = [time.perf_counter()]
         result = train.train_level2(col, col.names, params=train.MLPParams(), device=device,

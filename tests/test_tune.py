@@ -52,6 +52,13 @@ def test_study_resumes_from_the_default_sqlite_storage(tmp_path):
     assert second.trials["cv"].iloc[0] == max(t.value for t in study.trials)
 
 
+def test_parallel_threads_in_one_process(tmp_path):
+    col = collect(make_layout(tmp_path / "l"))
+    result = tune.tune(col, col.names, n_trials=2, n_jobs=2, base_params=replace(TINY, max_epochs=1),
+                       storage=f"sqlite:///{tmp_path / 'j.db'}")
+    assert result.n_complete == 2 and result.n_this_run == 2
+
+
 def test_two_worker_processes_share_one_study(tmp_path):
     root = make_layout(tmp_path / "l")
     command = [sys.executable, "-c", "from stacker.cli import main; main()", "tune",
