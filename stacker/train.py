@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from stacker import layout
+from stacker.blend import geo_mean
 from stacker.collect import Collection
 from stacker.errors import LayoutError, OptionError, OutputExistsError
 from stacker.metrics import Metric, get_metric
@@ -46,7 +47,6 @@ MODEL_FILE = "model.pt"
 PARAMS_FILE = "params.json"
 HISTORY_FILE = "history.json"
 MODEL_FORMAT = 1
-EPS = 1e-7
 MIN_STEPS = 8   # per epoch; caps the batch size on small data
 
 
@@ -470,9 +470,9 @@ def _predict_array(model: StackMLP, x: np.ndarray, single_label: bool, device: s
 
 
 def geometric_mean(probs: np.ndarray, *, axis: int = 0, single_label: bool = False) -> np.ndarray:
-    """exp(mean(log p)) along ``axis`` (p clipped to [1e-7, 1]); rows renormalised to sum 1 for
-    single-label probabilities."""
-    out = np.exp(np.log(np.clip(probs.astype(np.float64), EPS, 1.0)).mean(axis=axis))
+    """:func:`stacker.blend.geo_mean` along ``axis`` (the blend ``stack blend`` uses), as float32;
+    rows renormalised to sum 1 for single-label probabilities."""
+    out = geo_mean(probs, axis=axis)
     if single_label:
         out /= out.sum(axis=-1, keepdims=True)
     return out.astype(np.float32)
