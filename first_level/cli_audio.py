@@ -9,11 +9,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from first_level.audio.dataset import prepare_audio, read_audio_features
-from first_level.audio.features import get_preset, logmel_statistics, statistics_names
-from first_level.audio.metadata import read_metadata
-from first_level.audio.train import MODEL_PRESETS, AudioCNNModel
-from first_level.runner import run_kfold
+# the audio modules import torch and scipy.signal: imported inside the commands so the CLI starts fast
 from stacker import layout
 from stacker.cli_common import console, err_console, frame_table, progress_bar, user_errors
 from stacker.errors import OptionError, OutputExistsError
@@ -77,6 +73,12 @@ def audio_command(
 ) -> None:
     """Train the audio CNN on every fold of ROOT/folds.csv; write out-of-fold, test and
     per-window predictions."""
+    from first_level.audio.dataset import prepare_audio
+    from first_level.audio.features import get_preset
+    from first_level.audio.metadata import read_metadata
+    from first_level.audio.train import MODEL_PRESETS, AudioCNNModel
+    from first_level.runner import run_kfold
+
     if "/" in name or name.startswith((".", "_")) or not name.strip():
         raise OptionError(f"--name '{name}' must be a plain folder name (no '/', not starting "
                           "with '.' or '_')")
@@ -138,6 +140,10 @@ def audio_features_command(
 ) -> None:
     """Write log-mel statistics (per mel band: mean, std, min, max, delta |mean| and std) of every
     file as a feature CSV for `stack first-level sklearn`."""
+    from first_level.audio.dataset import read_audio_features
+    from first_level.audio.features import get_preset, logmel_statistics, statistics_names
+    from first_level.audio.metadata import read_metadata
+
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists; pass --force to overwrite it or choose another --out")
     settings = get_preset(preset.value)

@@ -4,12 +4,11 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import optuna
 import typer
 from rich.table import Table
 
 from stacker.cli_common import console, progress_bar, user_errors
-from stacker.demo import DemoResult, run_demo
+# stacker.demo imports torch and optuna: imported inside the command so the CLI starts fast.
 
 
 def _score(value) -> str:
@@ -24,7 +23,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def result_table(result: DemoResult) -> Table:
+def result_table(result: "stacker.demo.DemoResult") -> Table:  # noqa: F821
     """Every model's CV and held-out test lwlrap, the chosen subsets, the final blend, the files."""
     table = Table(title="stack demo: lwlrap, out-of-fold CV and held-out test", show_lines=False)
     for column, justify in (("", "left"), ("CV", "right"), ("nested CV", "right"),
@@ -73,6 +72,10 @@ def demo_command(
     """Generate a synthetic multi-label sound dataset, train first-level fold models (an audio CNN
     and scikit-learn models), stack them with level-2 MLPs, blend by geometric mean, and write
     submission.csv and report.html."""
+    import optuna
+
+    from stacker.demo import run_demo
+
     started = time.perf_counter()
     # the stages show their own progress; Optuna's per-trial INFO lines would bury it
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -7,7 +7,6 @@ import typer
 
 from stacker import layout
 from stacker.cli_common import console, err_console, progress_bar, user_errors
-from stacker.report import write_report
 
 
 @user_errors
@@ -20,6 +19,8 @@ def report_command(
 ) -> None:
     """Leaderboard, OOF correlation heatmap, subset-search curve, per-class scores of the searched
     blend against the best single model, and level-2 learning curves, in one HTML file."""
+    from stacker.report import write_report  # matplotlib: imported only when a report is made
+
     with progress_bar("collecting experiments") as update:
         report = write_report(root, out, metric=metric, force=force, on_progress=update)
     for line in report.notes:

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
-
 from stacker.errors import OptionError
 
 _CHUNK_ELEMENTS = 4_000_000
@@ -106,11 +104,15 @@ def _macro(score_fn, y_true, y_score) -> float:
 
 def roc_auc(y_true, y_score) -> float:
     """Macro ROC AUC over the classes that have both positive and negative rows."""
+    from sklearn.metrics import roc_auc_score  # imported on use: sklearn is slow to import
+
     return _macro(roc_auc_score, y_true, y_score)
 
 
 def mean_average_precision(y_true, y_score) -> float:
     """Macro average precision over the classes that have a positive (and a negative) row."""
+    from sklearn.metrics import average_precision_score
+
     return _macro(average_precision_score, y_true, y_score)
 
 
