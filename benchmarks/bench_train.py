@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stacker import train
+from stacker import level2_inputs, level2_params, train
 from stacker.collect import collect
 from stacker.metrics import lwlrap
 from stacker.simulate import write_simulated_layout
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compare-threads", action="store_true")
     args = parser.parse_args()
-    device = train.resolve_device(args.device)
+    device = level2_params.resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "layout"
         start = time.perf_counter()
@@ -53,7 +53,7 @@ def main() -> None:
               f"load average {os.getloadavg()[0]:.1f} (other processes share the CPUs)")
         best_input = max(lwlrap(col.y, col.oof[:, m]) for m in range(col.n_models))
         stamps = [time.perf_counter()]
-        result = train.train_level2(col, col.names, params=train.MLPParams(), device=device,
+        result = train.train_level2(col, col.names, params=level2_params.MLPParams(), device=device,
                                     on_progress=lambda done, total: stamps.append(time.perf_counter()))
         total = stamps[-1] - stamps[1]
         cv, per_fold = result.scores()
@@ -67,11 +67,11 @@ def main() -> None:
               f"ratio total/target = {total / TARGET_S:.2f} ({'OK' if total < TARGET_S else 'SLOW'})")
         print(f"level-2 CV {cv:.4f}; best input {best_input:.4f}")
         if args.compare_threads and device == "cpu":
-            data = train.level2_data(col, col.names)
+            data = level2_inputs.level2_data(col, col.names)
             timings = {}
             for threads in (1, None):
                 t0 = time.perf_counter()
-                fit = train.fit_fold(data, result.fold_numbers[0], params=train.MLPParams(),
+                fit = train.fit_fold(data, result.fold_numbers[0], params=level2_params.MLPParams(),
                                      threads=threads)
                 timings[threads] = (time.perf_counter() - t0) / len(fit.history)
             print(f"seconds per epoch: 1 thread {timings[1]:.3f}, torch default "

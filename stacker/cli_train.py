@@ -12,8 +12,8 @@ from stacker.cli_common import console, err_console, frame_table, progress_bar, 
 from stacker.collect import collect
 from stacker.errors import OptionError, StackError
 from stacker.metrics import get_metric
-# stacker.train imports torch: it is imported inside the commands so that `stack --help` and the
-# other commands start fast.
+# the level-2 modules (stacker.train, level2_*) import torch: they are imported inside the commands
+# so that `stack --help` and the other commands start fast.
 
 PREDICT_TOLERANCE = 1e-6   # probs.csv keeps 7 significant digits
 
@@ -68,8 +68,10 @@ def train_command(
                                                         "name.")] = False,
 ) -> None:
     """Train a level-2 MLP per fold on the OOF predictions and write it as a new experiment."""
-    from stacker.train import (check_output, choose_inputs, read_params, resolve_device,
-                               train_level2, write_level2)
+    from stacker.level2_inputs import choose_inputs
+    from stacker.level2_io import check_output, write_level2
+    from stacker.level2_params import read_params, resolve_device
+    from stacker.train import train_level2
 
     scorer = get_metric(metric)
     device = resolve_device(device)
@@ -157,7 +159,8 @@ def tune_command(
     """Tune the level-2 MLP with Optuna (TPE, median pruning per fold); save the best params."""
     import optuna
 
-    from stacker.train import MLPParams, choose_inputs, resolve_device
+    from stacker.level2_inputs import choose_inputs
+    from stacker.level2_params import MLPParams, resolve_device
     from stacker.tune import HONESTY_NOTE, save_best_params, tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -198,7 +201,8 @@ def predict_command(
 ) -> None:
     """Re-predict a level-2 experiment's test set from its saved weights; check it equals the
     saved test probs."""
-    from stacker.train import resolve_device, verify_predictions
+    from stacker.level2_io import verify_predictions
+    from stacker.level2_params import resolve_device
 
     device = resolve_device(device)
     collection = _collect(root)

@@ -44,12 +44,14 @@ from stacker import layout
 from stacker.collect import Collection, collect
 from stacker.errors import LayoutError, OutputExistsError
 from stacker.leaderboard import leaderboard
+from stacker.level2_io import write_level2
+from stacker.level2_params import MLPParams
 from stacker.metrics import lwlrap
 from stacker.report import write_report
 from stacker.search import search_subsets
 from stacker.selection import subsets_path
 from stacker.submit import make_submission, test_blend
-from stacker.train import MLPParams, train_level2, write_level2
+from stacker.train import train_level2
 from stacker.tune import save_best_params, tune
 
 DEMO_FILE = "demo.json"

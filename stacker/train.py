@@ -14,278 +14,32 @@ use the plain ``probs.csv`` values.
 
 Seeds: each seed trains every fold; an experiment's predictions are the geometric mean over its
 seeds. Whole tensors live on the device; there is no DataLoader and no worker process.
+
+The parameters live in :mod:`stacker.level2_params`, the inputs in :mod:`stacker.level2_inputs`,
+writing and reloading a trained run in :mod:`stacker.level2_io`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import shutil
-import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from stacker import layout
 from stacker.blend import geo_mean
 from stacker.collect import Collection
-from stacker.errors import LayoutError, OptionError, OutputExistsError
+from stacker.errors import OptionError
+from stacker.level2_inputs import Level2Data, level2_data, window_means
+from stacker.level2_params import MLPParams
 from stacker.metrics import Metric, get_metric
 from stacker.mlp import StackMLP
-from stacker.selection import resolve_subset
 
 ProgressCallback = Callable[[int, int], None]
-BEST_PARAMS_FILE = "best_params.json"
-MODEL_FILE = "model.pt"
-PARAMS_FILE = "params.json"
-HISTORY_FILE = "history.json"
-MODEL_FORMAT = 1
 MIN_STEPS = 8   # per epoch; caps the batch size on small data
-
-
-# ---------------------------------------------------------------- parameters
-
-
-@dataclass(frozen=True)
-class MLPParams:
-    """Hyper-parameters of one level-2 model. ``hidden`` is the first hidden layer (the second has
-    ``hidden // 2``); ``patience`` is early stopping's, ``plateau_*`` ReduceLROnPlateau's;
-    ``window_crop`` is the shortest crop (fraction of the windows) and ``window_keep`` the chance
-    that a window stays in a random subset, for window augmentation. ``batch_size`` is an upper
-    bound: an epoch always has at least ``MIN_STEPS`` steps, so a few hundred rows still train
-    with small batches. ``skip`` (1/0): add the inputs' mean log-odds to the output (see
-    :class:`~stacker.mlp.StackMLP`)."""
-
-    hidden: int = 128
-    bottleneck: int = 32
-    dropout: float = 0.2
-    lr: float = 5e-3
-    weight_decay: float = 1e-6
-    batch_size: int = 256
-    patience: int = 10
-    plateau_factor: float = 0.5
-    plateau_patience: int = 3
-    max_epochs: int = 60
-    window_crop: float = 0.5
-    window_keep: float = 0.75
-    skip: int = 1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping, *, source: str = "params") -> "MLPParams":
-        """Validated params from a mapping; missing keys take the defaults. OptionError names the
-        key, the allowed range and the value."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = [k for k in values if k not in known]
-        if unknown:
-            raise OptionError(f"{source}: unknown parameter '{unknown[0]}'; known: "
-                              f"{', '.join(known)}")
-        out = {}
-        for key, value in values.items():
-            kind = int if known[key].type in ("int", int) else float
-            try:
-                if isinstance(value, bool) or (kind is int and float(value) != int(value)):
-                    raise ValueError
-                out[key] = kind(value)
-            except (TypeError, ValueError):
-                raise OptionError(f"{source}: parameter '{key}' must be a number ({kind.__name__}), "
-                                  f"got {value!r}") from None
-        params = cls(**out)
-        checks = [("hidden", params.hidden >= 1, ">= 1"), ("bottleneck", params.bottleneck >= 1, ">= 1"),
-                  ("dropout", 0 <= params.dropout < 1, "in [0, 1)"), ("lr", params.lr > 0, "> 0"),
-                  ("weight_decay", params.weight_decay >= 0, ">= 0"),
-                  ("batch_size", params.batch_size >= 1, ">= 1"), ("patience", params.patience >= 1, ">= 1"),
-                  ("plateau_factor", 0 < params.plateau_factor < 1, "in (0, 1)"),
-                  ("plateau_patience", params.plateau_patience >= 0, ">= 0"),
-                  ("max_epochs", params.max_epochs >= 1, ">= 1"),
-                  ("window_crop", 0 < params.window_crop <= 1, "in (0, 1]"),
-                  ("window_keep", 0 < params.window_keep <= 1, "in (0, 1]"),
-                  ("skip", params.skip in (0, 1), "0 or 1")]
-        for key, ok, allowed in checks:
-            if not ok:
-                raise OptionError(f"{source}: parameter '{key}' must be {allowed}, "
-                                  f"got {getattr(params, key)}")
-        return params
-
-
-def best_params_path(root: Path | str) -> Path:
-    return Path(root) / layout.STACK_DIR / BEST_PARAMS_FILE
-
-
-def read_params(spec: str | Path | None, root: Path | str) -> tuple[MLPParams, dict]:
-    """``--params``: None -> defaults; 'best' -> ``<root>/.stack/best_params.json`` (written by
-    ``stack tune``); otherwise a JSON file, either flat ``{name: value}`` or ``{"params": {...}}``.
-    Returns (params, the whole JSON document or {})."""
-    if spec is None:
-        return MLPParams(), {}
-    path = best_params_path(root) if str(spec) == "best" else Path(spec)
-    if not path.exists():
-        hint = "run `stack tune` first" if str(spec) == "best" else "check the path"
-        raise OptionError(f"--params: {path} does not exist; {hint}")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise OptionError(f"--params: {path} is not valid JSON (line {error.lineno}: {error.msg})") from None
-    if not isinstance(document, dict):
-        raise OptionError(f"--params: {path} must hold a JSON object of parameters")
-    values = document["params"] if "params" in document else document
-    if not isinstance(values, dict):
-        raise OptionError(f"--params: {path}: 'params' must be a JSON object")
-    return MLPParams.from_dict(values, source=str(path)), document if "params" in document else {}
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'; 'cuda' without a GPU is an OptionError."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise OptionError("--device cuda: no CUDA device is available here; use auto or cpu")
-    if device not in ("cpu", "cuda"):
-        raise OptionError(f"--device must be auto, cpu or cuda, got '{device}'")
-    return device
-
-
-# ---------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class Windows:
-    """Per-window OOF predictions of the input experiments that saved them.
-
-    models: positions (along the models axis) of those experiments, shape (n_wm,).
-    values: array of shape (n_rows, n_wm, max_windows, n_classes), float32, zero-padded.
-    lengths: array of shape (n_rows, n_wm), int64, the number of real windows (>= 1).
-    """
-
-    models: np.ndarray
-    values: np.ndarray
-    lengths: np.ndarray
-
-
-@dataclass(frozen=True)
-class Level2Data:
-    """Everything one level-2 run needs, in memory.
-
-    x: array of shape (n_rows, n_models, n_classes), float32, the inputs' OOF probabilities.
-    y: array of shape (n_rows, n_classes), uint8.  fold: array of shape (n_rows,).
-    test: array of shape (n_test_folds, n_test, n_models, n_classes) or None; ``test[i]`` comes from
-        the first-level models of fold ``test_folds[i]``.
-    """
-
-    names: tuple[str, ...]
-    x: np.ndarray
-    y: np.ndarray
-    fold: np.ndarray
-    single_label: bool
-    test: np.ndarray | None = None
-    test_folds: tuple[int, ...] = ()
-    windows: Windows | None = None
-
-    @property
-    def fold_numbers(self) -> list[int]:
-        return sorted(int(k) for k in np.unique(self.fold))
-
-    def rows(self, mask: np.ndarray) -> "Level2Data":
-        """The same data restricted to the rows where ``mask`` is true (new arrays)."""
-        windows = None
-        if self.windows is not None:
-            windows = replace(self.windows, values=self.windows.values[mask],
-                              lengths=self.windows.lengths[mask])
-        return replace(self, x=self.x[mask], y=self.y[mask], fold=self.fold[mask], windows=windows)
-
-    def test_of(self, k: int) -> np.ndarray | None:
-        if self.test is None:
-            return None
-        return self.test[self.test_folds.index(k)]
-
-
-def level2_data(collection: Collection, names: Sequence[str], *, use_windows: bool = True) -> Level2Data:
-    """The inputs ``names`` of ``collection`` as a :class:`Level2Data` (reads per-window files)."""
-    sub = collection.select(list(names))
-    windows = load_windows(sub) if use_windows and sub.windows else None
-    return Level2Data(names=tuple(names), x=sub.oof, y=sub.y, fold=sub.fold,
-                      single_label=sub.folds.is_single_label, test=sub.test,
-                      test_folds=tuple(sub.fold_numbers), windows=windows)
-
-
-def _header_columns(path: Path, name: str) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle), [])
-    if len(header) < 2:
-        raise LayoutError("has no class columns in its header", experiment=name, path=path)
-    return header[1:]
-
-
-def load_windows(collection: Collection) -> Windows | None:
-    """Read the per-window val files of every experiment of ``collection`` that has them."""
-    models = [m for m, n in enumerate(collection.names) if n in collection.windows]
-    if not models:
-        return None
-    per_model = []
-    for m in models:
-        name = collection.names[m]
-        arrays: list[np.ndarray | None] = [None] * len(collection.ids)
-        for k in collection.fold_numbers:
-            rows = collection.folds.rows_of_fold(k)
-            path = layout.probs_path(collection.root, name, k, "val")
-            columns = _header_columns(path, name)
-            position = {c: j for j, c in enumerate(columns)}
-            order = [position[c] for c in collection.classes]
-            found = layout.read_windows(collection.root, name, k, "val", collection.ids[rows])
-            for row, array in zip(rows, found):
-                if array.shape[1] != len(columns) or array.shape[0] < 1:
-                    raise LayoutError(f"per-window array has shape {array.shape}; expected "
-                                      f"(windows >= 1, {len(columns)} classes as in probs.csv)",
-                                      experiment=name, path=layout.windows_path(
-                                          collection.root, name, k, "val", collection.ids[row]))
-                arrays[row] = array[:, order]
-        per_model.append(arrays)
-    max_windows = max(a.shape[0] for arrays in per_model for a in arrays)
-    n_rows, n_classes = len(collection.ids), len(collection.classes)
-    values = np.zeros((n_rows, len(models), max_windows, n_classes), dtype=np.float32)
-    lengths = np.zeros((n_rows, len(models)), dtype=np.int64)
-    for j, arrays in enumerate(per_model):
-        for row, array in enumerate(arrays):
-            values[row, j, :len(array)] = array
-            lengths[row, j] = len(array)
-    return Windows(models=np.array(models), values=values, lengths=lengths)
-
-
-def window_means(values: torch.Tensor, lengths: torch.Tensor, *, crop: float, keep: float,
-                 generator: torch.Generator) -> torch.Tensor:
-    """Random window augmentation: the mean of a random crop (half the time) or random subset.
-
-    values: (batch, n_wm, max_windows, n_classes); lengths: (batch, n_wm) -> (batch, n_wm, n_classes).
-    A crop is a contiguous run of at least ``ceil(crop * length)`` windows; a subset keeps each
-    window with chance ``keep`` (and one random window when it would keep none). Padding never
-    enters the mean.
-    """
-    batch, n_wm, max_w, _ = values.shape
-    device = values.device
-    shape = (batch, n_wm)
-    pos = torch.arange(max_w, device=device)
-    lengths_f = lengths.to(torch.float32)
-    shortest = torch.clamp(torch.ceil(crop * lengths_f), min=1.0)
-    span = shortest + torch.floor(torch.rand(shape, generator=generator, device=device)
-                                  * (lengths_f - shortest + 1))
-    start = torch.floor(torch.rand(shape, generator=generator, device=device) * (lengths_f - span + 1))
-    crop_mask = (pos >= start[..., None]) & (pos < (start + span)[..., None])
-    inside = pos < lengths[..., None]
-    subset = (torch.rand((batch, n_wm, max_w), generator=generator, device=device) < keep) & inside
-    forced = torch.floor(torch.rand(shape, generator=generator, device=device) * lengths_f)
-    subset |= (~subset.any(-1))[..., None] & (pos == forced[..., None])
-    use_crop = torch.rand(shape, generator=generator, device=device) < 0.5
-    mask = torch.where(use_crop[..., None], crop_mask, subset).to(values.dtype)
-    return (values * mask[..., None]).sum(2) / mask.sum(2)[..., None]
 
 
 # ---------------------------------------------------------------- one model
@@ -311,7 +65,7 @@ class FoldFit:
         model = StackMLP.from_config(self.config).to(device)
         model.load_state_dict(self.state_dict)
         model.eval()
-        return _predict_array(model, x, single_label, device)
+        return predict_array(model, x, single_label, device)
 
 
 def effective_batch_size(batch_size: int, n_train: int) -> int:
@@ -445,7 +199,7 @@ def _fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int, metric:
     test = data.test_of(k) if with_test else None
     with torch.no_grad():
         val_probs = _probs(model(x_val), data.single_label)
-        test_probs = None if test is None else _predict_array(model, test, data.single_label, device)
+        test_probs = None if test is None else predict_array(model, test, data.single_label, device)
     return FoldFit(fold=k, seed=seed, score=best_score, best_epoch=best_epoch, val_probs=val_probs,
                    test_probs=test_probs, config=dict(model.config),
                    state_dict={key: value.cpu() for key, value in best_state.items()},
@@ -461,7 +215,7 @@ def _init_head_bias(model: StackMLP, y: np.ndarray, single_label: bool) -> None:
         model.head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
 
 
-def _predict_array(model: StackMLP, x: np.ndarray, single_label: bool, device: str) -> np.ndarray:
+def predict_array(model: StackMLP, x: np.ndarray, single_label: bool, device: str) -> np.ndarray:
     """x: (n, n_models, n_classes) -> probs (n, n_classes), in one pass (reproducible)."""
     with torch.no_grad():
         flat = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), -1),
@@ -551,158 +305,3 @@ def train_level2(collection: Collection, names: Sequence[str], *, params: MLPPar
                         metric=metric.name, single_label=data.single_label,
                         fold_numbers=tuple(folds), fold=data.fold, y=data.y, oof=oof, test=test,
                         fits=fits, window_augmentation=data.windows is not None)
-
-
-def choose_inputs(collection: Collection, spec: str | None) -> list[str]:
-    """``--subset``: None or 'all' -> every level-1 experiment (level-2 ones only when named);
-    'best' -> the subset search's members; 'A,B,...' -> those names."""
-    if spec is None or spec.strip() in ("", "all"):
-        names = [n for n in collection.names if collection.level(n) == 1]
-        if not names:
-            raise OptionError(f"no level-1 experiment under {collection.root}; name the inputs "
-                              "with --subset NAME,...")
-        return names
-    return resolve_subset(collection.root, spec, collection.names)
-
-
-# ---------------------------------------------------------------- writing and reloading
-
-
-def check_output(root: Path | str, name: str, *, force: bool, inputs: Sequence[str] = ()) -> None:
-    """Refuse an output name that exists (unless ``force``) or that is one of the inputs."""
-    if not name or name.startswith((".", "_")) or "/" in name or "\\" in name:
-        raise OptionError(f"--name '{name}' is not a usable experiment folder name; use letters, "
-                          "digits, '-' and '_' (not starting with '.' or '_')")
-    if name in inputs:
-        raise OptionError(f"--name '{name}' is one of the input experiments; choose a new name")
-    if layout.experiment_dir(root, name).exists() and not force:
-        raise OutputExistsError(f"experiment '{name}' already exists under {root}; choose another "
-                                "--name or pass --force to replace it")
-
-
-def write_level2(root: Path | str, name: str, result: Level2Result, collection: Collection, *,
-                 seeds: Sequence[int] | None = None, force: bool = False,
-                 extra_meta: Mapping | None = None) -> Path:
-    """Write ``result`` (the geometric mean over ``seeds``, default all) as experiment ``name``.
-
-    Everything goes to a staging folder under ``<root>/.stack/`` first and is renamed into place,
-    so a crash never leaves half an experiment. Returns the experiment folder.
-    """
-    root = Path(root)
-    seeds = list(result.seeds if seeds is None else seeds)
-    check_output(root, name, force=force, inputs=result.names)
-    oof, test = result.combined(seeds)
-    cv, per_fold = result.scores(seeds)
-    staging = layout.stack_dir(root) / "staging" / f"{name}-{uuid.uuid4().hex[:8]}"
-    folds = collection.folds
-    try:
-        for i, k in enumerate(result.fold_numbers):
-            rows = folds.rows_of_fold(k)
-            layout.write_fold_predictions(staging, name, k, "val", folds.ids[rows], oof[rows],
-                                          folds.classes, id_column=folds.id_column)
-            layout.write_fold_predictions(staging, name, k, "test", collection.test_ids, test[i],
-                                          folds.classes, id_column=folds.id_column)
-            fits = [result.fits[(s, k)] for s in seeds]
-            fold_folder = layout.experiment_dir(staging, name) / f"fold_{k}"
-            buffer = io.BytesIO()
-            torch.save({"format": MODEL_FORMAT, "config": fits[0].config,
-                        "single_label": result.single_label, "seeds": seeds, "fold": int(k),
-                        "inputs": list(result.names), "params": result.params.to_dict(),
-                        "state_dicts": [f.state_dict for f in fits]}, buffer)
-            layout.atomic_write_bytes(fold_folder / MODEL_FILE, buffer.getvalue())
-            layout.atomic_write_json(fold_folder / PARAMS_FILE, {
-                **result.params.to_dict(), "seeds": seeds, "fold": int(k),
-                "best_epochs": {str(f.seed): f.best_epoch for f in fits},
-                "scores": {str(f.seed): f.score for f in fits}, "model": fits[0].config})
-            layout.atomic_write_json(fold_folder / HISTORY_FILE, [
-                {**entry, "seed": f.seed} for f in fits for entry in f.history])
-        meta = {"model": "stack_mlp", "level": 2, "inputs": list(result.names),
-                "params": result.params.to_dict(), "seeds": seeds, "seed": seeds[0],
-                "fold_hash": folds.hash, "metric": result.metric, "cv": cv,
-                "cv_folds": {str(k): v for k, v in per_fold.items()},
-                "window_augmentation": result.window_augmentation,
-                "single_label": result.single_label}
-        meta.update(extra_meta or {})
-        layout.write_meta(staging, name, meta)
-        target = layout.experiment_dir(root, name)
-        if target.exists():
-            check_output(root, name, force=force, inputs=result.names)
-            trash = staging.with_name(staging.name + "-replaced")
-            target.rename(trash)
-            layout.experiment_dir(staging, name).rename(target)
-            shutil.rmtree(trash)
-        else:
-            layout.experiment_dir(staging, name).rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def load_fold_model(root: Path | str, name: str, fold: int, *, device: str = "cpu") -> tuple[list, dict]:
-    """The saved fold model(s): ([StackMLP per seed, in eval mode], the saved record)."""
-    path = layout.experiment_dir(root, name) / f"fold_{fold}" / MODEL_FILE
-    if not path.exists():
-        raise LayoutError(f"{MODEL_FILE} is missing: not a level-2 experiment written by "
-                          "`stack train`", experiment=name, path=path)
-    try:
-        record = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # torch raises many kinds for a damaged file
-        raise LayoutError(f"cannot be read ({type(error).__name__}); retrain with `stack train "
-                          "--force`", experiment=name, path=path) from None
-    if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
-        raise LayoutError(f"unknown model format; expected format {MODEL_FORMAT}", experiment=name,
-                          path=path)
-    models = []
-    for state in record["state_dicts"]:
-        model = StackMLP.from_config(record["config"]).to(device)
-        model.load_state_dict(state)
-        model.eval()
-        models.append(model)
-    return models, record
-
-
-def predict(root: Path | str, name: str, test_inputs: np.ndarray, *, device: str = "cpu",
-            fold_numbers: Sequence[int] | None = None) -> np.ndarray:
-    """Re-predict with the saved weights of level-2 experiment ``name``.
-
-    test_inputs: array of shape (n_folds, n_test, n_models, n_classes), the inputs' fold test
-        predictions (``collection.select(meta['inputs']).test``); ``test_inputs[i]`` goes to the
-        model of fold ``fold_numbers[i]`` (default: the experiment's folds, sorted).
-    Returns probs of shape (n_folds, n_test, n_classes): each fold's geometric mean over seeds.
-    """
-    folds = list(fold_numbers) if fold_numbers is not None else layout.list_fold_numbers(root, name)
-    test_inputs = np.asarray(test_inputs, dtype=np.float32)
-    if test_inputs.ndim != 4 or len(test_inputs) != len(folds):
-        raise OptionError(f"test_inputs must have shape (n_folds={len(folds)}, n_test, n_models, "
-                          f"n_classes), got {test_inputs.shape}")
-    out = []
-    for i, k in enumerate(folds):
-        models, record = load_fold_model(root, name, k, device=device)
-        n_features = record["config"]["n_features"]
-        if test_inputs[i, 0].size != n_features:
-            raise OptionError(f"experiment '{name}' expects {n_features} input features "
-                              f"({len(record['inputs'])} models x classes), got "
-                              f"{test_inputs.shape[2]} x {test_inputs.shape[3]}")
-        per_seed = np.stack([_predict_array(m, test_inputs[i], record["single_label"], device)
-                             for m in models])
-        out.append(geometric_mean(per_seed, single_label=record["single_label"]))
-    return np.stack(out)
-
-
-def verify_predictions(collection: Collection, name: str, *, device: str = "cpu") -> dict[int, float]:
-    """Re-predict level-2 experiment ``name`` from its saved weights and compare with its saved
-    test probs. Returns {fold: max absolute difference}."""
-    meta = collection.meta.get(name, {})
-    inputs = meta.get("inputs")
-    if int(meta.get("level", 1)) != 2 or not inputs:
-        raise OptionError(f"experiment '{name}' is not a level-2 experiment written by `stack train` "
-                          "(its meta.json has no level 2 and inputs)")
-    missing = [n for n in inputs if n not in collection.names]
-    if missing:
-        raise LayoutError(f"input experiment '{missing[0]}' of '{name}' is missing or invalid under "
-                          f"{collection.root}; restore it to re-predict", experiment=name)
-    again = predict(collection.root, name, collection.select(inputs).test, device=device,
-                    fold_numbers=collection.fold_numbers)
-    saved = collection.test[:, :, collection.index([name])[0]]
-    return {k: float(np.max(np.abs(again[i] - saved[i])))
-            for i, k in enumerate(collection.fold_numbers)}

@@ -35,8 +35,9 @@ from stacker import layout
 from stacker.collect import Collection
 from stacker.errors import OptionError
 from stacker.metrics import Metric, get_metric
-from stacker.train import (Level2Data, MLPParams, best_params_path, fit_fold, geometric_mean,
-                           level2_data)
+from stacker.level2_inputs import Level2Data, level2_data
+from stacker.level2_params import MLPParams, best_params_path
+from stacker.train import fit_fold, geometric_mean
 
 ProgressCallback = Callable[[int, int], None]
 TUNE_DB = "tune.db"

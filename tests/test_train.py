@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from stacker import layout, train
+from stacker import layout, level2_inputs, level2_io, level2_params, train
 from stacker.collect import collect
 from stacker.errors import LayoutError, OptionError, OutputExistsError
 from stacker.metrics import lwlrap
 from stacker.mlp import StackMLP
 from stacker.simulate import simulated_probs, write_simulated_layout
 
-FAST = train.MLPParams(hidden=32, bottleneck=8, max_epochs=15, batch_size=32, lr=5e-3)
+FAST = level2_params.MLPParams(hidden=32, bottleneck=8, max_epochs=15, batch_size=32, lr=5e-3)
 
 
 def labels_for(n_rows, classes, rng, *, single_label=False):
@@ -80,24 +80,24 @@ def add_windowed_experiment(root, name="win_000", seed=1):
 ])
 def test_bad_params_are_refused_with_the_key(values, match):
     with pytest.raises(OptionError, match=match):
-        train.MLPParams.from_dict(values, source="p.json")
+        level2_params.MLPParams.from_dict(values, source="p.json")
 
 
 def test_read_params_flat_nested_and_best(tmp_path):
     flat = tmp_path / "flat.json"
     flat.write_text(json.dumps({"hidden": 64, "lr": 0.01}))
-    params, doc = train.read_params(str(flat), tmp_path)
-    assert (params.hidden, params.lr, params.dropout) == (64, 0.01, train.MLPParams().dropout)
+    params, doc = level2_params.read_params(str(flat), tmp_path)
+    assert (params.hidden, params.lr, params.dropout) == (64, 0.01, level2_params.MLPParams().dropout)
     nested = tmp_path / "nested.json"
     nested.write_text(json.dumps({"params": {"batch_size": 16}, "cv": 0.9}))
-    params, doc = train.read_params(str(nested), tmp_path)
+    params, doc = level2_params.read_params(str(nested), tmp_path)
     assert params.batch_size == 16 and doc["cv"] == 0.9
-    assert train.read_params(None, tmp_path) == (train.MLPParams(), {})
+    assert level2_params.read_params(None, tmp_path) == (level2_params.MLPParams(), {})
     with pytest.raises(OptionError, match="run `stack tune` first"):
-        train.read_params("best", tmp_path)
+        level2_params.read_params("best", tmp_path)
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(OptionError, match="not valid JSON"):
-        train.read_params(str(tmp_path / "bad.json"), tmp_path)
+        level2_params.read_params(str(tmp_path / "bad.json"), tmp_path)
 
 
 # ---------------------------------------------------------------- learning
@@ -191,7 +191,7 @@ def test_leakage_test_catches_a_leaky_trainer(tmp_path):
     """The same measurement on a deliberately leaky trainer (fold k's rows also in its training
     set) lands above the margin: the leakage test can fail."""
     _, shuffled = _shuffled_layout(tmp_path / "l", 900)
-    data = train.level2_data(shuffled, shuffled.names)
+    data = level2_inputs.level2_data(shuffled, shuffled.names)
     oof = np.zeros(data.y.shape, dtype=np.float32)
     for k in data.fold_numbers:
         mine = data.fold == k
@@ -235,7 +235,7 @@ def test_seeds_are_combined_by_geometric_mean(tmp_path):
 
 def test_history_has_one_entry_per_epoch(tmp_path):
     col = collect(make_layout(tmp_path / "l", n_rows=60))
-    data = train.level2_data(col, col.names)
+    data = level2_inputs.level2_data(col, col.names)
     fit = train.fit_fold(data, 1, params=replace(FAST, max_epochs=5, patience=50))
     assert [h["epoch"] for h in fit.history] == [1, 2, 3, 4, 5]
     assert set(fit.history[0]) == {"epoch", "train_loss", "val_loss", "val_score", "lr"}
@@ -248,7 +248,7 @@ def test_history_has_one_entry_per_epoch(tmp_path):
 
 def test_early_stopping_stops_after_patience(tmp_path):
     col = collect(make_layout(tmp_path / "l", n_rows=60))
-    data = train.level2_data(col, col.names)
+    data = level2_inputs.level2_data(col, col.names)
     fit = train.fit_fold(data, 0, params=replace(FAST, max_epochs=200, patience=3, lr=0.05))
     assert len(fit.history) == fit.best_epoch + 3 < 200
 
@@ -260,8 +260,8 @@ def test_window_means_match_a_naive_loop():
     rng = np.random.default_rng(0)
     values = torch.as_tensor(rng.random((6, 2, 5, 3)), dtype=torch.float32)
     lengths = torch.as_tensor(rng.integers(1, 6, size=(6, 2)))
-    out = train.window_means(values, lengths, crop=0.5, keep=0.6,
-                             generator=torch.Generator().manual_seed(7))
+    out = level2_inputs.window_means(values, lengths, crop=0.5, keep=0.6,
+                                     generator=torch.Generator().manual_seed(7))
     # naive twin: draw the same random numbers in the same order, then loop
     g = torch.Generator().manual_seed(7)
     r_span, r_start = torch.rand((6, 2), generator=g), torch.rand((6, 2), generator=g)
@@ -288,7 +288,7 @@ def test_window_means_full_crop_is_the_plain_mean():
     values = torch.rand(4, 1, 6, 2)
     values[:, :, 4:] = 1000.0            # padding must never enter the mean
     lengths = torch.full((4, 1), 4)
-    out = train.window_means(values, lengths, crop=1.0, keep=1.0, generator=torch.Generator())
+    out = level2_inputs.window_means(values, lengths, crop=1.0, keep=1.0, generator=torch.Generator())
     torch.testing.assert_close(out, values[:, :, :4].mean(2))
 
 
@@ -297,7 +297,7 @@ def test_windows_are_loaded_in_class_order_and_train_with_augmentation(tmp_path)
     name = add_windowed_experiment(root)
     col = collect(root)
     assert col.windows == (name,)
-    data = train.level2_data(col, col.names)
+    data = level2_inputs.level2_data(col, col.names)
     m = col.names.index(name)
     assert list(data.windows.models) == [m]
     for row in range(len(col.ids)):
@@ -319,7 +319,7 @@ def test_a_missing_window_file_is_a_layout_error(tmp_path):
     layout.windows_path(root, name, 2, "val", folds.ids[folds.rows_of_fold(2)[0]]).unlink()
     col = collect(root)
     with pytest.raises(LayoutError, match="per-window file .* is missing"):
-        train.level2_data(col, col.names)
+        level2_inputs.level2_data(col, col.names)
 
 
 # ---------------------------------------------------------------- writing and reloading
@@ -329,9 +329,9 @@ def test_write_then_reload_predicts_identically(tmp_path):
     root = make_layout(tmp_path / "l", n_rows=60, first_fold=1)
     col = collect(root)
     result = train.train_level2(col, col.names, params=replace(FAST, max_epochs=4), seeds=[0, 5])
-    path = train.write_level2(root, "stack_mlp_001", result, col)
+    path = level2_io.write_level2(root, "stack_mlp_001", result, col)
     oof, test = result.combined()
-    again = train.predict(root, "stack_mlp_001", col.test)
+    again = level2_io.predict(root, "stack_mlp_001", col.test)
     assert np.array_equal(again, test)
     meta = layout.read_meta(root, "stack_mlp_001")
     assert meta["level"] == 2 and meta["inputs"] == list(col.names) and meta["seeds"] == [0, 5]
@@ -347,7 +347,7 @@ def test_write_then_reload_predicts_identically(tmp_path):
     col2 = collect(root)
     assert col2.level("stack_mlp_001") == 2
     np.testing.assert_allclose(col2.oof[:, col2.index(["stack_mlp_001"])[0]], oof, atol=1e-6)
-    diffs = train.verify_predictions(col2, "stack_mlp_001")
+    diffs = level2_io.verify_predictions(col2, "stack_mlp_001")
     assert max(diffs.values()) < 1e-6
     assert not (layout.stack_dir(root) / "staging").exists() or not any(
         (layout.stack_dir(root) / "staging").iterdir())
@@ -357,39 +357,39 @@ def test_existing_output_is_refused_then_replaced_with_force(tmp_path):
     root = make_layout(tmp_path / "l", n_rows=60)
     col = collect(root)
     result = train.train_level2(col, col.names, params=replace(FAST, max_epochs=2))
-    path = train.write_level2(root, "l2", result, col)
+    path = level2_io.write_level2(root, "l2", result, col)
     (path / "stale.txt").write_text("from an older run")
     with pytest.raises(OutputExistsError, match="already exists"):
-        train.write_level2(root, "l2", result, col)
-    train.write_level2(root, "l2", result, col, force=True)
+        level2_io.write_level2(root, "l2", result, col)
+    level2_io.write_level2(root, "l2", result, col, force=True)
     assert not (path / "stale.txt").exists() and (path / "meta.json").exists()
     with pytest.raises(OptionError, match="is one of the input experiments"):
-        train.write_level2(root, col.names[0], result, col, force=True)
+        level2_io.write_level2(root, col.names[0], result, col, force=True)
 
 
 def test_default_inputs_skip_level2_experiments(tmp_path):
     root = make_layout(tmp_path / "l", n_rows=60)
     col = collect(root)
     result = train.train_level2(col, col.names, params=replace(FAST, max_epochs=2))
-    train.write_level2(root, "l2", result, col)
+    level2_io.write_level2(root, "l2", result, col)
     col = collect(root)
     assert "l2" in col.names
-    assert train.choose_inputs(col, None) == ["sim_000", "sim_001", "sim_002"]
-    assert train.choose_inputs(col, "all") == ["sim_000", "sim_001", "sim_002"]
-    assert train.choose_inputs(col, "l2,sim_001") == ["l2", "sim_001"]
+    assert level2_inputs.choose_inputs(col, None) == ["sim_000", "sim_001", "sim_002"]
+    assert level2_inputs.choose_inputs(col, "all") == ["sim_000", "sim_001", "sim_002"]
+    assert level2_inputs.choose_inputs(col, "l2,sim_001") == ["l2", "sim_001"]
     with pytest.raises(OptionError, match="not an experiment"):
-        train.choose_inputs(col, "nope")
+        level2_inputs.choose_inputs(col, "nope")
 
 
 def test_predict_refuses_inputs_of_the_wrong_shape(tmp_path):
     root = make_layout(tmp_path / "l", n_rows=60)
     col = collect(root)
     result = train.train_level2(col, col.names, params=replace(FAST, max_epochs=2))
-    train.write_level2(root, "l2", result, col)
+    level2_io.write_level2(root, "l2", result, col)
     with pytest.raises(OptionError, match="expects 15 input features"):
-        train.predict(root, "l2", col.test[:, :, :2])
+        level2_io.predict(root, "l2", col.test[:, :, :2])
     with pytest.raises(OptionError, match="n_folds=3"):
-        train.predict(root, "l2", col.test[:2])
+        level2_io.predict(root, "l2", col.test[:2])
 
 
 def test_small_data_gets_at_least_min_steps_per_epoch(tmp_path, monkeypatch):
@@ -406,7 +406,7 @@ def test_small_data_gets_at_least_min_steps_per_epoch(tmp_path, monkeypatch):
         return original(self, x, skip)
 
     monkeypatch.setattr(StackMLP, "forward", spy)
-    data = train.level2_data(col, col.names)
+    data = level2_inputs.level2_data(col, col.names)
     train.fit_fold(data, 0, params=replace(FAST, batch_size=256, max_epochs=1))
     n_train = int((data.fold != 0).sum())
     assert len(sizes) >= train.MIN_STEPS and sum(sizes) == n_train
@@ -415,7 +415,7 @@ def test_small_data_gets_at_least_min_steps_per_epoch(tmp_path, monkeypatch):
 
 def test_without_skip_the_head_starts_at_the_class_prior(tmp_path):
     col = collect(make_layout(tmp_path / "l", n_rows=90))
-    data = train.level2_data(col, col.names)
+    data = level2_inputs.level2_data(col, col.names)
     fit = train.fit_fold(data, 0, params=replace(FAST, skip=0, max_epochs=30))
     assert fit.config["skip"] == "none" and fit.score > 0.8
     model = StackMLP(15, 5, skip="none")

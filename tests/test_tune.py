@@ -9,13 +9,13 @@ import numpy as np
 import optuna
 import pytest
 
-from stacker import train, tune
+from stacker import level2_inputs, level2_params, train, tune
 from stacker.collect import collect
 from stacker.errors import OptionError
 from stacker.metrics import get_metric
 from stacker.simulate import write_simulated_layout
 
-TINY = train.MLPParams(max_epochs=2)
+TINY = level2_params.MLPParams(max_epochs=2)
 
 
 @pytest.fixture(autouse=True)
@@ -93,14 +93,14 @@ def test_holdout_fold_takes_no_part_in_tuning(tmp_path, monkeypatch):
     assert len(folds_seen) == 2 * 3 + 3 + 3
     assert 0 <= result.holdout_score <= 1 and 0 <= result.holdout_default_score <= 1
     path = tune.save_best_params(root, result, fold_hash=col.folds.hash)
-    params, document = train.read_params("best", root)
+    params, document = level2_params.read_params("best", root)
     assert params == result.best_params and document["holdout_fold"] == 2
     assert "optimistic" in document["note"] and path.name == "best_params.json"
 
 
 def test_holdout_score_is_the_geometric_mean_of_inner_models(tmp_path):
     col = collect(make_layout(tmp_path / "l", n_folds=3))
-    data = train.level2_data(col, col.names)
+    data = level2_inputs.level2_data(col, col.names)
     metric = get_metric("lwlrap")
     score = tune.holdout_score(data, 0, TINY, metric=metric, seed=0, device="cpu")
     inner = data.rows(data.fold != 0)
@@ -114,7 +114,7 @@ def test_holdout_score_is_the_geometric_mean_of_inner_models(tmp_path):
 def test_objective_matches_stack_train_cv(tmp_path):
     col = collect(make_layout(tmp_path / "l"))
     params = replace(TINY, hidden=24, batch_size=16)
-    cv = tune.cv_objective(train.level2_data(col, col.names), params,
+    cv = tune.cv_objective(level2_inputs.level2_data(col, col.names), params,
                            metric=get_metric("lwlrap"), seed=4, device="cpu")
     assert cv == train.train_level2(col, col.names, params=params, seeds=[4]).scores()[0]
 
@@ -137,7 +137,7 @@ class StubTrial:
 
 def test_objective_reports_each_fold_and_prunes(tmp_path):
     col = collect(make_layout(tmp_path / "l"))
-    data = train.level2_data(col, col.names)
+    data = level2_inputs.level2_data(col, col.names)
     metric = get_metric("lwlrap")
     full = StubTrial(prune_after=99)
     tune.cv_objective(data, TINY, metric=metric, seed=0, device="cpu", trial=full)
@@ -154,7 +154,7 @@ def test_suggested_params_are_valid_and_keep_the_base_settings():
     for _ in range(20):
         trial = study.ask()
         params = tune.suggest_params(trial, replace(TINY, window_keep=0.5))
-        assert params == train.MLPParams.from_dict(params.to_dict())
+        assert params == level2_params.MLPParams.from_dict(params.to_dict())
         assert params.max_epochs == 2 and params.window_keep == 0.5
         study.tell(trial, 0.0)
 
