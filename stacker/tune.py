@@ -21,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import optuna
@@ -79,11 +80,58 @@ def default_study_name(attrs: dict) -> str:
     return f"mlp-{attrs['metric']}-{digest}"
 
 
+@contextmanager
+def process_lock(path: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) against every other
+    process and thread that takes it; released when the block ends or its process dies.
+    No-op when ``path`` is None, the file cannot be opened, or the platform has no ``fcntl``."""
+    try:
+        import fcntl
+    except ImportError:   # Windows: the retries and checks of the callers still apply
+        fcntl = None
+    try:
+        handle = open(path, "a") if path is not None and fcntl is not None else None
+    except OSError:       # e.g. a read-only folder: the storage reports its own error
+        handle = None
+    if handle is None:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sqlite_lock_path(storage: str) -> Path | None:
+    """``<database>.lock`` beside a sqlite storage's file; None for other storages."""
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+    except sqlalchemy.exc.ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database + ".lock")
+
+
 def open_study(storage: str, study_name: str, *, direction: str, seed: int, attrs: dict,
                retries: int = 5) -> optuna.Study:
     """Create or load the study; the sampler's seed also mixes in the number of trials already
-    there, so a resumed run does not repeat the first run's random trials. Retries the races of
-    several workers creating one sqlite database at once."""
+    there, so a resumed run does not repeat the first run's random trials.
+
+    Several workers may open one study at once. On a local sqlite file they take turns (a file
+    lock): optuna creates the tables, schema stamp and study row in separate commits, so two
+    workers creating one database collide, and under load they collide again after any fixed
+    number of retries. Other storages (and sqlite where no lock can be taken) retry those
+    collisions up to ``retries`` times."""
+    with process_lock(sqlite_lock_path(storage)):
+        return _open_study(storage, study_name, direction=direction, seed=seed, attrs=attrs,
+                           retries=retries)
+
+
+def _open_study(storage: str, study_name: str, *, direction: str, seed: int, attrs: dict,
+                retries: int) -> optuna.Study:
     kwargs = {}
     if storage.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
@@ -254,10 +302,18 @@ def _summarise(study, storage, metric, names, data, full, holdout_fold, base_par
 
 
 def save_best_params(root: Path | str, result: TuneResult, *, fold_hash: str) -> Path:
-    """Write ``<root>/.stack/best_params.json`` for ``stack train --params best``."""
+    """Write ``<root>/.stack/best_params.json`` for ``stack train --params best``. Parallel
+    workers of one study take turns (a file lock), so a worker with an older view of the study
+    never overwrites a later one between reading and writing the file."""
     if result.best_params is None:
         raise OptionError("the study has no finished trial yet; run more --trials")
     path = best_params_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with process_lock(path.with_name(path.name + ".lock")):
+        return _save_best_params(path, result, fold_hash=fold_hash)
+
+
+def _save_best_params(path: Path, result: TuneResult, *, fold_hash: str) -> Path:
     try:
         existing = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     except json.JSONDecodeError:

@@ -3,10 +3,13 @@
 import json
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import replace
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 
 from stacker import level2_inputs, level2_params, train, tune
@@ -73,6 +76,64 @@ def test_two_worker_processes_share_one_study(tmp_path):
     assert len(complete) == 4
     saved = json.loads((root / ".stack" / "best_params.json").read_text())
     assert saved["study"] == "shared" and saved["cv"] == pytest.approx(study.best_value)
+
+
+def test_workers_creating_one_sqlite_study_at_once_take_turns(tmp_path):
+    """The race behind the two-process test, made likely: four workers open one new database at
+    the same moment with no retry, so only the lock keeps them from colliding."""
+    pytest.importorskip("fcntl")
+    storage = f"sqlite:///{tmp_path / 'race.db'}"
+    start, errors = threading.Barrier(4), []
+
+    def worker(seed):
+        start.wait()
+        try:
+            study = tune.open_study(storage, "race", direction="maximize", seed=seed,
+                                    attrs={"inputs": ["a"]}, retries=1)
+            study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+        except Exception as error:   # collected: an exception in a thread would be lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    study = optuna.load_study(study_name="race", storage=storage)
+    assert len(study.trials) == 8 and study.user_attrs["setup"] == {"inputs": ["a"]}
+
+
+def test_parallel_saves_keep_the_latest_view_of_the_study(tmp_path, monkeypatch):
+    """Workers finishing together: each saves its view of the study; the file must end with the
+    view that saw the most trials, whatever the order. The writes are slowed so that, without
+    the lock, every worker reads the file before any writes and the oldest view is written last
+    (the race the lock closes)."""
+    pytest.importorskip("fcntl")
+    write = tune.layout.atomic_write_json
+
+    def slow_write(path, document):
+        time.sleep(0.05 * (7 - document["n_complete"]))
+        return write(path, document)
+
+    monkeypatch.setattr(tune.layout, "atomic_write_json", slow_write)
+    views = [tune.TuneResult(study_name="s", storage="sqlite:///x.db", metric="lwlrap", inputs=("a",),
+                             best_params=TINY, best_value=n / 10, trials=pd.DataFrame(), n_complete=n,
+                             n_pruned=0, n_this_run=1, holdout_fold=None, holdout_score=None,
+                             holdout_default_score=None) for n in (6, 3, 5, 1, 4, 2)]
+    start = threading.Barrier(len(views))
+
+    def worker(view):
+        start.wait()
+        tune.save_best_params(tmp_path, view, fold_hash="h")
+
+    threads = [threading.Thread(target=worker, args=(view,)) for view in views]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    saved = json.loads(level2_params.best_params_path(tmp_path).read_text())
+    assert (saved["n_complete"], saved["cv"]) == (6, 0.6)
 
 
 def test_holdout_fold_takes_no_part_in_tuning(tmp_path, monkeypatch):
