@@ -12,27 +12,9 @@ import time
 import numpy as np
 
 from stacker.metrics import lwlrap
+from stacker.metrics_reference import reference_lwlrap
 
 TARGET_RATIO = 20.0
-
-
-def reference_lwlrap(truth: np.ndarray, scores: np.ndarray) -> float:
-    """The DCASE 2019 Task 2 reference: one row at a time, classes ranked with argsort."""
-    n_rows, n_classes = scores.shape
-    precisions = np.zeros((n_rows, n_classes))
-    for i in range(n_rows):
-        positives = np.flatnonzero(truth[i] > 0)
-        if not len(positives):
-            continue
-        ranking = np.zeros(n_classes, dtype=int)
-        ranking[np.argsort(scores[i])[::-1]] = np.arange(n_classes)
-        hit = np.zeros(n_classes, dtype=bool)
-        hit[ranking[positives]] = True
-        precisions[i, positives] = np.cumsum(hit)[ranking[positives]] / (1 + ranking[positives])
-    labels_per_class = np.sum(truth > 0, axis=0)
-    weight = labels_per_class / float(np.sum(labels_per_class))
-    per_class = np.sum(precisions, axis=0) / np.maximum(1, labels_per_class)
-    return float(np.sum(per_class * weight))
 
 
 def fat2019_like(n_rows: int, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

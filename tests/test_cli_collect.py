@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from stacker import layout
 from stacker.cli import app
 from stacker.metrics import lwlrap
+from stacker.metrics_reference import reference_lwlrap
 from stacker.simulate import write_simulated_layout
 
 runner = CliRunner()
@@ -85,24 +86,6 @@ def test_user_errors_exit_1_without_traceback(tmp_path, args, message):
 # ---------------------------------------------------------------- acceptance: real FAT2019 rows
 
 
-def _dcase_lwlrap(truth, scores):
-    """The DCASE 2019 reference, one row at a time (argsort ranking)."""
-    n_classes = scores.shape[1]
-    precisions = np.zeros(scores.shape)
-    for i in range(len(scores)):
-        positives = np.flatnonzero(truth[i])
-        if not len(positives):
-            continue
-        ranking = np.zeros(n_classes, dtype=int)
-        ranking[np.argsort(scores[i])[::-1]] = np.arange(n_classes)
-        hit = np.zeros(n_classes, dtype=bool)
-        hit[ranking[positives]] = True
-        precisions[i, positives] = np.cumsum(hit)[ranking[positives]] / (1 + ranking[positives])
-    per_class = truth.sum(axis=0)
-    return float(np.sum(precisions.sum(axis=0) / np.maximum(per_class, 1)
-                        * per_class / per_class.sum()))
-
-
 def _read_val_naively(root, name, fold, classes):
     """{id: float32 row in ``classes`` order} straight from the CSV text."""
     with open(layout.probs_path(root, name, fold, "val"), newline="") as handle:
@@ -141,10 +124,10 @@ def test_acceptance_real_fat2019_rows_score_like_naive_lwlrap(tmp_path, shared_d
         for k in range(5):
             for row_id, values in _read_val_naively(root, name, k, folds.classes).items():
                 scores[position[row_id]] = values
-        naive = _dcase_lwlrap(truth, scores)
+        naive = reference_lwlrap(truth, scores)
         assert board.loc[name, "cv"] == pytest.approx(naive, abs=1e-9)
         assert f"{naive:.4f}" in result.output
-        per_fold = [_dcase_lwlrap(truth[fold == k], scores[fold == k]) for k in range(5)]
+        per_fold = [reference_lwlrap(truth[fold == k], scores[fold == k]) for k in range(5)]
         for k in range(5):
             assert board.loc[name, f"fold_{k}"] == pytest.approx(per_fold[k], abs=1e-9)
         assert board.loc[name, "fold_mean"] == pytest.approx(np.mean(per_fold), abs=1e-9)
