@@ -13,6 +13,7 @@ import typer
 from stacker import layout
 from stacker.cli_common import console, err_console, frame_table, progress_bar, user_errors
 from stacker.errors import OptionError, OutputExistsError
+from stacker.seeds import fold_seed
 
 
 class Preset(str, Enum):
@@ -34,11 +35,6 @@ def _cache_dir(root: Path, no_cache: bool) -> Optional[Path]:
 def _warn(lines) -> None:
     for line in lines:
         err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
-
-
-def fold_seed(seed: int, fold: int) -> int:
-    """A distinct, reproducible seed for each (seed, fold) pair."""
-    return int(np.random.SeedSequence([seed, fold]).generate_state(1)[0])
 
 
 @user_errors

@@ -49,6 +49,7 @@ from stacker.level2_params import MLPParams
 from stacker.metrics import lwlrap
 from stacker.report import write_report
 from stacker.search import search_subsets
+from stacker.seeds import fold_seed
 from stacker.selection import subsets_path
 from stacker.submit import make_submission, test_blend
 from stacker.train import train_level2
@@ -142,10 +143,6 @@ def _quiet(description: str):
     yield lambda done, total=None: None
 
 
-def _fold_seed(seed: int, fold: int) -> int:
-    return int(np.random.SeedSequence([seed, fold]).generate_state(1)[0])
-
-
 def _check_workdir(workdir: Path, settings: DemoSettings, force: bool) -> None:
     """A workdir is the demo's own when it holds demo.json; the same settings resume there."""
     marker = workdir / DEMO_FILE
@@ -205,7 +202,7 @@ def run_demo(workdir: Path | str, *, quick: bool = False, seed: int = 0, force: 
     for name, (estimator, params) in settings.sklearn.items():
         with stage(f"first level: {name} ({estimator} on log-mel statistics)") as update:
             run_kfold(root, name, lambda k, e=estimator, p=params: SklearnFoldModel(
-                          e, p, _fold_seed(seed, k), threads=1),
+                          e, p, fold_seed(seed, k), threads=1),
                       stats, audio.ids, test_stats, audio.test_ids, model=f"sklearn:{estimator}",
                       params={"estimator": estimator, "params": params, "features": settings.mel},
                       seed=seed, force=force, on_progress=update)
@@ -213,7 +210,7 @@ def run_demo(workdir: Path | str, *, quick: bool = False, seed: int = 0, force: 
     with stage("first level: cnn_logmel (audio CNN on log-mel crops)") as update:
         cnn_params = {"features": settings.mel, "network": AudioCNNModel(**settings.cnn).params()}
         run_kfold(root, "cnn_logmel", lambda k: AudioCNNModel(
-                      **settings.cnn, seed=_fold_seed(seed, k), device="cpu", num_threads=None),
+                      **settings.cnn, seed=fold_seed(seed, k), device="cpu", num_threads=None),
                   audio.specs, audio.ids, audio.test_specs, audio.test_ids, model="audio-cnn:demo",
                   params=cnn_params, seed=seed, force=force, on_progress=update)
     lap("cnn")

@@ -37,6 +37,7 @@ from stacker.level2_inputs import Level2Data, level2_data, window_means
 from stacker.level2_params import MLPParams
 from stacker.metrics import Metric, get_metric
 from stacker.mlp import StackMLP
+from stacker.seeds import fold_seed
 
 ProgressCallback = Callable[[int, int], None]
 MIN_STEPS = 8   # per epoch; caps the batch size on small data
@@ -71,11 +72,6 @@ class FoldFit:
 def effective_batch_size(batch_size: int, n_train: int) -> int:
     """``batch_size``, capped so that an epoch over ``n_train`` rows has >= MIN_STEPS steps."""
     return max(1, min(batch_size, math.ceil(n_train / MIN_STEPS)))
-
-
-def fold_seed(seed: int, fold: int) -> int:
-    """A distinct, reproducible torch seed for each (seed, fold) pair."""
-    return int(np.random.SeedSequence([int(seed), int(fold)]).generate_state(1)[0])
 
 
 def _probs(logits: torch.Tensor, single_label: bool) -> np.ndarray:
