@@ -8,8 +8,7 @@ import typer
 
 from stacker import layout
 from stacker.blend import EPS
-from stacker.cli_common import console, frame_table, user_errors
-from stacker.cli_search import load_collection
+from stacker.cli_common import console, frame_table, load_collection, user_errors
 from stacker.errors import OptionError
 from stacker.selection import read_subsets, resolve_subset, subsets_path
 from stacker.submit import check_outputs, make_submission, sidecar_path

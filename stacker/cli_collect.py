@@ -6,8 +6,7 @@ from typing import Annotated
 import typer
 
 from stacker import layout
-from stacker.cli_common import console, err_console, frame_table, progress_bar, user_errors
-from stacker.collect import collect
+from stacker.cli_common import console, frame_table, load_collection, user_errors
 from stacker.leaderboard import leaderboard, oof_correlation
 from stacker.metrics import get_metric
 
@@ -23,10 +22,7 @@ def collect_command(
 ) -> None:
     """Validate every experiment under ROOT, align them, cache the arrays and print the leaderboard."""
     scorer = get_metric(metric)
-    with progress_bar("collecting experiments") as update:
-        collection = collect(root, strict=strict, use_cache=not no_cache, on_progress=update)
-    for reason in collection.skipped:
-        err_console.print(f"[yellow]warning: skipped[/] {reason}", highlight=False, soft_wrap=True)
+    collection = load_collection(root, strict=strict, use_cache=not no_cache)
     board = leaderboard(collection, scorer)
     out = layout.stack_dir(root) / "leaderboard.csv"
     layout.atomic_write_text(out, board.to_csv(index=False))

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from stacker.collect import Collection, collect
 from stacker.errors import StackError
 from stacker.layout import DEFAULT_ROOT
 
@@ -56,6 +57,15 @@ def progress_bar(description: str, total: int | None = None) -> Iterator:
             progress.update(task, completed=done)
 
         yield update
+
+
+def load_collection(root: Path, *, strict: bool = False, use_cache: bool = True) -> Collection:
+    """Collect with a progress bar, then print one warning line per skipped experiment."""
+    with progress_bar("collecting experiments") as update:
+        collection = collect(root, strict=strict, use_cache=use_cache, on_progress=update)
+    for reason in collection.skipped:
+        err_console.print(f"[yellow]warning: skipped[/] {reason}", highlight=False, soft_wrap=True)
+    return collection
 
 
 def frame_table(frame, *, title: str | None = None, float_format: str = "{:.4f}",

@@ -2,13 +2,15 @@
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from stacker.cli_common import console, progress_bar, user_errors
 # stacker.demo imports torch and optuna: imported inside the command so the CLI starts fast.
+if TYPE_CHECKING:
+    from stacker.demo import DemoResult
 
 
 def _score(value) -> str:
@@ -23,7 +25,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def result_table(result: "stacker.demo.DemoResult") -> Table:  # noqa: F821
+def result_table(result: "DemoResult") -> Table:
     """Every model's CV and held-out test lwlrap, the chosen subsets, the final blend, the files."""
     table = Table(title="stack demo: lwlrap, out-of-fold CV and held-out test", show_lines=False)
     for column, justify in (("", "left"), ("CV", "right"), ("nested CV", "right"),

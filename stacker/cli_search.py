@@ -9,8 +9,8 @@ import typer
 
 from stacker import layout
 from stacker.blend import DEFAULT_POWER, EPS
-from stacker.cli_common import console, err_console, frame_table, progress_bar, user_errors
-from stacker.collect import Collection, collect
+from stacker.cli_common import (console, err_console, frame_table, load_collection, progress_bar,
+                                user_errors)
 from stacker.search import SearchResult, search_subsets
 from stacker.selection import resolve_subset, subsets_path
 
@@ -28,15 +28,6 @@ class MethodChoice(str, Enum):
     greedy = "greedy"
     beam = "beam"
     ges = "ges"
-
-
-def load_collection(root: Path) -> Collection:
-    """Collect with a progress bar and print the skipped experiments (shared with `stack blend`)."""
-    with progress_bar("collecting experiments") as update:
-        collection = collect(root, on_progress=update)
-    for reason in collection.skipped:
-        err_console.print(f"[yellow]warning: skipped[/] {reason}", highlight=False, soft_wrap=True)
-    return collection
 
 
 def _fmt(value) -> str:

@@ -8,8 +8,8 @@ import pandas as pd
 import typer
 
 from stacker import layout
-from stacker.cli_common import console, err_console, frame_table, progress_bar, user_errors
-from stacker.collect import collect
+from stacker.cli_common import (console, err_console, frame_table, load_collection, progress_bar,
+                                user_errors)
 from stacker.errors import OptionError, StackError
 from stacker.metrics import get_metric
 # the level-2 modules (stacker.train, level2_*) import torch: they are imported inside the commands
@@ -40,11 +40,6 @@ def _parse_seeds(text: str) -> list[int]:
     if not seeds or len(set(seeds)) != len(seeds):
         raise OptionError(f"--seeds must list at least one seed, each once; got '{text}'")
     return seeds
-
-
-def _collect(root: Path):
-    with progress_bar("collecting experiments") as update:
-        return collect(root, on_progress=update)
 
 
 @user_errors
@@ -80,7 +75,7 @@ def train_command(
     if max_epochs is not None:
         chosen = replace(chosen, max_epochs=max_epochs)
         chosen = type(chosen).from_dict(chosen.to_dict(), source="--max-epochs")
-    collection = _collect(root)
+    collection = load_collection(root)
     inputs = choose_inputs(collection, subset)
     outputs = [f"{name}_seed{s}" for s in seed_list] if per_seed else [name]
     for out in outputs:
@@ -168,7 +163,7 @@ def tune_command(
     device = resolve_device(device)
     base = MLPParams() if max_epochs is None else MLPParams.from_dict({"max_epochs": max_epochs},
                                                                       source="--max-epochs")
-    collection = _collect(root)
+    collection = load_collection(root)
     inputs = choose_inputs(collection, subset)
     with progress_bar(f"tuning on {len(inputs)} inputs") as update:
         result = tune(collection, inputs, n_trials=trials, timeout=timeout, storage=storage,
@@ -205,7 +200,7 @@ def predict_command(
     from stacker.level2_params import resolve_device
 
     device = resolve_device(device)
-    collection = _collect(root)
+    collection = load_collection(root)
     if name not in collection.names:
         raise OptionError(f"no valid experiment named '{name}' under {root}")
     diffs = verify_predictions(collection, name, device=device)
