@@ -22,7 +22,6 @@ bytes, and clip ``i`` does not depend on how many clips were asked for.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
