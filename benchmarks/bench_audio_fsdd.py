@@ -29,7 +29,7 @@ if str(ROOT_DIR) not in sys.path:          # run as a script from anywhere
 from typer.testing import CliRunner  # noqa: E402
 
 from stacker import layout  # noqa: E402
-from stacker.cli import app  # noqa: E402
+from stacker.cli.app import app  # noqa: E402
 
 FSDD = ROOT_DIR.parent / "shared" / "data" / "fsdd"
 BUDGET_S = 15 * 60

@@ -1,4 +1,4 @@
-"""`stacker.collect` on a layout of FAT2019 size: 50 experiments x 5 folds, 4,970 rows, 1,120 test rows,
+"""`stacker.layout.collect` on a layout of FAT2019 size: 50 experiments x 5 folds, 4,970 rows, 1,120 test rows,
 80 classes. Prints the cold time (no cache: every CSV parsed), the warm time (from ``.stack/cache``)
 and their ratio, measured in this run. Targets: cold < 10 s on 2 cores, warm well under 1 s.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from stacker import layout
-from stacker.collect import collect
+from stacker.layout.collect import collect
 from stacker.simulate import write_simulated_layout
 
 TRAIN_CURATED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fat2019" / "train_curated.csv"

@@ -20,7 +20,7 @@ import numpy as np
 
 from stacker.blend import blend
 from stacker.metrics import lwlrap
-from stacker.search import search_arrays
+from stacker.search.engine import search_arrays
 from stacker.simulate import simulated_probs
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stacker import level2_inputs, level2_params, train
-from stacker.collect import collect
+from stacker.level2 import fit as train, inputs as level2_inputs, params as level2_params
+from stacker.layout.collect import collect
 from stacker.metrics import lwlrap
 from stacker.simulate import write_simulated_layout
 

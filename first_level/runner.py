@@ -213,7 +213,7 @@ def _remove_tree(path: Path) -> None:
 
 def _json_normalised(params: dict) -> dict:
     """params as they will read back from meta.json (tuples -> lists, numpy scalars -> numbers)."""
-    return json.loads(json.dumps(dict(params or {}), sort_keys=True, default=layout._json_default))
+    return json.loads(json.dumps(dict(params or {}), sort_keys=True, default=layout.json_default))
 
 
 def _now() -> str:

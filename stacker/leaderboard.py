@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stacker.collect import Collection
+from stacker.layout.collect import Collection
 from stacker.metrics import Metric, get_metric
 
 

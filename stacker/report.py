@@ -27,12 +27,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from stacker import layout
-from stacker.collect import Collection, collect
+from stacker.layout.collect import Collection, collect
 from stacker.errors import LayoutError, OutputExistsError, StackError
 from stacker.leaderboard import leaderboard, oof_correlation
 from stacker.metrics import get_metric, per_class_lwlrap
-from stacker.selection import read_subsets, subsets_path
-from stacker.submit import oof_blend
+from stacker.search.subsets import read_subsets, subsets_path
+from stacker.submission import oof_blend
 
 HISTORY_FILE = "history.json"
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss")

@@ -16,8 +16,8 @@ import pytest
 from matplotlib.image import imread
 from typer.testing import CliRunner
 
-from stacker.cli import app
-from stacker.collect import collect
+from stacker.cli.app import app
+from stacker.layout.collect import collect
 from stacker.errors import LayoutError, OutputExistsError
 from stacker.metrics import per_class_lwlrap
 from stacker.report import (build_report, per_class_comparison, read_histories, searched_blend,

@@ -10,7 +10,7 @@ from first_level.audio.features import (PRESETS, MelSettings, get_preset, load_s
                                         statistics_names)
 from first_level.audio.io import AudioError, list_audio_files, pad_or_trim, read_audio
 from first_level.audio.metadata import AudioMeta, MetadataError, read_metadata
-from first_level.audio.train import MODEL_PRESETS, AudioCNNModel
+from first_level.audio.model import MODEL_PRESETS, AudioCNNModel
 
 __all__ = [
     "AudioCNNModel", "AudioError", "AudioMeta", "MODEL_PRESETS", "MelSettings", "MetadataError",

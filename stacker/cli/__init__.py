@@ -1,0 +1,1 @@
+"""The `stack` command-line application: typer commands over the library (see ``app``)."""

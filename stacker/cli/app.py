@@ -1,0 +1,64 @@
+"""`stack`: the command-line interface. Thin commands over the library functions.
+
+Each command module defines plain typer command functions; they are registered here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from stacker.errors import StackError
+
+app = typer.Typer(name="stack", help="Stacking ensembles from K-fold out-of-fold predictions.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def _root() -> None:
+    """Stacking ensembles from K-fold out-of-fold predictions (see README.md)."""
+
+
+# --- command registration: one line per command module (keep this block sorted by command) ---
+from stacker.cli.blend import blend_command  # noqa: E402
+
+app.command("blend")(blend_command)
+
+from stacker.cli.collect import collect_command  # noqa: E402
+
+app.command("collect")(collect_command)
+
+from stacker.cli.demo import demo_command  # noqa: E402
+
+app.command("demo")(demo_command)
+
+from stacker.cli.first_level import first_level_app  # noqa: E402
+
+app.add_typer(first_level_app, name="first-level")
+
+from stacker.cli.folds import make_folds_command  # noqa: E402
+
+app.command("make-folds")(make_folds_command)
+
+from stacker.cli.report import report_command  # noqa: E402
+
+app.command("report")(report_command)
+
+from stacker.cli.search import search_subsets_command  # noqa: E402
+
+app.command("search-subsets")(search_subsets_command)
+
+from stacker.cli.level2 import predict_command, train_command, tune_command  # noqa: E402
+
+app.command("predict")(predict_command)
+app.command("train")(train_command)
+app.command("tune")(tune_command)
+# --- end of command registration ---
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except StackError as error:  # a command that forgot @user_errors still prints one line
+        typer.echo(f"error: {error}", err=True)
+        raise SystemExit(1)

@@ -1,0 +1,96 @@
+"""`stack blend`: blend the chosen experiments on the test set and write the submission."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+
+from stacker import layout
+from stacker.blend import EPS
+from stacker.cli.common import console, frame_table, load_collection, user_errors
+from stacker.errors import OptionError
+from stacker.search.subsets import read_subsets, resolve_subset, subsets_path
+from stacker.submission import check_outputs, make_submission, sidecar_path
+
+
+def _nested_cv_of_search(search: dict | None, spec: str, blend: str, weighted: bool, eps: float,
+                         metric: str) -> tuple[float | None, str]:
+    """The nested CV the search measured, when it measured exactly this blend; else a reason."""
+    if search is None or spec != "best":
+        return None, "no nested CV: the subset was not chosen by `stack search-subsets`"
+    weights = list(search.get("weights", {}).values())
+    equal = len(set(round(w, 12) for w in weights)) <= 1
+    if search.get("blend") != blend or (not weighted and not equal):
+        how = f"{'weighted ' if not equal else ''}{search.get('blend')}"
+        return None, f"no nested CV: the search measured a {how} blend, not this one"
+    if search.get("metric") != metric:
+        return None, f"no nested CV: the search used {search.get('metric')}, not {metric}"
+    if blend == "geo-mean" and search.get("eps") != eps:
+        return None, f"no nested CV: the search used eps {search.get('eps')}, not {eps}"
+    return search.get("nested_cv"), ""
+
+
+@user_errors
+def blend_command(
+    geo_mean: Annotated[bool, typer.Option("--geo-mean", help="Geometric mean of the members.")] = False,
+    mean: Annotated[bool, typer.Option("--mean", help="Arithmetic mean.")] = False,
+    rank: Annotated[bool, typer.Option("--rank", help="Mean of within-row class ranks.")] = False,
+    weights: Annotated[bool, typer.Option("--weights", help="The weights (and blend) of the last "
+                                          "search, e.g. from --method ges.")] = False,
+    root: Annotated[Path, typer.Option(help="Root folder of the prediction layout.")] = layout.DEFAULT_ROOT,
+    subset: Annotated[Optional[str], typer.Option(help="best (the last search's choice), all, or "
+                                                       "NAME,NAME,...; default best when a search "
+                                                       "exists, else all.")] = None,
+    template: Annotated[Optional[Path], typer.Option(help="Submission template, e.g. "
+                                                          "sample_submission.csv.")] = None,
+    out: Annotated[Path, typer.Option(help="Submission file to write.")] = Path("submission.csv"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out (and its .json) if they "
+                                                 "exist.")] = False,
+    eps: Annotated[float, typer.Option(help="Clip of probabilities for geometric means.")] = EPS,
+    metric: Annotated[Optional[str], typer.Option(help="Metric of the printed CV (default: the "
+                                                       "search's, else lwlrap).")] = None,
+) -> None:
+    """Blend the chosen experiments: print their CV on the OOF rows and write the submission in
+    the template's shape, with a sidecar <out>.json of the parameters."""
+    flags = {"geo-mean": geo_mean, "mean": mean, "rank": rank, "weights": weights}
+    chosen = [name for name, on in flags.items() if on]
+    if len(chosen) != 1:
+        raise OptionError("pass exactly one of --geo-mean, --mean, --rank, --weights")
+    check_outputs(out, force=force)
+    collection = load_collection(root)
+    search = read_subsets(root) if subsets_path(root).exists() else None
+    spec = subset if subset is not None else ("best" if search is not None else "all")
+    members = resolve_subset(root, spec, collection.names)
+    power = 2.0
+    if weights:
+        if search is None or spec.strip() != "best":
+            raise OptionError("--weights uses the members and weights of the last "
+                              "`stack search-subsets`; run it first and use --subset best")
+        blend = search["blend"]
+        power = float(search.get("power", power))
+        member_weights = [float(search["weights"][m]) for m in members]
+    else:
+        blend = chosen[0]
+        member_weights = None
+    metric = metric or (search.get("metric") if search else None) or "lwlrap"
+    nested_cv, why = _nested_cv_of_search(search, spec.strip(), blend, weights, eps, metric)
+    extra = {"subset": spec, "nested_cv": nested_cv}
+    if search is not None and spec.strip() == "best":
+        extra["search"] = {k: search.get(k) for k in ("method", "metric", "blend", "cv",
+                                                      "nested_cv", "created")}
+    record = make_submission(collection, members, out=out, blend=blend, weights=member_weights,
+                             template=template, force=force, power=power, eps=eps, metric=metric,
+                             extra=extra)
+    table = pd.DataFrame({"member": members, "weight": list(record["weights"].values()),
+                          "level": [collection.level(m) for m in members]})
+    console.print(frame_table(table, title=f"{blend} blend of {len(members)} experiment(s)"))
+    std = pd.Series(record["fold_cv"]).std(ddof=0)
+    console.print(f"CV on OOF rows ({record['metric']}): {record['cv']:.6f} (fold std {std:.4f})",
+                  highlight=False)
+    if nested_cv is not None:
+        console.print(f"nested CV (from the subset search): {nested_cv:.6f}", highlight=False)
+    else:
+        console.print(why, highlight=False)
+    console.print(f"written {record['submission']} ({record['n_test']} rows x "
+                  f"{len(collection.classes) + 1} columns) and {sidecar_path(out)}", highlight=False)

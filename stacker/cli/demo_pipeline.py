@@ -1,0 +1,360 @@
+"""`stack demo`: the whole method, end to end, on the embedded synthetic dataset.
+
+Stages (each a library call of the project, each reporting progress):
+
+1. generate the dataset (:mod:`first_level.synth`) and make stratified folds;
+2. first level: log-mel spectrograms, the audio CNN, and scikit-learn models on log-mel statistics,
+   each trained K-fold into the standard layout;
+3. collect, search subsets of the first level, tune the level-2 MLP briefly (Optuna) and train
+   level-2 MLPs on the first-level predictions;
+4. search the final blend over every experiment (geometric mean), write the submission and the
+   report, and score the blend and the best single model on the held-out test labels.
+
+Workdir::
+
+    <workdir>/demo.json         the settings of the run (a second run with the same settings resumes)
+    <workdir>/data/             the generated dataset (train/, test/, train.csv, test_labels.csv, ...)
+    <workdir>/predictions/      the prediction layout: folds.csv, one folder per experiment, .stack/
+    <workdir>/submission.csv    the final blend's test predictions, in sample_submission.csv's shape
+    <workdir>/report.html       `stack report` of the layout
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, ContextManager
+
+import numpy as np
+import pandas as pd
+
+from first_level import synth
+from first_level.audio.dataset import prepare_audio
+from first_level.audio.features import MelSettings, logmel_statistics
+from first_level.audio.metadata import read_metadata
+from first_level.audio.model import AudioCNNModel
+from first_level.folds import make_folds
+from first_level.runner import run_kfold
+from first_level.sklearn_models import SklearnFoldModel
+from stacker import layout
+from stacker.layout.collect import Collection, collect
+from stacker.errors import LayoutError, OutputExistsError
+from stacker.leaderboard import leaderboard
+from stacker.level2.store import write_level2
+from stacker.level2.params import MLPParams
+from stacker.metrics import lwlrap
+from stacker.report import write_report
+from stacker.search.engine import search_subsets
+from stacker.seeds import fold_seed
+from stacker.search.subsets import subsets_path
+from stacker.submission import make_submission, test_blend
+from stacker.level2.fit import train_level2
+from stacker.level2.tune import save_best_params, tune
+
+DEMO_FILE = "demo.json"
+LEVEL2_NAMES = {"l2_mlp_all", "l2_mlp_tuned", "l2_mlp_subset"}
+Stage = Callable[[str], ContextManager[Callable[[int, int], None]]]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Everything a demo run depends on (recorded in demo.json)."""
+
+    n_train: int
+    n_test: int
+    n_folds: int
+    clip_seconds: float
+    mel: dict
+    cnn: dict
+    sklearn: dict                      # experiment name -> (estimator, params)
+    tune_trials: int
+    level2: dict                       # MLPParams overrides
+    level2_seeds: tuple[int, ...]
+    seed: int = 0
+    quick: bool = False
+
+
+def demo_settings(*, quick: bool = False, seed: int = 0) -> DemoSettings:
+    """The full run (6.5 minutes on a busy 2-core machine, 4 minutes of CPU) or the quick one
+    (under a minute)."""
+    # 32 mel bands and a 48-frame crop keep the CNN's cost per clip ~15x below the 'fast' preset
+    mel = dict(sample_rate=16000, n_mels=32, n_fft=512, hop_length=320, fmin=20.0)
+    sklearn = {
+        "stats_logreg": ("logreg", {"C": 0.05, "max_iter": 500}),
+        "stats_extratrees": ("et", {"n_estimators": 150, "min_samples_leaf": 2}),
+        "stats_knn": ("knn", {"n_neighbors": 15}),
+        "stats_mlp": ("mlp", {"hidden_layer_sizes": [128], "alpha": 1e-2, "max_iter": 200}),
+    }
+    if quick:
+        return DemoSettings(
+            n_train=240, n_test=60, n_folds=3, clip_seconds=1.5, mel=mel,
+            cnn=dict(channels=(8, 16, 32), crop_frames=48, batch_size=16, epochs=12, lr=3e-3,
+                     patience=4, mixup_alpha=0.0, freq_mask=4, time_mask=6, dropout=0.1),
+            sklearn={k: sklearn[k] for k in ("stats_logreg", "stats_extratrees", "stats_knn")},
+            tune_trials=2, level2=dict(hidden=64, bottleneck=16, lr=1e-2, batch_size=32,
+                                      max_epochs=60, patience=10),
+            level2_seeds=(seed,), seed=seed, quick=True)
+    return DemoSettings(
+        n_train=1600, n_test=400, n_folds=5, clip_seconds=1.5, mel=mel,
+        cnn=dict(channels=(8, 16, 32, 64), crop_frames=48, batch_size=32, epochs=14, lr=3e-3,
+                 patience=4, mixup_alpha=0.2, freq_mask=4, time_mask=8, dropout=0.2),
+        sklearn=sklearn, tune_trials=8,
+        level2=dict(hidden=128, bottleneck=32, lr=3e-3, batch_size=64, max_epochs=80, patience=10),
+        level2_seeds=(seed, seed + 1), seed=seed)
+
+
+@dataclass
+class DemoResult:
+    """What the demo made and measured.
+
+    models: one row per experiment: experiment, level, cv (lwlrap), test (held-out lwlrap).
+    """
+
+    workdir: Path
+    models: pd.DataFrame
+    best_single: str
+    first_level_subset: list[str]
+    first_level_subset_cv: float
+    first_level_subset_nested_cv: float | None
+    first_level_subset_test: float
+    level2_cv: dict[str, float]
+    level2_inputs: dict[str, list[str]]
+    final_members: list[str]
+    final_cv: float
+    final_nested_cv: float | None
+    final_test: float
+    best_single_cv: float
+    best_single_test: float
+    files: dict[str, Path]
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def blend_beats_single(self) -> bool:
+        return self.final_cv > self.best_single_cv
+
+
+@contextmanager
+def _quiet(description: str):
+    yield lambda done, total=None: None
+
+
+def _check_workdir(workdir: Path, settings: DemoSettings, force: bool) -> None:
+    """A workdir is the demo's own when it holds demo.json; the same settings resume there."""
+    marker = workdir / DEMO_FILE
+    wanted = json.loads(json.dumps(asdict(settings)))
+    if marker.exists():
+        if json.loads(marker.read_text(encoding="utf-8")) != wanted and not force:
+            raise OutputExistsError(f"{marker}: this workdir holds a demo run with other settings "
+                                    "(--quick or --seed); use another --workdir or pass --force")
+    elif workdir.exists() and any(workdir.iterdir()) and not force:
+        raise OutputExistsError(f"{workdir} exists and is not a demo workdir (no {DEMO_FILE}); "
+                                "use another --workdir or pass --force")
+    layout.atomic_write_json(marker, wanted)
+
+
+def run_demo(workdir: Path | str, *, quick: bool = False, seed: int = 0, force: bool = False,
+             settings: DemoSettings | None = None, stage: Stage | None = None) -> DemoResult:
+    """Run every stage in ``workdir``; see the module docstring.
+
+    stage: ``stage(description)`` returns a context manager yielding ``update(done, total)``,
+    entered once per stage (the CLI passes :func:`stacker.cli_common.progress_bar`).
+    force: regenerate the dataset and retrain every experiment instead of resuming.
+    settings: sizes and models (default: :func:`demo_settings` of ``quick`` and ``seed``).
+    """
+    stage = stage or _quiet
+    workdir = Path(workdir)
+    settings = settings or demo_settings(quick=quick, seed=seed)
+    seed = settings.seed
+    _check_workdir(workdir, settings, force)
+    data_dir, root = workdir / "data", workdir / "predictions"
+    seconds: dict[str, float] = {}
+    notes: list[str] = []
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = seconds.get(name, 0.0) + now - clock
+        clock = now
+
+    # ---- 1. the dataset and the folds
+    with stage(f"dataset: {settings.n_train} + {settings.n_test} synthetic clips") as update:
+        dataset = _dataset(data_dir, settings, force, update)
+    with stage(f"folds: {settings.n_folds}-fold iterative stratification") as update:
+        make_folds(dataset.train_csv, root, n_folds=settings.n_folds, seed=seed, force=force)
+        update(1, 1)
+    lap("dataset")
+
+    # ---- 2. first level
+    mel = MelSettings(**settings.mel)
+    with stage("log-mel spectrograms") as update:
+        audio = prepare_audio(root, read_metadata(dataset.train_csv, format="fat2019"),
+                              dataset.train_dir, mel, test_dir=dataset.test_dir,
+                              cache_dir=workdir / "cache", on_progress=update)
+    stats = np.stack([logmel_statistics(s) for s in audio.specs])
+    test_stats = np.stack([logmel_statistics(s) for s in audio.test_specs])
+    lap("spectrograms")
+    for name, (estimator, params) in settings.sklearn.items():
+        with stage(f"first level: {name} ({estimator} on log-mel statistics)") as update:
+            run_kfold(root, name, lambda k, e=estimator, p=params: SklearnFoldModel(
+                          e, p, fold_seed(seed, k), threads=1),
+                      stats, audio.ids, test_stats, audio.test_ids, model=f"sklearn:{estimator}",
+                      params={"estimator": estimator, "params": params, "features": settings.mel},
+                      seed=seed, force=force, on_progress=update)
+        lap("sklearn")
+    with stage("first level: cnn_logmel (audio CNN on log-mel crops)") as update:
+        cnn_params = {"features": settings.mel, "network": AudioCNNModel(**settings.cnn).params()}
+        run_kfold(root, "cnn_logmel", lambda k: AudioCNNModel(
+                      **settings.cnn, seed=fold_seed(seed, k), device="cpu", num_threads=None),
+                  audio.specs, audio.ids, audio.test_specs, audio.test_ids, model="audio-cnn:demo",
+                  params=cnn_params, seed=seed, force=force, on_progress=update)
+    lap("cnn")
+
+    # ---- 3. collect, first-level subset, level 2
+    level1_names = [*settings.sklearn, "cnn_logmel"]
+    level1 = _collect_own(root, level1_names, stage)
+    with stage("subset search over the first level") as update:
+        first = search_subsets(level1, metric="lwlrap", blend="geo-mean", on_progress=update)
+    lap("search")
+    params = MLPParams.from_dict(settings.level2, source="demo settings")
+    storage = workdir / "tune.db"
+    storage.unlink(missing_ok=True)       # a fresh study each run, so a rerun gives the same trials
+    with stage(f"tune: {settings.tune_trials} Optuna trials of the level-2 MLP") as update:
+        tuned = tune(level1, level1_names, n_trials=settings.tune_trials, seed=seed,
+                     base_params=params, storage=f"sqlite:///{storage.resolve()}",
+                     on_progress=update)
+        save_best_params(root, tuned, fold_hash=level1.folds.hash)
+    lap("tune")
+    level2_cv: dict[str, float] = {}
+    inputs = {"l2_mlp_all": (level1_names, params)}
+    if len(first.members) >= 2 and set(first.members) != set(level1_names):
+        inputs["l2_mlp_subset"] = (list(first.members), params)
+    for name, (names, mlp_params) in list(inputs.items()):
+        result = _level2(root, name, level1, names, mlp_params, settings, stage)
+        level2_cv[name] = result.scores()[0]
+        if name == "l2_mlp_all":
+            # the study scored one seed; compare it with the same seed of the default params
+            default_cv = result.scores([settings.level2_seeds[0]])[0]
+            if tuned.best_params is not None and tuned.best_value > default_cv:
+                inputs["l2_mlp_tuned"] = (level1_names, tuned.best_params)
+                result = _level2(root, "l2_mlp_tuned", level1, level1_names, tuned.best_params,
+                                 settings, stage)
+                level2_cv["l2_mlp_tuned"] = result.scores()[0]
+            else:
+                notes.append(f"tuning: the best of {tuned.n_complete} trials (CV "
+                             f"{_fmt(tuned.best_value)}) did not beat the default level-2 params "
+                             f"({default_cv:.4f}); no l2_mlp_tuned")
+    for stale in LEVEL2_NAMES - set(level2_cv):
+        # a level-2 experiment an earlier run in this workdir made and this one did not
+        if layout.experiment_dir(root, stale).is_dir():
+            shutil.rmtree(layout.experiment_dir(root, stale))
+    lap("level 2")
+
+    # ---- 4. the final blend, submission, report, held-out test
+    everything = _collect_own(root, [*level1_names, *level2_cv], stage)
+    with stage("final subset search over every experiment") as update:
+        final = search_subsets(everything, metric="lwlrap", blend="geo-mean", on_progress=update)
+    layout.atomic_write_json(subsets_path(root), final.to_json())
+    submission = workdir / "submission.csv"
+    truth_ids, truth = _test_truth(dataset)
+    test_scores = {}
+    for name in everything.names:
+        test_scores[name] = _test_score(everything, [name], None, truth_ids, truth)
+    with stage("submission") as update:
+        make_submission(everything, list(final.members), out=submission, blend="geo-mean",
+                        weights=_weights(final), template=dataset.sample_submission, force=True,
+                        extra={"made_by": "stack demo", "nested_cv": final.nested_cv})
+        update(1, 1)
+    final_test = _test_score(everything, list(final.members), final.weights, truth_ids, truth)
+    with stage("report") as update:
+        write_report(root, workdir / "report.html", force=True, collection=everything)
+        update(1, 1)
+    lap("blend + report")
+
+    board = leaderboard(everything, "lwlrap")
+    board["test"] = [test_scores[n] for n in board.experiment]
+    level1_board = board[board.level == 1]
+    best = str(level1_board.experiment.iloc[0])
+    return DemoResult(
+        workdir=workdir, models=board[["experiment", "level", "cv", "test"]].reset_index(drop=True),
+        best_single=best, first_level_subset=list(first.members), first_level_subset_cv=first.cv,
+        first_level_subset_nested_cv=first.nested_cv,
+        first_level_subset_test=_test_score(everything, list(first.members), first.weights,
+                                            truth_ids, truth),
+        level2_cv=level2_cv, level2_inputs={n: v[0] for n, v in inputs.items()},
+        final_members=list(final.members), final_cv=final.cv,
+        final_nested_cv=final.nested_cv, final_test=final_test,
+        best_single_cv=float(level1_board.cv.iloc[0]), best_single_test=test_scores[best],
+        files={"dataset": data_dir, "layout": root, "submission": submission,
+               "report": workdir / "report.html", "subsets": subsets_path(root)},
+        seconds=seconds, notes=notes)
+
+
+def _dataset(data_dir: Path, settings: DemoSettings, force: bool, update) -> synth.SynthDataset:
+    """Generate the dataset, or reuse the one there when it was made with the same parameters."""
+    paths = synth.dataset_paths(data_dir)
+    if paths.meta.exists() and not force:
+        made = json.loads(paths.meta.read_text(encoding="utf-8"))
+        keys = ("seed", "n_train", "n_test", "clip_seconds", "sample_rate")
+        wanted = (settings.seed, settings.n_train, settings.n_test, settings.clip_seconds,
+                  settings.mel["sample_rate"])
+        if tuple(made.get(k) for k in keys) == wanted:
+            update(1, 1)
+            return paths
+    return synth.generate_dataset(data_dir, n_train=settings.n_train, n_test=settings.n_test,
+                                  seed=settings.seed, clip_seconds=settings.clip_seconds,
+                                  sample_rate=settings.mel["sample_rate"], force=True,
+                                  on_progress=update)
+
+
+def _collect_own(root: Path, names: list[str], stage) -> Collection:
+    """The experiments this run made, and only those (a stale folder in the layout is ignored);
+    LayoutError with collect's reason when one of them is not valid."""
+    with stage("collect") as update:
+        collection = collect(root, on_progress=update)
+    missing = [n for n in names if n not in collection.names]
+    if missing:
+        reasons = [r for r in collection.skipped if f"'{missing[0]}'" in r]
+        raise LayoutError(f"experiment '{missing[0]}' of the demo is not valid: "
+                          f"{reasons[0] if reasons else 'not found'}; rerun with --force")
+    return collection.select(names)
+
+
+def _level2(root, name, collection, names, params, settings, stage):
+    with stage(f"level 2: {name} (MLP on {len(names)} experiments, "
+               f"{len(settings.level2_seeds)} seed(s))") as update:
+        result = train_level2(collection, names, params=params, seeds=settings.level2_seeds,
+                              on_progress=update)
+        write_level2(root, name, result, collection, force=True)
+    return result
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _weights(search) -> list[float] | None:
+    """The search's weights as a list in its members' order (None: equal weights)."""
+    if not search.weights:
+        return None
+    return [float(search.weights.get(name, 0.0)) for name in search.members]
+
+
+def _test_truth(dataset: synth.SynthDataset):
+    ids, labels = synth.read_labels(dataset.test_labels_csv)
+    return ids, labels
+
+
+def _test_score(collection: Collection, members, weights, truth_ids, truth_labels) -> float:
+    """lwlrap on the held-out test labels of the geometric-mean test blend of ``members``."""
+    w = None if not weights else [float(weights.get(n, 0.0)) for n in members]
+    probs = test_blend(collection, members, blend="geo-mean", weights=w)
+    position = {i: p for p, i in enumerate(collection.test_ids)}
+    rows = [position[i] for i in truth_ids]
+    y = layout.labels_to_matrix(truth_labels, collection.classes)
+    return lwlrap(y, probs[rows])

@@ -1,0 +1,29 @@
+"""`stack report`: write one self-contained HTML page with the leaderboard and the plots."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stacker import layout
+from stacker.cli.common import console, err_console, progress_bar, user_errors
+
+
+@user_errors
+def report_command(
+    root: Annotated[Path, typer.Option(help="Root folder of the prediction layout.")] = layout.DEFAULT_ROOT,
+    out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
+    metric: Annotated[str, typer.Option(help="Metric for the leaderboard: lwlrap, lrap, roc_auc, "
+                                              "map, log_loss, accuracy.")] = "lwlrap",
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Leaderboard, OOF correlation heatmap, subset-search curve, per-class scores of the searched
+    blend against the best single model, and level-2 learning curves, in one HTML file."""
+    from stacker.report import write_report  # matplotlib: imported only when a report is made
+
+    with progress_bar("collecting experiments") as update:
+        report = write_report(root, out, metric=metric, force=force, on_progress=update)
+    for line in report.notes:
+        err_console.print(f"[yellow]note:[/] {line}", highlight=False, soft_wrap=True)
+    console.print(f"report written to {out} ({report.n_images} figures, "
+                  f"{out.stat().st_size / 1024:.0f} KiB)", soft_wrap=True)

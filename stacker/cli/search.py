@@ -1,0 +1,100 @@
+"""`stack search-subsets`: choose the experiments to blend, with the nested-CV estimate."""
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+
+from stacker import layout
+from stacker.blend import DEFAULT_POWER, EPS
+from stacker.cli.common import (console, err_console, frame_table, load_collection, progress_bar,
+                                user_errors)
+from stacker.search.engine import SearchResult, search_subsets
+from stacker.search.subsets import resolve_subset, subsets_path
+
+
+class BlendChoice(str, Enum):
+    geo_mean = "geo-mean"
+    mean = "mean"
+    rank = "rank"
+    power = "power"
+
+
+class MethodChoice(str, Enum):
+    auto = "auto"
+    exhaustive = "exhaustive"
+    greedy = "greedy"
+    beam = "beam"
+    ges = "ges"
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def show_result(result: SearchResult, top: int) -> None:
+    """Print the top subsets, the curve by size and the chosen ensemble."""
+    if result.method_reason.startswith("auto"):
+        console.print(result.method_reason, highlight=False)
+    rows = [{"rank": i + 1, "members": ", ".join(c.members), "size": c.size, "cv": c.cv}
+            for i, c in enumerate(result.top[:top])]
+    console.print(frame_table(pd.DataFrame(rows), title=f"Top {len(rows)} ({result.method}, "
+                                                        f"{result.blend}, {result.metric})"))
+    curve = pd.DataFrame([{"size": s.size, "cv": s.cv, "nested cv": _fmt(s.nested_cv),
+                           "members": ", ".join(s.members)} for s in result.by_size])
+    console.print(frame_table(curve, title="Best subset of each size (selected CV, nested CV)"))
+    weights = ", ".join(f"{m} ({result.weights[m]:.3f})" for m in result.members)
+    console.print(f"chosen: {len(result.members)} member(s): {weights}", highlight=False)
+    std = pd.Series(result.fold_cv).std(ddof=0) if result.fold_cv else float("nan")
+    console.print(f"selected CV {result.cv:.4f} (fold std {std:.4f}); nested CV "
+                  f"{_fmt(result.nested_cv)}"
+                  + ("" if result.gap is None else f"; gap {result.gap:+.4f}"), highlight=False)
+    warning = result.gap_warning()
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    console.print(f"{result.n_evaluated:,} candidate(s) scored in {result.seconds:.1f} s",
+                  highlight=False)
+
+
+@user_errors
+def search_subsets_command(
+    root: Annotated[Path, typer.Option(help="Root folder of the prediction layout.")] = layout.DEFAULT_ROOT,
+    metric: Annotated[str, typer.Option(help="Metric to maximise (lwlrap, lrap: fast path; "
+                                              "roc_auc, map, log_loss, accuracy).")] = "lwlrap",
+    blend: Annotated[BlendChoice, typer.Option(help="How members are blended.")] = BlendChoice.geo_mean,
+    power: Annotated[float, typer.Option(help="Exponent k of the power blend.")] = DEFAULT_POWER,
+    method: Annotated[MethodChoice, typer.Option(help="Search method; auto picks exhaustive when "
+                                                      "it fits --time-budget.")] = MethodChoice.auto,
+    max_size: Annotated[Optional[int], typer.Option(help="Largest subset (default: all).")] = None,
+    top: Annotated[int, typer.Option(help="How many subsets to list.")] = 10,
+    beam_width: Annotated[int, typer.Option(help="Width of the beam search.")] = 5,
+    nested: Annotated[bool, typer.Option("--nested/--no-nested", help="Repeat the selection with "
+                                         "each fold held out (honest estimate).")] = True,
+    seed: Annotated[int, typer.Option(help="Recorded; every method is deterministic.")] = 0,
+    n_jobs: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    subset: Annotated[Optional[str], typer.Option(help="The pool: NAME,NAME,... (default: all "
+                                                       "experiments).")] = None,
+    eps: Annotated[float, typer.Option(help="Clip of probabilities for the geo-mean.")] = EPS,
+    ges_iterations: Annotated[int, typer.Option(help="Steps of GES (ensemble selection).")] = 50,
+    time_budget: Annotated[float, typer.Option(help="Seconds auto allows an exhaustive "
+                                                    "search.")] = 60.0,
+) -> None:
+    """Search the subsets of experiments whose blend scores best on the OOF rows; writes
+    <root>/.stack/subsets.json for `stack blend --subset best`."""
+    collection = load_collection(root)
+    pool = resolve_subset(root, subset, collection.names)
+    with progress_bar("searching subsets") as update:
+        result = search_subsets(collection, pool=pool, metric=metric, blend=blend.value,
+                                power=power, method=method.value, max_size=max_size, top=top,
+                                beam_width=beam_width, nested=nested, seed=seed, n_jobs=n_jobs,
+                                eps=eps, ges_iterations=ges_iterations, time_budget=time_budget,
+                                on_progress=update)
+    show_result(result, top)
+    record = result.to_json()
+    record["root"] = str(root)
+    record["fold_hash"] = collection.folds.hash
+    out = subsets_path(root)
+    layout.atomic_write_json(out, record)
+    console.print(f"written {out}", highlight=False)

@@ -1,0 +1,523 @@
+"""The standard prediction layout on disk: paths, readers and atomic writers.
+
+::
+
+    <root>/folds.csv                             <id>,labels,fold
+    <root>/classes.txt                           optional: the class vocabulary, one name a line
+    <root>/<experiment>/meta.json                optional: model, params, seed, level, cv, fold_hash
+    <root>/<experiment>/fold_<k>/val/probs.csv   <id>,<class 1>,...  exactly the fold-k rows
+    <root>/<experiment>/fold_<k>/test/probs.csv  <id>,<class 1>,...  the fold-k model on the test set
+    <root>/<experiment>/fold_<k>/{val,test}/<id>.npy  optional per-window predictions
+
+``predictions/README.md`` is the specification. Readers validate what one file can tell on its own
+and raise :class:`~stacker.errors.LayoutError` naming the file; cross-file checks live in
+:mod:`stacker.layout.collect`. Every writer is atomic: a temporary file in the same folder, then a rename.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from stacker.errors import LayoutError
+
+FOLDS_FILE = "folds.csv"
+CLASSES_FILE = "classes.txt"
+META_FILE = "meta.json"
+PROBS_FILE = "probs.csv"
+STACK_DIR = ".stack"
+SPLITS = ("val", "test")
+DEFAULT_ROOT = Path("predictions")
+PROB_FORMAT = "%.7g"
+
+
+# ---------------------------------------------------------------- paths
+
+
+def experiment_dir(root: Path | str, name: str) -> Path:
+    return Path(root) / name
+
+
+def fold_dir(root: Path | str, name: str, fold: int, split: str) -> Path:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return Path(root) / name / f"fold_{fold}" / split
+
+
+def probs_path(root: Path | str, name: str, fold: int, split: str) -> Path:
+    return fold_dir(root, name, fold, split) / PROBS_FILE
+
+
+def windows_path(root: Path | str, name: str, fold: int, split: str, row_id: str) -> Path:
+    return fold_dir(root, name, fold, split) / f"{row_id}.npy"
+
+
+def stack_dir(root: Path | str) -> Path:
+    """``<root>/.stack``: caches and the outputs of stacker commands (created on demand)."""
+    path = Path(root) / STACK_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def list_experiments(root: Path | str) -> list[str]:
+    """Names of the folders under ``root`` that hold at least one ``fold_<k>`` folder, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LayoutError(f"root folder {root} does not exist; pass --root DIR pointing at a layout")
+    names = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.is_dir() and not entry.name.startswith((".", "_")):
+            if any(sub.name.startswith("fold_") for sub in os.scandir(entry.path) if sub.is_dir()):
+                names.append(entry.name)
+    return names
+
+
+def list_fold_numbers(root: Path | str, name: str) -> list[int]:
+    """The ``k`` of every ``fold_<k>`` folder of an experiment, sorted."""
+    numbers = []
+    for entry in os.scandir(experiment_dir(root, name)):
+        if entry.is_dir() and entry.name.startswith("fold_"):
+            try:
+                numbers.append(int(entry.name[len("fold_"):]))
+            except ValueError:
+                raise LayoutError(
+                    f"folder '{entry.name}' is not fold_<number>; rename or remove it",
+                    experiment=name, path=entry.path) from None
+    return sorted(numbers)
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        # mkstemp makes the file 0600; give it the mode open() would have given (0666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path | str, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
+
+
+def atomic_save_npy(path: Path | str, array: np.ndarray) -> Path:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# ---------------------------------------------------------------- folds
+
+
+@dataclass(frozen=True)
+class Folds:
+    """The rows of the training set, their labels and their fold.
+
+    ids: array of shape (n_rows,), str, in folds.csv order.
+    labels: one tuple of class names per row (empty for a row with no label).
+    y: array of shape (n_rows, n_classes), uint8, 1 where the row has the class.
+    fold: array of shape (n_rows,), int, the fold of each row.
+    """
+
+    id_column: str
+    ids: np.ndarray
+    labels: tuple[tuple[str, ...], ...]
+    classes: tuple[str, ...]
+    y: np.ndarray
+    fold: np.ndarray
+    path: Path
+
+    @property
+    def fold_numbers(self) -> list[int]:
+        return sorted(int(k) for k in np.unique(self.fold))
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.fold_numbers)
+
+    def rows_of_fold(self, k: int) -> np.ndarray:
+        """Indices (into ``ids``) of the rows whose fold is ``k``."""
+        return np.flatnonzero(self.fold == k)
+
+    @cached_property
+    def hash(self) -> str:
+        """fold_hash of this assignment, computed once (it sorts every id)."""
+        return fold_hash(self.ids, self.fold)
+
+    @property
+    def is_single_label(self) -> bool:
+        """True when every row has exactly one label (softmax models and accuracy make sense)."""
+        return bool(len(self.y)) and bool(np.all(self.y.sum(axis=1) == 1))
+
+
+def fold_hash(ids: Sequence[str], fold: Sequence[int]) -> str:
+    """A short hash of the (id, fold) assignment, recorded in meta.json so folds are never mixed."""
+    pairs = sorted(zip(map(str, ids), map(int, fold)))
+    digest = hashlib.sha1("\n".join(f"{i},{k}" for i, k in pairs).encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def split_labels(value) -> tuple[str, ...]:
+    """'a,b' -> ('a', 'b'); an empty or missing field -> ()."""
+    if value is None or value != value:  # None or NaN (a missing field)
+        return ()
+    parts = [part.strip() for part in str(value).split(",")]
+    return tuple(part for part in parts if part)
+
+
+def read_classes_file(root: Path | str) -> tuple[str, ...] | None:
+    path = Path(root) / CLASSES_FILE
+    if not path.exists():
+        return None
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(set(names)) != len(names):
+        raise LayoutError("a class name appears twice; keep one line per class", path=path)
+    return tuple(names)
+
+
+def read_folds(root: Path | str) -> Folds:
+    """Read and validate ``<root>/folds.csv`` (and ``classes.txt`` when present)."""
+    path = Path(root) / FOLDS_FILE
+    frame = read_csv_table(path, what="folds file")
+    id_column = frame.columns[0]
+    for needed in ("labels", "fold"):
+        if needed not in frame.columns:
+            raise LayoutError(
+                f"missing column '{needed}'; the header must be <id>,labels,fold "
+                f"(found {','.join(frame.columns)})", path=path)
+    ids = frame[id_column].to_numpy(dtype=str)
+    _check_unique_ids(ids, path=path)
+    try:
+        fold = pd.to_numeric(frame["fold"], errors="raise").to_numpy()
+    except (ValueError, TypeError):
+        bad = int(np.flatnonzero(pd.to_numeric(frame["fold"], errors="coerce").isna())[0])
+        raise LayoutError(
+            f"row {bad + 2}: fold '{frame['fold'].iloc[bad]}' is not an integer; "
+            "every row needs a fold number", path=path) from None
+    if not np.all(np.equal(np.mod(fold, 1), 0)):
+        bad = int(np.flatnonzero(np.mod(fold, 1) != 0)[0])
+        raise LayoutError(f"row {bad + 2}: fold {fold[bad]} is not an integer", path=path)
+    fold = fold.astype(np.int64)
+    numbers = np.unique(fold)
+    expected = np.arange(numbers[0], numbers[0] + len(numbers))
+    if numbers[0] not in (0, 1) or not np.array_equal(numbers, expected):
+        missing = sorted(set(range(int(numbers[0]), int(numbers[-1]) + 1)) - set(numbers.tolist()))
+        raise LayoutError(
+            f"fold numbers {numbers.tolist()} are not consecutive from 0 (or 1)"
+            + (f": fold {missing[0]} has no rows" if missing else "")
+            + "; renumber the folds", path=path)
+    labels = tuple(split_labels(v) for v in frame["labels"].tolist())
+    classes = read_classes_file(root)
+    if classes is None:
+        classes = tuple(sorted({name for row in labels for name in row}))
+    else:
+        known = set(classes)
+        for row_number, row in enumerate(labels):
+            unknown = [name for name in row if name not in known]
+            if unknown:
+                raise LayoutError(
+                    f"row {row_number + 2}: label '{unknown[0]}' is not in {CLASSES_FILE}; "
+                    f"add it there or fix the label", path=path)
+    y = labels_to_matrix(labels, classes)
+    return Folds(id_column=id_column, ids=ids, labels=labels, classes=tuple(classes), y=y,
+                 fold=fold, path=path)
+
+
+def labels_to_matrix(labels: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
+    """Label lists -> a (n_rows, n_classes) uint8 indicator matrix in ``classes`` order."""
+    index = {name: j for j, name in enumerate(classes)}
+    y = np.zeros((len(labels), len(classes)), dtype=np.uint8)
+    for i, row in enumerate(labels):
+        for name in row:
+            y[i, index[name]] = 1
+    return y
+
+
+def write_folds(root: Path | str, ids: Sequence[str], labels: Sequence[Sequence[str]],
+                fold: Sequence[int], *, id_column: str = "fname",
+                classes: Sequence[str] | None = None) -> Path:
+    """Write ``<root>/folds.csv`` (and ``classes.txt`` when ``classes`` is given), atomically."""
+    frame = pd.DataFrame({
+        id_column: [str(i) for i in ids],
+        "labels": [",".join(row) for row in labels],
+        "fold": np.asarray(fold, dtype=np.int64),
+    })
+    root = Path(root)
+    if classes is not None:
+        atomic_write_text(root / CLASSES_FILE, "".join(f"{c}\n" for c in classes))
+    return atomic_write_text(root / FOLDS_FILE, frame.to_csv(index=False))
+
+
+# ---------------------------------------------------------------- probabilities
+
+
+def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | None = None,
+                   float_columns: bool = False) -> pd.DataFrame:
+    """Read a CSV whose first column is a string id; raise LayoutError for empty/malformed files.
+
+    With ``float_columns`` every column after the first is parsed as float32.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise LayoutError(f"{what} is missing", experiment=experiment, path=path)
+    if path.stat().st_size == 0:
+        raise LayoutError(f"{what} is empty; rewrite it with a header and rows",
+                          experiment=experiment, path=path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), [])
+    if not header or not header[0].strip():
+        raise LayoutError(f"{what} has no header; the first line must name the columns",
+                          experiment=experiment, path=path)
+    if len(set(header)) != len(header):
+        dup = next(h for h in header if header.count(h) > 1)
+        raise LayoutError(f"column '{dup}' appears twice in the header; keep one",
+                          experiment=experiment, path=path)
+    dtype = {header[0]: str}
+    if float_columns:
+        dtype.update({name: np.float32 for name in header[1:]})
+    else:
+        dtype.update({name: str for name in header[1:] if name != "fold"})
+    try:
+        # index_col=False: a first data row with one field too many must not silently become
+        # the index (pandas' default), shifting every column by one; the warning it gives is
+        # turned into the malformed-CSV error below.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values={
+                name: ["", "nan", "NaN", "NA"] for name in header[1:]} if float_columns else None,
+                engine="c", index_col=False)
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as error:
+        problem = ("a row has more fields than the header"
+                   if isinstance(error, pd.errors.ParserWarning) else _first_line(error))
+        raise LayoutError(f"malformed CSV ({problem}); every row needs "
+                          f"{len(header)} fields like the header", experiment=experiment,
+                          path=path) from None
+    except (ValueError, TypeError) as error:
+        raise LayoutError(f"malformed CSV: a value is not a number ({_first_line(error)})",
+                          experiment=experiment, path=path) from None
+    except pd.errors.EmptyDataError:
+        raise LayoutError(f"{what} is empty", experiment=experiment, path=path) from None
+    if frame.empty:
+        raise LayoutError(f"{what} has a header but no rows", experiment=experiment, path=path)
+    last = frame.iloc[:, -1]
+    if len(header) > 1 and (last.isna().any() or (last.dtype.kind not in "fiub"
+                                                   and last.eq("").any())):
+        # pandas fills a short row with NaN (or "" in text columns); tell that apart from a
+        # real NaN or empty value
+        _raise_if_short_row(path, len(header), experiment=experiment)
+    if not float_columns:
+        for name in header[1:]:
+            if name != "fold":
+                frame[name] = frame[name].replace("", np.nan)
+    return frame
+
+
+def _raise_if_short_row(path: Path, n_fields: int, *, experiment: str | None = None) -> None:
+    """Raise LayoutError at the first non-blank line with fewer fields than the header."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        for fields in reader:
+            if fields and len(fields) < n_fields:
+                raise LayoutError(f"malformed CSV (line {reader.line_num} has {len(fields)} "
+                                  f"fields); every row needs {n_fields} fields like the header",
+                                  experiment=experiment, path=path)
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+@dataclass(frozen=True)
+class Probs:
+    """One probs.csv: ids (n_rows,) str, columns (class names), values (n_rows, n_columns) float32."""
+
+    id_column: str
+    ids: np.ndarray
+    columns: tuple[str, ...]
+    values: np.ndarray
+    path: Path
+
+
+def read_probs(path: Path | str, *, experiment: str | None = None) -> Probs:
+    """Read one probs.csv and check what the file can tell alone: ids unique, values in [0, 1]."""
+    path = Path(path)
+    fast = _read_probs_fast(path)
+    if fast is not None:
+        id_column, ids, columns, values = fast
+    else:  # something is off: the strict reader names the problem
+        frame = read_csv_table(path, what="predictions file", experiment=experiment,
+                               float_columns=True)
+        id_column, columns = frame.columns[0], tuple(frame.columns[1:])
+        ids = frame[id_column].to_numpy(dtype=str)
+        values = frame.iloc[:, 1:].to_numpy(dtype=np.float32)
+    _check_unique_ids(ids, path=path, experiment=experiment)
+    check_probabilities(values, path=path, experiment=experiment, ids=ids, columns=list(columns))
+    return Probs(id_column=id_column, ids=ids, columns=columns, values=values, path=path)
+
+
+def _read_probs_fast(path: Path) -> tuple[str, np.ndarray, tuple[str, ...], np.ndarray] | None:
+    """The common case of :func:`read_probs` at about half the cost: ids as the index, no NA
+    matching, float64 columns cast to float32 (tests check that both readers agree). Returns
+    (id column, ids, class columns, values (n_rows, n_columns) float32), or None for anything
+    unusual (a missing, empty or odd file, a text or empty value, a short or long row), so that
+    :func:`read_csv_table` reads it again and raises the precise error."""
+    try:
+        if path.stat().st_size == 0:
+            return None
+        with open(path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+        if len(header) < 2 or not header[0].strip() or len(set(header)) != len(header):
+            return None
+        frame = pd.read_csv(path, index_col=0, dtype={header[0]: str}, na_filter=False,
+                            engine="c", low_memory=False)
+    except (OSError, ValueError):
+        return None
+    # a first row with one field too many makes pandas shift the header: names then differ
+    if frame.empty or frame.index.name != header[0] or list(frame.columns) != header[1:]:
+        return None
+    # "nan", "" or text make a column non-float
+    if any(dtype.kind not in "fi" for dtype in frame.dtypes):
+        return None
+    values = frame.to_numpy(dtype=np.float32)
+    if np.isnan(values).any():
+        return None
+    return header[0], frame.index.to_numpy(dtype=str), tuple(header[1:]), values
+
+
+def check_probabilities(values: np.ndarray, *, path=None, experiment=None, ids=None, columns=None):
+    """Raise LayoutError at the first NaN/inf or value outside [0, 1], naming its row and column."""
+    finite = np.isfinite(values)
+    in_range = finite & (values >= 0) & (values <= 1)
+    if in_range.all():
+        return
+    row, col = np.argwhere(~in_range)[0]
+    where = (f"row '{ids[row]}'" if ids is not None else f"row {row}") + ", column " + (
+        f"'{columns[col]}'" if columns is not None else str(col))
+    problem = "is NaN or infinite" if not finite[row, col] else f"is {values[row, col]:g}, outside [0, 1]"
+    raise LayoutError(f"{where}: value {problem}; predictions must be probabilities in [0, 1]",
+                      experiment=experiment, path=path)
+
+
+def _check_unique_ids(ids: np.ndarray, *, path, experiment=None):
+    unique, counts = np.unique(ids, return_counts=True)
+    if len(unique) != len(ids):
+        raise LayoutError(f"id '{unique[counts > 1][0]}' appears {counts[counts > 1][0]} times; "
+                          "each row id must appear once", experiment=experiment, path=path)
+
+
+def write_probs(path: Path | str, ids: Sequence[str], probs: np.ndarray, classes: Sequence[str],
+                *, id_column: str = "fname") -> Path:
+    """Write one probs.csv atomically. probs: array of shape (n_rows, n_classes)."""
+    probs = np.asarray(probs)
+    if probs.shape != (len(ids), len(classes)):
+        raise ValueError(f"probs has shape {probs.shape}, expected ({len(ids)}, {len(classes)})")
+    frame = pd.DataFrame(probs, columns=list(classes))
+    frame.insert(0, id_column, [str(i) for i in ids])
+    return atomic_write_text(path, frame.to_csv(index=False, float_format=PROB_FORMAT))
+
+
+def write_fold_predictions(root: Path | str, name: str, fold: int, split: str, ids: Sequence[str],
+                           probs: np.ndarray, classes: Sequence[str], *, id_column: str = "fname",
+                           windows: Mapping[str, np.ndarray] | None = None) -> Path:
+    """Write ``fold_<k>/<split>/probs.csv`` and, optionally, per-window ``<id>.npy`` arrays.
+
+    windows: {row id: array of shape (n_windows, n_classes)} in ``classes`` column order.
+    """
+    if windows:
+        for row_id, array in windows.items():
+            atomic_save_npy(windows_path(root, name, fold, split, row_id),
+                            np.asarray(array, dtype=np.float32))
+    return write_probs(probs_path(root, name, fold, split), ids, probs, classes, id_column=id_column)
+
+
+def has_windows(root: Path | str, name: str, fold: int, split: str) -> bool:
+    folder = fold_dir(root, name, fold, split)
+    return folder.is_dir() and any(e.name.endswith(".npy") for e in os.scandir(folder))
+
+
+def read_windows(root: Path | str, name: str, fold: int, split: str, ids: Iterable[str],
+                 column_order: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Per-window predictions of ``ids``: a list of (n_windows, n_classes) float32 arrays.
+
+    column_order: indices that reorder the file's columns (its probs.csv order) into the caller's.
+    """
+    arrays = []
+    for row_id in ids:
+        path = windows_path(root, name, fold, split, row_id)
+        if not path.exists():
+            raise LayoutError(f"per-window file for id '{row_id}' is missing; write one .npy per "
+                              "row or none at all", experiment=name, path=path)
+        array = np.load(path, allow_pickle=False).astype(np.float32, copy=False)
+        if array.ndim != 2:
+            raise LayoutError(f"per-window array has shape {array.shape}; expected "
+                              "(windows, classes)", experiment=name, path=path)
+        arrays.append(array if column_order is None else array[:, column_order])
+    return arrays
+
+
+# ---------------------------------------------------------------- meta.json
+
+
+def read_meta(root: Path | str, name: str) -> dict:
+    """``meta.json`` of an experiment, or ``{}`` when it has none (imported experiments)."""
+    path = experiment_dir(root, name) / META_FILE
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise LayoutError(f"not valid JSON (line {error.lineno}): {error.msg}; fix or delete it",
+                          experiment=name, path=path) from None
+    if not isinstance(meta, dict):
+        raise LayoutError("must hold a JSON object", experiment=name, path=path)
+    return meta
+
+
+def write_meta(root: Path | str, name: str, meta: Mapping) -> Path:
+    return atomic_write_json(experiment_dir(root, name) / META_FILE, dict(meta))

@@ -1,0 +1,303 @@
+"""Fold-consistent level-2 training: one :class:`~stacker.mlp.StackMLP` per fold (and seed).
+
+For fold ``k`` the model trains on the other folds' OOF rows and is validated on fold ``k``'s rows
+(early stopping on the validation metric, best weights kept, ReduceLROnPlateau on the same score).
+Its fold-``k`` predictions are the level-2 OOF; it predicts the test set from the first-level
+models' fold-``k`` test predictions, so train and test inputs come from the same kind of model.
+Note: fold ``k`` both stops the training and scores it (as the FAT2019 winners did); the bias is
+small (the leakage test bounds it) and ``stack tune --holdout-fold`` gives an untouched estimate.
+
+Window augmentation: when an input experiment saved per-window predictions
+(``fold_<k>/val/<id>.npy``), each training row of that experiment is replaced, every time it is
+drawn, by the mean of a random crop or a random subset of its windows. Validation and test rows
+use the plain ``probs.csv`` values.
+
+Seeds: each seed trains every fold; an experiment's predictions are the geometric mean over its
+seeds. Whole tensors live on the device; there is no DataLoader and no worker process.
+
+The parameters live in :mod:`stacker.level2.params`, the inputs in :mod:`stacker.level2.inputs`,
+writing and reloading a trained run in :mod:`stacker.level2.store`.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from stacker.blend import geo_mean
+from stacker.layout.collect import Collection
+from stacker.errors import OptionError
+from stacker.level2.inputs import Level2Data, level2_data, window_means
+from stacker.level2.params import MLPParams
+from stacker.metrics import Metric, get_metric
+from stacker.level2.net import StackMLP
+from stacker.seeds import fold_seed
+
+ProgressCallback = Callable[[int, int], None]
+MIN_STEPS = 8   # per epoch; caps the batch size on small data
+
+
+# ---------------------------------------------------------------- one model
+
+
+@dataclass(frozen=True)
+class FoldFit:
+    """One trained fold model. val_probs: (n_val, n_classes); test_probs: (n_test, n_classes) or
+    None; history: one dict per epoch {epoch, train_loss, val_loss, val_score, lr}."""
+
+    fold: int
+    seed: int
+    score: float
+    best_epoch: int
+    val_probs: np.ndarray
+    test_probs: np.ndarray | None
+    state_dict: dict
+    config: dict
+    history: list
+
+    def predict(self, x: np.ndarray, *, single_label: bool, device: str = "cpu") -> np.ndarray:
+        """This model's probabilities for x: (n, n_models, n_classes) -> (n, n_classes)."""
+        model = StackMLP.from_config(self.config).to(device)
+        model.load_state_dict(self.state_dict)
+        model.eval()
+        return predict_array(model, x, single_label, device)
+
+
+def effective_batch_size(batch_size: int, n_train: int) -> int:
+    """``batch_size``, capped so that an epoch over ``n_train`` rows has >= MIN_STEPS steps."""
+    return max(1, min(batch_size, math.ceil(n_train / MIN_STEPS)))
+
+
+def _probs(logits: torch.Tensor, single_label: bool) -> np.ndarray:
+    out = torch.softmax(logits, dim=1) if single_label else torch.sigmoid(logits)
+    return out.detach().cpu().numpy().astype(np.float32)
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run with ``n`` intra-op threads (restored afterwards); None leaves torch's setting alone.
+    One thread is the default on the CPU: these nets are small, and extra threads only wait on
+    each other (ten times slower on a busy 2-core machine)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int = 0,
+             metric: str | Metric = "lwlrap", device: str = "cpu", with_test: bool = True,
+             threads: int | None = 1) -> FoldFit:
+    """Train the fold-``k`` model: rows of the other folds train it, fold ``k``'s rows validate it.
+
+    threads: torch intra-op threads while training on the CPU (None: torch's default).
+    """
+    with torch_threads(threads if device == "cpu" else None):
+        return _fit_fold(data, k, params=params, seed=seed, metric=get_metric(metric),
+                         device=device, with_test=with_test)
+
+
+def _fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int, metric: Metric,
+              device: str, with_test: bool) -> FoldFit:
+    train_rows = np.flatnonzero(data.fold != k)
+    val_rows = np.flatnonzero(data.fold == k)
+    if not len(val_rows) or not len(train_rows):
+        raise OptionError(f"fold {k} leaves no rows to train or to validate on; folds present: "
+                          f"{data.fold_numbers}")
+    torch.manual_seed(fold_seed(seed, k))
+    generator = torch.Generator(device=device).manual_seed(fold_seed(seed, k))
+    n_models, n_classes = data.x.shape[1:]
+    n_features = n_models * n_classes
+    n_train = len(train_rows)
+    batch_size = effective_batch_size(params.batch_size, n_train)
+    x_train = torch.as_tensor(data.x[train_rows], device=device)
+    x_val = torch.as_tensor(data.x[val_rows].reshape(len(val_rows), n_features), device=device)
+    y_val_np = data.y[val_rows]
+    if data.single_label:
+        loss_fn = nn.CrossEntropyLoss()
+        y_train = torch.as_tensor(data.y[train_rows].argmax(1), device=device)
+        y_val = torch.as_tensor(y_val_np.argmax(1), device=device)
+    else:
+        loss_fn = nn.BCEWithLogitsLoss()
+        y_train = torch.as_tensor(data.y[train_rows], dtype=torch.float32, device=device)
+        y_val = torch.as_tensor(y_val_np, dtype=torch.float32, device=device)
+    windows = None
+    if data.windows is not None:
+        windows = (torch.as_tensor(data.windows.models, device=device),
+                   torch.as_tensor(data.windows.values[train_rows], device=device),
+                   torch.as_tensor(data.windows.lengths[train_rows], device=device))
+
+    skip = "none" if not params.skip else ("log" if data.single_label else "logit")
+    model = StackMLP(n_features, n_classes, hidden=params.hidden, bottleneck=params.bottleneck,
+                     dropout=params.dropout, skip=skip).to(device)
+    model.set_input_scale(x_train.reshape(n_train, n_features))
+    if skip == "none":
+        _init_head_bias(model, data.y[train_rows], data.single_label)
+    # the skip path is a fixed function of the inputs: compute it once unless windows vary them
+    skip_train = None
+    if skip != "none" and windows is None:
+        with torch.no_grad():
+            skip_train = model.skip_logits(x_train.reshape(n_train, n_features))
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay,
+                                 fused=True)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max" if metric.greater_is_better else "min",
+        factor=params.plateau_factor, patience=params.plateau_patience)
+    best_score, best_epoch, best_state, stale = float("nan"), 0, None, 0
+    history = []
+    for epoch in range(1, params.max_epochs + 1):
+        model.train()
+        order = torch.randperm(n_train, generator=generator, device=device)
+        total = torch.zeros((), device=device)
+        for start in range(0, n_train, batch_size):
+            idx = order[start:start + batch_size]
+            xb = x_train.index_select(0, idx)
+            if windows is not None:
+                wm, wv, wl = windows
+                xb = xb.clone()
+                xb[:, wm] = window_means(wv[idx], wl[idx], crop=params.window_crop,
+                                         keep=params.window_keep, generator=generator)
+            logits = model(xb.reshape(len(idx), n_features),
+                           None if skip_train is None else skip_train.index_select(0, idx))
+            loss = loss_fn(logits, y_train.index_select(0, idx))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * len(idx)
+        model.eval()
+        with torch.no_grad():
+            logits = model(x_val)
+            val_loss = float(loss_fn(logits, y_val))
+        score = metric(y_val_np, _probs(logits, data.single_label))
+        history.append({"epoch": epoch, "train_loss": float(total) / n_train, "val_loss": val_loss,
+                        "val_score": score, "lr": optimizer.param_groups[0]["lr"]})
+        if best_state is None or metric.is_better(score, best_score):
+            best_score, best_epoch, stale = score, epoch, 0
+            best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+        else:
+            stale += 1
+        if not math.isnan(score):
+            scheduler.step(score)
+        if stale >= params.patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    test = data.test_of(k) if with_test else None
+    with torch.no_grad():
+        val_probs = _probs(model(x_val), data.single_label)
+        test_probs = None if test is None else predict_array(model, test, data.single_label, device)
+    return FoldFit(fold=k, seed=seed, score=best_score, best_epoch=best_epoch, val_probs=val_probs,
+                   test_probs=test_probs, config=dict(model.config),
+                   state_dict={key: value.cpu() for key, value in best_state.items()},
+                   history=history)
+
+
+def _init_head_bias(model: StackMLP, y: np.ndarray, single_label: bool) -> None:
+    """Start the output at the training rows' class prior (log-odds, or log-probability for a
+    softmax), so the first epochs are not spent learning it."""
+    prior = np.clip(y.mean(0), 1.0 / (len(y) + 2), 1 - 1.0 / (len(y) + 2))
+    bias = np.log(prior) if single_label else np.log(prior) - np.log1p(-prior)
+    with torch.no_grad():
+        model.head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+
+
+def predict_array(model: StackMLP, x: np.ndarray, single_label: bool, device: str) -> np.ndarray:
+    """x: (n, n_models, n_classes) -> probs (n, n_classes), in one pass (reproducible)."""
+    with torch.no_grad():
+        flat = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), -1),
+                               device=device)
+        return _probs(model(flat), single_label)
+
+
+def geometric_mean(probs: np.ndarray, *, axis: int = 0, single_label: bool = False) -> np.ndarray:
+    """:func:`stacker.blend.geo_mean` along ``axis`` (the blend ``stack blend`` uses), as float32;
+    rows renormalised to sum 1 for single-label probabilities."""
+    out = geo_mean(probs, axis=axis)
+    if single_label:
+        out /= out.sum(axis=-1, keepdims=True)
+    return out.astype(np.float32)
+
+
+# ---------------------------------------------------------------- every fold, every seed
+
+
+@dataclass(frozen=True)
+class Level2Result:
+    """A trained level-2 run.
+
+    oof: array of shape (n_seeds, n_rows, n_classes): each seed's OOF (fold-k rows by fold-k model).
+    test: array of shape (n_seeds, n_folds, n_test, n_classes); ``test[s, i]`` from fold_numbers[i].
+    fits: {(seed, fold): FoldFit}.
+    """
+
+    names: tuple[str, ...]
+    params: MLPParams
+    seeds: tuple[int, ...]
+    metric: str
+    single_label: bool
+    fold_numbers: tuple[int, ...]
+    fold: np.ndarray
+    y: np.ndarray
+    oof: np.ndarray
+    test: np.ndarray
+    fits: dict
+    window_augmentation: bool
+
+    def combined(self, seeds: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(oof (n_rows, n_classes), test (n_folds, n_test, n_classes)): geometric mean over
+        ``seeds`` (default all)."""
+        picks = [self.seeds.index(s) for s in (seeds if seeds is not None else self.seeds)]
+        return (geometric_mean(self.oof[picks], single_label=self.single_label),
+                geometric_mean(self.test[picks], single_label=self.single_label))
+
+    def scores(self, seeds: Sequence[int] | None = None) -> tuple[float, dict[int, float]]:
+        """(overall CV, {fold: score}) of the combined OOF of ``seeds``."""
+        metric = get_metric(self.metric)
+        oof, _ = self.combined(seeds)
+        per_fold = {k: metric(self.y[self.fold == k], oof[self.fold == k]) for k in self.fold_numbers}
+        return metric(self.y, oof), per_fold
+
+
+def train_level2(collection: Collection, names: Sequence[str], *, params: MLPParams = MLPParams(),
+                 seeds: Sequence[int] = (0,), metric: str | Metric = "lwlrap", device: str = "cpu",
+                 use_windows: bool = True, on_progress: ProgressCallback | None = None) -> Level2Result:
+    """Train one model per (seed, fold) on the inputs ``names`` of ``collection``.
+
+    on_progress: called as ``on_progress(done, n_seeds * n_folds)`` after each model.
+    """
+    metric = get_metric(metric)
+    if not names:
+        raise OptionError("no input experiments; pass --subset NAME,... or add level-1 experiments")
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise OptionError(f"--seeds must list distinct integers, got {list(seeds)}")
+    data = level2_data(collection, names, use_windows=use_windows)
+    folds = data.fold_numbers
+    n_rows, n_classes = data.y.shape
+    oof = np.zeros((len(seeds), n_rows, n_classes), dtype=np.float32)
+    test = np.zeros((len(seeds), len(folds), data.test.shape[1], n_classes), dtype=np.float32)
+    fits = {}
+    total = len(seeds) * len(folds)
+    if on_progress:
+        on_progress(0, total)
+    for s, seed in enumerate(seeds):
+        for i, k in enumerate(folds):
+            fit = fit_fold(data, k, params=params, seed=seed, metric=metric, device=device)
+            oof[s, data.fold == k] = fit.val_probs
+            test[s, i] = fit.test_probs
+            fits[(seed, k)] = fit
+            if on_progress:
+                on_progress(s * len(folds) + i + 1, total)
+    return Level2Result(names=tuple(names), params=params, seeds=tuple(int(s) for s in seeds),
+                        metric=metric.name, single_label=data.single_label,
+                        fold_numbers=tuple(folds), fold=data.fold, y=data.y, oof=oof, test=test,
+                        fits=fits, window_augmentation=data.windows is not None)

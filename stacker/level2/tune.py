@@ -1,0 +1,332 @@
+"""An Optuna study over the level-2 MLP's hyper-parameters (TPE, seeded; median pruning per fold).
+
+Objective: the CV metric of the level-2 OOF over the tuning folds (each fold model trained as in
+``stack train``). After each fold the running mean fold score is reported, and the MedianPruner stops
+trials that trail the median of earlier trials at the same fold.
+
+Storage: ``sqlite:///<root>/.stack/tune.db`` by default, so an interrupted study resumes where it
+stopped (finished trials are kept; run the same command again). Any Optuna storage URL works; many
+workers on many machines share one study by pointing at one database, e.g.
+``stack tune --storage postgresql://user@host/db --study fat2019 --trials 50 --seed 1`` on one machine
+and ``... --seed 2`` on another (distinct seeds keep their first random trials apart). Trials add up.
+
+Honesty: the best value is the CV that chose the params, so it is optimistic. ``holdout_fold=K``
+tunes on the other folds only; afterwards the best (and the default) params are scored on fold K,
+which took no part in tuning or early stopping: the fold-K prediction is the geometric mean of the
+inner fold models (the same way test predictions are made).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import optuna
+import pandas as pd
+import sqlalchemy.exc
+
+from stacker import layout
+from stacker.layout.collect import Collection
+from stacker.errors import OptionError
+from stacker.metrics import Metric, get_metric
+from stacker.level2.inputs import Level2Data, level2_data
+from stacker.level2.params import MLPParams, best_params_path
+from stacker.level2.fit import fit_fold, geometric_mean
+
+ProgressCallback = Callable[[int, int], None]
+TUNE_DB = "tune.db"
+HONESTY_NOTE = ("the tuned CV chose these params on the same folds, so it is optimistic; "
+                "a held-out fold (--holdout-fold K) gives an untouched estimate")
+
+
+def suggest_params(trial: optuna.Trial, base: MLPParams) -> MLPParams:
+    """The search space (the issue's eight hyper-parameters plus the skip path on/off);
+    everything else (max_epochs, window settings) comes from ``base``."""
+    return replace(
+        base,
+        hidden=trial.suggest_int("hidden", 32, 512, log=True),
+        bottleneck=trial.suggest_int("bottleneck", 4, 128, log=True),
+        dropout=trial.suggest_float("dropout", 0.0, 0.5),
+        lr=trial.suggest_float("lr", 3e-4, 3e-2, log=True),
+        weight_decay=trial.suggest_float("weight_decay", 1e-7, 1e-3, log=True),
+        batch_size=trial.suggest_categorical("batch_size", [32, 64, 128, 256]),
+        patience=trial.suggest_int("patience", 4, 20),
+        plateau_factor=trial.suggest_float("plateau_factor", 0.1, 0.8),
+        skip=trial.suggest_categorical("skip", [0, 1]),
+    )
+
+
+def default_storage(root: Path | str) -> str:
+    return f"sqlite:///{(layout.stack_dir(root) / TUNE_DB).resolve()}"
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password (safe to print and to save)."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+
+
+def default_study_name(attrs: dict) -> str:
+    digest = hashlib.sha1(json.dumps(attrs, sort_keys=True).encode()).hexdigest()[:8]
+    return f"mlp-{attrs['metric']}-{digest}"
+
+
+@contextmanager
+def process_lock(path: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) against every other
+    process and thread that takes it; released when the block ends or its process dies.
+    No-op when ``path`` is None, the file cannot be opened, or the platform has no ``fcntl``."""
+    try:
+        import fcntl
+    except ImportError:   # Windows: the retries and checks of the callers still apply
+        fcntl = None
+    try:
+        handle = open(path, "a") if path is not None and fcntl is not None else None
+    except OSError:       # e.g. a read-only folder: the storage reports its own error
+        handle = None
+    if handle is None:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sqlite_lock_path(storage: str) -> Path | None:
+    """``<database>.lock`` beside a sqlite storage's file; None for other storages."""
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+    except sqlalchemy.exc.ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database + ".lock")
+
+
+def open_study(storage: str, study_name: str, *, direction: str, seed: int, attrs: dict,
+               retries: int = 5) -> optuna.Study:
+    """Create or load the study; the sampler's seed also mixes in the number of trials already
+    there, so a resumed run does not repeat the first run's random trials.
+
+    Several workers may open one study at once. On a local sqlite file they take turns (a file
+    lock): optuna creates the tables, schema stamp and study row in separate commits, so two
+    workers creating one database collide, and under load they collide again after any fixed
+    number of retries. Other storages (and sqlite where no lock can be taken) retry those
+    collisions up to ``retries`` times."""
+    with process_lock(sqlite_lock_path(storage)):
+        return _open_study(storage, study_name, direction=direction, seed=seed, attrs=attrs,
+                           retries=retries)
+
+
+def _open_study(storage: str, study_name: str, *, direction: str, seed: int, attrs: dict,
+                retries: int) -> optuna.Study:
+    kwargs = {}
+    if storage.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    for attempt in range(retries):
+        try:
+            rdb = optuna.storages.RDBStorage(storage, **kwargs)
+            pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+            probe = optuna.create_study(storage=rdb, study_name=study_name, direction=direction,
+                                        load_if_exists=True, pruner=pruner)
+            existing = len(probe.trials)
+            sampler_seed = int(np.random.SeedSequence([int(seed), existing]).generate_state(1)[0])
+            study = optuna.load_study(study_name=study_name, storage=rdb, pruner=pruner,
+                                      sampler=optuna.samplers.TPESampler(seed=sampler_seed))
+            break
+        except (sqlalchemy.exc.DBAPIError, optuna.exceptions.DuplicatedStudyError):
+            # two workers creating one database: tables, alembic stamp or study row collide
+            if attempt == retries - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+        except (sqlalchemy.exc.ArgumentError, ImportError, ModuleNotFoundError) as error:
+            raise OptionError(f"--storage '{redact(storage)}' cannot be opened "
+                              f"({type(error).__name__}: {error}); pass an Optuna storage URL "
+                              "such as sqlite:///path/tune.db") from None
+    if study.direction.name.lower() != direction:
+        raise OptionError(f"study '{study_name}' maximises/minimises the other way; pass another --study")
+    recorded = study.user_attrs.get("setup")
+    if recorded is None:
+        study.set_user_attr("setup", attrs)
+    elif recorded != json.loads(json.dumps(attrs)):
+        changed = sorted(k for k in set(recorded) | set(attrs) if recorded.get(k) != attrs.get(k))
+        raise OptionError(f"study '{study_name}' in {redact(storage)} was run with another "
+                          f"{', '.join(changed)}; pass a new --study name (or the original options)")
+    return study
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The state of the study after this run. trials: one row per finished trial, best first."""
+
+    study_name: str
+    storage: str
+    metric: str
+    inputs: tuple[str, ...]
+    best_params: MLPParams | None
+    best_value: float | None
+    trials: pd.DataFrame
+    n_complete: int
+    n_pruned: int
+    n_this_run: int
+    holdout_fold: int | None
+    holdout_score: float | None
+    holdout_default_score: float | None
+
+
+def cv_objective(data: Level2Data, params: MLPParams, *, metric: Metric, seed: int, device: str,
+                 trial: optuna.Trial | None = None) -> float:
+    """The CV metric of the level-2 OOF over ``data``'s folds; reports and prunes per fold."""
+    oof = np.zeros(data.y.shape, dtype=np.float32)
+    scores, epochs = [], []
+    for step, k in enumerate(data.fold_numbers):
+        fit = fit_fold(data, k, params=params, seed=seed, metric=metric, device=device,
+                       with_test=False)
+        oof[data.fold == k] = fit.val_probs
+        scores.append(fit.score)
+        epochs.append(fit.best_epoch)
+        if trial is not None:
+            trial.report(float(np.mean(scores)), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+    if trial is not None:
+        trial.set_user_attr("fold_scores", [float(s) for s in scores])
+        trial.set_user_attr("best_epochs", epochs)
+    return metric(data.y, oof)
+
+
+def holdout_score(data: Level2Data, k: int, params: MLPParams, *, metric: Metric, seed: int,
+                  device: str) -> float:
+    """Fold ``k``'s score of ``params`` when fold ``k`` takes no part: the models of the other
+    folds' inner CV each predict fold ``k``; their geometric mean is scored."""
+    inner = data.rows(data.fold != k)
+    held = data.rows(data.fold == k)
+    preds = [fit_fold(inner, j, params=params, seed=seed, metric=metric, device=device,
+                      with_test=False).predict(held.x, single_label=data.single_label, device=device)
+             for j in inner.fold_numbers]
+    return metric(held.y, geometric_mean(np.stack(preds), single_label=data.single_label))
+
+
+def tune(collection: Collection, names: Sequence[str], *, n_trials: int, timeout: float | None = None,
+         storage: str | None = None, study_name: str | None = None, n_jobs: int = 1, seed: int = 0,
+         holdout_fold: int | None = None, metric: str | Metric = "lwlrap",
+         base_params: MLPParams = MLPParams(), device: str = "cpu",
+         on_progress: ProgressCallback | None = None) -> TuneResult:
+    """Run ``n_trials`` more trials (or until ``timeout`` seconds) of the study, then summarise it.
+
+    on_progress: ``on_progress(done, n_trials)`` after each finished trial of this run.
+    """
+    metric = get_metric(metric)
+    if n_trials < 0:
+        raise OptionError(f"--trials must be >= 0, got {n_trials}")
+    if n_jobs < 1:
+        raise OptionError(f"--n-jobs must be >= 1, got {n_jobs}")
+    if not names:
+        raise OptionError("no input experiments; pass --subset NAME,... or add level-1 experiments")
+    full = level2_data(collection, names)
+    if holdout_fold is not None and holdout_fold not in full.fold_numbers:
+        raise OptionError(f"--holdout-fold {holdout_fold} is not a fold of folds.csv "
+                          f"(folds {full.fold_numbers})")
+    data = full.rows(full.fold != holdout_fold) if holdout_fold is not None else full
+    if len(data.fold_numbers) < 2:
+        raise OptionError("tuning needs at least 2 folds besides the held-out one")
+    attrs = {"inputs": list(names), "metric": metric.name, "fold_hash": collection.folds.hash,
+             "holdout_fold": holdout_fold, "base_params": base_params.to_dict()}
+    storage = storage or default_storage(collection.root)
+    study_name = study_name or default_study_name(attrs)
+    direction = "maximize" if metric.greater_is_better else "minimize"
+    study = open_study(storage, study_name, direction=direction, seed=seed, attrs=attrs)
+
+    done = [0]
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest_params(trial, base_params)
+        return cv_objective(data, params, metric=metric, seed=seed, device=device, trial=trial)
+
+    def progress(_study, _trial) -> None:
+        done[0] += 1
+        if on_progress:
+            on_progress(done[0], n_trials)
+
+    if on_progress:
+        on_progress(0, n_trials)
+    if n_trials:
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs,
+                       callbacks=[progress], gc_after_trial=False)
+    return _summarise(study, storage, metric, names, data, full, holdout_fold, base_params,
+                      seed=seed, device=device, n_this_run=done[0])
+
+
+def _summarise(study, storage, metric, names, data, full, holdout_fold, base_params, *, seed,
+               device, n_this_run) -> TuneResult:
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+    rows = []
+    for t in trials:
+        if t.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+            continue
+        rows.append({"trial": t.number, "state": t.state.name.lower(),
+                     "cv": t.value if t.value is not None else float("nan"),
+                     "folds_done": len(t.intermediate_values), **t.params})
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame = frame.sort_values(["state", "cv"], ascending=[True, not metric.greater_is_better],
+                                  kind="stable").reset_index(drop=True)
+    best_params = best_value = held = held_default = None
+    if complete:
+        best = study.best_trial
+        best_params = replace(base_params, **best.params)
+        best_value = float(best.value)
+        if holdout_fold is not None:
+            held = holdout_score(full, holdout_fold, best_params, metric=metric, seed=seed, device=device)
+            held_default = holdout_score(full, holdout_fold, base_params, metric=metric, seed=seed,
+                                         device=device)
+    return TuneResult(study_name=study.study_name, storage=redact(storage), metric=metric.name,
+                      inputs=tuple(names), best_params=best_params, best_value=best_value,
+                      trials=frame, n_complete=len(complete), n_pruned=int(pruned),
+                      n_this_run=n_this_run, holdout_fold=holdout_fold, holdout_score=held,
+                      holdout_default_score=held_default)
+
+
+def save_best_params(root: Path | str, result: TuneResult, *, fold_hash: str) -> Path:
+    """Write ``<root>/.stack/best_params.json`` for ``stack train --params best``. Parallel
+    workers of one study take turns (a file lock), so a worker with an older view of the study
+    never overwrites a later one between reading and writing the file."""
+    if result.best_params is None:
+        raise OptionError("the study has no finished trial yet; run more --trials")
+    path = best_params_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with process_lock(path.with_name(path.name + ".lock")):
+        return _save_best_params(path, result, fold_hash=fold_hash)
+
+
+def _save_best_params(path: Path, result: TuneResult, *, fold_hash: str) -> Path:
+    try:
+        existing = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except json.JSONDecodeError:
+        existing = {}
+    if (existing.get("study") == result.study_name and existing.get("storage") == result.storage
+            and existing.get("holdout_fold") == result.holdout_fold
+            and int(existing.get("n_complete") or 0) > result.n_complete):
+        return path   # a parallel worker already saved a later view of the same study
+    document = {"params": result.best_params.to_dict(), "cv": result.best_value,
+                "metric": result.metric, "inputs": list(result.inputs), "study": result.study_name,
+                "storage": result.storage, "n_complete": result.n_complete,
+                "n_pruned": result.n_pruned, "holdout_fold": result.holdout_fold,
+                "holdout_score": result.holdout_score,
+                "holdout_default_score": result.holdout_default_score, "fold_hash": fold_hash,
+                "note": HONESTY_NOTE, "created": datetime.now(timezone.utc).isoformat()}
+    return layout.atomic_write_json(path, document)

@@ -1,0 +1,179 @@
+"""The test-time blend and the submission file in the template's exact shape.
+
+Test predictions: each experiment has one test prediction per fold model (``Collection.test``,
+shape (n_folds, n_test, n_models, n_classes)). They are combined per experiment by a geometric
+mean over the fold models (as the FAT2019 winners did), then the experiments are blended with the
+chosen blend and weights, exactly as their OOF predictions were when the CV was measured. Level-2
+experiments are ordinary experiments here.
+
+Submission: the template (e.g. Kaggle's ``sample_submission.csv``) fixes the id column name, the
+row order and the class columns and their order; its ids must be exactly the layout's test ids and
+its class columns exactly the layout's classes. Without a template: the layout's test-id order, the
+folds.csv id column name and the folds class order. The file is written atomically, never over an
+existing file unless ``force``, with a sidecar ``<out>.json`` recording how it was made.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from stacker import layout
+from stacker.blend import DEFAULT_POWER, EPS, blend as blend_arrays, check_blend, geo_mean
+from stacker.layout.collect import Collection
+from stacker.errors import OutputExistsError, StackError
+from stacker.metrics import get_metric
+
+
+class TemplateError(StackError, ValueError):
+    """The submission template does not match the layout (ids, classes) or cannot be read."""
+
+
+@dataclass(frozen=True)
+class Template:
+    """The shape of a submission: id column name, ids in row order, class columns in order."""
+
+    id_column: str
+    ids: np.ndarray
+    classes: tuple[str, ...]
+    path: Path | None = None
+
+
+def default_template(collection: Collection) -> Template:
+    """The layout's own shape: folds.csv's id column, the test-id order, the folds class order."""
+    return Template(id_column=collection.folds.id_column, ids=np.asarray(collection.test_ids),
+                    classes=tuple(collection.classes))
+
+
+def read_template(path: Path | str, test_ids: Sequence[str], classes: Sequence[str]) -> Template:
+    """Read a submission template and check it against the layout's test ids and classes."""
+    path = Path(path)
+    if not path.is_file():
+        raise TemplateError(f"{path}: template file not found; pass --template pointing at a CSV "
+                            "like sample_submission.csv")
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), [])
+    if len(header) < 2:
+        raise TemplateError(f"{path}: the header must be <id>,<class 1>,...; found "
+                            f"{','.join(header) or 'nothing'}")
+    frame = pd.read_csv(path, dtype={header[0]: str}, usecols=[0], keep_default_na=False)
+    ids = frame.iloc[:, 0].to_numpy(dtype=str)
+    template_classes = header[1:]
+    duplicated = pd.Index(ids)[pd.Index(ids).duplicated()]
+    if len(duplicated):
+        raise TemplateError(f"{path}: id '{duplicated[0]}' appears more than once; each test id "
+                            "must have one row")
+    known = set(map(str, test_ids))
+    extra = [i for i in ids if i not in known]
+    missing = sorted(known - set(ids))
+    if extra or missing:
+        parts = []
+        if extra:
+            parts.append(f"{len(extra)} id(s) not among the layout's test ids, e.g. '{extra[0]}'")
+        if missing:
+            parts.append(f"{len(missing)} layout test id(s) missing, e.g. '{missing[0]}'")
+        raise TemplateError(f"{path}: template ids are not the layout's test ids ("
+                            + "; ".join(parts) + "); use the template of this test set or "
+                            "re-run the first-level models on it")
+    dup_classes = [c for c in template_classes if template_classes.count(c) > 1]
+    if dup_classes:
+        raise TemplateError(f"{path}: class column '{dup_classes[0]}' appears twice; keep one")
+    unknown = [c for c in template_classes if c not in set(classes)]
+    absent = [c for c in classes if c not in set(template_classes)]
+    if unknown or absent:
+        detail = (f"column '{unknown[0]}' is not a class of folds.csv" if unknown
+                  else f"class '{absent[0]}' has no column")
+        raise TemplateError(f"{path}: template classes are not the layout's classes ({detail}); "
+                            "the template must have one column per class of folds.csv")
+    return Template(id_column=header[0], ids=ids, classes=tuple(template_classes), path=path)
+
+
+def oof_blend(collection: Collection, members: Sequence[str], *, blend: str = "geo-mean",
+              weights: Sequence[float] | None = None, power: float = DEFAULT_POWER,
+              eps: float = EPS) -> np.ndarray:
+    """The blend of the members' OOF predictions, shape (n_rows, n_classes), folds.csv order."""
+    idx = collection.index(members)
+    return blend_arrays(collection.oof[:, idx], blend, weights=weights, power=power, eps=eps)
+
+
+def test_blend(collection: Collection, members: Sequence[str], *, blend: str = "geo-mean",
+               weights: Sequence[float] | None = None, power: float = DEFAULT_POWER,
+               eps: float = EPS) -> np.ndarray:
+    """Test predictions, shape (n_test, n_classes) in ``collection.test_ids`` order: per member
+    the geometric mean of its fold models, then the members blended."""
+    idx = collection.index(members)
+    per_member = geo_mean(collection.test[:, :, idx], axis=0, eps=eps)   # (n_test, k, n_classes)
+    return blend_arrays(per_member, blend, weights=weights, axis=1, power=power, eps=eps)
+
+
+def sidecar_path(out: Path | str) -> Path:
+    return Path(f"{out}.json")
+
+
+def check_outputs(out: Path | str, *, force: bool) -> None:
+    """OutputExistsError when the submission or its sidecar exists and ``force`` is not set."""
+    for path in (Path(out), sidecar_path(out)):
+        if path.exists() and not force:
+            raise OutputExistsError(f"{path} exists; pass --force to overwrite it or choose "
+                                    "another --out")
+
+
+def write_submission(out: Path | str, template: Template, test_ids: Sequence[str],
+                     classes: Sequence[str], probs: np.ndarray, *, force: bool = False) -> Path:
+    """Write ``probs`` (n_test, n_classes), rows in ``test_ids`` order and columns in ``classes``
+    order, as a CSV in the template's row order and column order."""
+    check_outputs(out, force=force)
+    row_of = {str(i): r for r, i in enumerate(test_ids)}
+    col_of = {c: j for j, c in enumerate(classes)}
+    rows = np.array([row_of[str(i)] for i in template.ids], dtype=np.int64)
+    cols = np.array([col_of[c] for c in template.classes], dtype=np.int64)
+    frame = pd.DataFrame(np.asarray(probs)[rows][:, cols], columns=list(template.classes))
+    frame.insert(0, template.id_column, template.ids)
+    return layout.atomic_write_text(out, frame.to_csv(index=False, float_format=layout.PROB_FORMAT))
+
+
+def make_submission(collection: Collection, members: Sequence[str], *, out: Path | str,
+                    blend: str = "geo-mean", weights: Sequence[float] | None = None,
+                    template: Path | str | None = None, force: bool = False,
+                    power: float = DEFAULT_POWER, eps: float = EPS, metric: str = "lwlrap",
+                    extra: dict | None = None) -> dict:
+    """Blend ``members`` on the test set, write the submission and its sidecar ``<out>.json``.
+
+    Returns the sidecar's record: members, weights, blend, eps, power, metric, cv (the same blend
+    of the members' OOF predictions), fold_cv, the template, n_test and ``extra``.
+    """
+    check_blend(blend, power=power, eps=eps)
+    members = list(members)
+    scorer = get_metric(metric)
+    check_outputs(out, force=force)
+    shape = (default_template(collection) if template is None
+             else read_template(template, collection.test_ids, collection.classes))
+    oof = oof_blend(collection, members, blend=blend, weights=weights, power=power, eps=eps)
+    cv = scorer(collection.y, oof)
+    fold_cv = [scorer(collection.y[collection.fold == k], oof[collection.fold == k])
+               for k in collection.fold_numbers]
+    probs = test_blend(collection, members, blend=blend, weights=weights, power=power, eps=eps)
+    written = write_submission(out, shape, collection.test_ids, collection.classes, probs,
+                               force=force)
+    w = np.ones(len(members)) if weights is None else np.asarray(weights, dtype=np.float64)
+    record = {
+        "submission": str(written), "root": str(collection.root),
+        "members": members, "weights": {m: float(x) for m, x in zip(members, w / w.sum())},
+        "blend": blend, "eps": eps, "power": power, "metric": scorer.name, "cv": cv,
+        "fold_cv": fold_cv, "fold_hash": collection.folds.hash,
+        "template": None if template is None else str(template),
+        "id_column": shape.id_column, "n_test": int(len(shape.ids)),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    record.update(extra or {})
+    layout.atomic_write_json(sidecar_path(out), record)
+    return record
+
+
+test_blend.__test__ = False  # a library function named test_*: pytest must not collect it

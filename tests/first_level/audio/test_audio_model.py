@@ -1,0 +1,143 @@
+"""first_level.audio.cnn (the network) and first_level.audio.model (the fold model)."""
+
+import numpy as np
+import pytest
+import torch
+
+from first_level.audio.cnn import AttentionPool, AudioCNN
+from first_level.audio.model import AudioCNNModel, _crop, _spec_augment, window_starts
+
+TINY_NET = dict(channels=(8, 16, 32), crop_frames=16, batch_size=6, lr=5e-3, patience=5,
+                mixup_alpha=0.2, freq_mask=2, time_mask=2, dropout=0.0, num_threads=1)
+
+
+def tone_spectrograms(n_per_class: int, n_classes: int = 3, n_mels: int = 12, seed: int = 0):
+    """Fake log-mel images over noise, random lengths. The classes differ in shape, not only in
+    position (convolutions hardly see where a band is): class 0 one bright band, class 1 two bands,
+    class 2 a broad bright region of five bands."""
+    rng = np.random.default_rng(seed)
+    specs, labels = [], []
+    for c in range(n_classes):
+        for _ in range(n_per_class):
+            frames = int(rng.integers(8, 40))
+            spec = rng.normal(-60, 3, size=(n_mels, frames))
+            band = int(rng.integers(1, n_mels - 5))
+            if c == 0:
+                spec[band] += 40
+            elif c == 1:
+                spec[[band, band + 4]] += 40
+            else:
+                spec[band:band + 5] += 40
+            specs.append(spec.astype(np.float16))
+            labels.append(c)
+    return specs, np.eye(n_classes, dtype=np.uint8)[labels]
+
+
+# ---------------------------------------------------------------- network
+
+
+@pytest.mark.parametrize("frames", [16, 17, 40, 5])
+def test_network_output_shape(frames):
+    net = AudioCNN(n_classes=7, channels=(4, 8, 16)).eval()
+    assert net(torch.zeros(3, 12, frames)).shape == (3, 7)
+
+
+def test_attention_pool_matches_a_naive_weighted_mean():
+    torch.manual_seed(0)
+    pool = AttentionPool(channels=4, n_classes=3)
+    x = torch.randn(2, 4, 5)
+    with torch.no_grad():
+        out = pool(x)
+    wa, ba = pool.attention.weight.detach(), pool.attention.bias.detach()
+    ws, bs = pool.scores.weight.detach(), pool.scores.bias.detach()
+    for b in range(2):
+        for k in range(3):
+            att = [float(ba[k] + sum(wa[k, c, 0] * x[b, c, t] for c in range(4))) for t in range(5)]
+            score = [float(bs[k] + sum(ws[k, c, 0] * x[b, c, t] for c in range(4)))
+                     for t in range(5)]
+            weights = np.exp(att) / np.exp(att).sum()
+            assert float(out[b, k]) == pytest.approx(float(np.dot(weights, score)), abs=1e-5)
+
+
+@pytest.mark.parametrize("n_frames, width, expected", [
+    (10, 16, [0]), (16, 16, [0]), (17, 16, [0, 1]), (40, 16, [0, 8, 16, 24]), (41, 16, [0, 8, 16, 24, 25])])
+def test_window_starts_cover_every_frame(n_frames, width, expected):
+    starts = window_starts(n_frames, width)
+    assert starts == expected
+    covered = set()
+    for s in starts:
+        covered |= set(range(s, min(s + width, n_frames)))
+    assert covered == set(range(n_frames))
+
+
+def test_crop_and_spec_augment():
+    rng = np.random.default_rng(0)
+    spec = np.arange(30, dtype=np.float32).reshape(3, 10)
+    crop = _crop(spec, 4, rng)
+    start = int(crop[0, 0])
+    assert np.array_equal(crop, spec[:, start:start + 4])
+    short = _crop(spec, 15, rng)
+    assert short.shape == (3, 15) and (short == spec.min()).sum() >= 3 * 5
+    batch = np.stack([np.ones((6, 8), np.float32) * i for i in range(4)])
+    batch[:, 0, 0] = 100
+    before = batch.copy()
+    _spec_augment(batch, 3, 3, np.random.default_rng(1))
+    assert batch.shape == before.shape and not np.array_equal(batch, before)
+
+
+# ---------------------------------------------------------------- fold model
+
+
+def test_fit_predicts_probabilities_and_learns_the_tones():
+    specs, y = tone_spectrograms(12)
+    model = AudioCNNModel(**TINY_NET, epochs=8, seed=0).fit(specs[::2], y[::2], specs[1::2], y[1::2])
+    windows = model.predict_windows(specs[1::2])
+    assert [w.shape for w in windows] == [(len(window_starts(s.shape[1], 16)), 3)
+                                          for s in specs[1::2]]
+    probs = model.predict_proba(specs[1::2])
+    assert probs.shape == (18, 3) and probs.dtype == np.float32
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)       # softmax: single-label data
+    assert np.allclose(probs, np.stack([w.mean(axis=0) for w in windows]))
+    assert (probs.argmax(axis=1) == y[1::2].argmax(axis=1)).mean() >= 0.8
+    assert not model.multi_label_ and 1 <= len(model.history_) <= 8
+
+
+def test_same_seed_same_predictions_other_seed_differs():
+    specs, y = tone_spectrograms(4)
+    runs = [AudioCNNModel(**TINY_NET, epochs=1, seed=s).fit(specs, y, specs, y).predict_proba(specs)
+            for s in (3, 3, 4)]
+    assert np.array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+def test_multi_label_targets_use_independent_sigmoids():
+    specs, y = tone_spectrograms(4)
+    y = y.copy()
+    y[0, 1] = 1                       # one row with two labels makes it multi-label
+    model = AudioCNNModel(**TINY_NET, epochs=1).fit(specs, y, specs, y)
+    probs = model.predict_proba(specs)
+    assert model.multi_label_ and ((probs >= 0) & (probs <= 1)).all()
+    assert not np.allclose(probs.sum(axis=1), 1.0)
+
+
+def test_skipped_files_are_not_fitted_and_get_the_class_frequencies():
+    specs, y = tone_spectrograms(4)
+    specs = list(specs)
+    specs[0] = None
+    model = AudioCNNModel(**TINY_NET, epochs=1).fit(specs, y, specs, y)
+    windows = model.predict_windows([None, specs[1]])
+    assert np.allclose(windows[0], y[1:].mean(axis=0)[None, :])
+    assert windows[1].shape[1] == 3
+
+
+def test_fit_does_not_change_the_callers_arrays():
+    specs, y = tone_spectrograms(3)
+    copies = [s.copy() for s in specs]
+    AudioCNNModel(**TINY_NET, epochs=1).fit(specs, y, specs, y)
+    assert all(np.array_equal(a, b) for a, b in zip(specs, copies))
+
+
+def test_params_describe_the_model():
+    params = AudioCNNModel(**TINY_NET).params()
+    assert params["channels"] == [8, 16, 32] and params["crop_frames"] == 16
+    assert "num_threads" not in params and "device" not in params
