@@ -31,7 +31,7 @@ from stacker.layout.collect import Collection, collect
 from stacker.errors import LayoutError, OutputExistsError, StackError
 from stacker.leaderboard import leaderboard, oof_correlation
 from stacker.metrics import get_metric, per_class_lwlrap
-from stacker.search.subsets import read_subsets, subsets_path
+from stacker.layout.workspace import read_subsets, subsets_path
 from stacker.submission import oof_blend
 
 HISTORY_FILE = "history.json"

@@ -11,6 +11,7 @@ import typer
 
 # the audio modules import torch and scipy.signal: imported inside the commands so the CLI starts fast
 from stacker import layout
+from stacker.layout import workspace
 from stacker.cli.common import console, err_console, frame_table, progress_bar, user_errors
 from stacker.errors import OptionError, OutputExistsError
 from stacker.seeds import fold_seed
@@ -29,7 +30,7 @@ class MetaFormat(str, Enum):
 
 
 def _cache_dir(root: Path, no_cache: bool) -> Optional[Path]:
-    return None if no_cache else layout.stack_dir(root) / "spectrograms"
+    return None if no_cache else workspace.spectrograms_dir(root)
 
 
 def _warn(lines) -> None:

@@ -10,7 +10,8 @@ from stacker import layout
 from stacker.blend import EPS
 from stacker.cli.common import console, frame_table, load_collection, user_errors
 from stacker.errors import OptionError
-from stacker.search.subsets import read_subsets, resolve_subset, subsets_path
+from stacker.layout.workspace import read_subsets, subsets_path
+from stacker.search.subsets import resolve_subset
 from stacker.submission import check_outputs, make_submission, sidecar_path
 
 

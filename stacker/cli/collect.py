@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from stacker import layout
+from stacker.layout import workspace
 from stacker.cli.common import console, frame_table, load_collection, user_errors
 from stacker.leaderboard import leaderboard, oof_correlation
 from stacker.metrics import get_metric
@@ -24,8 +25,7 @@ def collect_command(
     scorer = get_metric(metric)
     collection = load_collection(root, strict=strict, use_cache=not no_cache)
     board = leaderboard(collection, scorer)
-    out = layout.stack_dir(root) / "leaderboard.csv"
-    layout.atomic_write_text(out, board.to_csv(index=False))
+    out = workspace.write_leaderboard(root, board.to_csv(index=False))
     shown = board[["experiment", "level", "cv"]].assign(
         folds=[f"{m:.4f} ± {s:.4f}" for m, s in zip(board.fold_mean, board.fold_std)])
     console.print(frame_table(shown, title=f"Leaderboard ({scorer.name}, "

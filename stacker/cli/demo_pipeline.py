@@ -50,7 +50,7 @@ from stacker.metrics import lwlrap
 from stacker.report import write_report
 from stacker.search.engine import search_subsets
 from stacker.seeds import fold_seed
-from stacker.search.subsets import subsets_path
+from stacker.layout import workspace
 from stacker.submission import make_submission, test_blend
 from stacker.level2.fit import train_level2
 from stacker.level2.tune import save_best_params, tune
@@ -259,7 +259,7 @@ def run_demo(workdir: Path | str, *, quick: bool = False, seed: int = 0, force: 
     everything = _collect_own(root, [*level1_names, *level2_cv], stage)
     with stage("final subset search over every experiment") as update:
         final = search_subsets(everything, metric="lwlrap", blend="geo-mean", on_progress=update)
-    layout.atomic_write_json(subsets_path(root), final.to_json())
+    workspace.write_subsets(root, final.to_json())
     submission = workdir / "submission.csv"
     truth_ids, truth = _test_truth(dataset)
     test_scores = {}
@@ -291,7 +291,7 @@ def run_demo(workdir: Path | str, *, quick: bool = False, seed: int = 0, force: 
         final_nested_cv=final.nested_cv, final_test=final_test,
         best_single_cv=float(level1_board.cv.iloc[0]), best_single_test=test_scores[best],
         files={"dataset": data_dir, "layout": root, "submission": submission,
-               "report": workdir / "report.html", "subsets": subsets_path(root)},
+               "report": workdir / "report.html", "subsets": workspace.subsets_path(root)},
         seconds=seconds, notes=notes)
 
 

@@ -12,7 +12,8 @@ from stacker.blend import DEFAULT_POWER, EPS
 from stacker.cli.common import (console, err_console, frame_table, load_collection, progress_bar,
                                 user_errors)
 from stacker.search.engine import SearchResult, search_subsets
-from stacker.search.subsets import resolve_subset, subsets_path
+from stacker.layout import workspace
+from stacker.search.subsets import resolve_subset
 
 
 class BlendChoice(str, Enum):
@@ -95,6 +96,5 @@ def search_subsets_command(
     record = result.to_json()
     record["root"] = str(root)
     record["fold_hash"] = collection.folds.hash
-    out = subsets_path(root)
-    layout.atomic_write_json(out, record)
+    out = workspace.write_subsets(root, record)
     console.print(f"written {out}", highlight=False)

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from stacker import layout
+from stacker.layout import workspace
 from stacker.errors import LayoutError
 
 CACHE_VERSION = 2
@@ -118,7 +119,7 @@ def collect(root: Path | str = layout.DEFAULT_ROOT, *, strict: bool = False,
         raise LayoutError(f"no experiments under {root}: expected <root>/<name>/fold_<k>/val/probs.csv "
                           "(see predictions/README.md)")
     folds_key = _signature([root / layout.FOLDS_FILE, root / layout.CLASSES_FILE])
-    cache_dir = root / layout.STACK_DIR / "cache"
+    cache_dir = workspace.cache_dir(root)
     results: dict[str, _Experiment | LayoutError] = {}
     cold = []
     for name in names:

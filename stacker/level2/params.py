@@ -10,10 +10,9 @@ from typing import Mapping
 
 import torch
 
-from stacker import layout
+from stacker.layout.workspace import best_params_path
 from stacker.errors import OptionError
 
-BEST_PARAMS_FILE = "best_params.json"
 
 
 @dataclass(frozen=True)
@@ -78,10 +77,6 @@ class MLPParams:
                 raise OptionError(f"{source}: parameter '{key}' must be {allowed}, "
                                   f"got {getattr(params, key)}")
         return params
-
-
-def best_params_path(root: Path | str) -> Path:
-    return Path(root) / layout.STACK_DIR / BEST_PARAMS_FILE
 
 
 def read_params(spec: str | Path | None, root: Path | str) -> tuple[MLPParams, dict]:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from stacker import layout
+from stacker.layout import workspace
 from stacker.layout.collect import Collection
 from stacker.errors import LayoutError, OptionError, OutputExistsError
 from stacker.level2.net import StackMLP
@@ -49,7 +50,7 @@ def write_level2(root: Path | str, name: str, result: Level2Result, collection: 
     check_output(root, name, force=force, inputs=result.names)
     oof, test = result.combined(seeds)
     cv, per_fold = result.scores(seeds)
-    staging = layout.stack_dir(root) / "staging" / f"{name}-{uuid.uuid4().hex[:8]}"
+    staging = workspace.staging_dir(root) / f"{name}-{uuid.uuid4().hex[:8]}"
     folds = collection.folds
     try:
         for i, k in enumerate(result.fold_numbers):

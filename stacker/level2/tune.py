@@ -33,6 +33,7 @@ import pandas as pd
 import sqlalchemy.exc
 
 from stacker import layout
+from stacker.layout import workspace
 from stacker.layout.collect import Collection
 from stacker.errors import OptionError
 from stacker.metrics import Metric, get_metric
@@ -41,7 +42,6 @@ from stacker.level2.params import MLPParams, best_params_path
 from stacker.level2.fit import fit_fold, geometric_mean
 
 ProgressCallback = Callable[[int, int], None]
-TUNE_DB = "tune.db"
 HONESTY_NOTE = ("the tuned CV chose these params on the same folds, so it is optimistic; "
                 "a held-out fold (--holdout-fold K) gives an untouched estimate")
 
@@ -64,7 +64,9 @@ def suggest_params(trial: optuna.Trial, base: MLPParams) -> MLPParams:
 
 
 def default_storage(root: Path | str) -> str:
-    return f"sqlite:///{(layout.stack_dir(root) / TUNE_DB).resolve()}"
+    path = workspace.tune_db_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path.resolve()}"
 
 
 def redact(url: str) -> str:
