@@ -14,13 +14,9 @@ import numpy as np
 import pandas as pd
 
 from stacker import layout
-from stacker.errors import LayoutError, StackError
+from stacker.errors import FeatureError, LayoutError
 
 _MISSING = {"", "nan", "NaN", "NA", "N/A", "null", "None"}
-
-
-class FeatureError(StackError, ValueError):
-    """A feature CSV cannot be used as model input."""
 
 
 @dataclass(frozen=True)

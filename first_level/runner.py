@@ -25,15 +25,11 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from stacker import layout
-from stacker.errors import LayoutError, OutputExistsError, StackError
+from stacker.errors import LayoutError, ModelOutputError, OutputExistsError
 from stacker.metrics import get_metric
 
 # Probabilities a hair outside [0, 1] (float rounding in a softmax) are clipped; more is a bug.
 _TOLERANCE = 1e-5
-
-
-class ModelOutputError(StackError, ValueError):
-    """A fold model returned predictions of the wrong shape or values that are not probabilities."""
 
 
 @runtime_checkable

@@ -29,3 +29,27 @@ class OptionError(StackError, ValueError):
 
 class OutputExistsError(StackError, FileExistsError):
     """An output file exists and would be overwritten; the user must pass --force or a new path."""
+
+
+class TemplateError(StackError, ValueError):
+    """The submission template does not match the layout (ids, classes) or cannot be read."""
+
+
+class PredictionMismatch(StackError):
+    """Re-predicted probabilities differ from the saved ones."""
+
+
+class MetadataError(StackError, ValueError):
+    """A metadata CSV is missing, malformed, or lacks a needed column; names the file and the fix."""
+
+
+class AudioError(StackError, ValueError):
+    """An audio file is missing, unreadable or empty; the message names the file and the fix."""
+
+
+class ModelOutputError(StackError, ValueError):
+    """A fold model returned predictions of the wrong shape or values that are not probabilities."""
+
+
+class FeatureError(StackError, ValueError):
+    """A feature CSV cannot be used as model input."""

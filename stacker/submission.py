@@ -27,12 +27,8 @@ import pandas as pd
 from stacker import layout
 from stacker.blend import DEFAULT_POWER, EPS, blend as blend_arrays, check_blend, geo_mean
 from stacker.layout.collect import Collection
-from stacker.errors import OutputExistsError, StackError
+from stacker.errors import OutputExistsError, TemplateError
 from stacker.metrics import get_metric
-
-
-class TemplateError(StackError, ValueError):
-    """The submission template does not match the layout (ids, classes) or cannot be read."""
 
 
 @dataclass(frozen=True)

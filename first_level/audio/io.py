@@ -13,13 +13,9 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
-from stacker.errors import StackError
+from stacker.errors import AudioError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
-
-
-class AudioError(StackError, ValueError):
-    """An audio file is missing, unreadable or empty; the message names the file and the fix."""
 
 
 def read_audio(path: Path | str, sample_rate: int) -> np.ndarray:

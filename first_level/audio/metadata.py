@@ -20,15 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stacker.errors import StackError
+from stacker.errors import MetadataError
 from stacker.layout import split_labels
 
 FORMATS = ("auto", "fat2019", "esc50", "csv")
 LABEL_COLUMN_GUESSES = ("labels", "label", "category", "class")
-
-
-class MetadataError(StackError, ValueError):
-    """A metadata CSV is missing, malformed, or lacks a needed column; names the file and the fix."""
 
 
 @dataclass(frozen=True)

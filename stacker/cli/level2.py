@@ -10,7 +10,7 @@ import typer
 from stacker import layout
 from stacker.cli.common import (console, err_console, frame_table, load_collection, progress_bar,
                                 user_errors)
-from stacker.errors import OptionError, StackError
+from stacker.errors import OptionError, PredictionMismatch
 from stacker.metrics import get_metric
 # the level-2 modules (stacker.level2.fit, level2_*) import torch: they are imported inside the commands
 # so that `stack --help` and the other commands start fast.
@@ -26,10 +26,6 @@ MetricOpt = Annotated[str, typer.Option("--metric", help="Validation metric: lwl
                                                          "map, log_loss, accuracy.")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--max-epochs", help="Cap on epochs per fold "
                                                                        "model (overrides params).")]
-
-
-class PredictionMismatch(StackError):
-    """Re-predicted probabilities differ from the saved ones."""
 
 
 def _parse_seeds(text: str) -> list[int]:
