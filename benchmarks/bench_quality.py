@@ -46,7 +46,7 @@ from stacker.cli.app import app  # noqa: E402
 from stacker.layout.collect import collect  # noqa: E402
 from stacker.metrics import lwlrap  # noqa: E402
 from stacker.search.subsets import read_subsets  # noqa: E402
-from stacker.submission import oof_blend, test_blend  # noqa: E402
+from stacker.blend import oof_blend, test_blend  # noqa: E402
 
 PREFIX = "l2_"   # level-2 experiments this script writes (and removes before each run)
 

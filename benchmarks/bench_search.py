@@ -3,7 +3,7 @@
 Target: all 65,535 subsets (geo-mean blend, lwlrap, nested CV included) in under 60 s with 2
 processes. Then auto, greedy, beam and GES (nested CV included) on a pool of 200 models of the
 same size: each under a minute. The baseline is a plain loop that blends each subset from scratch
-(:func:`stacker.blend.blend`) and scores it with :func:`stacker.metrics.lwlrap`; it is timed on a
+(:func:`stacker.blend.blend_arrays`) and scores it with :func:`stacker.metrics.lwlrap`; it is timed on a
 random sample of subsets and extrapolated to all of them (running it in full would take long).
 
     .venv/bin/python benchmarks/bench_search.py [--models 16] [--rows 5000] [--classes 80]
@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from stacker.blend import blend
+from stacker.blend import blend_arrays as blend
 from stacker.metrics import lwlrap
 from stacker.search.engine import search_arrays
 from stacker.simulate import simulated_probs

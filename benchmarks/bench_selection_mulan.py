@@ -30,7 +30,7 @@ from stacker.layout.collect import collect  # noqa: E402
 from stacker.leaderboard import leaderboard  # noqa: E402
 from stacker.metrics import lwlrap  # noqa: E402
 from stacker.search.engine import search_subsets  # noqa: E402
-from stacker.submission import test_blend  # noqa: E402
+from stacker.blend import test_blend  # noqa: E402
 
 METHODS = ("exhaustive", "greedy", "beam", "ges")
 

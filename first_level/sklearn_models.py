@@ -19,18 +19,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from sklearn.ensemble import (ExtraTreesClassifier, HistGradientBoostingClassifier,
-                              RandomForestClassifier)
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from stacker.errors import OptionError
+
+
+def _sklearn(path: str):
+    """The scikit-learn class at ``package.module.Class``, imported on first use, so that importing
+    this module (and `stack --help`) does not load scikit-learn."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -44,19 +42,20 @@ class EstimatorSpec:
 
 
 ESTIMATORS: dict[str, EstimatorSpec] = {
-    "logreg": EstimatorSpec(lambda seed: LogisticRegression(C=1.0, max_iter=2000,
+    "logreg": EstimatorSpec(lambda seed: _sklearn("sklearn.linear_model.LogisticRegression")(
+        C=1.0, max_iter=2000,
                                                             random_state=seed), False, True),
-    "rf": EstimatorSpec(lambda seed: RandomForestClassifier(
+    "rf": EstimatorSpec(lambda seed: _sklearn("sklearn.ensemble.RandomForestClassifier")(
         n_estimators=300, min_samples_leaf=1, max_features="sqrt", n_jobs=1,
         random_state=seed), True, False),
-    "et": EstimatorSpec(lambda seed: ExtraTreesClassifier(
+    "et": EstimatorSpec(lambda seed: _sklearn("sklearn.ensemble.ExtraTreesClassifier")(
         n_estimators=300, min_samples_leaf=1, max_features="sqrt", n_jobs=1,
         random_state=seed), True, False),
-    "hgb": EstimatorSpec(lambda seed: HistGradientBoostingClassifier(
+    "hgb": EstimatorSpec(lambda seed: _sklearn("sklearn.ensemble.HistGradientBoostingClassifier")(
         max_iter=100, learning_rate=0.1, early_stopping=False, random_state=seed), False, False),
-    "knn": EstimatorSpec(lambda seed: KNeighborsClassifier(n_neighbors=10, weights="distance"),
-                         True, True),
-    "mlp": EstimatorSpec(lambda seed: MLPClassifier(
+    "knn": EstimatorSpec(lambda seed: _sklearn("sklearn.neighbors.KNeighborsClassifier")(
+        n_neighbors=10, weights="distance"), True, True),
+    "mlp": EstimatorSpec(lambda seed: _sklearn("sklearn.neural_network.MLPClassifier")(
         hidden_layer_sizes=(256,), alpha=1e-3, max_iter=300, early_stopping=False,
         random_state=seed), True, True),
 }
@@ -111,9 +110,10 @@ def build_estimator(name: str, params: dict | None, seed: int, *, task: str):
             raise OptionError(f"--params for {name}: {str(error).splitlines()[0]}") from None
     model = base
     if task == "multilabel" and not spec.native_multilabel:
-        model = OneVsRestClassifier(base)
+        model = _sklearn("sklearn.multiclass.OneVsRestClassifier")(base)
     if spec.scale:
-        model = Pipeline([("scale", StandardScaler()), ("model", model)])
+        scaler = _sklearn("sklearn.preprocessing.StandardScaler")()
+        model = _sklearn("sklearn.pipeline.Pipeline")([("scale", scaler), ("model", model)])
     return model
 
 
@@ -142,7 +142,7 @@ class SklearnFoldModel:
         X = np.asarray(X_train, dtype=np.float32)
         with warnings.catch_warnings(), self._threads():
             # a fold that stops short of convergence still predicts; the CV score shows it
-            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", _sklearn("sklearn.exceptions.ConvergenceWarning"))
             if single:
                 self._fit_single(X, y.argmax(axis=1))
             else:
@@ -198,7 +198,8 @@ class SklearnFoldModel:
 
 
 def _classes_of(model):
-    return model[-1].classes_ if isinstance(model, Pipeline) else model.classes_
+    pipeline = _sklearn("sklearn.pipeline.Pipeline")
+    return model[-1].classes_ if isinstance(model, pipeline) else model.classes_
 
 
 def _positive_column(out: np.ndarray, classes) -> np.ndarray:

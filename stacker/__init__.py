@@ -1,9 +1,49 @@
-"""stack: stacking ensembles from K-fold out-of-fold predictions."""
+"""stack: stacking ensembles from K-fold out-of-fold predictions.
 
-from stacker.layout.collect import Collection, collect
-from stacker.errors import LayoutError, OptionError, OutputExistsError, StackError
-from stacker.metrics import METRICS, get_metric, lwlrap, per_class_lwlrap
-from stacker.search.engine import SearchResult, search_subsets
+The public Python API, re-exported lazily: ``import stacker`` loads none of torch, scipy, optuna,
+matplotlib or scikit-learn; each name imports its module on first use.
 
-__all__ = ["Collection", "collect", "LayoutError", "OptionError", "OutputExistsError", "StackError",
-           "METRICS", "get_metric", "lwlrap", "per_class_lwlrap", "SearchResult", "search_subsets"]
+    from stacker import collect, search_subsets, lwlrap
+    collection = collect("predictions")                 # validate + align every experiment
+    result = search_subsets(collection, metric="lwlrap") # best blend, with its nested CV
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    # the layout (predictions/README.md)
+    "collect": "stacker.layout", "Collection": "stacker.layout",
+    "read_folds": "stacker.layout", "write_folds": "stacker.layout",
+    "write_fold_predictions": "stacker.layout", "write_meta": "stacker.layout",
+    # metrics
+    "METRICS": "stacker.metrics", "get_metric": "stacker.metrics", "lwlrap": "stacker.metrics",
+    "per_class_lwlrap": "stacker.metrics", "fold_scores": "stacker.metrics",
+    # blends and search
+    "blend_arrays": "stacker.blend", "oof_blend": "stacker.blend", "test_blend": "stacker.blend",
+    "search_subsets": "stacker.search", "SearchResult": "stacker.search",
+    # level 2
+    "MLPParams": "stacker.level2.params", "train_level2": "stacker.level2.fit",
+    "write_level2": "stacker.level2.store", "tune": "stacker.level2.tune",
+    # the submission
+    "make_submission": "stacker.submission",
+    # errors
+    "StackError": "stacker.errors", "LayoutError": "stacker.errors", "OptionError": "stacker.errors",
+    "OutputExistsError": "stacker.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stacker' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -32,12 +32,14 @@ Inputs are never modified; every function returns a new float64 array.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 
 from stacker.errors import OptionError
+
+if TYPE_CHECKING:
+    from stacker.layout import Collection
 
 EPS = 1e-7
 BLENDS = ("geo-mean", "mean", "rank", "power")
@@ -58,6 +60,8 @@ def row_ranks(probs: np.ndarray) -> np.ndarray:
     """Ranks of the classes within each row (last axis), 0 for the lowest to n_classes - 1;
     ties share their average rank (a multiple of 0.5, so sums of ranks are exact in float64).
     probs: array of shape (..., n_classes)."""
+    from scipy.stats import rankdata  # on first use: scipy.stats takes ~0.5 s to import
+
     return rankdata(np.asarray(probs), method="average", axis=-1) - 1.0
 
 
@@ -110,8 +114,8 @@ def normalised_weights(weights: Sequence[float] | None, n_models: int) -> np.nda
     return w / w.sum()
 
 
-def blend(probs: np.ndarray, method: str = "geo-mean", *, weights: Sequence[float] | None = None,
-          axis: int = -2, power: float = DEFAULT_POWER, eps: float = EPS) -> np.ndarray:
+def blend_arrays(probs: np.ndarray, method: str = "geo-mean", *, weights: Sequence[float] | None = None,
+                 axis: int = -2, power: float = DEFAULT_POWER, eps: float = EPS) -> np.ndarray:
     """Blend the models of ``probs`` along ``axis``.
 
     probs: array whose ``axis`` indexes the models and whose last axis is the classes, e.g.
@@ -139,22 +143,40 @@ def blend(probs: np.ndarray, method: str = "geo-mean", *, weights: Sequence[floa
 def geo_mean(probs: np.ndarray, *, axis: int = -2, weights: Sequence[float] | None = None,
              eps: float = EPS) -> np.ndarray:
     """Weighted geometric mean along ``axis`` of probabilities clipped to [eps, 1]."""
-    return blend(probs, "geo-mean", weights=weights, axis=axis, eps=eps)
+    return blend_arrays(probs, "geo-mean", weights=weights, axis=axis, eps=eps)
 
 
 def arithmetic_mean(probs: np.ndarray, *, axis: int = -2,
                     weights: Sequence[float] | None = None) -> np.ndarray:
     """Weighted arithmetic mean along ``axis``."""
-    return blend(probs, "mean", weights=weights, axis=axis)
+    return blend_arrays(probs, "mean", weights=weights, axis=axis)
 
 
 def rank_mean(probs: np.ndarray, *, axis: int = -2,
               weights: Sequence[float] | None = None) -> np.ndarray:
     """Weighted mean along ``axis`` of the within-row class ranks (scaled to [0, 1])."""
-    return blend(probs, "rank", weights=weights, axis=axis)
+    return blend_arrays(probs, "rank", weights=weights, axis=axis)
 
 
 def power_mean(probs: np.ndarray, *, power: float = DEFAULT_POWER, axis: int = -2,
                weights: Sequence[float] | None = None) -> np.ndarray:
     """Weighted power mean ``(sum w p**k) ** (1/k)`` along ``axis``."""
-    return blend(probs, "power", weights=weights, axis=axis, power=power)
+    return blend_arrays(probs, "power", weights=weights, axis=axis, power=power)
+
+
+def oof_blend(collection: Collection, members: Sequence[str], *, blend: str = "geo-mean",
+              weights: Sequence[float] | None = None, power: float = DEFAULT_POWER,
+              eps: float = EPS) -> np.ndarray:
+    """The blend of the members' OOF predictions, shape (n_rows, n_classes), folds.csv order."""
+    idx = collection.index(members)
+    return blend_arrays(collection.oof[:, idx], blend, weights=weights, power=power, eps=eps)
+
+
+def test_blend(collection: Collection, members: Sequence[str], *, blend: str = "geo-mean",
+               weights: Sequence[float] | None = None, power: float = DEFAULT_POWER,
+               eps: float = EPS) -> np.ndarray:
+    """Test predictions, shape (n_test, n_classes) in ``collection.test_ids`` order: per member
+    the geometric mean of its fold models, then the members blended."""
+    idx = collection.index(members)
+    per_member = geo_mean(collection.test[:, :, idx], axis=0, eps=eps)   # (n_test, k, n_classes)
+    return blend_arrays(per_member, blend, weights=weights, axis=1, power=power, eps=eps)

@@ -6,13 +6,7 @@ import numpy as np
 import pandas as pd
 
 from stacker.layout.collect import Collection
-from stacker.metrics import Metric, get_metric
-
-
-def fold_scores(y: np.ndarray, scores: np.ndarray, fold: np.ndarray, fold_numbers, metric) -> list[float]:
-    """The metric on each fold's rows. y, scores: (n_rows, n_classes); fold: (n_rows,)."""
-    metric = get_metric(metric)
-    return [metric(y[fold == k], scores[fold == k]) for k in fold_numbers]
+from stacker.metrics import Metric, fold_scores, get_metric
 
 
 def leaderboard(collection: Collection, metric: str | Metric = "lwlrap") -> pd.DataFrame:

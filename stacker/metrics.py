@@ -180,3 +180,13 @@ def get_metric(name: str | Metric) -> Metric:
         return METRICS[name]
     except KeyError:
         raise OptionError(f"unknown metric '{name}'; choose one of: {', '.join(METRICS)}") from None
+
+
+def fold_scores(y_true, y_score, fold, fold_numbers, metric: str | Metric = "lwlrap") -> list[float]:
+    """The metric on each fold's rows, in ``fold_numbers`` order: the one per-fold scoring loop.
+
+    y_true, y_score: (n_rows, n_classes); fold: (n_rows,) fold number of each row.
+    """
+    metric = get_metric(metric)
+    fold = np.asarray(fold)
+    return [metric(y_true[fold == k], y_score[fold == k]) for k in fold_numbers]

@@ -32,7 +32,7 @@ from stacker.errors import LayoutError, OutputExistsError, StackError
 from stacker.leaderboard import leaderboard, oof_correlation
 from stacker.metrics import get_metric, per_class_lwlrap
 from stacker.layout.workspace import read_subsets, subsets_path
-from stacker.submission import oof_blend
+from stacker.blend import oof_blend
 
 HISTORY_FILE = "history.json"
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss")

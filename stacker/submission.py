@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 
 from stacker import layout
-from stacker.blend import DEFAULT_POWER, EPS, blend as blend_arrays, check_blend, geo_mean
+from stacker.blend import DEFAULT_POWER, EPS, check_blend, oof_blend, test_blend
 from stacker.layout.collect import Collection
 from stacker.errors import OutputExistsError, TemplateError
-from stacker.metrics import get_metric
+from stacker.metrics import fold_scores, get_metric
 
 
 @dataclass(frozen=True)
@@ -90,24 +90,6 @@ def read_template(path: Path | str, test_ids: Sequence[str], classes: Sequence[s
     return Template(id_column=header[0], ids=ids, classes=tuple(template_classes), path=path)
 
 
-def oof_blend(collection: Collection, members: Sequence[str], *, blend: str = "geo-mean",
-              weights: Sequence[float] | None = None, power: float = DEFAULT_POWER,
-              eps: float = EPS) -> np.ndarray:
-    """The blend of the members' OOF predictions, shape (n_rows, n_classes), folds.csv order."""
-    idx = collection.index(members)
-    return blend_arrays(collection.oof[:, idx], blend, weights=weights, power=power, eps=eps)
-
-
-def test_blend(collection: Collection, members: Sequence[str], *, blend: str = "geo-mean",
-               weights: Sequence[float] | None = None, power: float = DEFAULT_POWER,
-               eps: float = EPS) -> np.ndarray:
-    """Test predictions, shape (n_test, n_classes) in ``collection.test_ids`` order: per member
-    the geometric mean of its fold models, then the members blended."""
-    idx = collection.index(members)
-    per_member = geo_mean(collection.test[:, :, idx], axis=0, eps=eps)   # (n_test, k, n_classes)
-    return blend_arrays(per_member, blend, weights=weights, axis=1, power=power, eps=eps)
-
-
 def sidecar_path(out: Path | str) -> Path:
     return Path(f"{out}.json")
 
@@ -152,8 +134,7 @@ def make_submission(collection: Collection, members: Sequence[str], *, out: Path
              else read_template(template, collection.test_ids, collection.classes))
     oof = oof_blend(collection, members, blend=blend, weights=weights, power=power, eps=eps)
     cv = scorer(collection.y, oof)
-    fold_cv = [scorer(collection.y[collection.fold == k], oof[collection.fold == k])
-               for k in collection.fold_numbers]
+    fold_cv = fold_scores(collection.y, oof, collection.fold, collection.fold_numbers, scorer)
     probs = test_blend(collection, members, blend=blend, weights=weights, power=power, eps=eps)
     written = write_submission(out, shape, collection.test_ids, collection.classes, probs,
                                force=force)

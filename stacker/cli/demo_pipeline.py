@@ -51,7 +51,8 @@ from stacker.report import write_report
 from stacker.search.engine import search_subsets
 from stacker.seeds import fold_seed
 from stacker.layout import workspace
-from stacker.submission import make_submission, test_blend
+from stacker.blend import test_blend
+from stacker.submission import make_submission
 from stacker.level2.fit import train_level2
 from stacker.level2.tune import save_best_params, tune
 

@@ -26,12 +26,14 @@ import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 from stacker.errors import LayoutError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FOLDS_FILE = "folds.csv"
 CLASSES_FILE = "classes.txt"
@@ -223,6 +225,7 @@ def read_classes_file(root: Path | str) -> tuple[str, ...] | None:
 
 def read_folds(root: Path | str) -> Folds:
     """Read and validate ``<root>/folds.csv`` (and ``classes.txt`` when present)."""
+    import pandas as pd  # on first use: importing the layout stays light
     path = Path(root) / FOLDS_FILE
     frame = read_csv_table(path, what="folds file")
     id_column = frame.columns[0]
@@ -283,6 +286,7 @@ def write_folds(root: Path | str, ids: Sequence[str], labels: Sequence[Sequence[
                 fold: Sequence[int], *, id_column: str = "fname",
                 classes: Sequence[str] | None = None) -> Path:
     """Write ``<root>/folds.csv`` (and ``classes.txt`` when ``classes`` is given), atomically."""
+    import pandas as pd  # on first use: importing the layout stays light
     frame = pd.DataFrame({
         id_column: [str(i) for i in ids],
         "labels": [",".join(row) for row in labels],
@@ -303,6 +307,7 @@ def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | No
 
     With ``float_columns`` every column after the first is parsed as float32.
     """
+    import pandas as pd  # on first use: importing the layout stays light
     path = Path(path)
     if not path.exists():
         raise LayoutError(f"{what} is missing", experiment=experiment, path=path)
@@ -407,6 +412,7 @@ def _read_probs_fast(path: Path) -> tuple[str, np.ndarray, tuple[str, ...], np.n
     (id column, ids, class columns, values (n_rows, n_columns) float32), or None for anything
     unusual (a missing, empty or odd file, a text or empty value, a short or long row), so that
     :func:`read_csv_table` reads it again and raises the precise error."""
+    import pandas as pd  # on first use: importing the layout stays light
     try:
         if path.stat().st_size == 0:
             return None
@@ -454,6 +460,7 @@ def _check_unique_ids(ids: np.ndarray, *, path, experiment=None):
 def write_probs(path: Path | str, ids: Sequence[str], probs: np.ndarray, classes: Sequence[str],
                 *, id_column: str = "fname") -> Path:
     """Write one probs.csv atomically. probs: array of shape (n_rows, n_classes)."""
+    import pandas as pd  # on first use: importing the layout stays light
     probs = np.asarray(probs)
     if probs.shape != (len(ids), len(classes)):
         raise ValueError(f"probs has shape {probs.shape}, expected ({len(ids)}, {len(classes)})")

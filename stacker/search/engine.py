@@ -12,7 +12,7 @@ gives every fold-held-out selection for free), ``greedy`` (forward, with backwar
 ``auto`` (exhaustive when its measured cost fits ``time_budget``, else beam, else greedy).
 
 The fast scores steer the search; every number reported (cv, top, by_size, nested) is recomputed
-from scratch with :func:`stacker.blend.blend` and the metric, exactly what ``stack blend`` prints.
+from scratch with :func:`stacker.blend.blend_arrays` and the metric, exactly what ``stack blend`` prints.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from stacker.search import methods as sm
-from stacker.blend import DEFAULT_POWER, EPS, blend as blend_arrays, check_blend
+from stacker.blend import DEFAULT_POWER, EPS, blend_arrays, check_blend
 from stacker.layout.collect import Collection
 from stacker.errors import OptionError
 from stacker.metrics import get_metric
