@@ -42,11 +42,11 @@ from typer.testing import CliRunner  # noqa: E402
 
 from benchmarks.mulan_layout import DATASETS, MULAN_DIR, build_mulan_layout, read_test_labels  # noqa: E402
 from stacker import layout  # noqa: E402
+from stacker.blend import oof_blend, test_blend  # noqa: E402
 from stacker.cli.app import app  # noqa: E402
 from stacker.layout.collect import collect  # noqa: E402
 from stacker.metrics import lwlrap  # noqa: E402
 from stacker.search.subsets import read_subsets  # noqa: E402
-from stacker.blend import oof_blend, test_blend  # noqa: E402
 
 PREFIX = "l2_"   # level-2 experiments this script writes (and removes before each run)
 

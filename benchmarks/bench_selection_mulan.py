@@ -26,11 +26,11 @@ if str(ROOT_DIR) not in sys.path:
     sys.path.insert(0, str(ROOT_DIR))
 
 from benchmarks.mulan_layout import DATASETS, MULAN_DIR, build_mulan_layout, read_test_labels  # noqa: E402
+from stacker.blend import test_blend  # noqa: E402
 from stacker.layout.collect import collect  # noqa: E402
 from stacker.leaderboard import leaderboard  # noqa: E402
 from stacker.metrics import lwlrap  # noqa: E402
 from stacker.search.engine import search_subsets  # noqa: E402
-from stacker.blend import test_blend  # noqa: E402
 
 METHODS = ("exhaustive", "greedy", "beam", "ges")
 

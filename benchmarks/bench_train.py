@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stacker.level2 import fit as train, inputs as level2_inputs, params as level2_params
 from stacker.layout.collect import collect
+from stacker.level2 import fit as train
+from stacker.level2 import inputs as level2_inputs
+from stacker.level2 import params as level2_params
 from stacker.metrics import lwlrap
 from stacker.simulate import write_simulated_layout
 

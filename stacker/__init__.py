@@ -33,7 +33,11 @@ _EXPORTS = {
     "OutputExistsError": "stacker.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["Collection", "LayoutError", "METRICS", "MLPParams", "OptionError", "OutputExistsError",
+           "SearchResult", "StackError", "blend_arrays", "collect", "fold_scores", "get_metric",
+           "lwlrap", "make_submission", "oof_blend", "per_class_lwlrap", "read_folds",
+           "search_subsets", "test_blend", "train_level2", "tune", "write_fold_predictions",
+           "write_folds", "write_level2", "write_meta"]
 
 
 def __getattr__(name: str):

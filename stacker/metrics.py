@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+
 from stacker.errors import OptionError
 
 _CHUNK_ELEMENTS = 4_000_000

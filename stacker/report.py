@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,16 +27,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from stacker import layout
-from stacker.layout.collect import Collection, collect
+from stacker.blend import oof_blend
 from stacker.errors import LayoutError, OutputExistsError, StackError
+from stacker.layout.collect import Collection, collect
+from stacker.layout.workspace import read_subsets, subsets_path
 from stacker.leaderboard import leaderboard, oof_correlation
 from stacker.metrics import get_metric, per_class_lwlrap
-from stacker.layout.workspace import read_subsets, subsets_path
-from stacker.blend import oof_blend
+from stacker.runtime import ProgressCallback
 
 HISTORY_FILE = "history.json"
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss")
-ProgressCallback = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------- data behind the sections

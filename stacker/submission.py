@@ -26,8 +26,8 @@ import pandas as pd
 
 from stacker import layout
 from stacker.blend import DEFAULT_POWER, EPS, check_blend, oof_blend, test_blend
-from stacker.layout.collect import Collection
 from stacker.errors import OutputExistsError, TemplateError
+from stacker.layout.collect import Collection
 from stacker.metrics import fold_scores, get_metric
 
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stacker.blend import EPS, arithmetic_mean, blend_arrays as blend, geo_mean, power_mean, rank_mean, row_ranks
+from stacker.blend import EPS, arithmetic_mean, geo_mean, power_mean, rank_mean, row_ranks
+from stacker.blend import blend_arrays as blend
 from stacker.errors import OptionError
 
 

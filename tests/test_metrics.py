@@ -11,8 +11,17 @@ from sklearn import metrics as skm
 
 from stacker import metrics
 from stacker.errors import OptionError
-from stacker.metrics import (METRICS, accuracy, get_metric, log_loss, lrap, lwlrap,
-                             mean_average_precision, per_class_lwlrap, roc_auc)
+from stacker.metrics import (
+    METRICS,
+    accuracy,
+    get_metric,
+    log_loss,
+    lrap,
+    lwlrap,
+    mean_average_precision,
+    per_class_lwlrap,
+    roc_auc,
+)
 from stacker.metrics_reference import calculate_per_class_lwlrap, reference_lwlrap
 
 # the DCASE 2019 reference lives in stacker.metrics_reference (shared with the benchmark)

@@ -17,11 +17,17 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from stacker.cli.app import app
-from stacker.layout.collect import collect
 from stacker.errors import LayoutError, OutputExistsError
+from stacker.layout.collect import collect
 from stacker.metrics import per_class_lwlrap
-from stacker.report import (build_report, per_class_comparison, read_histories, searched_blend,
-                            subset_curve, write_report)
+from stacker.report import (
+    build_report,
+    per_class_comparison,
+    read_histories,
+    searched_blend,
+    subset_curve,
+    write_report,
+)
 from stacker.simulate import write_simulated_layout
 
 CLASSES = [f"class_{j:02d}" for j in range(8)]

@@ -10,14 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from stacker.blend import oof_blend
+from stacker.blend import test_blend as blend_of_test  # not named test_*: pytest would collect it
+from stacker.errors import OutputExistsError, TemplateError
 from stacker.layout.collect import collect
-from stacker.errors import OutputExistsError
 from stacker.metrics import lwlrap
 from stacker.simulate import write_simulated_layout
-from stacker.blend import oof_blend
-from stacker.errors import TemplateError
 from stacker.submission import make_submission, read_template
-from stacker.blend import test_blend as blend_of_test  # not named test_*: pytest would collect it
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 EPS = 1e-7

@@ -5,9 +5,16 @@ Modules: ``io`` (read, resample, trim/pad), ``features`` (log-mel, cache, statis
 (metadata + audio folder -> checked spectrograms for the runner).
 """
 
-from first_level.audio.features import (PRESETS, MelSettings, get_preset, load_spectrograms,
-                                        log_mel, logmel_statistics, mel_filterbank,
-                                        statistics_names)
+from first_level.audio.features import (
+                                        PRESETS,
+                                        MelSettings,
+                                        get_preset,
+                                        load_spectrograms,
+                                        log_mel,
+                                        logmel_statistics,
+                                        mel_filterbank,
+                                        statistics_names,
+)
 from first_level.audio.io import AudioError, list_audio_files, pad_or_trim, read_audio
 from first_level.audio.metadata import AudioMeta, MetadataError, read_metadata
 from first_level.audio.model import MODEL_PRESETS, AudioCNNModel

@@ -61,4 +61,4 @@ def main() -> None:
         app()
     except StackError as error:  # a command that forgot @user_errors still prints one line
         typer.echo(f"error: {error}", err=True)
-        raise SystemExit(1)
+        raise SystemExit(1) from None

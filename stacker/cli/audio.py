@@ -5,16 +5,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
-import pandas as pd
 import typer
 
 # the audio modules import torch and scipy.signal: imported inside the commands so the CLI starts fast
 from stacker import layout
-from stacker.layout import workspace
 from stacker.cli.common import console, err_console, frame_table, progress_bar, user_errors
 from stacker.errors import OptionError, OutputExistsError
-from stacker.seeds import fold_seed
+from stacker.layout import workspace
+from stacker.runtime import fold_seed
 
 
 class Preset(str, Enum):
@@ -70,6 +68,8 @@ def audio_command(
 ) -> None:
     """Train the audio CNN on every fold of ROOT/folds.csv; write out-of-fold, test and
     per-window predictions."""
+    import pandas as pd
+
     from first_level.audio.dataset import prepare_audio
     from first_level.audio.features import get_preset
     from first_level.audio.metadata import read_metadata
@@ -137,6 +137,9 @@ def audio_features_command(
 ) -> None:
     """Write log-mel statistics (per mel band: mean, std, min, max, delta |mean| and std) of every
     file as a feature CSV for `stack first-level sklearn`."""
+    import numpy as np
+    import pandas as pd
+
     from first_level.audio.dataset import read_audio_features
     from first_level.audio.features import get_preset, logmel_statistics, statistics_names
     from first_level.audio.metadata import read_metadata

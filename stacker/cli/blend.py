@@ -3,7 +3,6 @@
 from pathlib import Path
 from typing import Annotated, Optional
 
-import pandas as pd
 import typer
 
 from stacker import layout
@@ -12,7 +11,6 @@ from stacker.cli.common import console, frame_table, load_collection, user_error
 from stacker.errors import OptionError
 from stacker.layout.workspace import read_subsets, subsets_path
 from stacker.search.subsets import resolve_subset
-from stacker.submission import check_outputs, make_submission, sidecar_path
 
 
 def _nested_cv_of_search(search: dict | None, spec: str, blend: str, weighted: bool, eps: float,
@@ -54,6 +52,9 @@ def blend_command(
 ) -> None:
     """Blend the chosen experiments: print their CV on the OOF rows and write the submission in
     the template's shape, with a sidecar <out>.json of the parameters."""
+    import pandas as pd
+
+    from stacker.submission import check_outputs, make_submission, sidecar_path
     flags = {"geo-mean": geo_mean, "mean": mean, "rank": rank, "weights": weights}
     chosen = [name for name, on in flags.items() if on]
     if len(chosen) != 1:

@@ -6,9 +6,8 @@ from typing import Annotated
 import typer
 
 from stacker import layout
-from stacker.layout import workspace
 from stacker.cli.common import console, frame_table, load_collection, user_errors
-from stacker.leaderboard import leaderboard, oof_correlation
+from stacker.layout import workspace
 from stacker.metrics import get_metric
 
 
@@ -22,6 +21,7 @@ def collect_command(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-read every file.")] = False,
 ) -> None:
     """Validate every experiment under ROOT, align them, cache the arrays and print the leaderboard."""
+    from stacker.leaderboard import leaderboard, oof_correlation
     scorer = get_metric(metric)
     collection = load_collection(root, strict=strict, use_cache=not no_cache)
     board = leaderboard(collection, scorer)

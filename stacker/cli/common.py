@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stacker.layout.collect import Collection, collect
 from stacker.errors import StackError
 from stacker.layout import DEFAULT_ROOT
+from stacker.layout.collect import Collection, collect
 
 console = Console()
 err_console = Console(stderr=True)

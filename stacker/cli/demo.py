@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from stacker.cli.common import console, progress_bar, user_errors
+
 # stacker.cli.demo_pipeline imports torch and optuna: imported inside the command so the CLI starts fast.
 if TYPE_CHECKING:
     from stacker.cli.demo_pipeline import DemoResult

@@ -41,20 +41,20 @@ from first_level.folds import make_folds
 from first_level.runner import run_kfold
 from first_level.sklearn_models import SklearnFoldModel
 from stacker import layout
-from stacker.layout.collect import Collection, collect
+from stacker.blend import test_blend
 from stacker.errors import LayoutError, OutputExistsError
+from stacker.layout import workspace
+from stacker.layout.collect import Collection, collect
 from stacker.leaderboard import leaderboard
-from stacker.level2.store import write_level2
+from stacker.level2.fit import train_level2
 from stacker.level2.params import MLPParams
+from stacker.level2.store import write_level2
+from stacker.level2.tune import save_best_params, tune
 from stacker.metrics import lwlrap
 from stacker.report import write_report
+from stacker.runtime import fold_seed
 from stacker.search.engine import search_subsets
-from stacker.seeds import fold_seed
-from stacker.layout import workspace
-from stacker.blend import test_blend
 from stacker.submission import make_submission
-from stacker.level2.fit import train_level2
-from stacker.level2.tune import save_best_params, tune
 
 DEMO_FILE = "demo.json"
 LEVEL2_NAMES = {"l2_mlp_all", "l2_mlp_tuned", "l2_mlp_subset"}

@@ -5,7 +5,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from first_level.folds import make_folds
 from stacker import layout
 from stacker.cli.common import console, err_console, frame_table, user_errors
 
@@ -27,6 +26,7 @@ def make_folds_command(
                                              "(they must then be retrained).")] = False,
 ) -> None:
     """Split LABELS into folds by multi-label iterative stratification and write ROOT/folds.csv."""
+    from first_level.folds import make_folds
     made = make_folds(labels, root, n_folds=n_folds, group_column=group_column,
                       label_column=label_column, id_column=id_column, seed=seed, force=force)
     title = f"Rows of each class per fold ({len(made.table.ids)} rows"

@@ -4,14 +4,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
-import pandas as pd
 import typer
 
 from stacker import layout
-from stacker.cli.common import (console, err_console, frame_table, load_collection, progress_bar,
-                                user_errors)
+from stacker.cli.common import console, err_console, frame_table, load_collection, progress_bar, user_errors
 from stacker.errors import OptionError, PredictionMismatch
 from stacker.metrics import get_metric
+
 # the level-2 modules (stacker.level2.fit, level2_*) import torch: they are imported inside the commands
 # so that `stack --help` and the other commands start fast.
 
@@ -59,10 +58,12 @@ def train_command(
                                                         "name.")] = False,
 ) -> None:
     """Train a level-2 MLP per fold on the OOF predictions and write it as a new experiment."""
-    from stacker.level2.inputs import choose_inputs
-    from stacker.level2.store import check_output, write_level2
-    from stacker.level2.params import read_params, resolve_device
+    import pandas as pd
+
     from stacker.level2.fit import train_level2
+    from stacker.level2.inputs import choose_inputs
+    from stacker.level2.params import read_params, resolve_device
+    from stacker.level2.store import check_output, write_level2
 
     scorer = get_metric(metric)
     device = resolve_device(device)
@@ -113,8 +114,9 @@ _SHORT = [("hidden", "hidden={:d}"), ("bottleneck", "gate={:d}"), ("dropout", "d
           ("patience", "pat={:d}"), ("plateau_factor", "plat={:.2f}"), ("skip", "skip={:d}")]
 
 
-def _compact_trials(frame: pd.DataFrame) -> pd.DataFrame:
+def _compact_trials(frame):
     """The trials table narrow enough for a terminal: the params in one wrapped column."""
+    import pandas as pd
     params = [" ".join(fmt.format(int(row[c]) if "d}" in fmt else float(row[c]))
                        for c, fmt in _SHORT if c in row and pd.notna(row[c]))
               for _, row in frame.iterrows()]
@@ -192,8 +194,10 @@ def predict_command(
 ) -> None:
     """Re-predict a level-2 experiment's test set from its saved weights; check it equals the
     saved test probs."""
-    from stacker.level2.store import verify_predictions
+    import pandas as pd
+
     from stacker.level2.params import resolve_device
+    from stacker.level2.store import verify_predictions
 
     device = resolve_device(device)
     collection = load_collection(root)

@@ -4,15 +4,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
-import pandas as pd
 import typer
 
 from stacker import layout
 from stacker.blend import DEFAULT_POWER, EPS
-from stacker.cli.common import (console, err_console, frame_table, load_collection, progress_bar,
-                                user_errors)
-from stacker.search.engine import SearchResult, search_subsets
+from stacker.cli.common import console, err_console, frame_table, load_collection, progress_bar, user_errors
 from stacker.layout import workspace
+from stacker.search.engine import SearchResult, search_subsets
 from stacker.search.subsets import resolve_subset
 
 
@@ -37,6 +35,7 @@ def _fmt(value) -> str:
 
 def show_result(result: SearchResult, top: int) -> None:
     """Print the top subsets, the curve by size and the chosen ensemble."""
+    import pandas as pd
     if result.method_reason.startswith("auto"):
         console.print(result.method_reason, highlight=False)
     rows = [{"rank": i + 1, "members": ", ".join(c.members), "size": c.size, "cv": c.cv}

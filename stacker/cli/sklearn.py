@@ -4,11 +4,8 @@ import json
 from pathlib import Path
 from typing import Annotated, Optional
 
-import pandas as pd
 import typer
 
-from first_level.features_io import check_matches_folds, check_same_columns, read_features
-from first_level.runner import run_kfold
 from first_level.sklearn_models import ESTIMATORS, model_factory
 from stacker import layout
 from stacker.cli.common import console, frame_table, progress_bar, user_errors
@@ -46,6 +43,10 @@ def sklearn_command(
                                                         "(default: all cores).")] = None,
 ) -> None:
     """Train ESTIMATOR on every fold of ROOT/folds.csv and write out-of-fold and test predictions."""
+    import pandas as pd
+
+    from first_level.features_io import check_matches_folds, check_same_columns, read_features
+    from first_level.runner import run_kfold
     options = parse_params(params)
     if "/" in name or name.startswith((".", "_")) or not name.strip():
         raise OptionError(f"--name '{name}' must be a plain folder name (no '/', not starting "

@@ -17,16 +17,15 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from stacker import layout
-from stacker.layout import workspace
 from stacker.errors import LayoutError
+from stacker.layout import files, workspace
+from stacker.runtime import ProgressCallback
 
 CACHE_VERSION = 2
-ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class Collection:
     """
 
     root: Path
-    folds: layout.Folds
+    folds: files.Folds
     names: tuple[str, ...]
     oof: np.ndarray
     test_ids: np.ndarray
@@ -103,7 +102,7 @@ class _Experiment:
     has_windows: bool
 
 
-def collect(root: Path | str = layout.DEFAULT_ROOT, *, strict: bool = False,
+def collect(root: Path | str = files.DEFAULT_ROOT, *, strict: bool = False,
             use_cache: bool = True, n_jobs: int = 2,
             on_progress: ProgressCallback | None = None) -> Collection:
     """Read, validate and align every experiment under ``root``.
@@ -113,12 +112,12 @@ def collect(root: Path | str = layout.DEFAULT_ROOT, *, strict: bool = False,
     on_progress: called as ``on_progress(done, total)`` after each experiment.
     """
     root = Path(root)
-    folds = layout.read_folds(root)
-    names = layout.list_experiments(root)
+    folds = files.read_folds(root)
+    names = files.list_experiments(root)
     if not names:
         raise LayoutError(f"no experiments under {root}: expected <root>/<name>/fold_<k>/val/probs.csv "
                           "(see predictions/README.md)")
-    folds_key = _signature([root / layout.FOLDS_FILE, root / layout.CLASSES_FILE])
+    folds_key = _signature([root / files.FOLDS_FILE, root / files.CLASSES_FILE])
     cache_dir = workspace.cache_dir(root)
     results: dict[str, _Experiment | LayoutError] = {}
     cold = []
@@ -198,7 +197,7 @@ def _check_same_test_ids(root, fold: int, first: _Experiment, other: _Experiment
         return LayoutError(
             f"test ids differ from experiment '{first.name}' ({example}); every experiment must "
             "predict the same test rows", experiment=other.name,
-            path=layout.probs_path(root, other.name, fold, "test"))
+            path=files.probs_path(root, other.name, fold, "test"))
     order = np.array([position[i] for i in first.test_ids])
     return replace(other, test_ids=first.test_ids, test=other.test[:, order])
 
@@ -206,33 +205,33 @@ def _check_same_test_ids(root, fold: int, first: _Experiment, other: _Experiment
 # ---------------------------------------------------------------- one experiment
 
 
-def load_experiment(root: Path | str, name: str, folds: layout.Folds):
+def load_experiment(root: Path | str, name: str, folds: files.Folds):
     """Validate and align one experiment. Returns an ``_Experiment``; raises LayoutError."""
     root = Path(root)
-    meta = layout.read_meta(root, name)
+    meta = files.read_meta(root, name)
     _check_fold_hash(root, name, meta, folds)
-    present = layout.list_fold_numbers(root, name)
+    present = files.list_fold_numbers(root, name)
     expected = folds.fold_numbers
     missing = [k for k in expected if k not in present]
     if missing:
         raise LayoutError(f"fold_{missing[0]} is missing; folds.csv has folds "
                           f"{expected[0]}-{expected[-1]} and every one needs fold_<k>/val and "
                           "fold_<k>/test", experiment=name,
-                          path=layout.experiment_dir(root, name) / f"fold_{missing[0]}")
+                          path=files.experiment_dir(root, name) / f"fold_{missing[0]}")
     extra = [k for k in present if k not in expected]
     if extra:
         raise LayoutError(f"fold_{extra[0]} is not a fold of folds.csv (folds {expected}); these "
                           "predictions were made on other folds: remove the folder or rebuild the "
                           "experiment on folds.csv", experiment=name,
-                          path=layout.experiment_dir(root, name) / f"fold_{extra[0]}")
+                          path=files.experiment_dir(root, name) / f"fold_{extra[0]}")
     row_of = {row_id: i for i, row_id in enumerate(folds.ids)}
     oof = np.empty((len(folds.ids), len(folds.classes)), dtype=np.float32)
     test_ids = None
     tests = []
     has_windows = False
     for k in expected:
-        path = layout.probs_path(root, name, k, "val")
-        val = layout.read_probs(path, experiment=name)
+        path = files.probs_path(root, name, k, "val")
+        val = files.read_probs(path, experiment=name)
         order = _class_order(val, folds, name)
         fold_rows = folds.rows_of_fold(k)
         rows = np.array([row_of.get(i, -1) for i in val.ids])
@@ -248,8 +247,8 @@ def load_experiment(root: Path | str, name: str, folds: layout.Folds):
                               + "; ".join(parts) + "); out-of-fold predictions must come from "
                               "the same folds.csv", experiment=name, path=path)
         oof[rows] = val.values[:, order]
-        tpath = layout.probs_path(root, name, k, "test")
-        test = layout.read_probs(tpath, experiment=name)
+        tpath = files.probs_path(root, name, k, "test")
+        test = files.read_probs(tpath, experiment=name)
         torder = _class_order(test, folds, name)
         if test_ids is None:
             test_ids = test.ids
@@ -263,12 +262,12 @@ def load_experiment(root: Path | str, name: str, folds: layout.Folds):
             position = {row_id: i for i, row_id in enumerate(test.ids)}
             reorder = np.array([position[i] for i in test_ids])
             tests.append(test.values[reorder][:, torder])
-        has_windows = has_windows or layout.has_windows(root, name, k, "val")
+        has_windows = has_windows or files.has_windows(root, name, k, "val")
     return _Experiment(name=name, oof=oof, test_ids=test_ids, test=np.stack(tests), meta=meta,
                        has_windows=has_windows)
 
 
-def _class_order(probs: layout.Probs, folds: layout.Folds, name: str) -> np.ndarray:
+def _class_order(probs: files.Probs, folds: files.Folds, name: str) -> np.ndarray:
     """Indices that reorder the file's class columns into folds order; checks the id header."""
     if probs.id_column != folds.id_column:
         raise LayoutError(f"first column is '{probs.id_column}' but folds.csv calls the id "
@@ -284,7 +283,7 @@ def _class_order(probs: layout.Probs, folds: layout.Folds, name: str) -> np.ndar
     unknown = [c for c in probs.columns if c not in set(folds.classes)]
     if unknown:
         raise LayoutError(f"column '{unknown[0]}' is not a class of folds.csv; rename it or add "
-                          f"the class to {layout.CLASSES_FILE}", experiment=name, path=probs.path)
+                          f"the class to {files.CLASSES_FILE}", experiment=name, path=probs.path)
     return np.array([position[c] for c in folds.classes])
 
 
@@ -293,7 +292,7 @@ def _check_fold_hash(root, name, meta, folds):
     if recorded and recorded != folds.hash:
         raise LayoutError(f"made on other folds (fold_hash {recorded}, folds.csv has {folds.hash}); "
                           "retrain it on the current folds.csv", experiment=name,
-                          path=layout.experiment_dir(root, name) / layout.META_FILE)
+                          path=files.experiment_dir(root, name) / files.META_FILE)
 
 
 # ---------------------------------------------------------------- cold loading and cache
@@ -330,13 +329,13 @@ def _signature(paths) -> list:
 def _experiment_key(root: Path, name: str, folds_key) -> str:
     """A hash of the size and mtime of every file collect reads for ``name`` and of the folders
     holding them (a folder's mtime changes when an entry is added, removed or renamed)."""
-    folder = layout.experiment_dir(root, name)
-    paths = [folder, folder / layout.META_FILE]
+    folder = files.experiment_dir(root, name)
+    paths = [folder, folder / files.META_FILE]
     for entry in sorted(e.name for e in os.scandir(folder)
                         if e.name.startswith("fold_") and e.is_dir()):
         paths.append(folder / entry)
-        for split in layout.SPLITS:
-            paths += [folder / entry / split, folder / entry / split / layout.PROBS_FILE]
+        for split in files.SPLITS:
+            paths += [folder / entry / split, folder / entry / split / files.PROBS_FILE]
     text = json.dumps([CACHE_VERSION, folds_key, _signature(paths)])
     return hashlib.sha1(text.encode()).hexdigest()
 
@@ -374,9 +373,9 @@ def _save_cached(cache_dir: Path, name: str, key: str, outcome) -> None:
     else:
         index["arrays"] = {}
         for part in ("oof", "test"):
-            path = layout.atomic_save_npy(cache_dir / f"{name}.{part}.npy", getattr(outcome, part))
+            path = files.atomic_save_npy(cache_dir / f"{name}.{part}.npy", getattr(outcome, part))
             st = os.stat(path)
             index["arrays"][part] = [st.st_size, st.st_mtime_ns]
         index.update(meta=outcome.meta, test_ids=outcome.test_ids.tolist(),
                      has_windows=bool(outcome.has_windows))
-    layout.atomic_write_text(cache_dir / f"{name}.json", json.dumps(index, default=str))
+    files.atomic_write_text(cache_dir / f"{name}.json", json.dumps(index, default=str))

@@ -31,13 +31,13 @@ import torch
 from torch import nn
 
 from stacker.blend import geo_mean
-from stacker.layout.collect import Collection
 from stacker.errors import OptionError
+from stacker.layout.collect import Collection
 from stacker.level2.inputs import Level2Data, level2_data, window_means
+from stacker.level2.net import StackMLP
 from stacker.level2.params import MLPParams
 from stacker.metrics import Metric, get_metric
-from stacker.level2.net import StackMLP
-from stacker.seeds import fold_seed
+from stacker.runtime import fold_seed
 
 ProgressCallback = Callable[[int, int], None]
 MIN_STEPS = 8   # per epoch; caps the batch size on small data

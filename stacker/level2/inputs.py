@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from stacker import layout
-from stacker.layout.collect import Collection
 from stacker.errors import LayoutError, OptionError
+from stacker.layout.collect import Collection
 from stacker.search.subsets import resolve_subset
 
 

@@ -10,9 +10,8 @@ from typing import Mapping
 
 import torch
 
-from stacker.layout.workspace import best_params_path
 from stacker.errors import OptionError
-
+from stacker.layout.workspace import best_params_path
 
 
 @dataclass(frozen=True)

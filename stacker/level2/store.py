@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from stacker import layout
+from stacker.errors import LayoutError, OptionError, OutputExistsError
 from stacker.layout import workspace
 from stacker.layout.collect import Collection
-from stacker.errors import LayoutError, OptionError, OutputExistsError
-from stacker.level2.net import StackMLP
 from stacker.level2.fit import Level2Result, geometric_mean, predict_array
+from stacker.level2.net import StackMLP
 
 MODEL_FILE = "model.pt"
 PARAMS_FILE = "params.json"

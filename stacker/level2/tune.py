@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import optuna
@@ -33,15 +33,15 @@ import pandas as pd
 import sqlalchemy.exc
 
 from stacker import layout
+from stacker.errors import OptionError
 from stacker.layout import workspace
 from stacker.layout.collect import Collection
-from stacker.errors import OptionError
-from stacker.metrics import Metric, get_metric
+from stacker.level2.fit import fit_fold, geometric_mean
 from stacker.level2.inputs import Level2Data, level2_data
 from stacker.level2.params import MLPParams, best_params_path
-from stacker.level2.fit import fit_fold, geometric_mean
+from stacker.metrics import Metric, get_metric
+from stacker.runtime import ProgressCallback
 
-ProgressCallback = Callable[[int, int], None]
 HONESTY_NOTE = ("the tuned CV chose these params on the same folds, so it is optimistic; "
                 "a held-out fold (--holdout-fold K) gives an untouched estimate")
 

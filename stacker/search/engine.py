@@ -25,16 +25,17 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from stacker.search import methods as sm
 from stacker.blend import DEFAULT_POWER, EPS, blend_arrays, check_blend
-from stacker.layout.collect import Collection
 from stacker.errors import OptionError
+from stacker.layout.collect import Collection
 from stacker.metrics import get_metric
+from stacker.runtime import ProgressCallback
+from stacker.search import methods as sm
 from stacker.search.scoring import RankScorer, make_scorer, quantize
 
 METHODS = ("auto", "exhaustive", "greedy", "beam", "ges")
@@ -43,7 +44,6 @@ MAX_EXHAUSTIVE_SUBSETS = 1 << 22
 PARALLEL_MIN_WORK = 500_000_000
 # a batch of candidates (greedy, beam, GES) smaller than this (~30 ms of work) stays in-process
 PARALLEL_MIN_BATCH = 20_000_000
-ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -419,7 +419,7 @@ def _report(oof, y, fold, fold_numbers, names, runs, metric, blend, power, eps, 
     for size, (counts, _) in main.by_size.items():
         nested_size = None
         if len(runs) > 1 and all(size in runs[1 + i].by_size for i in range(len(fold_numbers))):
-            nested_size, _ = nested_pooled(lambda i: runs[1 + i].by_size[size][0])
+            nested_size, _ = nested_pooled(lambda i: runs[1 + i].by_size[size][0])  # noqa: B023 (called at once)
         by_size.append(SizeScore(size=size, members=describe(counts)[0],
                                  cv=metric(y, blended(counts)), nested_cv=nested_size))
     return dict(members=members, weights=weights, cv=cv, fold_cv=fold_cv, nested_cv=nested_cv,

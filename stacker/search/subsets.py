@@ -14,6 +14,7 @@ from typing import Sequence
 from stacker.errors import LayoutError, OptionError
 from stacker.layout.workspace import read_subsets, subsets_path
 
+
 def resolve_subset(root: Path | str, spec: str | None, available: Sequence[str]) -> list[str]:
     """Names selected by ``spec``: None or 'all' -> every available experiment; 'best' -> the
     search's members; otherwise a comma-separated list of names, each checked against ``available``."""

@@ -16,10 +16,9 @@ from first_level import synth
 from stacker import layout
 from stacker.cli import demo_pipeline as demo
 from stacker.cli.app import app
-from stacker.layout.collect import collect
 from stacker.errors import OutputExistsError
+from stacker.layout.collect import collect
 from stacker.metrics import lwlrap
-
 
 _DEMO_SETTINGS = demo.demo_settings
 

@@ -9,8 +9,8 @@ import pytest
 
 from first_level.runner import ModelOutputError, RunResult, run_kfold, take_rows
 from stacker import layout
-from stacker.layout.collect import collect
 from stacker.errors import LayoutError, OutputExistsError
+from stacker.layout.collect import collect
 from stacker.metrics import lwlrap
 
 CLASSES = ["a", "b", "c"]

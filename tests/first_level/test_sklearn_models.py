@@ -9,8 +9,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from first_level.sklearn_models import (ESTIMATORS, SklearnFoldModel, build_estimator,
-                                        estimator_spec, model_factory)
+from first_level.sklearn_models import ESTIMATORS, SklearnFoldModel, build_estimator, estimator_spec, model_factory
 from stacker.errors import OptionError
 from stacker.metrics import lwlrap
 

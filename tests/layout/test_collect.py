@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from stacker import layout
+from stacker.errors import LayoutError
 from stacker.layout import files
 from stacker.layout.collect import Collection, collect
-from stacker.errors import LayoutError
 
 # the module, not the function that the package re-exports under the same name
 collect_module = importlib.import_module("stacker.layout.collect")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from stacker import layout
-from stacker.layout import files
 from stacker.errors import LayoutError
+from stacker.layout import files
 
 
 def _files(folder):

@@ -8,11 +8,14 @@ import pytest
 import torch
 
 from stacker import layout
-from stacker.level2 import fit as train, inputs as level2_inputs, params as level2_params, store as level2_io
-from stacker.layout.collect import collect
 from stacker.errors import LayoutError, OptionError, OutputExistsError
-from stacker.metrics import lwlrap
+from stacker.layout.collect import collect
+from stacker.level2 import fit as train
+from stacker.level2 import inputs as level2_inputs
+from stacker.level2 import params as level2_params
+from stacker.level2 import store as level2_io
 from stacker.level2.net import StackMLP
+from stacker.metrics import lwlrap
 from stacker.simulate import simulated_probs, write_simulated_layout
 
 FAST = level2_params.MLPParams(hidden=32, bottleneck=8, max_epochs=15, batch_size=32, lr=5e-3)

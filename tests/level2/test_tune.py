@@ -12,9 +12,12 @@ import optuna
 import pandas as pd
 import pytest
 
-from stacker.level2 import fit as train, inputs as level2_inputs, params as level2_params, tune
-from stacker.layout.collect import collect
 from stacker.errors import OptionError
+from stacker.layout.collect import collect
+from stacker.level2 import fit as train
+from stacker.level2 import inputs as level2_inputs
+from stacker.level2 import params as level2_params
+from stacker.level2 import tune
 from stacker.metrics import get_metric
 from stacker.simulate import write_simulated_layout
 

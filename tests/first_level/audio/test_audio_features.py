@@ -9,10 +9,22 @@ import pytest
 import soundfile
 
 from first_level.audio import features
-from first_level.audio.features import (PRESETS, MelSettings, cache_path, cached_log_mel,
-                                        get_preset, hz_to_mel, load_spectrograms, log_mel,
-                                        logmel_statistics, mel_filterbank, mel_to_hz,
-                                        power_to_db, statistics_names, stft_power)
+from first_level.audio.features import (
+    PRESETS,
+    MelSettings,
+    cache_path,
+    cached_log_mel,
+    get_preset,
+    hz_to_mel,
+    load_spectrograms,
+    log_mel,
+    logmel_statistics,
+    mel_filterbank,
+    mel_to_hz,
+    power_to_db,
+    statistics_names,
+    stft_power,
+)
 from first_level.audio.io import AudioError
 from stacker.errors import OptionError
 

@@ -7,8 +7,7 @@ import pytest
 import soundfile
 from scipy.signal import resample as fft_resample
 
-from first_level.audio.io import (AudioError, list_audio_files, pad_or_trim, random_crop,
-                                  read_audio, resample)
+from first_level.audio.io import AudioError, list_audio_files, pad_or_trim, random_crop, read_audio, resample
 from first_level.audio.metadata import MetadataError, read_metadata
 
 SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
