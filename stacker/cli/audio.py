@@ -76,9 +76,7 @@ def audio_command(
     from first_level.audio.model import MODEL_PRESETS, AudioCNNModel
     from first_level.runner import run_kfold
 
-    if "/" in name or name.startswith((".", "_")) or not name.strip():
-        raise OptionError(f"--name '{name}' must be a plain folder name (no '/', not starting "
-                          "with '.' or '_')")
+    layout.check_experiment_name(name)
     if epochs is not None and epochs < 1:
         raise OptionError(f"--epochs must be at least 1, got {epochs}")
     settings = get_preset(preset.value)

@@ -48,9 +48,7 @@ def sklearn_command(
     from first_level.features_io import check_matches_folds, check_same_columns, read_features
     from first_level.runner import run_kfold
     options = parse_params(params)
-    if "/" in name or name.startswith((".", "_")) or not name.strip():
-        raise OptionError(f"--name '{name}' must be a plain folder name (no '/', not starting "
-                          "with '.' or '_')")
+    layout.check_experiment_name(name)
     folds = layout.read_folds(root)
     train_features = read_features(train)
     test_features = read_features(test)

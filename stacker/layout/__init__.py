@@ -21,6 +21,7 @@ from stacker.layout.files import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    check_experiment_name,
     check_probabilities,
     experiment_dir,
     fold_dir,
@@ -49,7 +50,7 @@ from stacker.layout.files import (
 __all__ = ["CLASSES_FILE", "DEFAULT_ROOT", "FOLDS_FILE", "META_FILE", "PROB_FORMAT", "PROBS_FILE", "SPLITS",
            "STACK_DIR", "Folds", "Probs", "atomic_save_npy", "atomic_write_bytes", "atomic_write_json",
            "atomic_write_text", "check_probabilities", "experiment_dir", "fold_dir", "fold_hash",
-           "has_windows", "json_default", "labels_to_matrix", "list_experiments", "list_fold_numbers",
+           "has_windows", "check_experiment_name", "json_default", "labels_to_matrix", "list_experiments", "list_fold_numbers",
            "probs_path", "read_classes_file", "read_csv_table", "read_folds", "read_meta", "read_probs",
            "read_windows", "split_labels", "stack_dir", "windows_path", "write_fold_predictions",
            "write_folds", "write_meta", "write_probs", "Collection", "collect"]

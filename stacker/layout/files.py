@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from stacker.errors import LayoutError
+from stacker.errors import LayoutError, OptionError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,6 +71,19 @@ def stack_dir(root: Path | str) -> Path:
     path = Path(root) / STACK_DIR
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_experiment_name(name: str) -> str:
+    """``name`` if it can be an experiment folder under the root; OptionError otherwise.
+
+    One rule for every writer (first-level runners, level 2, import): a plain folder name, not
+    hidden or private (``.``/``_`` prefixes are skipped by :func:`list_experiments`), no separator.
+    """
+    if not name or not name.strip() or name != name.strip() or name.startswith((".", "_")) \
+            or "/" in name or "\\" in name or name in (".", ".."):
+        raise OptionError(f"experiment name '{name}' must be a plain folder name: letters, digits, "
+                          "'-', '_' and '.', not starting with '.' or '_', no '/' or '\\'")
+    return name
 
 
 def list_experiments(root: Path | str) -> list[str]:

@@ -27,9 +27,7 @@ MODEL_FORMAT = 1
 
 def check_output(root: Path | str, name: str, *, force: bool, inputs: Sequence[str] = ()) -> None:
     """Refuse an output name that exists (unless ``force``) or that is one of the inputs."""
-    if not name or name.startswith((".", "_")) or "/" in name or "\\" in name:
-        raise OptionError(f"--name '{name}' is not a usable experiment folder name; use letters, "
-                          "digits, '-' and '_' (not starting with '.' or '_')")
+    layout.check_experiment_name(name)
     if name in inputs:
         raise OptionError(f"--name '{name}' is one of the input experiments; choose a new name")
     if layout.experiment_dir(root, name).exists() and not force:
