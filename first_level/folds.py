@@ -37,7 +37,7 @@ def iterative_stratification(y: np.ndarray, n_folds: int, *, groups: Sequence | 
         raise ValueError(f"y must have shape (n_rows, n_classes), got {y.shape}")
     n_rows = len(y)
     if n_folds < 2:
-        raise OptionError(f"--n-folds must be at least 2, got {n_folds}")
+        raise OptionError(f"`n_folds` must be at least 2, got {n_folds}")
     if groups is None:
         unit_of_row = np.arange(n_rows)
     else:
@@ -45,7 +45,7 @@ def iterative_stratification(y: np.ndarray, n_folds: int, *, groups: Sequence | 
     n_units = int(unit_of_row.max()) + 1 if n_rows else 0
     if n_units < n_folds:
         what = "groups" if groups is not None else "rows"
-        raise OptionError(f"{n_units} {what} cannot fill {n_folds} folds; use --n-folds "
+        raise OptionError(f"{n_units} {what} cannot fill {n_folds} folds; use `n_folds` "
                           f"{max(2, n_units)} or fewer")
     # unit label counts (how many of the unit's rows have each label) and unit sizes (rows)
     counts = np.zeros((n_units, y.shape[1]), dtype=np.float64)
@@ -173,8 +173,8 @@ def read_label_table(path: Path | str, *, label_column: str = "labels",
     path = Path(path)
     frame = layout.read_csv_table(path, what="labels file")
     id_column = id_column or frame.columns[0]
-    for option, column in (("--id-column", id_column), ("--label-column", label_column),
-                           ("--group-column", group_column)):
+    for option, column in (("`id_column`", id_column), ("`label_column`", label_column),
+                           ("`group_column`", group_column)):
         if column is not None and column not in frame.columns:
             raise OptionError(f"{path}: no column '{column}' for {option}; the columns are "
                               f"{', '.join(frame.columns)}")
@@ -199,7 +199,7 @@ def read_label_table(path: Path | str, *, label_column: str = "labels",
         groups = frame[group_column].astype(str).to_numpy()
     classes = tuple(sorted({name for row in labels for name in row}))
     if not classes:
-        raise LayoutError(f"column '{label_column}' holds no label at all; check --label-column",
+        raise LayoutError(f"column '{label_column}' holds no label at all; check `label_column`",
                           path=path)
     return LabelTable(id_column=id_column, ids=ids, labels=labels, groups=groups,
                       classes=classes, path=path)
@@ -267,7 +267,7 @@ def make_folds(labels_path: Path | str, root: Path | str, *, n_folds: int = 5,
         if users and not force:
             raise OutputExistsError(
                 f"{path} is used by {len(users)} experiment(s) ({_names(users)}); new folds would "
-                "invalidate them. Use another --root, or pass --force and retrain them")
+                "invalidate them. Use another `root`, or pass `force` and retrain them")
         invalidated = tuple(users)
     layout.write_folds(root, table.ids, table.labels, fold, id_column=table.id_column,
                        classes=table.classes)

@@ -176,21 +176,21 @@ def _check_existing(root: Path, name: str, folds: layout.Folds, *, model: str, p
     if not meta:
         raise OutputExistsError(
             f"experiment '{name}' exists without meta.json, so it cannot be resumed safely; "
-            "pass --force to retrain it or choose another --name")
+            "pass `force` to retrain it or choose another `name`")
     if meta.get("fold_hash") and meta["fold_hash"] != folds.hash:
         raise OutputExistsError(
             f"{meta_path}: experiment '{name}' was made on other folds (fold_hash "
-            f"{meta['fold_hash']}, folds.csv has {folds.hash}); pass --force to retrain every "
-            "fold or choose another --name")
+            f"{meta['fold_hash']}, folds.csv has {folds.hash}); pass `force` to retrain every "
+            "fold or choose another `name`")
     if meta.get("classes") is not None and list(meta["classes"]) != list(folds.classes):
         raise OutputExistsError(
-            f"{meta_path}: experiment '{name}' was made with other classes; pass --force to "
-            "retrain it or choose another --name")
+            f"{meta_path}: experiment '{name}' was made with other classes; pass `force` to "
+            "retrain it or choose another `name`")
     for key, value in (("model", model), ("params", params), ("seed", seed)):
         if key in meta and meta[key] != value:
             raise OutputExistsError(
                 f"{meta_path}: experiment '{name}' was made with {key} {json.dumps(meta[key])}, "
-                f"not {json.dumps(value)}; pass --force to retrain it or choose another --name")
+                f"not {json.dumps(value)}; pass `force` to retrain it or choose another `name`")
 
 
 def _remove_stale_folds(root: Path, name: str, folds: layout.Folds) -> None:
@@ -230,13 +230,13 @@ def _read_back(root: Path, name: str, k: int, folds: layout.Folds, val_rows: np.
     test = layout.read_probs(layout.probs_path(root, name, k, "test"), experiment=name)
     if set(test.ids) != set(test_ids) or len(test.ids) != len(test_ids):
         raise OutputExistsError(
-            f"{test.path}: fold {k} predicted another test set; pass --force to retrain every fold")
+            f"{test.path}: fold {k} predicted another test set; pass `force` to retrain every fold")
     column = {c: j for j, c in enumerate(val.columns)}
     row = {r: i for i, r in enumerate(val.ids)}
     wanted = folds.ids[val_rows]
     if set(val.ids) != set(wanted) or any(c not in column for c in folds.classes):
         raise OutputExistsError(f"{val.path}: fold {k} does not hold exactly the fold-{k} rows and "
-                                "classes of folds.csv; pass --force to retrain every fold")
+                                "classes of folds.csv; pass `force` to retrain every fold")
     return val.values[np.array([row[i] for i in wanted])][:, [column[c] for c in folds.classes]]
 
 

@@ -72,13 +72,13 @@ def estimator_spec(name: str) -> EstimatorSpec:
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except ImportError as error:
-        raise OptionError(f"--estimator {name}: cannot import module '{module_name}' "
+        raise OptionError(f"`estimator` {name}: cannot import module '{module_name}' "
                           f"({error})") from None
     except AttributeError:
-        raise OptionError(f"--estimator {name}: module '{module_name}' has no '{class_name}'") \
+        raise OptionError(f"`estimator` {name}: module '{module_name}' has no '{class_name}'") \
             from None
     if not (inspect.isclass(cls) and hasattr(cls, "fit") and hasattr(cls, "get_params")):
-        raise OptionError(f"--estimator {name}: '{class_name}' is not a scikit-learn estimator "
+        raise OptionError(f"`estimator` {name}: '{class_name}' is not a scikit-learn estimator "
                           "class (it needs fit and get_params)")
 
     def make(seed: int):
@@ -100,14 +100,14 @@ def build_estimator(name: str, params: dict | None, seed: int, *, task: str):
         valid = base.get_params(deep=False)
         unknown = sorted(set(params) - set(valid))
         if unknown:
-            raise OptionError(f"--params: '{unknown[0]}' is not a parameter of {name} "
+            raise OptionError(f"`params`: '{unknown[0]}' is not a parameter of {name} "
                               f"({type(base).__name__}); valid: {', '.join(sorted(valid))}")
         base.set_params(**params)
     if hasattr(base, "_validate_params"):      # scikit-learn's own type/range checks, pre-fit
         try:
             base._validate_params()
         except (ValueError, TypeError) as error:
-            raise OptionError(f"--params for {name}: {str(error).splitlines()[0]}") from None
+            raise OptionError(f"`params` for {name}: {str(error).splitlines()[0]}") from None
     model = base
     if task == "multilabel" and not spec.native_multilabel:
         model = _sklearn("sklearn.multiclass.OneVsRestClassifier")(base)

@@ -269,7 +269,7 @@ def generate_dataset(out_dir: Path | str, *, n_train: int, n_test: int, seed: in
                           f"{sample_rate} and {clip_seconds}")
     paths = dataset_paths(out_dir)
     if paths.train_csv.exists() and not force:
-        raise OutputExistsError(f"{paths.train_csv} exists; choose another folder or pass --force")
+        raise OutputExistsError(f"{paths.train_csv} exists; choose another folder or pass `force`")
     total = n_train + n_test
     done = 0
     # the first class of clip i cycles through a seeded order, so every class appears in a split

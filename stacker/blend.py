@@ -51,9 +51,9 @@ def check_blend(method: str, *, power: float = DEFAULT_POWER, eps: float = EPS) 
     if method not in BLENDS:
         raise OptionError(f"unknown blend '{method}'; choose one of: {', '.join(BLENDS)}")
     if method == "power" and not (np.isfinite(power) and power > 0):
-        raise OptionError(f"--power must be a positive number, got {power}")
+        raise OptionError(f"`power` must be a positive number, got {power}")
     if not (0 < eps < 1):
-        raise OptionError(f"--eps must be between 0 and 1 (exclusive), got {eps}")
+        raise OptionError(f"`eps` must be between 0 and 1 (exclusive), got {eps}")
 
 
 def row_ranks(probs: np.ndarray) -> np.ndarray:

@@ -368,7 +368,7 @@ def write_report(root: Path | str, out: Path | str, *, metric: str = "lwlrap", f
     """Build the report and write it to ``out`` atomically; OutputExistsError unless ``force``."""
     out = Path(out)
     if out.exists() and not force:
-        raise OutputExistsError(f"{out} exists; pass --force to replace it or --out another path")
+        raise OutputExistsError(f"{out} exists; pass `force` to replace it or `out` another path")
     report = build_report(root, metric=metric, collection=collection, on_progress=on_progress)
     layout.atomic_write_text(out, report.html)
     return report

@@ -51,7 +51,7 @@ def read_template(path: Path | str, test_ids: Sequence[str], classes: Sequence[s
     """Read a submission template and check it against the layout's test ids and classes."""
     path = Path(path)
     if not path.is_file():
-        raise TemplateError(f"{path}: template file not found; pass --template pointing at a CSV "
+        raise TemplateError(f"{path}: template file not found; pass `template` pointing at a CSV "
                             "like sample_submission.csv")
     with open(path, newline="", encoding="utf-8") as handle:
         header = next(csv.reader(handle), [])
@@ -98,8 +98,8 @@ def check_outputs(out: Path | str, *, force: bool) -> None:
     """OutputExistsError when the submission or its sidecar exists and ``force`` is not set."""
     for path in (Path(out), sidecar_path(out)):
         if path.exists() and not force:
-            raise OutputExistsError(f"{path} exists; pass --force to overwrite it or choose "
-                                    "another --out")
+            raise OutputExistsError(f"{path} exists; pass `force` to overwrite it or choose "
+                                    "another `out`")
 
 
 def write_submission(out: Path | str, template: Template, test_ids: Sequence[str],

@@ -115,8 +115,8 @@ def test_blend_along_the_fold_axis():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(method="median"), "unknown blend 'median'"),
-    (dict(method="power", power=0.0), "--power must be a positive"),
-    (dict(method="geo-mean", eps=0.0), "--eps must be between 0 and 1"),
+    (dict(method="power", power=0.0), "`power` must be a positive"),
+    (dict(method="geo-mean", eps=0.0), "`eps` must be between 0 and 1"),
     (dict(method="mean", weights=[1, -1, 1, 1]), "non-negative"),
     (dict(method="mean", weights=[1, 1]), "expected 4 weights"),
     (dict(method="mean", weights=[0, 0, 0, 0]), "not all 0"),

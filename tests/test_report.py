@@ -184,7 +184,7 @@ def test_read_histories_groups_by_fold(full_layout):
 def test_write_report_refuses_to_overwrite(full_layout, tmp_path):
     out = tmp_path / "r.html"
     write_report(full_layout, out)
-    with pytest.raises(OutputExistsError, match="--force"):
+    with pytest.raises(OutputExistsError, match="`force`"):
         write_report(full_layout, out)
     out.write_text("old")
     write_report(full_layout, out, force=True)

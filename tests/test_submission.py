@@ -111,7 +111,7 @@ def test_existing_output_is_refused_unless_force(tmp_path):
     collection = layout_of(tmp_path / "l")
     out = tmp_path / "sub.csv"
     out.write_text("mine\n")
-    with pytest.raises(OutputExistsError, match="--force"):
+    with pytest.raises(OutputExistsError, match="`force`"):
         make_submission(collection, ["sim_000"], out=out)
     assert out.read_text() == "mine\n"
     make_submission(collection, ["sim_000"], out=out, force=True)

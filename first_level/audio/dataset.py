@@ -49,7 +49,7 @@ class _Problems:
 
     def add(self, kind: str, message: str, fix: str) -> None:
         if not self.skip:
-            raise AudioError(f"{message}; {fix}, or pass --skip-bad-files")
+            raise AudioError(f"{message}; {fix}, or pass `skip_bad_files`")
         self.kinds.setdefault(kind, []).append(message)
 
     def warnings(self) -> list[str]:
@@ -75,7 +75,7 @@ def prepare_audio(root: Path | str, meta: AudioMeta, audio_dir: Path | str, sett
     folds = read_folds_for_audio(root)
     audio_dir = Path(audio_dir)
     if not audio_dir.is_dir():
-        raise OptionError(f"--audio-dir {audio_dir} is not a folder; pass the folder of the "
+        raise OptionError(f"`audio_dir` {audio_dir} is not a folder; pass the folder of the "
                           "training audio")
     problems = _Problems(skip_bad)
     rows = _training_rows(folds, meta, problems)
@@ -108,9 +108,9 @@ def prepare_audio(root: Path | str, meta: AudioMeta, audio_dir: Path | str, sett
     train_specs = [by_id_train.get(i) for i in ids]
     if all(spec is None for spec in train_specs):
         raise AudioError(f"no training file could be read (first row '{ids[0]}'); check "
-                         f"--audio-dir {audio_dir} and the metadata")
+                         f"`audio_dir` {audio_dir} and the metadata")
     if not kept_test:
-        raise AudioError("no test file could be read; check --test-dir / --test-meta")
+        raise AudioError("no test file could be read; check `test_dir` / `test_meta`")
     skipped = [i for i, spec in zip(ids, train_specs) if spec is None]
     warnings = problems.warnings()
     if skipped:
@@ -155,7 +155,7 @@ def _training_rows(folds: layout.Folds, meta: AudioMeta, problems: _Problems) ->
 def _test_rows(folds: layout.Folds, audio_dir: Path, test_dir, test_meta: AudioMeta | None,
                problems: _Problems) -> tuple[list[str], list[Path]]:
     if test_dir is None and test_meta is None:
-        raise OptionError("no test set: pass --test-dir DIR (its audio files) or --test-meta CSV")
+        raise OptionError("no test set: pass `test_dir` DIR (its audio files) or `test_meta` CSV")
     folder = Path(test_dir) if test_dir is not None else audio_dir
     if test_meta is not None:
         test_ids = [str(i) for i in test_meta.ids]

@@ -33,14 +33,14 @@ def read_audio(path: Path | str, sample_rate: int) -> np.ndarray:
     except (RuntimeError, soundfile.LibsndfileError, ValueError) as error:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise AudioError(f"{path}: unreadable audio ({detail}); replace the file or pass "
-                         "--skip-bad-files") from None
+                         "`skip_bad_files`") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: audio file has no samples; replace the file or pass "
-                         "--skip-bad-files")
+                         "`skip_bad_files`")
     signal = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.all(np.isfinite(signal)):
         raise AudioError(f"{path}: audio holds NaN or infinite samples; replace the file or pass "
-                         "--skip-bad-files")
+                         "`skip_bad_files`")
     if rate != sample_rate:
         signal = resample(signal, rate, sample_rate)
     return np.ascontiguousarray(signal, dtype=np.float32)

@@ -73,12 +73,12 @@ def read_metadata(path: Path | str, *, format: str = "auto", file_column: str | 
             if label_column is None and require_labels:
                 raise MetadataError(f"{path}: no label column (looked for "
                                     f"{', '.join(LABEL_COLUMN_GUESSES)}; found {', '.join(columns)}); "
-                                    "pass --label-column NAME")
+                                    "pass `label_column` NAME")
     for role, column in (("file-name", file_column), ("label", label_column)):
         if column is not None and column not in columns:
             raise MetadataError(f"{path}: no {role} column '{column}' (found {', '.join(columns)}); "
                                 f"pass --{'file' if role == 'file-name' else 'label'}-column NAME "
-                                f"or --format")
+                                f"or `format`")
     ids = frame[file_column].fillna("").astype(str).str.strip().to_numpy(dtype=str)
     _check_ids(path, file_column, ids)
     if label_column is None:
@@ -89,7 +89,7 @@ def read_metadata(path: Path | str, *, format: str = "auto", file_column: str | 
         labels = tuple(split_labels(v) for v in frame[label_column].fillna("").tolist())
     if require_labels and label_column is not None and not any(labels):
         raise MetadataError(f"{path}: label column '{label_column}' is empty in every row; "
-                            "pass --label-column NAME")
+                            "pass `label_column` NAME")
     if format == "esc50" and "fold" in columns:
         folds = pd.to_numeric(frame["fold"], errors="coerce").to_numpy()
         if np.isnan(folds).any():

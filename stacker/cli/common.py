@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,6 +25,30 @@ RootOption = Annotated[Path, typer.Option("--root", help="Root folder of the pre
 DEFAULT_ROOT_PATH = DEFAULT_ROOT
 
 
+_OPTION_NAME = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def command_flags(func) -> dict[str, str]:
+    """{parameter name: its long flag} of a typer command function: the flag its ``typer.Option``
+    declares, else typer's default ``--name-with-dashes``."""
+    import typing
+
+    flags = {}
+    for name, hint in typing.get_type_hints(func, include_extras=True).items():
+        # in Annotated[..., typer.Option("--format")] typer keeps the first declaration as `default`
+        declared = [d for meta in getattr(hint, "__metadata__", ())
+                    for d in (getattr(meta, "default", None), *(getattr(meta, "param_decls", None) or ()))
+                    if isinstance(d, str) and d.startswith("--")]
+        flags[name] = declared[0].split("/")[0] if declared else "--" + name.replace("_", "-")
+    return flags
+
+
+def in_cli_words(message: str, flags: dict[str, str]) -> str:
+    """A library message with each option it names (`power`, `holdout_fold`) written as the
+    command's flag (--power, --holdout-fold): the library speaks of parameters, the CLI of flags."""
+    return _OPTION_NAME.sub(lambda m: flags.get(m.group(1), m.group(0)), message)
+
+
 def user_errors(func):
     """Turn a StackError (a problem with the user's files or options) into one line on stderr and
     exit code 1, with no traceback."""
@@ -32,7 +58,8 @@ def user_errors(func):
         try:
             return func(*args, **kwargs)
         except StackError as error:
-            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(in_cli_words(str(error), command_flags(func)))}",
+                              highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
         except OSError as error:  # a folder that cannot be written, a full disk: the user's to fix
             where = f" ({error.filename})" if getattr(error, "filename", None) else ""

@@ -90,7 +90,7 @@ def list_experiments(root: Path | str) -> list[str]:
     """Names of the folders under ``root`` that hold at least one ``fold_<k>`` folder, sorted."""
     root = Path(root)
     if not root.is_dir():
-        raise LayoutError(f"root folder {root} does not exist; pass --root DIR pointing at a layout")
+        raise LayoutError(f"root folder {root} does not exist; pass `root` DIR pointing at a layout")
     names = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.is_dir() and not entry.name.startswith((".", "_")):

@@ -79,7 +79,7 @@ def read_subsets(root: Path | str) -> dict:
     path = subsets_path(root)
     if not path.exists():
         raise LayoutError("no subset search result yet; run `stack search-subsets` first or pass "
-                          "--subset NAME,NAME,...", path=path)
+                          "`subset` NAME,NAME,...", path=path)
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:

@@ -277,9 +277,9 @@ def train_level2(collection: Collection, names: Sequence[str], *, params: MLPPar
     """
     metric = get_metric(metric)
     if not names:
-        raise OptionError("no input experiments; pass --subset NAME,... or add level-1 experiments")
+        raise OptionError("no input experiments; pass `subset` NAME,... or add level-1 experiments")
     if len(set(seeds)) != len(seeds) or not seeds:
-        raise OptionError(f"--seeds must list distinct integers, got {list(seeds)}")
+        raise OptionError(f"`seeds` must list distinct integers, got {list(seeds)}")
     data = level2_data(collection, names, use_windows=use_windows)
     folds = data.fold_numbers
     n_rows, n_classes = data.y.shape

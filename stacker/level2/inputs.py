@@ -156,6 +156,6 @@ def choose_inputs(collection: Collection, spec: str | None) -> list[str]:
         names = [n for n in collection.names if collection.level(n) == 1]
         if not names:
             raise OptionError(f"no level-1 experiment under {collection.root}; name the inputs "
-                              "with --subset NAME,...")
+                              "with `subset` NAME,...")
         return names
     return resolve_subset(collection.root, spec, collection.names)

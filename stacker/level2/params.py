@@ -87,16 +87,16 @@ def read_params(spec: str | Path | None, root: Path | str) -> tuple[MLPParams, d
     path = best_params_path(root) if str(spec) == "best" else Path(spec)
     if not path.exists():
         hint = "run `stack tune` first" if str(spec) == "best" else "check the path"
-        raise OptionError(f"--params: {path} does not exist; {hint}")
+        raise OptionError(f"`params`: {path} does not exist; {hint}")
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise OptionError(f"--params: {path} is not valid JSON (line {error.lineno}: {error.msg})") from None
+        raise OptionError(f"`params`: {path} is not valid JSON (line {error.lineno}: {error.msg})") from None
     if not isinstance(document, dict):
-        raise OptionError(f"--params: {path} must hold a JSON object of parameters")
+        raise OptionError(f"`params`: {path} must hold a JSON object of parameters")
     values = document["params"] if "params" in document else document
     if not isinstance(values, dict):
-        raise OptionError(f"--params: {path}: 'params' must be a JSON object")
+        raise OptionError(f"`params`: {path}: 'params' must be a JSON object")
     return MLPParams.from_dict(values, source=str(path)), document if "params" in document else {}
 
 
@@ -105,7 +105,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise OptionError("--device cuda: no CUDA device is available here; use auto or cpu")
+        raise OptionError("`device` cuda: no CUDA device is available here; use auto or cpu")
     if device not in ("cpu", "cuda"):
-        raise OptionError(f"--device must be auto, cpu or cuda, got '{device}'")
+        raise OptionError(f"`device` must be auto, cpu or cuda, got '{device}'")
     return device

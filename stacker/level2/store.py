@@ -29,10 +29,10 @@ def check_output(root: Path | str, name: str, *, force: bool, inputs: Sequence[s
     """Refuse an output name that exists (unless ``force``) or that is one of the inputs."""
     layout.check_experiment_name(name)
     if name in inputs:
-        raise OptionError(f"--name '{name}' is one of the input experiments; choose a new name")
+        raise OptionError(f"`name` '{name}' is one of the input experiments; choose a new name")
     if layout.experiment_dir(root, name).exists() and not force:
         raise OutputExistsError(f"experiment '{name}' already exists under {root}; choose another "
-                                "--name or pass --force to replace it")
+                                "`name` or pass `force` to replace it")
 
 
 def write_level2(root: Path | str, name: str, result: Level2Result, collection: Collection, *,

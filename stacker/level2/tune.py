@@ -43,7 +43,7 @@ from stacker.metrics import Metric, get_metric
 from stacker.runtime import ProgressCallback
 
 HONESTY_NOTE = ("the tuned CV chose these params on the same folds, so it is optimistic; "
-                "a held-out fold (--holdout-fold K) gives an untouched estimate")
+                "a held-out fold (`holdout_fold` K) gives an untouched estimate")
 
 
 def suggest_params(trial: optuna.Trial, base: MLPParams) -> MLPParams:
@@ -154,18 +154,18 @@ def _open_study(storage: str, study_name: str, *, direction: str, seed: int, att
                 raise
             time.sleep(0.5 * (attempt + 1))
         except (sqlalchemy.exc.ArgumentError, ImportError, ModuleNotFoundError) as error:
-            raise OptionError(f"--storage '{redact(storage)}' cannot be opened "
+            raise OptionError(f"`storage` '{redact(storage)}' cannot be opened "
                               f"({type(error).__name__}: {error}); pass an Optuna storage URL "
                               "such as sqlite:///path/tune.db") from None
     if study.direction.name.lower() != direction:
-        raise OptionError(f"study '{study_name}' maximises/minimises the other way; pass another --study")
+        raise OptionError(f"study '{study_name}' maximises/minimises the other way; pass another `study`")
     recorded = study.user_attrs.get("setup")
     if recorded is None:
         study.set_user_attr("setup", attrs)
     elif recorded != json.loads(json.dumps(attrs)):
         changed = sorted(k for k in set(recorded) | set(attrs) if recorded.get(k) != attrs.get(k))
         raise OptionError(f"study '{study_name}' in {redact(storage)} was run with another "
-                          f"{', '.join(changed)}; pass a new --study name (or the original options)")
+                          f"{', '.join(changed)}; pass a new `study` name (or the original options)")
     return study
 
 
@@ -232,14 +232,14 @@ def tune(collection: Collection, names: Sequence[str], *, n_trials: int, timeout
     """
     metric = get_metric(metric)
     if n_trials < 0:
-        raise OptionError(f"--trials must be >= 0, got {n_trials}")
+        raise OptionError(f"`trials` must be >= 0, got {n_trials}")
     if n_jobs < 1:
-        raise OptionError(f"--n-jobs must be >= 1, got {n_jobs}")
+        raise OptionError(f"`n_jobs` must be >= 1, got {n_jobs}")
     if not names:
-        raise OptionError("no input experiments; pass --subset NAME,... or add level-1 experiments")
+        raise OptionError("no input experiments; pass `subset` NAME,... or add level-1 experiments")
     full = level2_data(collection, names)
     if holdout_fold is not None and holdout_fold not in full.fold_numbers:
-        raise OptionError(f"--holdout-fold {holdout_fold} is not a fold of folds.csv "
+        raise OptionError(f"`holdout_fold` {holdout_fold} is not a fold of folds.csv "
                           f"(folds {full.fold_numbers})")
     data = full.rows(full.fold != holdout_fold) if holdout_fold is not None else full
     if len(data.fold_numbers) < 2:
@@ -308,7 +308,7 @@ def save_best_params(root: Path | str, result: TuneResult, *, fold_hash: str) ->
     workers of one study take turns (a file lock), so a worker with an older view of the study
     never overwrites a later one between reading and writing the file."""
     if result.best_params is None:
-        raise OptionError("the study has no finished trial yet; run more --trials")
+        raise OptionError("the study has no finished trial yet; run more `trials`")
     path = best_params_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     with process_lock(path.with_name(path.name + ".lock")):

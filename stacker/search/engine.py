@@ -183,9 +183,9 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
                           "with `stack collect`")
     max_size = n_models if max_size is None else int(max_size)
     if max_size < 1:
-        raise OptionError(f"--max-size must be at least 1, got {max_size}")
+        raise OptionError(f"`max_size` must be at least 1, got {max_size}")
     max_size = min(max_size, n_models)
-    for option, value in (("--top", top), ("--beam-width", beam_width), ("ges iterations", ges_iterations)):
+    for option, value in (("`top`", top), ("`beam_width`", beam_width), ("ges iterations", ges_iterations)):
         if value < 1:
             raise OptionError(f"{option} must be at least 1, got {value}")
     fold = np.asarray(fold)
@@ -208,7 +208,7 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
         if n_models > 62 or total > MAX_EXHAUSTIVE_SUBSETS:
             raise OptionError(f"exhaustive search over {n_models} models up to size {max_size} is "
                               f"{total:,} subsets (limit {MAX_EXHAUSTIVE_SUBSETS:,}); lower "
-                              "--max-size or use --method greedy, beam or ges")
+                              "`max_size` or use `method` greedy, beam or ges")
         runs = _exhaustive(ctx, max_size, targets, top, n_jobs, on_progress)
         n_evaluated = runs[0].n_evaluated
     else:
@@ -225,7 +225,7 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
                   max_size=max_size, top=top, beam_width=beam_width, nested=nested, seed=seed,
                   n_jobs=n_jobs, prune=prune, patience=patience, ges_iterations=ges_iterations,
                   time_budget=time_budget)
-    return SearchResult(method=method, method_reason=reason or f"--method {method}",
+    return SearchResult(method=method, method_reason=reason or f"asked for {method}",
                         metric=scorer_metric.name, blend=blend, power=power, eps=eps,
                         pool=tuple(names), n_evaluated=n_evaluated,
                         seconds=time.perf_counter() - started, params=params, **result)

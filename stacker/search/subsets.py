@@ -31,8 +31,8 @@ def resolve_subset(root: Path | str, spec: str | None, available: Sequence[str])
     names = [n.strip() for n in spec.split(",") if n.strip()]
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise OptionError(f"--subset names '{unknown[0]}', which is not an experiment under {root}; "
+        raise OptionError(f"`subset` names '{unknown[0]}', which is not an experiment under {root}; "
                           f"known: {', '.join(available)}")
     if len(set(names)) != len(names):
-        raise OptionError("--subset names an experiment twice; list each once")
+        raise OptionError("`subset` names an experiment twice; list each once")
     return names

@@ -115,7 +115,7 @@ def test_reads_fat2019_style_labels(tmp_path):
 
 @pytest.mark.parametrize("text, options, error, match", [
     ("fname,labels\na,x\na,y\n", {}, LayoutError, "id 'a' appears 2 times"),
-    ("fname,label\na,x\n", {}, OptionError, "no column 'labels' for --label-column"),
+    ("fname,label\na,x\n", {}, OptionError, "no column 'labels' for `label_column`"),
     ("fname,labels,spk\na,x,\n", {"group_column": "spk"}, LayoutError, "row 2: column 'spk' is empty"),
     ("fname,labels\na,\nb,\n", {}, LayoutError, "no label at all"),
     ("fname,labels\n,x\n", {}, LayoutError, "row 2: the id"),

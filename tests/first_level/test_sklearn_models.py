@@ -119,7 +119,7 @@ def test_module_class_estimators():
     ("sklearn.svm:NoSuch", {}, "has no 'NoSuch'"),
     ("numpy:mean", {}, "not a scikit-learn estimator"),
     ("rf", {"n_trees": 3}, "'n_trees' is not a parameter of rf"),
-    ("logreg", {"C": "big"}, "--params for logreg"),
+    ("logreg", {"C": "big"}, "`params` for logreg"),
 ])
 def test_bad_estimators_and_params(name, params, match):
     with pytest.raises(OptionError, match=match):

@@ -109,7 +109,7 @@ def test_labels_match_the_audio(name, low, high):
 
 def test_refuses_an_existing_dataset_unless_forced(tmp_path):
     generate_dataset(tmp_path / "d", n_train=12, n_test=2, seed=0)
-    with pytest.raises(OutputExistsError, match="--force"):
+    with pytest.raises(OutputExistsError, match="`force`"):
         generate_dataset(tmp_path / "d", n_train=12, n_test=2, seed=0)
     generate_dataset(tmp_path / "d", n_train=12, n_test=2, seed=1, force=True)
     assert json.loads((tmp_path / "d" / "dataset.json").read_text())["seed"] == 1

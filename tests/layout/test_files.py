@@ -124,7 +124,7 @@ def test_list_experiments_and_folds(tmp_path):
     (tmp_path / "a_exp" / "fold_x").mkdir()
     with pytest.raises(LayoutError, match="folder 'fold_x' is not fold_<number>"):
         layout.list_fold_numbers(tmp_path, "a_exp")
-    with pytest.raises(LayoutError, match="does not exist; pass --root"):
+    with pytest.raises(LayoutError, match="does not exist; pass `root`"):
         layout.list_experiments(tmp_path / "nowhere")
 
 

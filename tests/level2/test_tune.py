@@ -233,9 +233,9 @@ def test_a_study_name_reused_for_other_inputs_is_refused(tmp_path):
 
 def test_bad_options(tmp_path):
     col = collect(make_layout(tmp_path / "l"))
-    with pytest.raises(OptionError, match="--holdout-fold 7 is not a fold"):
+    with pytest.raises(OptionError, match="`holdout_fold` 7 is not a fold"):
         tune.tune(col, col.names, n_trials=1, holdout_fold=7)
-    with pytest.raises(OptionError, match="--n-jobs"):
+    with pytest.raises(OptionError, match="`n_jobs`"):
         tune.tune(col, col.names, n_trials=1, n_jobs=0)
     with pytest.raises(OptionError, match="cannot be opened"):
         tune.tune(col, col.names, n_trials=1, storage="nosuchdb://x")

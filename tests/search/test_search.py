@@ -255,10 +255,10 @@ def test_auto_says_what_it_chose():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(method="random"), "unknown method 'random'"),
-    (dict(max_size=0), "--max-size must be at least 1"),
+    (dict(max_size=0), "`max_size` must be at least 1"),
     (dict(metric="f1"), "unknown metric 'f1'"),
     (dict(blend="median"), "unknown blend 'median'"),
-    (dict(top=0), "--top must be at least 1"),
+    (dict(top=0), "`top` must be at least 1"),
 ])
 def test_bad_options(kwargs, message):
     oof, y, fold, names = random_pool(n_models=3)
