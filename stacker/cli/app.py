@@ -19,6 +19,10 @@ def _root() -> None:
 
 
 # --- command registration: one line per command module (keep this block sorted by command) ---
+from stacker.cli.auto import auto_command  # noqa: E402
+
+app.command("auto")(auto_command)
+
 from stacker.cli.blend import blend_command  # noqa: E402
 
 app.command("blend")(blend_command)

@@ -13,6 +13,8 @@ wrote it.
 | ``best_params.json`` (+ lock) | ``stack tune``                           | ``--params best``              |
 | ``spectrograms/``             | ``stack first-level audio``              | the same, on a rerun           |
 | ``staging/``                  | level-2 writers (renamed into place)     | nothing                        |
+| ``auto/state.json``           | ``stack auto``                           | ``stack auto`` (resume)        |
+| ``auto/tune.db``              | ``stack auto`` (its Optuna study)        | ``stack auto`` (resume)        |
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ TUNE_DB = "tune.db"
 BEST_PARAMS_FILE = "best_params.json"
 SPECTROGRAMS_DIR = "spectrograms"
 STAGING_DIR = "staging"
+AUTO_DIR = "auto"
+AUTO_STATE_FILE = "state.json"
 
 
 def workspace_dir(root: Path | str) -> Path:
@@ -63,6 +67,28 @@ def spectrograms_dir(root: Path | str) -> Path:
 
 def staging_dir(root: Path | str) -> Path:
     return workspace_dir(root) / STAGING_DIR
+
+
+def auto_dir(root: Path | str) -> Path:
+    return workspace_dir(root) / AUTO_DIR
+
+
+def auto_state_path(root: Path | str) -> Path:
+    return auto_dir(root) / AUTO_STATE_FILE
+
+
+def read_auto_state(root: Path | str) -> dict:
+    """What earlier `stack auto` runs finished, by stage and input key; {} when none (or unreadable:
+    the state is only a cache of finished work, so a damaged one means redoing that work)."""
+    try:
+        state = json.loads(auto_state_path(root).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def write_auto_state(root: Path | str, state: dict) -> Path:
+    return files.atomic_write_json(auto_state_path(root), state)
 
 
 def write_leaderboard(root: Path | str, csv_text: str) -> Path:

@@ -46,6 +46,10 @@ HONESTY_NOTE = ("the tuned CV chose these params on the same folds, so it is opt
                 "a held-out fold (`holdout_fold` K) gives an untouched estimate")
 
 
+TUNED_PARAMS = ("hidden", "bottleneck", "dropout", "lr", "weight_decay", "batch_size", "patience",
+                "plateau_factor", "skip")
+
+
 def suggest_params(trial: optuna.Trial, base: MLPParams) -> MLPParams:
     """The search space (the issue's eight hyper-parameters plus the skip path on/off);
     everything else (max_epochs, window settings) comes from ``base``."""
@@ -224,10 +228,13 @@ def holdout_score(data: Level2Data, k: int, params: MLPParams, *, metric: Metric
 def tune(collection: Collection, names: Sequence[str], *, n_trials: int, timeout: float | None = None,
          storage: str | None = None, study_name: str | None = None, n_jobs: int = 1, seed: int = 0,
          holdout_fold: int | None = None, metric: str | Metric = "lwlrap",
-         base_params: MLPParams = MLPParams(), device: str = "cpu",
-         on_progress: ProgressCallback | None = None) -> TuneResult:
+         base_params: MLPParams = MLPParams(), device: str = "cpu", enqueue_base: bool = False,
+         score_holdout: bool = True, on_progress: ProgressCallback | None = None) -> TuneResult:
     """Run ``n_trials`` more trials (or until ``timeout`` seconds) of the study, then summarise it.
 
+    enqueue_base: a new study's first trial is ``base_params`` itself, so the best trial is never
+    worse than the defaults on the tuning folds. score_holdout: with ``holdout_fold``, also score the
+    best and the default params on the held-out fold (2 x (K-1) more fits).
     on_progress: ``on_progress(done, n_trials)`` after each finished trial of this run.
     """
     metric = get_metric(metric)
@@ -251,6 +258,8 @@ def tune(collection: Collection, names: Sequence[str], *, n_trials: int, timeout
     direction = "maximize" if metric.greater_is_better else "minimize"
     study = open_study(storage, study_name, direction=direction, seed=seed, attrs=attrs)
 
+    if enqueue_base and not study.trials:
+        study.enqueue_trial({k: getattr(base_params, k) for k in TUNED_PARAMS})
     done = [0]
 
     def objective(trial: optuna.Trial) -> float:
@@ -267,12 +276,13 @@ def tune(collection: Collection, names: Sequence[str], *, n_trials: int, timeout
     if n_trials:
         study.optimize(objective, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs,
                        callbacks=[progress], gc_after_trial=False)
-    return _summarise(study, storage, metric, names, data, full, holdout_fold, base_params,
-                      seed=seed, device=device, n_this_run=done[0])
+    return _summarise(study, storage, metric, names, data, full, holdout_fold if score_holdout else None,
+                      base_params, seed=seed, device=device, n_this_run=done[0],
+                      recorded_holdout=holdout_fold)
 
 
 def _summarise(study, storage, metric, names, data, full, holdout_fold, base_params, *, seed,
-               device, n_this_run) -> TuneResult:
+               device, n_this_run, recorded_holdout=None) -> TuneResult:
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
@@ -299,7 +309,7 @@ def _summarise(study, storage, metric, names, data, full, holdout_fold, base_par
     return TuneResult(study_name=study.study_name, storage=redact(storage), metric=metric.name,
                       inputs=tuple(names), best_params=best_params, best_value=best_value,
                       trials=frame, n_complete=len(complete), n_pruned=int(pruned),
-                      n_this_run=n_this_run, holdout_fold=holdout_fold, holdout_score=held,
+                      n_this_run=n_this_run, holdout_fold=recorded_holdout, holdout_score=held,
                       holdout_default_score=held_default)
 
 

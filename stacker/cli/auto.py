@@ -1,0 +1,93 @@
+"""`stack auto`: the whole second level in one honest command, ending with one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from stacker import layout
+from stacker.cli.common import console, err_console, progress_bar, user_errors
+
+if TYPE_CHECKING:
+    from stacker.auto import AutoResult
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _members(members, weights) -> str:
+    if len(members) == 1:
+        return members[0]
+    equal = max(weights.values()) - min(weights.values()) < 1e-9
+    return " + ".join(m if equal else f"{weights[m]:.2f}·{m}" for m in members)
+
+
+def auto_table(result: "AutoResult") -> Table:
+    """Every candidate recipe with CV, nested CV and the fold held out of tuning; the choice; files."""
+    metric = result.settings.metric
+    fold = result.tuning.get("holdout_fold")
+    table = Table(title=f"stack auto: {metric}, out-of-fold CV, nested CV and fold {fold} "
+                        "(held out of tuning)")
+    for column, justify in (("recipe", "left"), ("CV", "right"), ("nested CV", "right"),
+                            (f"fold {fold}", "right"), ("what", "left"), ("members", "left")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for recipe in result.recipes:
+        chosen = recipe is result.final
+        style = "[bold green]" if chosen else ""
+        end = "[/]" if chosen else ""
+        table.add_row(f"{style}{recipe.name}{' (chosen)' if chosen else ''}{end}", f"{recipe.cv:.4f}",
+                      f"{style}{recipe.nested_cv:.4f}{end}", f"{recipe.holdout_cv:.4f}", recipe.what,
+                      _members(recipe.members, recipe.weights))
+    table.add_section()
+    for name, path in result.files.items():
+        table.add_row(name, "", "", "", "", _shown(path))
+    return table
+
+
+@user_errors
+def auto_command(
+    root: Annotated[Path, typer.Option(help="Root folder of the prediction layout.")] = layout.DEFAULT_ROOT,
+    metric: Annotated[str, typer.Option(help="Metric to choose by: lwlrap, lrap, roc_auc, map, "
+                                              "log_loss, accuracy.")] = "lwlrap",
+    time_budget: Annotated[float, typer.Option(help="Seconds for the whole run; tuning and level-2 "
+                                                     "training adapt to it.")] = 480.0,
+    template: Annotated[Optional[Path], typer.Option(help="Submission template CSV (id column + one "
+                                                          "column per class); default: the layout's "
+                                                          "test ids and classes.")] = None,
+    out: Annotated[Path, typer.Option(help="The submission CSV (its sidecar: <out>.json).")] = Path("submission.csv"),
+    report: Annotated[Optional[Path], typer.Option(help="The HTML report.")] = Path("report.html"),
+    n_level2: Annotated[int, typer.Option(help="Level-2 experiments to train: the tuned best plus "
+                                                "diverse good trials (0: no level 2).")] = 3,
+    max_seeds: Annotated[int, typer.Option(help="Seeds averaged per level-2 experiment, as the "
+                                                 "budget allows.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    device: Annotated[str, typer.Option(help="Level-2 device: cpu, cuda or auto.")] = "cpu",
+    force: Annotated[bool, typer.Option(help="Replace an existing --out/--report not written by "
+                                             "stack auto.")] = False,
+) -> None:
+    """Collect, search, tune and train level 2, choose the best recipe by nested CV, and write the
+    submission and the report. Rerun to resume: finished stages are reused."""
+    from stacker.auto import AutoSettings, run_auto
+    from stacker.level2.params import resolve_device
+
+    settings = AutoSettings(metric=metric, time_budget=time_budget, seed=seed, n_level2=n_level2,
+                            max_seeds=max_seeds, device=resolve_device(device))
+    result = run_auto(root, settings=settings, template=template, out=out, report=report, force=force,
+                      stage=progress_bar)
+    for note in result.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    console.print(auto_table(result))
+    final = result.final
+    console.print(f"chosen: [bold]{final.name}[/] — expect about {final.nested_cv:.4f} {metric} on new "
+                  f"data (nested CV; selected CV {final.cv:.4f}).", highlight=False)
+    console.print(f"how the estimate was made: {result.estimate}.", highlight=False, soft_wrap=True)
+    total = sum(result.seconds.values())
+    console.print(f"{total:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()),
+                  highlight=False)

@@ -1,0 +1,123 @@
+"""stacker.auto and `stack auto`: every stage on a small layout, the choice, resuming, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from stacker import layout
+from stacker.auto import AutoSettings, Recipe, _choose, run_auto
+from stacker.cli.app import app
+from stacker.errors import OutputExistsError
+from stacker.layout import workspace
+from stacker.metrics import get_metric
+
+TINY = dict(hidden=16, bottleneck=4, max_epochs=4, patience=2, batch_size=32)
+
+
+def settings(**overrides) -> AutoSettings:
+    values = dict(time_budget=120.0, n_level2=2, max_seeds=1, n_trials=2, level2_params=TINY,
+                  search_budget=5.0)
+    values.update(overrides)
+    return AutoSettings(**values)
+
+
+@pytest.fixture
+def layout_root(small_layout):
+    """60 rows, 4 classes, 3 folds, 3 simulated experiments."""
+    return small_layout()
+
+
+def test_runs_every_stage_and_writes_what_it_chose(layout_root, tmp_path):
+    out, report = tmp_path / "submission.csv", tmp_path / "report.html"
+    result = run_auto(layout_root, settings=settings(), out=out, report=report)
+    names = [r.name for r in result.recipes]
+    assert names[:4] == ["best single", "all first-level", "first-level subset", "first-level GES"]
+    assert {"auto_mlp_1", "auto_mlp_2", "all level-2", "final subset", "final GES"} <= set(names)
+    best = max(r.nested_cv for r in result.recipes)
+    assert result.final.nested_cv == best
+    # the final choice is what `stack blend --subset best` will read, and what the submission holds
+    subsets = workspace.read_subsets(layout_root)
+    assert subsets["members"] == list(result.final.members) and subsets["nested_cv"] == best
+    sidecar = json.loads((tmp_path / "submission.csv.json").read_text())
+    assert sidecar["members"] == list(result.final.members) and sidecar["made_by"] == "stack auto"
+    assert {"weights", "cv", "nested_cv", "estimate"} <= set(sidecar)
+    assert sidecar["nested_cv"] == pytest.approx(best)
+    assert report.exists() and out.read_text().count("\n") == 21     # header + 20 test rows
+    for name in ("auto_mlp_1", "auto_mlp_2"):
+        meta = layout.read_meta(layout_root, name)
+        assert meta["level"] == 2 and meta["made_by"] == "stack auto"
+        assert meta["inputs"] == ["sim_000", "sim_001", "sim_002"]   # level 1 only
+        assert meta["tuning_holdout_fold"] == 2
+    assert "held out of tuning" in result.estimate and "declared" in result.estimate
+
+
+def test_a_rerun_reuses_finished_stages_and_a_changed_input_redoes_them(layout_root, tmp_path):
+    out = tmp_path / "submission.csv"
+    first = run_auto(layout_root, settings=settings(), out=out, report=None)
+    assert not any(v["reused"] for v in first.level2.values())
+    again = run_auto(layout_root, settings=settings(), out=out, report=None)
+    assert all(v["reused"] for v in again.level2.values())
+    assert [r.to_json() | {"search": None} for r in again.recipes] == \
+        [r.to_json() | {"search": None} for r in first.recipes]
+    # one experiment's predictions change: every stage that depends on them is redone
+    path = layout.probs_path(layout_root, "sim_000", 0, "val")
+    probs = layout.read_probs(path)
+    layout.write_probs(path, probs.ids, np.clip(probs.values * 0.9, 0, 1), probs.columns)
+    changed = run_auto(layout_root, settings=settings(), out=out, report=None)
+    assert not any(v["reused"] for v in changed.level2.values())
+
+
+def test_results_are_reproducible_for_a_seed(small_layout, tmp_path):
+    a = run_auto(small_layout("a"), settings=settings(n_level2=1), out=None, report=None)
+    b = run_auto(small_layout("b"), settings=settings(n_level2=1), out=None, report=None)
+    assert [r.to_json() | {"search": None} for r in a.recipes] == \
+        [r.to_json() | {"search": None} for r in b.recipes]
+
+
+def test_refuses_to_replace_a_users_files(layout_root, tmp_path):
+    mine = tmp_path / "submission.csv"
+    mine.write_text("precious\n")
+    with pytest.raises(OutputExistsError, match="not written by stack auto"):
+        run_auto(layout_root, settings=settings(n_level2=0), out=mine, report=None)
+    assert mine.read_text() == "precious\n"
+    # a user's experiment that happens to be called auto_mlp_1 is never replaced
+    source = layout.experiment_dir(layout_root, "sim_002")
+    target = layout.experiment_dir(layout_root, "auto_mlp_1")
+    target.mkdir()
+    for k in (0, 1, 2):
+        for split in ("val", "test"):
+            p = layout.probs_path(layout_root, "sim_002", k, split)
+            q = layout.probs_path(layout_root, "auto_mlp_1", k, split)
+            q.parent.mkdir(parents=True)
+            q.write_bytes(p.read_bytes())
+    assert source.exists()
+    with pytest.raises(OutputExistsError, match="was not made by stack auto"):
+        run_auto(layout_root, settings=settings(n_level2=1), out=tmp_path / "s.csv", report=None)
+    assert layout.probs_path(layout_root, "auto_mlp_1", 0, "val").exists()
+
+
+def test_choose_takes_the_best_nested_cv_and_the_simpler_on_ties():
+    def recipe(name, nested):
+        return Recipe(name=name, what="", members=("a",), weights={"a": 1.0}, cv=0.9, nested_cv=nested,
+                      holdout_cv=nested)
+
+    lwlrap, log_loss = get_metric("lwlrap"), get_metric("log_loss")
+    recipes = [recipe("simple", 0.8), recipe("better", 0.85), recipe("tie", 0.85)]
+    assert _choose(recipes, lwlrap).name == "better"
+    assert _choose(recipes, log_loss).name == "simple"
+
+
+def test_cli_ends_with_the_table(layout_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["auto", "--root", str(layout_root), "--n-level2", "0",
+                                      "--time-budget", "60"])
+    assert result.exit_code == 0, result.output
+    assert "stack auto" in result.output and "(chosen)" in result.output
+    assert "nested CV" in result.output and (tmp_path / "submission.csv").exists()
+    refused = CliRunner().invoke(app, ["auto", "--root", str(layout_root), "--n-level2", "0",
+                                       "--report", "submission.csv"])
+    assert refused.exit_code == 1 and "--out" in refused.output and "Traceback" not in refused.output
