@@ -74,8 +74,12 @@ def auto_command(
 ) -> None:
     """Collect, search, tune and train level 2, choose the best recipe by nested CV, and write the
     submission and the report. Rerun to resume: finished stages are reused."""
+    import optuna
+
     from stacker.auto import AutoSettings, run_auto
     from stacker.level2.params import resolve_device
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)   # the progress bars say it better
 
     settings = AutoSettings(metric=metric, time_budget=time_budget, seed=seed, n_level2=n_level2,
                             max_seeds=max_seeds, device=resolve_device(device))

@@ -47,8 +47,7 @@ def result_table(result: "DemoResult") -> Table:
                   _score(result.best_single_test), result.best_single)
     table.add_row("[bold]final blend[/]", f"[bold]{result.final_cv:.4f}[/]",
                   _score(result.final_nested_cv), f"[bold]{result.final_test:.4f}[/]",
-                  ("geometric mean of " if len(result.final_members) > 1 else "the search kept one: ")
-                  + " + ".join(result.final_members))
+                  f"{result.final_recipe}: " + " + ".join(result.final_members))
     gain = result.final_cv - result.best_single_cv
     table.add_row("blend - best single", f"{gain:+.4f}", "",
                   f"{result.final_test - result.best_single_test:+.4f}",
@@ -91,6 +90,7 @@ def demo_command(
     for line in result.notes:
         console.print(f"[yellow]note:[/] {line}", highlight=False, soft_wrap=True)
     console.print(result_table(result))
+    console.print(f"how the nested CV was estimated: {result.estimate}.", highlight=False, soft_wrap=True)
     spent = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in result.seconds.items())
     console.print(f"done in {time.perf_counter() - started:.0f}s ({spent})", highlight=False,
                   soft_wrap=True)

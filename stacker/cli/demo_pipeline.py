@@ -5,10 +5,10 @@ Stages (each a library call of the project, each reporting progress):
 1. generate the dataset (:mod:`first_level.synth`) and make stratified folds;
 2. first level: log-mel spectrograms, the audio CNN, and scikit-learn models on log-mel statistics,
    each trained K-fold into the standard layout;
-3. collect, search subsets of the first level, tune the level-2 MLP briefly (Optuna) and train
-   level-2 MLPs on the first-level predictions;
-4. search the final blend over every experiment (geometric mean), write the submission and the
-   report, and score the blend and the best single model on the held-out test labels.
+3. the second level through :func:`stacker.auto.run_auto`, the code of `stack auto`: first-level
+   recipes, a short Optuna tuning with a fold held out, honest level-2 MLPs, the final recipe by
+   nested CV, the submission and the report;
+4. every experiment and the chosen recipes scored on the held-out test labels.
 
 Workdir::
 
@@ -22,7 +22,6 @@ Workdir::
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -41,23 +40,15 @@ from first_level.folds import make_folds
 from first_level.runner import run_kfold
 from first_level.sklearn_models import SklearnFoldModel
 from stacker import layout
+from stacker.auto import AutoSettings, run_auto
 from stacker.blend import test_blend
 from stacker.errors import LayoutError, OutputExistsError
-from stacker.layout import workspace
 from stacker.layout.collect import Collection, collect
 from stacker.leaderboard import leaderboard
-from stacker.level2.fit import train_level2
-from stacker.level2.params import MLPParams
-from stacker.level2.store import write_level2
-from stacker.level2.tune import save_best_params, tune
 from stacker.metrics import lwlrap
-from stacker.report import write_report
 from stacker.runtime import fold_seed
-from stacker.search.engine import search_subsets
-from stacker.submission import make_submission
 
 DEMO_FILE = "demo.json"
-LEVEL2_NAMES = {"l2_mlp_all", "l2_mlp_tuned", "l2_mlp_subset"}
 Stage = Callable[[str], ContextManager[Callable[[int, int], None]]]
 
 
@@ -77,6 +68,7 @@ class DemoSettings:
     level2_seeds: tuple[int, ...]
     seed: int = 0
     quick: bool = False
+    n_level2: int = 3
 
 
 def demo_settings(*, quick: bool = False, seed: int = 0) -> DemoSettings:
@@ -98,7 +90,7 @@ def demo_settings(*, quick: bool = False, seed: int = 0) -> DemoSettings:
             sklearn={k: sklearn[k] for k in ("stats_logreg", "stats_extratrees", "stats_knn")},
             tune_trials=2, level2=dict(hidden=64, bottleneck=16, lr=1e-2, batch_size=32,
                                       max_epochs=60, patience=10),
-            level2_seeds=(seed,), seed=seed, quick=True)
+            level2_seeds=(seed,), seed=seed, quick=True, n_level2=2)
     return DemoSettings(
         n_train=1600, n_test=400, n_folds=5, clip_seconds=1.5, mel=mel,
         cnn=dict(channels=(8, 16, 32, 64), crop_frames=48, batch_size=32, epochs=14, lr=3e-3,
@@ -133,6 +125,8 @@ class DemoResult:
     files: dict[str, Path]
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    final_recipe: str = ""
+    estimate: str = ""
 
     @property
     def blend_beats_single(self) -> bool:
@@ -216,84 +210,52 @@ def run_demo(workdir: Path | str, *, quick: bool = False, seed: int = 0, force: 
                   params=cnn_params, seed=seed, force=force, on_progress=update)
     lap("cnn")
 
-    # ---- 3. collect, first-level subset, level 2
+    # ---- 3. the second level: the same code as `stack auto`
     level1_names = [*settings.sklearn, "cnn_logmel"]
     level1 = _collect_own(root, level1_names, stage)
-    with stage("subset search over the first level") as update:
-        first = search_subsets(level1, metric="lwlrap", blend="geo-mean", on_progress=update)
-    lap("search")
-    params = MLPParams.from_dict(settings.level2, source="demo settings")
-    storage = workdir / "tune.db"
-    storage.unlink(missing_ok=True)       # a fresh study each run, so a rerun gives the same trials
-    with stage(f"tune: {settings.tune_trials} Optuna trials of the level-2 MLP") as update:
-        tuned = tune(level1, level1_names, n_trials=settings.tune_trials, seed=seed,
-                     base_params=params, storage=f"sqlite:///{storage.resolve()}",
-                     on_progress=update)
-        save_best_params(root, tuned, fold_hash=level1.folds.hash)
-    lap("tune")
-    level2_cv: dict[str, float] = {}
-    inputs = {"l2_mlp_all": (level1_names, params)}
-    if len(first.members) >= 2 and set(first.members) != set(level1_names):
-        inputs["l2_mlp_subset"] = (list(first.members), params)
-    for name, (names, mlp_params) in list(inputs.items()):
-        result = _level2(root, name, level1, names, mlp_params, settings, stage)
-        level2_cv[name] = result.scores()[0]
-        if name == "l2_mlp_all":
-            # the study scored one seed; compare it with the same seed of the default params
-            default_cv = result.scores([settings.level2_seeds[0]])[0]
-            if tuned.best_params is not None and tuned.best_value > default_cv:
-                inputs["l2_mlp_tuned"] = (level1_names, tuned.best_params)
-                result = _level2(root, "l2_mlp_tuned", level1, level1_names, tuned.best_params,
-                                 settings, stage)
-                level2_cv["l2_mlp_tuned"] = result.scores()[0]
-            else:
-                notes.append(f"tuning: the best of {tuned.n_complete} trials (CV "
-                             f"{_fmt(tuned.best_value)}) did not beat the default level-2 params "
-                             f"({default_cv:.4f}); no l2_mlp_tuned")
-    for stale in LEVEL2_NAMES - set(level2_cv):
-        # a level-2 experiment an earlier run in this workdir made and this one did not
-        if layout.experiment_dir(root, stale).is_dir():
-            shutil.rmtree(layout.experiment_dir(root, stale))
-    lap("level 2")
+    submission, report = workdir / "submission.csv", workdir / "report.html"
+    auto = run_auto(root, settings=auto_settings(settings), template=dataset.sample_submission,
+                    out=submission, report=report, force=True, stage=stage, collection=level1)
+    notes.extend(auto.notes)
+    for name, value in auto.seconds.items():
+        seconds[name] = seconds.get(name, 0.0) + value
+    clock = time.perf_counter()
 
-    # ---- 4. the final blend, submission, report, held-out test
-    everything = _collect_own(root, [*level1_names, *level2_cv], stage)
-    with stage("final subset search over every experiment") as update:
-        final = search_subsets(everything, metric="lwlrap", blend="geo-mean", on_progress=update)
-    workspace.write_subsets(root, final.to_json())
-    submission = workdir / "submission.csv"
+    # ---- 4. every recipe and experiment scored on the held-out test labels
+    everything = collect(root).select([*level1_names, *auto.level2])
     truth_ids, truth = _test_truth(dataset)
-    test_scores = {}
-    for name in everything.names:
-        test_scores[name] = _test_score(everything, [name], None, truth_ids, truth)
-    with stage("submission") as update:
-        make_submission(everything, list(final.members), out=submission, blend="geo-mean",
-                        weights=_weights(final), template=dataset.sample_submission, force=True,
-                        extra={"made_by": "stack demo", "nested_cv": final.nested_cv})
-        update(1, 1)
-    final_test = _test_score(everything, list(final.members), final.weights, truth_ids, truth)
-    with stage("report") as update:
-        write_report(root, workdir / "report.html", force=True, collection=everything)
-        update(1, 1)
-    lap("blend + report")
-
+    test_scores = {name: _test_score(everything, [name], None, truth_ids, truth)
+                   for name in everything.names}
+    recipes = {r.name: r for r in auto.recipes}
+    first = recipes.get("first-level subset", recipes["best single"])
+    final = auto.final
     board = leaderboard(everything, "lwlrap")
     board["test"] = [test_scores[n] for n in board.experiment]
     level1_board = board[board.level == 1]
     best = str(level1_board.experiment.iloc[0])
+    lap("held-out scores")
     return DemoResult(
         workdir=workdir, models=board[["experiment", "level", "cv", "test"]].reset_index(drop=True),
         best_single=best, first_level_subset=list(first.members), first_level_subset_cv=first.cv,
         first_level_subset_nested_cv=first.nested_cv,
         first_level_subset_test=_test_score(everything, list(first.members), first.weights,
                                             truth_ids, truth),
-        level2_cv=level2_cv, level2_inputs={n: v[0] for n, v in inputs.items()},
-        final_members=list(final.members), final_cv=final.cv,
-        final_nested_cv=final.nested_cv, final_test=final_test,
+        level2_cv={n: v["cv"] for n, v in auto.level2.items()},
+        level2_inputs={n: v["inputs"] for n, v in auto.level2.items()},
+        final_members=list(final.members), final_cv=final.cv, final_nested_cv=final.nested_cv,
+        final_test=_test_score(everything, list(final.members), final.weights, truth_ids, truth),
         best_single_cv=float(level1_board.cv.iloc[0]), best_single_test=test_scores[best],
-        files={"dataset": data_dir, "layout": root, "submission": submission,
-               "report": workdir / "report.html", "subsets": workspace.subsets_path(root)},
-        seconds=seconds, notes=notes)
+        files={"dataset": data_dir, "layout": root, **{k: v for k, v in auto.files.items()
+                                                     if k != "layout"}},
+        seconds=seconds, notes=notes, final_recipe=final.name, estimate=auto.estimate)
+
+
+def auto_settings(settings: DemoSettings) -> AutoSettings:
+    """The demo's second level as `stack auto` settings: a fixed number of tuning trials, so a run
+    is reproducible to the bit."""
+    return AutoSettings(metric="lwlrap", time_budget=3600.0, seed=settings.seed,
+                        n_level2=settings.n_level2, max_seeds=len(settings.level2_seeds),
+                        level2_params=dict(settings.level2), n_trials=settings.tune_trials)
 
 
 def _dataset(data_dir: Path, settings: DemoSettings, force: bool, update) -> synth.SynthDataset:
@@ -326,24 +288,8 @@ def _collect_own(root: Path, names: list[str], stage) -> Collection:
     return collection.select(names)
 
 
-def _level2(root, name, collection, names, params, settings, stage):
-    with stage(f"level 2: {name} (MLP on {len(names)} experiments, "
-               f"{len(settings.level2_seeds)} seed(s))") as update:
-        result = train_level2(collection, names, params=params, seeds=settings.level2_seeds,
-                              on_progress=update)
-        write_level2(root, name, result, collection, force=True)
-    return result
-
-
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-def _weights(search) -> list[float] | None:
-    """The search's weights as a list in its members' order (None: equal weights)."""
-    if not search.weights:
-        return None
-    return [float(search.weights.get(name, 0.0)) for name in search.members]
 
 
 def _test_truth(dataset: synth.SynthDataset):

@@ -24,9 +24,10 @@ _DEMO_SETTINGS = demo.demo_settings
 
 
 def tiny_settings(seed: int = 0) -> demo.DemoSettings:
-    """The quick run shrunk to seconds: 2 folds, one-epoch CNN, two sklearn models."""
+    """The quick run shrunk to seconds: 3 folds (stack auto holds one out of tuning), one-epoch CNN,
+    two sklearn models."""
     quick = _DEMO_SETTINGS(quick=True, seed=seed)
-    return replace(quick, n_train=60, n_test=16, n_folds=2,
+    return replace(quick, n_train=60, n_test=16, n_folds=3,
                    cnn={**quick.cnn, "channels": (4, 8), "epochs": 1},
                    sklearn={k: quick.sklearn[k] for k in ("stats_logreg", "stats_knn")},
                    tune_trials=1, level2={**quick.level2, "max_epochs": 8, "patience": 3})
@@ -46,14 +47,14 @@ def test_tiny_demo_through_the_cli(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["demo", "--workdir", str(workdir), "--quick"])
     assert result.exit_code == 0, result.output
     for text in ("final blend", "best single model", "first-level subset", "cnn_logmel",
-                 "stats_logreg", "stats_knn", "l2_mlp_all", "submission", "report.html"):
+                 "stats_logreg", "stats_knn", "auto_mlp_1", "submission", "report.html"):
         assert text in result.output, text
 
     # every experiment the table shows is in the layout, and the files are where it says
     root = workdir / "predictions"
     collection = collect(root)
-    assert {"cnn_logmel", "stats_logreg", "stats_knn", "l2_mlp_all"} <= set(collection.names)
-    assert collection.folds.n_folds == 2 and len(collection.ids) == 60
+    assert {"cnn_logmel", "stats_logreg", "stats_knn", "auto_mlp_1"} <= set(collection.names)
+    assert collection.folds.n_folds == 3 and len(collection.ids) == 60
     page = (workdir / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) >= 4 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
@@ -125,4 +126,4 @@ def test_quick_demo_blend_beats_the_best_single_model(tmp_path):
     assert float(re.findall(r"[+-]\d\.\d{4}", gain_row)[0]) > 0, result.output
     assert (workdir / "submission.csv").exists() and (workdir / "report.html").exists()
     names = collect(workdir / "predictions").names
-    assert {"cnn_logmel", "stats_logreg", "stats_extratrees", "stats_knn", "l2_mlp_all"} <= set(names)
+    assert {"cnn_logmel", "stats_logreg", "stats_extratrees", "stats_knn", "auto_mlp_1"} <= set(names)
