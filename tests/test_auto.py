@@ -121,3 +121,39 @@ def test_cli_ends_with_the_table(layout_root, tmp_path, monkeypatch):
     refused = CliRunner().invoke(app, ["auto", "--root", str(layout_root), "--n-level2", "0",
                                        "--report", "submission.csv"])
     assert refused.exit_code == 1 and "--out" in refused.output and "Traceback" not in refused.output
+
+
+def permute_fold_labels(root, fold: int, seed: int = 1) -> None:
+    """Shuffle the labels among the rows of ``fold`` only (folds.csv), keeping everything else."""
+    folds = layout.read_folds(root)
+    labels = list(folds.labels)
+    rows = np.flatnonzero(folds.fold == fold)
+    for row, source in zip(rows, np.random.default_rng(seed).permutation(rows)):
+        labels[row] = folds.labels[source]
+    layout.write_folds(root, folds.ids, labels, folds.fold, id_column=folds.id_column,
+                       classes=folds.classes)
+
+
+def test_the_fold_held_out_of_tuning_never_influences_its_own_level2_predictions(small_layout):
+    """Permute the labels of the fold held out of tuning: every level-2 experiment's predictions
+    for that fold are unchanged (tuning, configuration choice, early stopping: none saw them)."""
+    runs = []
+    for name, permute in (("same", False), ("permuted", True)):
+        root = small_layout(name)
+        if permute:
+            permute_fold_labels(root, fold=2)
+        result = run_auto(root, settings=settings(), out=None, report=None)
+        assert result.tuning["holdout_fold"] == 2
+        runs.append((root, result))
+    (root_a, a), (root_b, b) = runs
+    assert list(a.level2) == list(b.level2) and a.level2
+    for name in a.level2:
+        assert a.level2[name]["params"] == b.level2[name]["params"]
+        val_a = layout.read_probs(layout.probs_path(root_a, name, 2, "val"))
+        val_b = layout.read_probs(layout.probs_path(root_b, name, 2, "val"))
+        np.testing.assert_allclose(val_a.values, val_b.values, atol=1e-6)
+    # and the test can fail: the labels did change what the other folds' models learned
+    moved = max(np.abs(layout.read_probs(layout.probs_path(root_a, n, 0, "val")).values
+                       - layout.read_probs(layout.probs_path(root_b, n, 0, "val")).values).max()
+                for n in a.level2)
+    assert moved > 1e-4
