@@ -10,7 +10,7 @@ from stacker.blend import EPS
 from stacker.cli.common import console, frame_table, load_collection, user_errors
 from stacker.errors import OptionError
 from stacker.layout.workspace import read_subsets, subsets_path
-from stacker.search.subsets import resolve_subset
+from stacker.search.subsets import resolve_subset, searched_weights
 
 
 def _nested_cv_of_search(search: dict | None, spec: str, blend: str, weighted: bool, eps: float,
@@ -71,10 +71,11 @@ def blend_command(
                               "`stack search-subsets`; run it first and use --subset best")
         blend = search["blend"]
         power = float(search.get("power", power))
-        member_weights = [float(search["weights"][m]) for m in members]
+        member_weights, intercept = searched_weights(search, members, collection.classes,
+                                                     path=subsets_path(root))
     else:
         blend = chosen[0]
-        member_weights = None
+        member_weights, intercept = None, None
     metric = metric or (search.get("metric") if search else None) or "lwlrap"
     nested_cv, why = _nested_cv_of_search(search, spec.strip(), blend, weights, eps, metric)
     extra = {"subset": spec, "nested_cv": nested_cv}
@@ -82,7 +83,7 @@ def blend_command(
         extra["search"] = {k: search.get(k) for k in ("method", "metric", "blend", "cv",
                                                       "nested_cv", "created")}
     record = make_submission(collection, members, out=out, blend=blend, weights=member_weights,
-                             template=template, force=force, power=power, eps=eps, metric=metric,
+                             intercept=intercept, template=template, force=force, power=power, eps=eps, metric=metric,
                              extra=extra)
     table = pd.DataFrame({"member": members, "weight": list(record["weights"].values()),
                           "level": [collection.level(m) for m in members]})

@@ -106,6 +106,7 @@ class _Problem:
         self.fold_index = np.searchsorted(list(fold_numbers), np.asarray(fold)[rows])
         self.oof = oof
         self.rows = rows
+        self.n_scored = 0            # candidates scored (GES steps, CMA-ES candidates, ...)
         self.all_y = np.asarray(y)
         self.all_fold_index = np.searchsorted(list(fold_numbers), np.asarray(fold))
 
@@ -121,6 +122,7 @@ class _Problem:
             S = np.tensordot(weights, t, axes=1)
         else:
             S = np.einsum("mc,mrc->rc", weights, t)
+        self.n_scored += 1
         value = self.float_scorer.evaluate_one(S, 1, target)
         return -math.inf if math.isnan(value) else float(value)
 
@@ -133,6 +135,7 @@ def _ges_weights(problem: _Problem, targets, *, iterations, max_size, n_init) ->
     ev = sm.Evaluator(problem.ctx)
     init = ges_variants.sorted_init(ev, targets, n_init, max_size=max_size) if n_init else None
     runs = sm.ges(ev, targets, iterations=iterations, max_size=max_size, init=init)
+    problem.n_scored += ev.n_evaluated
     out = {}
     for t, run in runs.items():
         counts = np.asarray(run.best, dtype=np.float64)
@@ -247,6 +250,7 @@ def _per_class(problem: _Problem, glob: np.ndarray, target: int) -> Fit:
         if n_pos < MIN_CLASS_POSITIVES or n_pos == len(y):
             continue
         own = _class_ges(problem.t[:, train, c], y[:, c], CLASS_GES_ITERATIONS)
+        problem.n_scored += CLASS_GES_ITERATIONS * len(glob)
         share = n_pos / (n_pos + SHRINK)
         W[:, c] = (1.0 - share) * glob + share * own
     everyone = np.arange(len(glob))
@@ -393,7 +397,7 @@ def search_weighted(oof, y, fold, fold_numbers, names, *, method: str, metric: M
                 nested_folds=nested_folds,
                 top=[Candidate(members=members, weights=weights, cv=cv)],
                 by_size=[SizeScore(size=len(members), members=members, cv=cv, nested_cv=None)],
-                n_evaluated=n_evaluated, combiner=combiner,
+                n_evaluated=n_evaluated + problem.n_scored, combiner=combiner,
                 blend=LINEAR if method == "linear" else blend)
 
 
