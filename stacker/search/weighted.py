@@ -180,6 +180,9 @@ def _cmaes(problem: _Problem, start: np.ndarray, target: int, *, evaluations: in
     w = best[1]
     trimmed = np.where(w < TRIM, 0.0, w)
     trimmed = trimmed / trimmed.sum()
+    # the trimmed weights, unless trimming lost to the GES start (then CMA-ES found nothing)
+    if round(problem.score(idx, trimmed, target), 12) < round(problem.score(idx, x0, target), 12):
+        trimmed = x0
     return _fit_from_weights(_spread(idx, trimmed, len(start)))
 
 
@@ -312,14 +315,12 @@ def _linear(problem: _Problem, target: int) -> Fit:
 # ---------------------------------------------------------------- the search
 
 
-def search_weighted(oof, y, fold, fold_numbers, names, *, method: str, metric: Metric,
-                    blend: str, power: float, eps: float, nested: bool, seed: int,
-                    max_size: int, ges_iterations: int, ges_init: int, ges_bags: int,
-                    cmaes_evaluations: int, on_progress=None) -> dict:
-    """Run ``method`` for every target. Returns the fields of a SearchResult (members, weights,
-    cv, fold_cv, nested_cv, nested_folds, top, by_size, n_evaluated, combiner)."""
-    from stacker.search.engine import Candidate, NestedFold, SizeScore
-
+def fit_targets(oof, y, fold, fold_numbers, *, method: str, metric: Metric, blend: str,
+                power: float, eps: float, nested: bool, seed: int, max_size: int,
+                ges_iterations: int, ges_init: int, ges_bags: int, cmaes_evaluations: int,
+                on_progress=None) -> tuple[dict, int]:
+    """Run ``method`` for every target. Returns ({target: Fit}, candidates scored); the fit of
+    target ``1 + i`` used no label of fold ``fold_numbers[i]``."""
     y = np.asarray(y)
     fold = np.asarray(fold)
     if method == "per-class":
@@ -362,6 +363,20 @@ def search_weighted(oof, y, fold, fold_numbers, names, *, method: str, metric: M
     else:
         raise OptionError(f"unknown weighted method '{method}'; choose one of: "
                           f"{', '.join(WEIGHTED_METHODS)}")
+    return fits, n_evaluated + problem.n_scored
+
+
+def search_weighted(oof, y, fold, fold_numbers, names, *, method: str, metric: Metric,
+                    blend: str, power: float, eps: float, nested: bool, **options) -> dict:
+    """Run ``method`` for every target (:func:`fit_targets`, which takes ``options``). Returns
+    the fields of a SearchResult (members, weights, cv, fold_cv, nested_cv, nested_folds, top,
+    by_size, n_evaluated, combiner, blend)."""
+    from stacker.search.engine import Candidate, NestedFold, SizeScore
+
+    y = np.asarray(y)
+    fold = np.asarray(fold)
+    fits, n_evaluated = fit_targets(oof, y, fold, fold_numbers, method=method, metric=metric,
+                                    blend=blend, power=power, eps=eps, nested=nested, **options)
 
     def predict(fit: Fit, rows=slice(None)) -> np.ndarray:
         return fit.predict(oof[rows], blend=blend, power=power, eps=eps)
@@ -397,7 +412,7 @@ def search_weighted(oof, y, fold, fold_numbers, names, *, method: str, metric: M
                 nested_folds=nested_folds,
                 top=[Candidate(members=members, weights=weights, cv=cv)],
                 by_size=[SizeScore(size=len(members), members=members, cv=cv, nested_cv=None)],
-                n_evaluated=n_evaluated + problem.n_scored, combiner=combiner,
+                n_evaluated=n_evaluated, combiner=combiner,
                 blend=LINEAR if method == "linear" else blend)
 
 
