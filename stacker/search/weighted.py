@@ -31,7 +31,6 @@ The reported CV is the fit of target 0 scored on every row (optimistic for all o
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +38,8 @@ import numpy as np
 from stacker.blend import LINEAR, combine, logit, transform
 from stacker.errors import OptionError
 from stacker.metrics import Metric
-from stacker.search import ges_variants, methods as sm
+from stacker.search import ges_variants
+from stacker.search import methods as sm
 from stacker.search.scoring import make_scorer, quantize
 
 WEIGHTED_METHODS = ("ges-bagged", "cmaes", "per-class", "linear")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli_search_blend import make_layout, read_csv_rows, stack
 
 from stacker.layout.collect import collect
 from stacker.metrics import lwlrap
-from test_cli_search_blend import make_layout, read_csv_rows, stack
 
 EPS = 1e-7
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_search import noise_pool, planted_pool, random_pool
 
-from stacker.blend import blend as blend_arrays, logit_linear
+from stacker.blend import blend as blend_arrays
+from stacker.blend import logit_linear
 from stacker.errors import OptionError
 from stacker.metrics import get_metric
 from stacker.search import weighted
 from stacker.search.engine import search_arrays
 from stacker.search.ges_variants import bag_pools
-from test_search import noise_pool, planted_pool, random_pool
 
 EPS = 1e-7
 lwlrap = get_metric("lwlrap")
@@ -172,7 +173,7 @@ def test_linear_result_is_the_logit_stacker_of_its_coefficients():
 def test_a_folds_labels_never_reach_its_nested_predictions(method):
     """Permute the labels of fold 1's rows: the selection made without fold 1, and so its
     predictions for fold 1, stay exactly the same; the all-rows selection may change."""
-    oof, y, fold, names = specialist_pool(seed=2) if method == "per-class" else (
+    oof, y, fold, _names = specialist_pool(seed=2) if method == "per-class" else (
         planted_pool(seed=6)[:4])
     fold_numbers = sorted(set(fold.tolist()))
     permuted = y.copy()
