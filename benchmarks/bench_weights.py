@@ -30,21 +30,16 @@ ROOT_DIR = Path(__file__).resolve().parents[1]
 if str(ROOT_DIR) not in sys.path:
     sys.path.insert(0, str(ROOT_DIR))
 
-from benchmarks.mulan_layout import (
-    DATASETS,
-    MULAN_DIR,
-    build_mulan_layout,
-    read_test_labels,
-)
-from first_level import synth
-from stacker import layout
-from stacker.errors import OptionError
-from stacker.layout.collect import collect
-from stacker.leaderboard import leaderboard
-from stacker.metrics import lwlrap
-from stacker.search.engine import search_subsets
-from stacker.search.subsets import searched_weights
-from stacker.submission import test_blend
+from benchmarks.mulan_layout import DATASETS, MULAN_DIR, build_mulan_layout, read_test_labels  # noqa: E402
+from first_level import synth  # noqa: E402
+from stacker import layout  # noqa: E402
+from stacker.blend import test_blend  # noqa: E402
+from stacker.errors import OptionError  # noqa: E402
+from stacker.layout.collect import collect  # noqa: E402
+from stacker.leaderboard import leaderboard  # noqa: E402
+from stacker.metrics import lwlrap  # noqa: E402
+from stacker.search.engine import search_subsets  # noqa: E402
+from stacker.search.subsets import searched_weights  # noqa: E402
 
 # (label, method, extra options)
 METHODS = (("ges", "ges", {}),

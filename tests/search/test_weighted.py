@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from test_search import noise_pool, planted_pool, random_pool
 
-from stacker.blend import blend as blend_arrays
-from stacker.blend import logit_linear
+from stacker.blend import blend_arrays, logit_linear
 from stacker.errors import OptionError
 from stacker.metrics import get_metric
 from stacker.search import weighted
