@@ -245,3 +245,17 @@ def test_logit_linear_on_test_shaped_arrays():
     np.testing.assert_allclose(logit_linear(probs, coef, b, axis=1), expected, rtol=1e-12)
     with pytest.raises(OptionError, match="non-negative"):
         logit_linear(probs, -coef, b, axis=1)
+
+
+def test_sorted_initialisation_is_nested_honestly():
+    """GES with --ges-init ranks the single models on each selection's own rows: fold 1's labels
+    do not change the bag chosen without fold 1, and on noise the nested CV is below the selected."""
+    oof, y, fold, names = noise_pool(n_models=8)
+    result = search_arrays(oof, y, fold, names=names, method="ges", ges_init=3, n_jobs=1)
+    assert result.cv - result.nested_cv > 0.005
+    permuted = y.copy()
+    rows = np.flatnonzero(fold == 1)
+    permuted[rows] = y[np.random.default_rng(1).permutation(rows)]
+    again = search_arrays(oof, permuted, fold, names=names, method="ges", ges_init=3, n_jobs=1)
+    assert again.nested_folds[1].members == result.nested_folds[1].members
+    assert again.nested_folds[1].weights == result.nested_folds[1].weights
