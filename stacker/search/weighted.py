@@ -14,15 +14,16 @@ only, and the per-class statistics and the linear stacker are computed on the ta
   Seeded by ``seed`` (cma's own random numbers come from a seeded numpy Generator) and evaluated
   one candidate at a time, so a seed gives one result.
 * ``per-class``: one weight vector per class: the global GES weights ``g`` and, per class ``c``,
-  weights ``w_c`` from a GES on class ``c``'s column alone (maximising that column's ROC AUC),
-  shrunk towards ``g``: ``W[:, c] = (1 - a_c) g + a_c w_c`` with ``a_c = n_c / (n_c + SHRINK)``
+  weights ``w_c`` from a GES on class ``c``'s column alone (maximising that column's ROC AUC)
+  over the members of ``g``, shrunk towards ``g``: ``W[:, c] = (1 - a_c) g + a_c w_c`` with ``a_c = n_c / (n_c + SHRINK)``
   (``n_c``: the class's positives in the target's rows). Classes with fewer than
   ``MIN_CLASS_POSITIVES`` positives keep ``g``; the search refuses the method when the median class
   has fewer. The per-class matrix is kept only when it scores at least as well as ``g`` on the
   target's rows (else ``g`` in every column).
 * ``linear``: a non-negative linear stacker on the models' logits, per class (H2O's GLM
   metalearner with non_negative=True): ``sigmoid(b_c + sum_m W[m, c] logit(p_m[:, c]))``, fitted by
-  L-BFGS-B on the logistic loss with a small L2 penalty (``LINEAR_L2``). It ignores ``--blend``.
+  L-BFGS-B on the logistic loss with a small L2 penalty (``LINEAR_L2``). It ignores ``--blend``
+  and ``--max-size`` (every model of the pool gets a coefficient, 0 drops it).
 
 The reported CV is the fit of target 0 scored on every row (optimistic for all of them; for
 ``linear`` it is an in-sample fit); the nested CV is the honest estimate.
@@ -144,11 +145,13 @@ def _ges_weights(problem: _Problem, targets, *, iterations, max_size, n_init) ->
 
 
 def _cmaes(problem: _Problem, start: np.ndarray, target: int, *, evaluations: int,
-           seed: int) -> Fit:
-    """CMA-ES from the GES weights ``start`` (n_models,) for one target."""
+           seed: int, max_size: int) -> Fit:
+    """CMA-ES from the GES weights ``start`` (n_models,) for one target: over every model of a
+    small pool, else (or when ``max_size`` caps the members) over the GES bag's members."""
     import cma
 
-    idx = np.flatnonzero(start > 0) if len(start) > CMAES_MAX_MODELS else np.arange(len(start))
+    cut = len(start) > CMAES_MAX_MODELS or max_size < len(start)
+    idx = np.flatnonzero(start > 0) if cut else np.arange(len(start))
     if len(idx) > CMAES_MAX_MODELS:
         idx = np.sort(np.argsort(-start, kind="stable")[:CMAES_MAX_MODELS])
     k = len(idx)
@@ -248,12 +251,15 @@ def _per_class(problem: _Problem, glob: np.ndarray, target: int) -> Fit:
     y = problem.y[train] > 0
     n_classes = y.shape[1]
     W = np.repeat(glob[:, None], n_classes, axis=1)
+    members = np.flatnonzero(glob > 0)
     for c in range(n_classes):
         n_pos = int(y[:, c].sum())
         if n_pos < MIN_CLASS_POSITIVES or n_pos == len(y):
             continue
-        own = _class_ges(problem.t[:, train, c], y[:, c], CLASS_GES_ITERATIONS)
-        problem.n_scored += CLASS_GES_ITERATIONS * len(glob)
+        own = np.zeros(len(glob))
+        own[members] = _class_ges(problem.t[members, :, c][:, train], y[:, c],
+                                  CLASS_GES_ITERATIONS)
+        problem.n_scored += CLASS_GES_ITERATIONS * len(members)
         share = n_pos / (n_pos + SHRINK)
         W[:, c] = (1.0 - share) * glob + share * own
     everyone = np.arange(len(glob))
@@ -352,7 +358,8 @@ def fit_targets(oof, y, fold, fold_numbers, *, method: str, metric: Metric, blen
         tick(len(targets))
         for t in targets:
             if method == "cmaes":
-                fits[t] = _cmaes(problem, started[t], t, evaluations=cmaes_evaluations, seed=seed)
+                fits[t] = _cmaes(problem, started[t], t, evaluations=cmaes_evaluations,
+                                 seed=seed, max_size=max_size)
             else:
                 fits[t] = _per_class(problem, started[t], t)
             tick()
