@@ -87,7 +87,10 @@ def blend_command(
                              extra=extra)
     table = pd.DataFrame({"member": members, "weight": list(record["weights"].values()),
                           "level": [collection.level(m) for m in members]})
-    console.print(frame_table(table, title=f"{blend} blend of {len(members)} experiment(s)"))
+    kind = ("linear stacker (weight: mean coefficient)" if blend == "linear" else
+            f"per-class {blend} blend (weight: mean over classes)" if "class_weights" in record
+            else f"{blend} blend")
+    console.print(frame_table(table, title=f"{kind} of {len(members)} experiment(s)"))
     std = pd.Series(record["fold_cv"]).std(ddof=0)
     console.print(f"CV on OOF rows ({record['metric']}): {record['cv']:.6f} (fold std {std:.4f})",
                   highlight=False)
