@@ -240,9 +240,9 @@ def check_per_class(y, fold, fold_numbers, nested: bool) -> None:
     median = float(np.median(counts))
     if median < MIN_CLASS_POSITIVES:
         raise OptionError(
-            f"--method per-class needs at least {MIN_CLASS_POSITIVES} positives per class in "
+            f"`method` per-class needs at least {MIN_CLASS_POSITIVES} positives per class in "
             f"each selection's training rows for most classes; the median class has "
-            f"{median:g} ({len(counts)} classes, {len(y)} rows): use --method ges or cmaes")
+            f"{median:g} ({len(counts)} classes, {len(y)} rows): use `method` ges or cmaes")
 
 
 def _per_class(problem: _Problem, glob: np.ndarray, target: int) -> Fit:

@@ -91,7 +91,7 @@ def test_per_class_refusal_is_one_line(tmp_path):
     root = make_layout(tmp_path / "layout", n_experiments=3, n_rows=40)
     result = stack("search-subsets", "--root", root, "--method", "per-class", "--n-jobs", 1)
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "positives per class" in result.output
+    assert "positives per class" in result.output and "use --method ges" in result.output
 
 
 def test_report_uses_the_per_class_blend(tmp_path):

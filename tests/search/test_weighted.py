@@ -127,7 +127,7 @@ def test_per_class_weights_follow_the_specialists():
 
 def test_per_class_is_refused_with_too_few_positives_per_class():
     oof, y, fold, names = random_pool(n_rows=60, n_classes=8)
-    with pytest.raises(OptionError, match="median class has .* use --method ges or cmaes"):
+    with pytest.raises(OptionError, match="median class has .* use `method` ges or cmaes"):
         search_arrays(oof, y, fold, names=names, method="per-class", n_jobs=1)
 
 
