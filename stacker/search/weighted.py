@@ -108,6 +108,7 @@ class _Problem:
         self.oof = oof
         self.rows = rows
         self.n_scored = 0            # candidates scored (GES steps, CMA-ES candidates, ...)
+        self._members_key, self._members_t = None, None
         self.all_y = np.asarray(y)
         self.all_fold_index = np.searchsorted(list(fold_numbers), np.asarray(fold))
 
@@ -118,7 +119,10 @@ class _Problem:
     def score(self, fit_members, weights: np.ndarray, target: int) -> float:
         """Higher-is-better score on the target's rows of members blended with weights (k,) or
         (k, n_classes) summing to 1 (per column)."""
-        t = self.t[list(fit_members)]
+        key = tuple(int(m) for m in fit_members)
+        if key != self._members_key:          # CMA-ES scores many weights of one member set
+            self._members_key, self._members_t = key, self.t[list(key)]
+        t = self._members_t
         if weights.ndim == 1:
             S = np.tensordot(weights, t, axes=1)
         else:
