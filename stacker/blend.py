@@ -27,6 +27,14 @@ its classes (0 for the lowest, C - 1 for the highest; ties get their average ran
 those and divides by C - 1, so the blend lies in [0, 1]. This removes differences of calibration between models (one model's probabilities
 all near 0.5, another's spread out) that would let one model dominate a mean.
 
+Per-class weights. ``weights`` may also have shape (n_models, n_classes): column ``c`` weighs the
+models for class ``c`` (each column normalised separately), what ``search-subsets --method
+per-class`` chooses.
+
+Linear stacker (``LINEAR``). :func:`logit_linear` is not a mean: per class ``c``,
+``sigmoid(b_c + sum_m W[m, c] * logit(clip(p_m, eps, 1 - eps)))`` with non-negative ``W``
+(``search-subsets --method linear``). :func:`combine` applies either kind.
+
 Inputs are never modified; every function returns a new float64 array.
 """
 
@@ -95,12 +103,22 @@ def finalize(mean: np.ndarray, method: str = "geo-mean", *, power: float = DEFAU
     return np.array(mean, dtype=np.float64, copy=True)
 
 
-def check_weights(weights: Sequence[float] | None, n_models: int) -> np.ndarray:
-    """Weights as an array of shape (n_models,) (ones for None), not normalised. OptionError when
-    a weight is negative or not finite, or they are all 0."""
+def check_weights(weights: Sequence[float] | None, n_models: int,
+                  n_classes: int | None = None) -> np.ndarray:
+    """Weights as an array of shape (n_models,) (ones for None), or (n_models, n_classes) for
+    per-class weights when ``n_classes`` is given, not normalised. OptionError when a weight is
+    negative or not finite, or they are all 0 (in any class column)."""
     if weights is None:
         return np.ones(n_models)
     w = np.asarray(weights, dtype=np.float64)
+    if w.ndim == 2 and n_classes is not None:
+        if w.shape != (n_models, n_classes):
+            raise OptionError(f"expected per-class weights of shape ({n_models}, {n_classes}) "
+                              f"(models x classes), got {w.shape}")
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or np.any(w.sum(axis=0) <= 0):
+            raise OptionError("per-class weights must be finite, non-negative and not all 0 in "
+                              "any class")
+        return w
     if w.shape != (n_models,):
         raise OptionError(f"expected {n_models} weights (one per model), got {w.size}")
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
@@ -121,7 +139,8 @@ def blend_arrays(probs: np.ndarray, method: str = "geo-mean", *, weights: Sequen
     probs: array whose ``axis`` indexes the models and whose last axis is the classes, e.g.
         (n_rows, n_models, n_classes) with the default ``axis=-2``, or (n_folds, n_test, n_classes)
         with ``axis=0`` to combine fold models.
-    weights: shape (n_models,), any non-negative scale (normalised here); None for equal weights.
+    weights: shape (n_models,), any non-negative scale (normalised here); None for equal weights;
+        or (n_models, n_classes): one weight vector per class (each class normalised separately).
     Returns a float64 array of ``probs``' shape without ``axis``.
     """
     probs = np.asarray(probs)
@@ -132,12 +151,63 @@ def blend_arrays(probs: np.ndarray, method: str = "geo-mean", *, weights: Sequen
         raise ValueError("axis must index the models, not the classes (the last axis)")
     if probs.shape[axis] == 0:
         raise OptionError("nothing to blend: no model selected")
-    w = check_weights(weights, probs.shape[axis])
+    w = check_weights(weights, probs.shape[axis], probs.shape[-1])
     t = transform(probs, method, power=power, eps=eps)
     shape = [1] * probs.ndim
     shape[axis] = -1
-    mean = np.sum(t * w.reshape(shape), axis=axis) / w.sum()
+    if w.ndim == 2:
+        shape[-1] = probs.shape[-1]
+        mean = np.sum(t * w.reshape(shape), axis=axis) / w.sum(axis=0)
+    else:
+        mean = np.sum(t * w.reshape(shape), axis=axis) / w.sum()
     return finalize(mean, method, power=power)
+
+
+LINEAR = "linear"
+
+
+def logit(probs: np.ndarray, *, eps: float = EPS) -> np.ndarray:
+    """log(p / (1 - p)) of probabilities clipped to [eps, 1 - eps] (a new float64 array)."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1.0 - eps)
+    return np.log(p) - np.log1p(-p)
+
+
+def logit_linear(probs: np.ndarray, coef: np.ndarray, intercept: Sequence[float], *,
+                 axis: int = -2, eps: float = EPS) -> np.ndarray:
+    """The linear stacker: ``sigmoid(intercept[c] + sum_m coef[m, c] * logit(p_m[..., c]))``.
+
+    probs: models along ``axis``, classes last, e.g. (n_rows, n_models, n_classes).
+    coef: (n_models, n_classes), non-negative; intercept: (n_classes,).
+    Returns a float64 array of ``probs``' shape without ``axis``.
+    """
+    probs = np.asarray(probs)
+    axis = axis % probs.ndim
+    coef = np.asarray(coef, dtype=np.float64)
+    intercept = np.asarray(intercept, dtype=np.float64)
+    n_models, n_classes = probs.shape[axis], probs.shape[-1]
+    if coef.shape != (n_models, n_classes) or intercept.shape != (n_classes,):
+        raise OptionError(f"the linear stacker needs coefficients of shape ({n_models}, "
+                          f"{n_classes}) and {n_classes} intercepts; got {coef.shape} and "
+                          f"{intercept.shape}")
+    if not (np.all(np.isfinite(coef)) and np.all(coef >= 0) and np.all(np.isfinite(intercept))):
+        raise OptionError("linear stacker coefficients must be finite and non-negative")
+    shape = [1] * probs.ndim
+    shape[axis], shape[-1] = n_models, n_classes
+    z = intercept + np.sum(logit(probs, eps=eps) * coef.reshape(shape), axis=axis)
+    return 0.5 * (1.0 + np.tanh(0.5 * z))          # the sigmoid, without overflow
+
+
+def combine(probs: np.ndarray, method: str = "geo-mean", *, weights=None,
+            intercept: Sequence[float] | None = None, axis: int = -2,
+            power: float = DEFAULT_POWER, eps: float = EPS) -> np.ndarray:
+    """:func:`blend_arrays`, or :func:`logit_linear` (``weights`` as coefficients) for
+    ``LINEAR``."""
+    if method == LINEAR:
+        if weights is None or intercept is None:
+            raise OptionError("the linear stacker needs its coefficients and intercepts (from "
+                              "`stack search-subsets --method linear`)")
+        return logit_linear(probs, weights, intercept, axis=axis, eps=eps)
+    return blend_arrays(probs, method, weights=weights, axis=axis, power=power, eps=eps)
 
 
 def geo_mean(probs: np.ndarray, *, axis: int = -2, weights: Sequence[float] | None = None,
@@ -165,18 +235,22 @@ def power_mean(probs: np.ndarray, *, power: float = DEFAULT_POWER, axis: int = -
 
 
 def oof_blend(collection: Collection, members: Sequence[str], *, blend: str = "geo-mean",
-              weights: Sequence[float] | None = None, power: float = DEFAULT_POWER,
-              eps: float = EPS) -> np.ndarray:
-    """The blend of the members' OOF predictions, shape (n_rows, n_classes), folds.csv order."""
+              weights=None, intercept: Sequence[float] | None = None,
+              power: float = DEFAULT_POWER, eps: float = EPS) -> np.ndarray:
+    """The blend of the members' OOF predictions, shape (n_rows, n_classes), folds.csv order.
+    weights: (k,), or (k, n_classes) per class; with ``blend="linear"`` the stacker's
+    coefficients (k, n_classes) and ``intercept`` (n_classes,) (:func:`combine`)."""
     idx = collection.index(members)
-    return blend_arrays(collection.oof[:, idx], blend, weights=weights, power=power, eps=eps)
+    return combine(collection.oof[:, idx], blend, weights=weights, intercept=intercept,
+                   power=power, eps=eps)
 
 
 def test_blend(collection: Collection, members: Sequence[str], *, blend: str = "geo-mean",
-               weights: Sequence[float] | None = None, power: float = DEFAULT_POWER,
-               eps: float = EPS) -> np.ndarray:
+               weights=None, intercept: Sequence[float] | None = None,
+               power: float = DEFAULT_POWER, eps: float = EPS) -> np.ndarray:
     """Test predictions, shape (n_test, n_classes) in ``collection.test_ids`` order: per member
-    the geometric mean of its fold models, then the members blended."""
+    the geometric mean of its fold models, then the members blended (as :func:`oof_blend`)."""
     idx = collection.index(members)
     per_member = geo_mean(collection.test[:, :, idx], axis=0, eps=eps)   # (n_test, k, n_classes)
-    return blend_arrays(per_member, blend, weights=weights, axis=1, power=power, eps=eps)
+    return combine(per_member, blend, weights=weights, intercept=intercept, axis=1, power=power,
+                   eps=eps)

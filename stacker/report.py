@@ -34,6 +34,7 @@ from stacker.layout.workspace import read_subsets, subsets_path
 from stacker.leaderboard import leaderboard, oof_correlation
 from stacker.metrics import get_metric, per_class_lwlrap
 from stacker.runtime import ProgressCallback
+from stacker.search.subsets import searched_weights
 
 HISTORY_FILE = "history.json"
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss")
@@ -69,12 +70,12 @@ def searched_blend(collection: Collection, result: dict) -> np.ndarray:
     power, eps and weights: array of shape (n_rows, n_classes). LayoutError when a member is not
     collected."""
     members = list(result["members"])
-    weights = result.get("weights") or None
-    if isinstance(weights, dict):
-        weights = [float(weights.get(name, 0.0)) for name in members]
+    weights, intercept = None, None
+    if isinstance(result.get("weights"), dict) and result["weights"]:
+        weights, intercept = searched_weights(result, members, collection.classes)
     options = {key: float(result[key]) for key in ("power", "eps") if result.get(key) is not None}
     return oof_blend(collection, members, blend=result.get("blend") or "geo-mean",
-                     weights=weights, **options)
+                     weights=weights, intercept=intercept, **options)
 
 
 def per_class_comparison(y: np.ndarray, blended: np.ndarray, single: np.ndarray,

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from stacker import layout
-from stacker.blend import DEFAULT_POWER, EPS, check_blend, oof_blend, test_blend
+from stacker.blend import DEFAULT_POWER, EPS, LINEAR, check_blend, oof_blend, test_blend
 from stacker.errors import OutputExistsError, TemplateError
 from stacker.layout.collect import Collection
 from stacker.metrics import fold_scores, get_metric
@@ -117,7 +117,8 @@ def write_submission(out: Path | str, template: Template, test_ids: Sequence[str
 
 
 def make_submission(collection: Collection, members: Sequence[str], *, out: Path | str,
-                    blend: str = "geo-mean", weights: Sequence[float] | None = None,
+                    blend: str = "geo-mean", weights=None,
+                    intercept: Sequence[float] | None = None,
                     template: Path | str | None = None, force: bool = False,
                     power: float = DEFAULT_POWER, eps: float = EPS, metric: str = "lwlrap",
                     extra: dict | None = None) -> dict:
@@ -126,28 +127,37 @@ def make_submission(collection: Collection, members: Sequence[str], *, out: Path
     Returns the sidecar's record: members, weights, blend, eps, power, metric, cv (the same blend
     of the members' OOF predictions), fold_cv, the template, n_test and ``extra``.
     """
-    check_blend(blend, power=power, eps=eps)
+    if blend != LINEAR:
+        check_blend(blend, power=power, eps=eps)
     members = list(members)
     scorer = get_metric(metric)
     check_outputs(out, force=force)
     shape = (default_template(collection) if template is None
              else read_template(template, collection.test_ids, collection.classes))
-    oof = oof_blend(collection, members, blend=blend, weights=weights, power=power, eps=eps)
+    oof = oof_blend(collection, members, blend=blend, weights=weights, intercept=intercept,
+                    power=power, eps=eps)
     cv = scorer(collection.y, oof)
     fold_cv = fold_scores(collection.y, oof, collection.fold, collection.fold_numbers, scorer)
-    probs = test_blend(collection, members, blend=blend, weights=weights, power=power, eps=eps)
+    probs = test_blend(collection, members, blend=blend, weights=weights, intercept=intercept,
+                       power=power, eps=eps)
     written = write_submission(out, shape, collection.test_ids, collection.classes, probs,
                                force=force)
     w = np.ones(len(members)) if weights is None else np.asarray(weights, dtype=np.float64)
+    summary = w if w.ndim == 1 else w.mean(axis=1)       # per-class: the mean over classes
     record = {
         "submission": str(written), "root": str(collection.root),
-        "members": members, "weights": {m: float(x) for m, x in zip(members, w / w.sum())},
+        "members": members, "weights": {m: float(x) for m, x in zip(members, summary / summary.sum())},
         "blend": blend, "eps": eps, "power": power, "metric": scorer.name, "cv": cv,
         "fold_cv": fold_cv, "fold_hash": collection.folds.hash,
         "template": None if template is None else str(template),
         "id_column": shape.id_column, "n_test": int(len(shape.ids)),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if w.ndim == 2:                        # per-class weights, or the linear stacker's
+        table = {m: [float(x) for x in row] for m, row in zip(members, w)}
+        record["coef" if intercept is not None else "class_weights"] = table
+    if intercept is not None:
+        record["intercept"] = [float(b) for b in intercept]
     record.update(extra or {})
     layout.atomic_write_json(sidecar_path(out), record)
     return record

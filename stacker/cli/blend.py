@@ -10,7 +10,7 @@ from stacker.blend import EPS
 from stacker.cli.common import console, frame_table, load_collection, user_errors
 from stacker.errors import OptionError
 from stacker.layout.workspace import read_subsets, subsets_path
-from stacker.search.subsets import resolve_subset
+from stacker.search.subsets import resolve_subset, searched_weights
 
 
 def _nested_cv_of_search(search: dict | None, spec: str, blend: str, weighted: bool, eps: float,
@@ -71,10 +71,11 @@ def blend_command(
                               "`stack search-subsets`; run it first and use --subset best")
         blend = search["blend"]
         power = float(search.get("power", power))
-        member_weights = [float(search["weights"][m]) for m in members]
+        member_weights, intercept = searched_weights(search, members, collection.classes,
+                                                     path=subsets_path(root))
     else:
         blend = chosen[0]
-        member_weights = None
+        member_weights, intercept = None, None
     metric = metric or (search.get("metric") if search else None) or "lwlrap"
     nested_cv, why = _nested_cv_of_search(search, spec.strip(), blend, weights, eps, metric)
     extra = {"subset": spec, "nested_cv": nested_cv}
@@ -82,11 +83,14 @@ def blend_command(
         extra["search"] = {k: search.get(k) for k in ("method", "metric", "blend", "cv",
                                                       "nested_cv", "created")}
     record = make_submission(collection, members, out=out, blend=blend, weights=member_weights,
-                             template=template, force=force, power=power, eps=eps, metric=metric,
+                             intercept=intercept, template=template, force=force, power=power, eps=eps, metric=metric,
                              extra=extra)
     table = pd.DataFrame({"member": members, "weight": list(record["weights"].values()),
                           "level": [collection.level(m) for m in members]})
-    console.print(frame_table(table, title=f"{blend} blend of {len(members)} experiment(s)"))
+    kind = ("linear stacker (weight: mean coefficient)" if blend == "linear" else
+            f"per-class {blend} blend (weight: mean over classes)" if "class_weights" in record
+            else f"{blend} blend")
+    console.print(frame_table(table, title=f"{kind} of {len(members)} experiment(s)"))
     std = pd.Series(record["fold_cv"]).std(ddof=0)
     console.print(f"CV on OOF rows ({record['metric']}): {record['cv']:.6f} (fold std {std:.4f})",
                   highlight=False)

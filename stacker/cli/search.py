@@ -27,6 +27,10 @@ class MethodChoice(str, Enum):
     greedy = "greedy"
     beam = "beam"
     ges = "ges"
+    ges_bagged = "ges-bagged"
+    cmaes = "cmaes"
+    per_class = "per-class"
+    linear = "linear"
 
 
 def _fmt(value) -> str:
@@ -66,13 +70,16 @@ def search_subsets_command(
     blend: Annotated[BlendChoice, typer.Option(help="How members are blended.")] = BlendChoice.geo_mean,
     power: Annotated[float, typer.Option(help="Exponent k of the power blend.")] = DEFAULT_POWER,
     method: Annotated[MethodChoice, typer.Option(help="Search method; auto picks exhaustive when "
-                                                      "it fits --time-budget.")] = MethodChoice.auto,
+                                                      "it fits --time-budget. Weighted: ges, "
+                                                      "ges-bagged, cmaes, per-class, linear "
+                                                      "(logit stacker).")] = MethodChoice.auto,
     max_size: Annotated[Optional[int], typer.Option(help="Largest subset (default: all).")] = None,
     top: Annotated[int, typer.Option(help="How many subsets to list.")] = 10,
     beam_width: Annotated[int, typer.Option(help="Width of the beam search.")] = 5,
     nested: Annotated[bool, typer.Option("--nested/--no-nested", help="Repeat the selection with "
                                          "each fold held out (honest estimate).")] = True,
-    seed: Annotated[int, typer.Option(help="Recorded; every method is deterministic.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of ges-bagged and cmaes; every method is "
+                                           "deterministic for a seed.")] = 0,
     n_jobs: Annotated[int, typer.Option(help="Worker processes.")] = 2,
     subset: Annotated[Optional[str], typer.Option(help="The pool: NAME,NAME,... (default: all "
                                                        "experiments).")] = None,
@@ -80,6 +87,11 @@ def search_subsets_command(
     ges_iterations: Annotated[int, typer.Option(help="Steps of GES (ensemble selection).")] = 50,
     time_budget: Annotated[float, typer.Option(help="Seconds auto allows an exhaustive "
                                                     "search.")] = 60.0,
+    ges_init: Annotated[int, typer.Option(help="Start GES from the N best single models "
+                                               "(sorted initialisation; 0: empty).")] = 0,
+    ges_bags: Annotated[int, typer.Option(help="Runs of ges-bagged, each on a random half of "
+                                               "the models.")] = 8,
+    cmaes_evaluations: Annotated[int, typer.Option(help="Evaluations of each CMA-ES run.")] = 600,
 ) -> None:
     """Search the subsets of experiments whose blend scores best on the OOF rows; writes
     <root>/.stack/subsets.json for `stack blend --subset best`."""
@@ -90,7 +102,8 @@ def search_subsets_command(
                                 power=power, method=method.value, max_size=max_size, top=top,
                                 beam_width=beam_width, nested=nested, seed=seed, n_jobs=n_jobs,
                                 eps=eps, ges_iterations=ges_iterations, time_budget=time_budget,
-                                on_progress=update)
+                                ges_init=ges_init, ges_bags=ges_bags,
+                                cmaes_evaluations=cmaes_evaluations, on_progress=update)
     show_result(result, top)
     record = result.to_json()
     record["root"] = str(root)

@@ -96,7 +96,9 @@ def write_leaderboard(root: Path | str, csv_text: str) -> Path:
 
 
 def write_subsets(root: Path | str, record: dict) -> Path:
-    """Save a subset search's result (:meth:`stacker.search.SearchResult.to_json` plus context)."""
+    """Save a subset search's result (:meth:`stacker.search.SearchResult.to_json` plus context).
+    Its keys are listed in :mod:`stacker.search.subsets`, with the per-class weights
+    (``class_weights``) and the linear stacker (``coef``, ``intercept``) of the weighted methods."""
     return files.atomic_write_json(subsets_path(root), record)
 
 

@@ -10,6 +10,9 @@ Methods (:mod:`stacker.search.methods`): ``exhaustive`` (every subset up to ``ma
 gives every fold-held-out selection for free), ``greedy`` (forward, with backward pruning), ``beam``
 (width ``beam_width``), ``ges`` (Caruana et al. 2004 selection with replacement -> weights) and
 ``auto`` (exhaustive when its measured cost fits ``time_budget``, else beam, else greedy).
+Weighted methods beyond GES (``ges-bagged``, ``cmaes``, ``per-class``, ``linear``) live in
+:mod:`stacker.search.weighted`; ``ges_init`` gives GES a sorted initialisation
+(:mod:`stacker.search.ges_variants`).
 
 The fast scores steer the search; every number reported (cv, top, by_size, nested) is recomputed
 from scratch with :func:`stacker.blend.blend_arrays` and the metric, exactly what ``stack blend`` prints.
@@ -22,7 +25,7 @@ import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -38,7 +41,9 @@ from stacker.runtime import ProgressCallback
 from stacker.search import methods as sm
 from stacker.search.scoring import RankScorer, make_scorer, quantize
 
-METHODS = ("auto", "exhaustive", "greedy", "beam", "ges")
+METHODS = ("auto", "exhaustive", "greedy", "beam", "ges", "ges-bagged", "cmaes", "per-class",
+           "linear")
+WEIGHTED_METHODS = METHODS[5:]          # stacker.search.weighted
 MAX_EXHAUSTIVE_SUBSETS = 1 << 22
 # below this many scored array elements (~1 s of work) starting processes costs more than it saves
 PARALLEL_MIN_WORK = 500_000_000
@@ -100,6 +105,9 @@ class SearchResult:
     n_evaluated: int
     seconds: float
     params: dict = field(default_factory=dict)
+    # per-class weights or the linear stacker: {"class_weights": {name: [per class]}} or
+    # {"coef": {name: [per class]}, "intercept": [per class]}, plus "classes" (their order)
+    combiner: dict = field(default_factory=dict)
 
     @property
     def gap(self) -> float | None:
@@ -134,7 +142,7 @@ class SearchResult:
             "by_size": [{"size": s.size, "members": list(s.members), "cv": s.cv,
                          "nested_cv": s.nested_cv} for s in self.by_size],
             "pool": list(self.pool), "n_evaluated": self.n_evaluated, "seconds": self.seconds,
-            "params": dict(self.params),
+            "params": dict(self.params), **self.combiner,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
@@ -146,6 +154,8 @@ def search_subsets(collection: Collection, *, pool: Sequence[str] | None = None,
     idx = collection.index(names)
     result = search_arrays(collection.oof[:, idx], collection.y, collection.fold,
                            names=names, fold_numbers=collection.fold_numbers, **options)
+    if result.combiner:
+        result = replace(result, combiner={**result.combiner, "classes": list(collection.classes)})
     return result
 
 
@@ -155,7 +165,9 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
                   top: int = 10, beam_width: int = 5, nested: bool = True, seed: int = 0,
                   n_jobs: int = 2, power: float = DEFAULT_POWER, eps: float = EPS,
                   prune: bool = True, patience: int = 2, ges_iterations: int = 50,
-                  time_budget: float = 60.0, on_progress: ProgressCallback | None = None) -> SearchResult:
+                  time_budget: float = 60.0, ges_init: int = 0, ges_bags: int = 8,
+                  cmaes_evaluations: int = 600,
+                  on_progress: ProgressCallback | None = None) -> SearchResult:
     """Choose the members of a blend on out-of-fold predictions.
 
     oof: array of shape (n_rows, n_models, n_classes); y: (n_rows, n_classes); fold: (n_rows,).
@@ -165,6 +177,9 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
     beam and GES (their nested selections run in lockstep, sharing candidates). time_budget: seconds
     ``auto`` allows the exhaustive search (estimated from measured scoring speed). seed: recorded;
     every method is deterministic (ties are broken by a fixed rule).
+    ges_init: start GES (and the GES inside ges-bagged, cmaes, per-class) from the best
+    ``ges_init`` single models. ges_bags: runs of ges-bagged. cmaes_evaluations: the budget of
+    each CMA-ES run (one per target).
     on_progress: ``on_progress(done, total)`` as the work advances.
     """
     started = time.perf_counter()
@@ -185,15 +200,36 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
     if max_size < 1:
         raise OptionError(f"`max_size` must be at least 1, got {max_size}")
     max_size = min(max_size, n_models)
-    for option, value in (("`top`", top), ("`beam_width`", beam_width), ("ges iterations", ges_iterations)):
+    for option, value in (("`top`", top), ("`beam_width`", beam_width), ("ges iterations", ges_iterations),
+                          ("`ges_bags`", ges_bags), ("`cmaes_evaluations`", cmaes_evaluations)):
         if value < 1:
             raise OptionError(f"{option} must be at least 1, got {value}")
+    if ges_init < 0:
+        raise OptionError(f"`ges_init` must be 0 or more, got {ges_init}")
     fold = np.asarray(fold)
     fold_numbers = sorted(int(k) for k in np.unique(fold)) if fold_numbers is None else list(fold_numbers)
     nested = nested and len(fold_numbers) > 1
+    params = dict(metric=scorer_metric.name, blend=blend, power=power, eps=eps, method=method,
+                  max_size=max_size, top=top, beam_width=beam_width, nested=nested, seed=seed,
+                  n_jobs=n_jobs, prune=prune, patience=patience, ges_iterations=ges_iterations,
+                  time_budget=time_budget, ges_init=ges_init)
+    if method in WEIGHTED_METHODS:
+        from stacker.search import weighted
+
+        with threadpool_limits(1):          # one thread: the same sums, so the same result
+            fields = weighted.search_weighted(
+                oof, y, fold, fold_numbers, names, method=method, metric=scorer_metric,
+                blend=blend, power=power, eps=eps, nested=nested, seed=seed, max_size=max_size,
+                ges_iterations=ges_iterations, ges_init=ges_init, ges_bags=ges_bags,
+                cmaes_evaluations=cmaes_evaluations, on_progress=on_progress)
+        params.update(weighted.settings(method, ges_bags=ges_bags,
+                                        cmaes_evaluations=cmaes_evaluations))
+        return SearchResult(method=method, method_reason=f"asked for {method}",
+                            metric=scorer_metric.name, power=power, eps=eps, pool=tuple(names),
+                            seconds=time.perf_counter() - started, params=params, **fields)
 
     scorer = make_scorer(y, fold, fold_numbers, scorer_metric, blend=blend, power=power)
-    max_terms = max(max_size, ges_iterations) if method in ("ges", "auto") else max_size
+    max_terms = max(max_size, ges_iterations + ges_init) if method in ("ges", "auto") else max_size
     q, scale = quantize(oof, blend, max_terms=max_terms, power=power, eps=eps, rows=scorer.rows)
     scorer.scale = scale
     ctx = sm.Context(q=q, scorer=scorer)
@@ -215,16 +251,17 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
         settings = {"greedy": dict(max_size=max_size, prune=prune, patience=patience),
                     "beam": dict(max_size=max_size, width=beam_width, patience=patience),
                     "ges": dict(iterations=ges_iterations, max_size=max_size)}[method]
+        if method == "ges" and ges_init:
+            from stacker.search.ges_variants import sorted_init
+
+            settings["init"] = sorted_init(sm.Evaluator(ctx), targets, ges_init, max_size=max_size)
         steps = ges_iterations if method == "ges" else max_size
         runs, n_evaluated = _run_selections(ctx, method, settings, targets, steps, n_jobs,
                                             on_progress)
 
     result = _report(oof, np.asarray(y), fold, fold_numbers, names, runs, scorer_metric, blend,
                      power, eps, top)
-    params = dict(metric=scorer_metric.name, blend=blend, power=power, eps=eps, method=method,
-                  max_size=max_size, top=top, beam_width=beam_width, nested=nested, seed=seed,
-                  n_jobs=n_jobs, prune=prune, patience=patience, ges_iterations=ges_iterations,
-                  time_budget=time_budget)
+    params["method"] = method
     return SearchResult(method=method, method_reason=reason or f"asked for {method}",
                         metric=scorer_metric.name, blend=blend, power=power, eps=eps,
                         pool=tuple(names), n_evaluated=n_evaluated,

@@ -351,15 +351,21 @@ def beam(ev: Evaluator, targets: list, *, max_size: int, width: int = 5, patienc
 
 
 def ges(ev: Evaluator, targets: list, *, iterations: int = 50, max_size: int | None = None,
-        tick: Tick | None = None) -> dict:
+        tick: Tick | None = None, init: dict | None = None) -> dict:
     """Ensemble selection with replacement (Caruana et al., ICML 2004) for each target: start
     from an empty bag, add at each step the model (possibly again) whose addition scores best;
     the counts become weights. Keeps the best bag over the iterations (the paper's 'select the
     best-performing ensemble size'). ``max_size`` caps the number of distinct members.
+    init: {target: counts} to start from instead of the empty bag (the paper's sorted
+    initialisation, :mod:`stacker.search.ges_variants`); the initial bag is a candidate too.
     Returns {target: Run}."""
     n = ev.n_models
     max_size = n if max_size is None else max_size
     states = {t: {"counts": counts_of((), n), "history": [], "active": True} for t in targets}
+    for t, counts in (init or {}).items():
+        if t in states and sum(counts):
+            states[t]["counts"] = tuple(counts)
+            states[t]["history"].append((tuple(counts), float(ev.sets([tuple(counts)], [t])[0, 0])))
     for _ in range(iterations):
         for base, group in _group(states, "counts").items():
             distinct = sum(1 for c in base if c)
