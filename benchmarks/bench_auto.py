@@ -43,9 +43,9 @@ def load() -> str:
     return "load %.2f %.2f %.2f" % os.getloadavg()
 
 
-def held_out(collection, members, weights, y_test, order) -> float:
-    w = [weights[m] for m in members] if weights else None
-    return lwlrap(y_test, test_blend(collection, list(members), weights=w)[order])
+def held_out(collection, recipe, y_test, order) -> float:
+    probs = test_blend(collection, list(recipe.members), **recipe.blend_options(collection.classes))
+    return lwlrap(y_test, probs[order])
 
 
 def quality(dataset: str, workdir: Path, budget: float) -> dict:
@@ -61,11 +61,10 @@ def quality(dataset: str, workdir: Path, budget: float) -> dict:
     recipes = {r.name: r for r in result.recipes}
     rows = {}
     for name in ("best single", "all first-level", "first-level subset", "first-level GES",
-                 *result.level2):
-        recipe = recipes[name]
-        rows[name] = held_out(collection, recipe.members, recipe.weights, y_test, order)
+                 "first-level linear", *result.level2):
+        rows[name] = held_out(collection, recipes[name], y_test, order)
     final = result.final
-    rows["stack auto"] = held_out(collection, final.members, final.weights, y_test, order)
+    rows["stack auto"] = held_out(collection, final, y_test, order)
     return {"dataset": dataset, "test": rows, "nested_cv": final.nested_cv, "chosen": final.name,
             "seconds": seconds, "load": load()}
 

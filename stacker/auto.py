@@ -76,7 +76,8 @@ class AutoSettings:
 
 @dataclass(frozen=True)
 class Recipe:
-    """One candidate for the submission: a geometric-mean blend of ``members`` with ``weights``.
+    """One candidate for the submission: a ``blend`` of ``members`` (geo-mean with ``weights``; the
+    per-class weights or the linear stacker of a weighted search live in ``search``).
 
     nested_cv: the score of the recipe's own choices made without the fold scored (equal to ``cv``
     for a recipe that chooses nothing on the folds). holdout_cv: the score on the fold held out of
@@ -91,18 +92,30 @@ class Recipe:
     nested_cv: float
     holdout_cv: float
     search: dict | None = None
+    blend: str = "geo-mean"
+
+    def blend_options(self, classes: Sequence[str]) -> dict:
+        """Keyword arguments of :func:`stacker.blend.oof_blend` / ``test_blend`` / the submission
+        that rebuild exactly the blend this recipe was scored with."""
+        from stacker.search.subsets import searched_weights
+
+        if self.search and (self.search.get("coef") or self.search.get("class_weights")):
+            weights, intercept = searched_weights(self.search, self.members, classes)
+        else:
+            weights, intercept = [self.weights[m] for m in self.members], None
+        return {"blend": self.blend, "weights": weights, "intercept": intercept}
 
     def to_json(self) -> dict:
         return {"name": self.name, "what": self.what, "members": list(self.members),
                 "weights": dict(self.weights), "cv": self.cv, "nested_cv": self.nested_cv,
-                "holdout_cv": self.holdout_cv, "search": self.search}
+                "holdout_cv": self.holdout_cv, "blend": self.blend, "search": self.search}
 
     @classmethod
     def from_json(cls, record: dict) -> "Recipe":
         return cls(name=record["name"], what=record["what"], members=tuple(record["members"]),
                    weights=dict(record["weights"]), cv=float(record["cv"]),
                    nested_cv=float(record["nested_cv"]), holdout_cv=float(record["holdout_cv"]),
-                   search=record.get("search"))
+                   search=record.get("search"), blend=record.get("blend", "geo-mean"))
 
 
 @dataclass
@@ -183,7 +196,7 @@ def run_auto(root: Path | str = layout.DEFAULT_ROOT, *, settings: AutoSettings =
     # ---- 2. first-level recipes
     recipes = _cached_recipes(state, "level1")
     if recipes is None:
-        recipes = _level1_recipes(pool1, settings, holdout, stage)
+        recipes = _level1_recipes(pool1, settings, holdout, stage, notes)
         state["level1"] = [r.to_json() for r in recipes]
         workspace.write_auto_state(root, state)
     lap("first-level search")
@@ -204,7 +217,8 @@ def run_auto(root: Path | str = layout.DEFAULT_ROOT, *, settings: AutoSettings =
         with stage("collect level 2") as update:
             collection = collect(root, on_progress=update)
     everything = collection.select([*level1, *level2])
-    level2_recipes = _level2_recipes(everything, list(level2), list(level1), settings, holdout, stage)
+    level2_recipes = _level2_recipes(everything, list(level2), list(level1), settings, holdout, stage,
+                                     notes)
     recipes = [*recipes, *level2_recipes]
     final = _choose(recipes, metric)
     estimate = _estimate_note(final, recipes, holdout, bool(level2))
@@ -249,10 +263,9 @@ def _made_by_auto(meta: dict) -> bool:
 
 # ---------------------------------------------------------------- recipes
 
-def _fold_score(collection: Collection, members, weights, fold: int, metric) -> float:
+def _fold_score(collection: Collection, recipe: Recipe, fold: int, metric) -> float:
     rows = collection.fold == fold
-    w = [weights[m] for m in members] if weights else None
-    blend = oof_blend(collection, list(members), weights=w)
+    blend = oof_blend(collection, list(recipe.members), **recipe.blend_options(collection.classes))
     return float(metric(collection.y[rows], blend[rows]))
 
 
@@ -261,8 +274,9 @@ def _fixed_recipe(collection: Collection, name: str, what: str, members, metric,
     members = tuple(members)
     weights = {m: 1.0 / len(members) for m in members}
     cv = float(metric(collection.y, oof_blend(collection, list(members))))
-    return Recipe(name=name, what=what, members=members, weights=weights, cv=cv, nested_cv=cv,
-                  holdout_cv=_fold_score(collection, members, weights, holdout, metric))
+    recipe = Recipe(name=name, what=what, members=members, weights=weights, cv=cv, nested_cv=cv,
+                    holdout_cv=float("nan"))
+    return replace(recipe, holdout_cv=_fold_score(collection, recipe, holdout, metric))
 
 
 def _searched_recipe(collection: Collection, name: str, what: str, result: SearchResult,
@@ -274,7 +288,7 @@ def _searched_recipe(collection: Collection, name: str, what: str, result: Searc
     nested = result.nested_cv if result.nested_cv is not None else result.cv
     return Recipe(name=name, what=f"{what} ({result.method})", members=tuple(result.members),
                   weights=dict(result.weights), cv=float(result.cv), nested_cv=float(nested),
-                  holdout_cv=float(holdout_cv), search=result.to_json())
+                  holdout_cv=float(holdout_cv), search=result.to_json(), blend=result.blend)
 
 
 def _search(collection: Collection, pool, settings: AutoSettings, stage, description, **options):
@@ -284,7 +298,17 @@ def _search(collection: Collection, pool, settings: AutoSettings, stage, descrip
                               on_progress=update, **options)
 
 
-def _level1_recipes(pool: Collection, settings: AutoSettings, holdout: int, stage) -> list[Recipe]:
+def _optional_search(collection, pool, settings, stage, description, notes: list, **options):
+    """A candidate the data may not support (the method refuses it): a note instead of a recipe."""
+    try:
+        return _search(collection, pool, settings, stage, description, **options)
+    except OptionError as error:
+        notes.append(f"{description}: skipped ({error})")
+        return None
+
+
+def _level1_recipes(pool: Collection, settings: AutoSettings, holdout: int, stage,
+                    notes: list) -> list[Recipe]:
     metric = get_metric(settings.metric)
     names = list(pool.names)
     single = _search(pool, names, settings, stage, "best single first-level model",
@@ -299,11 +323,16 @@ def _level1_recipes(pool: Collection, settings: AutoSettings, holdout: int, stag
         ges = _search(pool, names, settings, stage, "ensemble selection over the first level",
                       method="ges")
         recipes.append(_searched_recipe(pool, "first-level GES", "weighted selection", ges, holdout))
+        linear = _optional_search(pool, names, settings, stage, "linear stacker over the first level",
+                                  notes, method="linear")
+        if linear is not None:
+            recipes.append(_searched_recipe(pool, "first-level linear", "linear stacker", linear,
+                                            holdout))
     return recipes
 
 
 def _level2_recipes(everything: Collection, level2: list[str], level1: list[str],
-                    settings: AutoSettings, holdout: int, stage) -> list[Recipe]:
+                    settings: AutoSettings, holdout: int, stage, notes: list) -> list[Recipe]:
     metric = get_metric(settings.metric)
     recipes = [_fixed_recipe(everything, name, "MLP on level 1", [name],
                              metric, holdout) for name in level2]
@@ -318,6 +347,11 @@ def _level2_recipes(everything: Collection, level2: list[str], level1: list[str]
         ges = _search(everything, names, settings, stage,
                       "ensemble selection over first level + level 2", method="ges")
         recipes.append(_searched_recipe(everything, "final GES", "weighted selection, L1+L2", ges, holdout))
+        linear = _optional_search(everything, names, settings, stage,
+                                  "linear stacker over first level + level 2", notes, method="linear")
+        if linear is not None:
+            recipes.append(_searched_recipe(everything, "final linear", "linear stacker, L1+L2", linear,
+                                            holdout))
     return recipes
 
 
@@ -524,12 +558,12 @@ def _write_outputs(root: Path, everything: Collection, final: Recipe, recipes, s
              "state": workspace.auto_state_path(root)}
     metric = get_metric(settings.metric)
     members = list(final.members)
-    weights = [final.weights[m] for m in members]
-    blend = oof_blend(everything, members, weights=weights)
+    options = final.blend_options(everything.classes)
+    blend = oof_blend(everything, members, **options)
     record = dict(final.search or {})
     record.update({
         "method": "auto", "recipe": final.name, "what": final.what, "metric": metric.name,
-        "blend": "geo-mean", "members": members, "weights": dict(final.weights), "cv": final.cv,
+        "blend": final.blend, "members": members, "weights": dict(final.weights), "cv": final.cv,
         "fold_cv": fold_scores(everything.y, blend, everything.fold, everything.fold_numbers, metric),
         "nested_cv": final.nested_cv, "estimate": estimate, "root": str(root),
         "fold_hash": everything.folds.hash,
@@ -540,7 +574,7 @@ def _write_outputs(root: Path, everything: Collection, final: Recipe, recipes, s
     workspace.write_subsets(root, record)
     if out is not None:
         with stage("submission") as update:
-            make_submission(everything, members, out=out, blend="geo-mean", weights=weights,
+            make_submission(everything, members, out=out, **options,
                             template=template, force=own, metric=metric.name,
                             extra={"made_by": MADE_BY, "recipe": final.name, "nested_cv": final.nested_cv,
                                    "holdout_cv": final.holdout_cv, "estimate": estimate,
