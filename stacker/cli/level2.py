@@ -8,8 +8,8 @@ import pandas as pd
 import typer
 
 from stacker import layout
-from stacker.cli.common import (console, err_console, frame_table, load_collection, progress_bar,
-                                user_errors)
+from stacker.cli.common import (SchedulerOption, console, err_console, frame_table,
+                                load_collection, progress_bar, user_errors)
 from stacker.errors import OptionError, PredictionMismatch
 from stacker.metrics import get_metric
 # the level-2 modules (stacker.level2.fit, level2_*) import torch: they are imported inside the commands
@@ -57,6 +57,7 @@ def train_command(
                                                                   "(no window augmentation).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing experiment of that "
                                                         "name.")] = False,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Train a level-2 MLP per fold on the OOF predictions and write it as a new experiment."""
     from stacker.level2.inputs import choose_inputs
@@ -79,9 +80,11 @@ def train_command(
     if document.get("inputs") and list(document["inputs"]) != inputs:
         err_console.print("[yellow]warning:[/] the params were tuned on other inputs "
                           f"({', '.join(document['inputs'])})", highlight=False)
-    with progress_bar(f"training {len(inputs)} inputs, folds x seeds") as update:
+    with progress_bar(f"training {len(inputs)} inputs, folds x seeds"
+                      + (f" on {scheduler}" if scheduler else "")) as update:
         result = train_level2(collection, inputs, params=chosen, seeds=seed_list, metric=scorer,
-                              device=device, use_windows=not no_windows, on_progress=update)
+                              device=device, use_windows=not no_windows, on_progress=update,
+                              scheduler=scheduler)
     extra = {"params_source": str(params) if params else "defaults"}
     if document:
         extra["tuning"] = {k: document.get(k) for k in ("study", "cv", "holdout_fold",
