@@ -74,7 +74,7 @@ def _map_on_cluster(fn, units: list, shared: dict, scheduler: str,
         remote = {key: client.scatter([value], hash=False)[0] for key, value in shared.items()}
         futures = client.map(fn, units, pure=False, retries=retries, **remote)
         position = {future.key: i for i, future in enumerate(futures)}
-        pending = as_completed(futures, with_results=True)   # raises a failed unit's error
+        pending = as_completed(futures, loop=client.loop, with_results=True)   # raises errors
         del futures   # only as_completed holds them now: released one by one below
         results: list = [None] * len(units)
         done = 0
