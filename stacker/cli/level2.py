@@ -137,7 +137,8 @@ def tune_command(
     storage: Annotated[Optional[str], typer.Option(
         "--storage", help="Optuna storage URL (default sqlite:///<root>/.stack/tune.db). Workers on "
                           "several machines share a study through one database URL, e.g. "
-                          "postgresql://user@host/db.")] = None,
+                          "postgresql://user:pass@host/db, read as postgresql+psycopg:// (psycopg 3, "
+                          "pip install -e '.[postgres]').")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name (default: derived from "
                                                                  "the inputs, metric and folds).")] = None,
     n_jobs: Annotated[int, typer.Option("--n-jobs", help="Trials run in parallel threads.")] = 1,
