@@ -87,8 +87,10 @@ def _map_on_cluster(fn, units: list, shared: dict, scheduler: str,
                 if on_progress is not None:
                     on_progress(done, len(units))
         except KilledWorker as error:
-            raise ClusterError(f"a task killed {error.args[0] if error.args else 'its'} workers "
-                               "one after another (out of memory?); see the workers' logs") from None
+            index = position.get(error.task)
+            what = "a task" if index is None else f"the task of unit {units[index]!r}"
+            raise ClusterError(f"{what} killed every worker that ran it ({error.allowed_failures + 1} "
+                               "in a row; out of memory?); see the workers' logs") from None
         finally:
             for future in list(pending.futures):
                 future.cancel()

@@ -81,6 +81,16 @@ def test_cluster_map_raises_the_units_own_error(cluster):
         parallel.map_units(fail_on_two, [0, 1, 2, 3], scheduler=cluster, retries=0)
 
 
+def die(unit):
+    os._exit(1)
+
+
+@pytest.mark.slow   # four worker deaths and restarts: ~10-20 s
+def test_a_task_that_keeps_killing_workers_is_one_clear_error(cluster):
+    with pytest.raises(ClusterError, match="unit 7 killed every worker that ran it"):
+        parallel.map_units(die, [7], scheduler=cluster)
+
+
 def test_unreachable_scheduler_is_one_clear_error(monkeypatch):
     pytest.importorskip("distributed")
     monkeypatch.setattr(parallel, "CONNECT_TIMEOUT_S", 1)
