@@ -228,3 +228,41 @@ def test_a_worker_that_dies_mid_fold_is_replaced_and_finished_folds_are_kept(tmp
     local = write_features(tmp_path / "l", n_rows=60)["root"]
     run_kfold(local, "m", make_model, X, folds.ids, X_test, test_ids, **options)
     assert experiment_files(root, "m") == experiment_files(local, "m")
+
+
+def write_audio_project(folder: Path) -> Path:
+    """train/ (12 clips of 3 tones), test/ (3 clips), meta.csv and 3 folds under root/."""
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, count in (("train", 4), ("test", 1)):
+        (folder / split).mkdir(parents=True)
+        for label, freq in (("low", 300.0), ("mid", 1100.0), ("high", 2600.0)):
+            for i in range(count):
+                t = np.arange(int(8000 * rng.uniform(0.4, 0.6))) / 8000
+                wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.normal(size=len(t))
+                soundfile.write(str(folder / split / f"{split}_{label}_{i}.wav"),
+                                wave.astype(np.float32), 8000, subtype="PCM_16")
+                if split == "train":
+                    rows.append((f"train_{label}_{i}.wav", label))
+    pd.DataFrame(rows, columns=["fname", "label"]).to_csv(folder / "meta.csv", index=False)
+    made = CliRunner().invoke(app, ["make-folds", str(folder / "meta.csv"), "--label-column",
+                                    "label", "--n-folds", "3", "--root", str(folder / "root")])
+    assert made.exit_code == 0, made.output
+    return folder
+
+
+@pytest.mark.slow   # torch and the CNN in both worker processes: ~20-60 s on 2 busy cores
+def test_first_level_audio_on_a_cluster_writes_the_same_predictions(tmp_path, cluster):
+    outputs = {}
+    for where, scheduler in (("here", []), ("cluster", ["--scheduler", cluster])):
+        p = write_audio_project(tmp_path / where)
+        result = CliRunner().invoke(app, [str(a) for a in [
+            "first-level", "audio", "--meta", p / "meta.csv", "--audio-dir", p / "train",
+            "--test-dir", p / "test", "--name", "cnn", "--root", p / "root", "--epochs", 1,
+            "--device", "cpu", "--no-cache", *scheduler]])
+        assert result.exit_code == 0, result.output
+        outputs[where] = experiment_files(p / "root", "cnn")
+    assert outputs["cluster"].keys() == outputs["here"].keys()
+    assert outputs["cluster"] == outputs["here"]
