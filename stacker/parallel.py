@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from stacker.errors import ClusterError
+from stacker.errors import ClusterError, StackError
 
 ProgressCallback = Callable[[int, int], None]
 CONNECT_TIMEOUT_S = 30
@@ -37,8 +37,8 @@ def map_units(fn: Callable[..., Any], units: Sequence[Any], *, shared: dict | No
     scheduler: the address of a running ``dask.distributed`` scheduler, or None to run here.
     on_progress: ``on_progress(done, len(units))`` at the start and after each finished unit (in
     the order they finish on a cluster).
-    retries: on a cluster, how many more times a unit that raised is tried (a unit whose worker
-    died is rerun by dask regardless).
+    retries: on a cluster, how many more times a unit that raised something other than a
+    StackError is tried (a unit whose worker died is rerun by dask regardless).
     Returns the results in the order of ``units``; the first unit that fails raises its error.
     """
     units = list(units)
@@ -72,14 +72,16 @@ def _map_on_cluster(fn, units: list, shared: dict, scheduler: str,
     with client:
         # one future per shared value; a list is wrapped so that scatter sends it as one object
         remote = {key: client.scatter([value], hash=False)[0] for key, value in shared.items()}
-        futures = client.map(fn, units, pure=False, retries=retries, **remote)
+        futures = client.map(_run_unit, units, pure=False, retries=retries, unit_fn=fn, **remote)
         position = {future.key: i for i, future in enumerate(futures)}
         pending = as_completed(futures, loop=client.loop, with_results=True)   # raises errors
         del futures   # only as_completed holds them now: released one by one below
         results: list = [None] * len(units)
         done = 0
         try:
-            for future, result in pending:
+            for future, (result, user_error) in pending:
+                if user_error is not None:
+                    raise user_error
                 results[position[future.key]] = result
                 # released once collected: a worker that dies later cannot make dask rerun it
                 future.release()
@@ -95,6 +97,16 @@ def _map_on_cluster(fn, units: list, shared: dict, scheduler: str,
             for future in list(pending.futures):
                 future.cancel()
     return results
+
+
+def _run_unit(unit, *, unit_fn, **shared) -> tuple[Any, StackError | None]:
+    """On a worker: (the unit's result, None), or (None, the StackError it raised). A problem with
+    the user's files or options comes back as a value, so dask does not retry it (it would fail
+    the same way); other exceptions (a full disk, memory) are retried ``retries`` times."""
+    try:
+        return unit_fn(unit, **shared), None
+    except StackError as error:
+        return None, error
 
 
 __all__ = ["map_units"]

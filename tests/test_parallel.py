@@ -26,9 +26,19 @@ def square_after(unit, *, delay):
     return unit * unit
 
 
-def fail_on_two(unit):
+def fail_on_two(unit, *, log):
     if unit == 2:
+        with open(log, "a") as handle:
+            handle.write("tried\n")
         raise OptionError("unit 2 is bad")
+    return unit
+
+
+def fail_once_on_two(unit, *, log):
+    """A transient failure (not a StackError): fails the first time only."""
+    if unit == 2 and not Path(log).exists():
+        Path(log).touch()
+        raise OSError("a network filesystem hiccup")
     return unit
 
 
@@ -76,9 +86,17 @@ def test_cluster_map_keeps_order_and_reports_progress(cluster):
     assert seen == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
 
 
-def test_cluster_map_raises_the_units_own_error(cluster):
+def test_cluster_map_raises_the_units_own_error_without_retrying_it(cluster, tmp_path):
+    log = tmp_path / "tries.log"
     with pytest.raises(OptionError, match="unit 2 is bad"):
-        parallel.map_units(fail_on_two, [0, 1, 2, 3], scheduler=cluster, retries=0)
+        parallel.map_units(fail_on_two, [0, 1, 2, 3], shared={"log": log}, scheduler=cluster)
+    assert log.read_text() == "tried\n"   # a user error fails the same way again: not retried
+
+
+def test_cluster_map_retries_other_failures(cluster, tmp_path):
+    out = parallel.map_units(fail_once_on_two, [0, 1, 2, 3], shared={"log": tmp_path / "failed"},
+                             scheduler=cluster)
+    assert out == [0, 1, 2, 3] and (tmp_path / "failed").exists()
 
 
 def die(unit):

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from typer.testing import CliRunner
 
+from stacker.cli.app import app
 from stacker.errors import OptionError
 from stacker.level2.storage import storage_url
 
@@ -105,8 +107,8 @@ def finish(worker: subprocess.Popen) -> str:
     return out
 
 
-def load(url: str) -> optuna.Study:
-    return optuna.load_study(study_name="shared", storage=storage_url(url))
+def load(storage: optuna.storages.RDBStorage) -> optuna.Study:
+    return optuna.load_study(study_name="shared", storage=storage)
 
 
 def assert_best_params_saved(root: Path, study: optuna.Study) -> None:
@@ -119,10 +121,11 @@ def assert_best_params_saved(root: Path, study: optuna.Study) -> None:
 
 def test_workers_share_one_postgres_study_and_a_new_worker_resumes_it(small_layout, postgres_url):
     root = small_layout()
-    # two workers at once, each with its own seed
+    storage = optuna.storages.RDBStorage(storage_url(postgres_url))
+    # two worker processes at once, each with its own seed
     outputs = [finish(w) for w in [tune_worker(root, postgres_url, seed=s, trials=2) for s in (1, 2)]]
     assert all("(2 finished in this run)" in out for out in outputs), outputs
-    study = load(postgres_url)
+    study = load(storage)
     assert sorted(t.number for t in study.trials) == list(range(4))   # none lost, none twice
     assert all(t.state in FINISHED for t in study.trials)
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
@@ -131,16 +134,19 @@ def test_workers_share_one_postgres_study_and_a_new_worker_resumes_it(small_layo
     # a worker killed mid-study (its machine went down) ...
     killed = tune_worker(root, postgres_url, seed=3, trials=1000)
     deadline = time.monotonic() + 240
-    while sum(t.state in FINISHED for t in load(postgres_url).trials) < 5:
+    while sum(t.state in FINISHED for t in load(storage).trials) < 5:
         assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()
         time.sleep(0.5)
     killed.kill()
     killed.communicate()
-    before = load(postgres_url).trials
-    # ... and a new worker resumes the study: its trials add to the ones already there
-    out = finish(tune_worker(root, postgres_url, seed=4, trials=2))
-    assert "(2 finished in this run)" in out
-    after = load(postgres_url)
+    before = load(storage).trials
+    # ... and a worker started afterwards (here in this process) resumes the study
+    resumed = CliRunner().invoke(app, ["tune", "--root", str(root), "--storage", postgres_url,
+                                       "--study", "shared", "--trials", "2", "--seed", "4",
+                                       "--max-epochs", "1", "--device", "cpu"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "(2 finished in this run)" in resumed.output
+    after = load(storage)
     new = [t for t in after.trials if t.number not in {b.number for b in before}]
     assert len(new) == 2 and all(t.state in FINISHED for t in new)
     assert min(t.number for t in new) > max(t.number for t in before)
