@@ -33,21 +33,23 @@ MODELS = ("logreg", "rf", "et", "hgb")
 N_FOLDS = 5
 
 
-def train_all(root: Path, data: dict, *, scheduler: str | None) -> float:
-    """Write folds and the 4 experiments under ``root``; returns the training wall time (s)."""
+def train_all(root: Path, data: dict, *, scheduler: str | None) -> dict[str, float]:
+    """Write folds and the 4 experiments under ``root``; returns {model: training wall time (s)}."""
     ids = [f"train_{i:05d}" for i in range(len(data["y_train"]))]
     test_ids = [f"test_{i:05d}" for i in range(len(data["y_test"]))]
     fold = iterative_stratification(data["y_train"], N_FOLDS, seed=0)
     labels = [tuple(c for c, v in zip(data["classes"], row) if v) for row in data["y_train"]]
     layout.write_folds(root, ids, labels, fold, id_column=ID_COLUMN, classes=data["classes"])
-    start = time.perf_counter()
+    seconds = {}
     for estimator in MODELS:
         params = PARAMS[estimator]
+        start = time.perf_counter()
         run_kfold(root, estimator,
                   lambda k, e=estimator, p=params: SklearnFoldModel(e, p, 0, threads=1),
                   data["X_train"], ids, data["X_test"], test_ids, model=f"sklearn:{estimator}",
                   params=params, seed=0, scheduler=scheduler)
-    return time.perf_counter() - start
+        seconds[estimator] = time.perf_counter() - start
+    return seconds
 
 
 def prediction_files(root: Path) -> dict[str, bytes]:
@@ -79,11 +81,14 @@ def main() -> None:
             there = train_all(Path(tmp) / "cluster", data, scheduler=cluster.scheduler_address)
         same = prediction_files(Path(tmp) / "here") == prediction_files(Path(tmp) / "cluster")
         load_after = os.getloadavg()[0]
-    print(f"{'run':<34} {'wall s':>7}")
-    print(f"{'here (one process, 1 thread)':<34} {here:>7.1f}")
-    print(f"{f'LocalCluster ({args.workers} workers x 1 thread)':<34} {there:>7.1f}")
-    print(f"ratio here / cluster: {here / there:.2f}x  (cluster start-up {startup:.1f} s, not "
-          f"included); identical prediction files: {'yes' if same else 'NO'}")
+    print(f"{'run':<34} " + " ".join(f"{m:>7}" for m in MODELS) + f" {'wall s':>7}")
+    for label, times in (("here (one process, 1 thread)", here),
+                         (f"LocalCluster ({args.workers} workers x 1 thread)", there)):
+        print(f"{label:<34} " + " ".join(f"{times[m]:>7.1f}" for m in MODELS)
+              + f" {sum(times.values()):>7.1f}")
+    print(f"ratio here / cluster: {sum(here.values()) / sum(there.values()):.2f}x  (cluster "
+          f"start-up {startup:.1f} s, not included); identical prediction files: "
+          f"{'yes' if same else 'NO'}")
     print(f"load average {load_before:.1f} before, {load_after:.1f} after (1 min; other processes "
           "share the CPUs)")
     if not same:
