@@ -91,8 +91,9 @@ def _map_on_cluster(fn, units: list, shared: dict, scheduler: str,
         except KilledWorker as error:
             index = position.get(error.task)
             what = "a task" if index is None else f"the task of unit {units[index]!r}"
-            raise ClusterError(f"{what} killed every worker that ran it ({error.allowed_failures + 1} "
-                               "in a row; out of memory?); see the workers' logs") from None
+            raise ClusterError(f"{what} killed every worker that ran it "
+                               f"({error.allowed_failures + 1} in a row; out of memory?); see the "
+                               "workers' logs") from None
         finally:
             for future in list(pending.futures):
                 future.cancel()

@@ -155,8 +155,9 @@ def _open_study(storage: str, study_name: str, *, direction: str, seed: int, att
                 if (isinstance(error, sqlalchemy.exc.OperationalError)
                         and not storage.startswith("sqlite")):   # a server that cannot be reached
                     reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-                    raise OptionError(f"--storage '{redact(storage)}' cannot be reached ({reason}); "
-                                      "check the host, port, user, password and database") from None
+                    raise OptionError(f"--storage '{redact(storage)}' cannot be reached "
+                                      f"({reason}); check the host, port, user, password and "
+                                      "database") from None
                 raise
             time.sleep(0.5 * (attempt + 1))
         except (sqlalchemy.exc.ArgumentError, ImportError, ModuleNotFoundError) as error:

@@ -32,7 +32,7 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def server_binaries() -> Path | None:
-    """The folder holding initdb and pg_ctl: on PATH, else Debian's newest /usr/lib/postgresql/*/bin."""
+    """The folder of initdb and pg_ctl: on PATH, else Debian's newest /usr/lib/postgresql/*/bin."""
     found = shutil.which("initdb")
     candidates = ([Path(found).parent] if found else []) + sorted(
         (Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")),
@@ -123,7 +123,8 @@ def test_workers_share_one_postgres_study_and_a_new_worker_resumes_it(small_layo
     root = small_layout()
     storage = optuna.storages.RDBStorage(storage_url(postgres_url))
     # two worker processes at once, each with its own seed
-    outputs = [finish(w) for w in [tune_worker(root, postgres_url, seed=s, trials=2) for s in (1, 2)]]
+    workers = [tune_worker(root, postgres_url, seed=s, trials=2) for s in (1, 2)]
+    outputs = [finish(w) for w in workers]
     assert all("(2 finished in this run)" in out for out in outputs), outputs
     study = load(storage)
     assert sorted(t.number for t in study.trials) == list(range(4))   # none lost, none twice
