@@ -27,6 +27,7 @@ import numpy as np
 from stacker import layout
 from stacker.errors import LayoutError, ModelOutputError, OutputExistsError
 from stacker.metrics import get_metric
+from stacker.parallel import map_units
 
 # Probabilities a hair outside [0, 1] (float rounding in a softmax) are clipped; more is a bug.
 _TOLERANCE = 1e-5
@@ -74,13 +75,16 @@ def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel
               ids: Sequence[str], X_test, test_ids: Sequence[str], *, model: str, params: dict,
               seed: int, force: bool = False, metric: str = "lwlrap",
               on_progress: Callable[[int, int], None] | None = None,
-              extra_meta: dict | None = None) -> RunResult:
+              extra_meta: dict | None = None, scheduler: str | None = None) -> RunResult:
     """Train one model per fold of ``<root>/folds.csv`` and write the experiment ``name``.
 
     X: array of shape (n_rows, ...) or a sequence of n_rows items, row i having id ``ids[i]``;
     ``ids`` must be exactly folds.csv's ids as a set (any order). X_test: (n_test, ...) likewise,
     with ``test_ids``. make_model(fold) returns a fresh, seeded, unfitted model.
     extra_meta: more keys for meta.json (e.g. the feature files), recorded but not compared.
+    scheduler: a dask.distributed scheduler address: each fold is one task on its workers, which
+    write the fold's files themselves (the root must be on a filesystem they all see, at the same
+    path); None trains the folds here, one after another.
     """
     root = Path(root)
     scorer = get_metric(metric)
@@ -99,23 +103,18 @@ def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel
             "n_train": int(len(ids)), "n_test": int(len(test_ids)), **(extra_meta or {})}
     layout.write_meta(root, name, {**meta, "created": _now()})   # claims the name for resume
 
+    if scheduler:   # workers find the files by absolute path (the root on a shared filesystem)
+        root = root.resolve()
+    outcomes = map_units(_fold_unit, folds.fold_numbers, scheduler=scheduler,
+                         on_progress=on_progress,
+                         shared=dict(root=root, name=name, make_model=make_model, folds=folds,
+                                     X=X, X_test=X_test, test_ids=test_ids, position=position,
+                                     model=model, force=force))
     oof = np.zeros((len(folds.ids), len(folds.classes)), dtype=np.float32)
     trained, skipped = [], []
-    total = folds.n_folds
-    if on_progress is not None:
-        on_progress(0, total)
-    for done, k in enumerate(folds.fold_numbers, start=1):
-        val_rows = folds.rows_of_fold(k)
-        if not force and _fold_written(root, name, k):
-            oof[val_rows] = _read_back(root, name, k, folds, val_rows, test_ids)
-            skipped.append(k)
-        else:
-            train_rows = np.flatnonzero(folds.fold != k)
-            oof[val_rows] = _train_fold(root, name, k, make_model, folds, X, X_test, test_ids,
-                                        position, train_rows, val_rows, model=model)
-            trained.append(k)
-        if on_progress is not None:
-            on_progress(done, total)
+    for k, (val_probs, trained_now) in zip(folds.fold_numbers, outcomes):
+        oof[folds.rows_of_fold(k)] = val_probs
+        (trained if trained_now else skipped).append(k)
 
     cv, fold_cv = _scores(folds, oof, scorer)
     layout.write_meta(root, name, {**meta, "cv": cv, "fold_cv": fold_cv, "metric": scorer.name,
@@ -240,6 +239,20 @@ def _read_back(root: Path, name: str, k: int, folds: layout.Folds, val_rows: np.
     return val.values[np.array([row[i] for i in wanted])][:, [column[c] for c in folds.classes]]
 
 
+def _fold_unit(k: int, *, root: Path, name: str, make_model, folds: layout.Folds, X, X_test,
+               test_ids: np.ndarray, position: np.ndarray, model: str,
+               force: bool) -> tuple[np.ndarray, bool]:
+    """Fold k, here or on a cluster worker: (its validation probs (n_fold_k, n_classes), whether
+    it was trained now). A fold already written is read back, never retrained (unless force):
+    so a task that dask reruns after its worker died does not redo a finished fold."""
+    val_rows = folds.rows_of_fold(k)
+    if not force and _fold_written(root, name, k):
+        return _read_back(root, name, k, folds, val_rows, test_ids), False
+    train_rows = np.flatnonzero(folds.fold != k)
+    return _train_fold(root, name, k, make_model, folds, X, X_test, test_ids, position,
+                       train_rows, val_rows, model=model), True
+
+
 def _train_fold(root: Path, name: str, k: int, make_model, folds: layout.Folds, X, X_test,
                 test_ids: np.ndarray, position: np.ndarray, train_rows: np.ndarray,
                 val_rows: np.ndarray, *, model: str) -> np.ndarray:
@@ -252,9 +265,10 @@ def _train_fold(root: Path, name: str, k: int, make_model, folds: layout.Folds, 
     # test before val: val/probs.csv is written last, so a fold counts as done only when complete
     for split, data, split_ids in (("test", X_test, test_ids), ("val", X_val, folds.ids[val_rows])):
         folder = layout.fold_dir(root, name, k, split)
-        if folder.exists():   # per-window files of an earlier, interrupted run of this fold
+        if folder.exists():   # per-window files and temporary files of an interrupted run
             for entry in os.scandir(folder):
-                if entry.name.endswith(".npy"):
+                if entry.name.endswith(".npy") or (entry.name.startswith(".")
+                                                   and entry.name.endswith(".tmp")):
                     os.unlink(entry.path)
         probs, windows = _predict(fitted, data, split_ids, n_classes, model=model, fold=k,
                                   split=split)

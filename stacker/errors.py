@@ -53,3 +53,8 @@ class ModelOutputError(StackError, ValueError):
 
 class FeatureError(StackError, ValueError):
     """A feature CSV cannot be used as model input."""
+
+
+class ClusterError(StackError):
+    """The dask cluster named by --scheduler cannot be used: not installed, unreachable, or a task
+    kept killing its workers."""

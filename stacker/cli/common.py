@@ -6,7 +6,7 @@ import functools
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Iterator
+from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -23,6 +23,11 @@ err_console = Console(stderr=True)
 
 RootOption = Annotated[Path, typer.Option("--root", help="Root folder of the prediction layout.")]
 DEFAULT_ROOT_PATH = DEFAULT_ROOT
+SchedulerOption = Annotated[Optional[str], typer.Option(
+    "--scheduler", envvar="STACK_SCHEDULER", show_envvar=True,
+    help="Address of a dask.distributed scheduler (e.g. tcp://10.0.0.5:8786): each fold (and "
+         "seed) runs as one task on its workers, which need the root on a shared filesystem at "
+         "the same path. Default: run here.")]
 
 
 _OPTION_NAME = re.compile(r"`([a-z][a-z0-9_]*)`")

@@ -7,7 +7,15 @@ from typing import Annotated, Optional
 import typer
 
 from stacker import layout
-from stacker.cli.common import console, err_console, frame_table, load_collection, progress_bar, user_errors
+from stacker.cli.common import (
+    SchedulerOption,
+    console,
+    err_console,
+    frame_table,
+    load_collection,
+    progress_bar,
+    user_errors,
+)
 from stacker.errors import OptionError, PredictionMismatch
 from stacker.metrics import get_metric
 
@@ -56,6 +64,7 @@ def train_command(
                                                                   "(no window augmentation).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing experiment of that "
                                                         "name.")] = False,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Train a level-2 MLP per fold on the OOF predictions and write it as a new experiment."""
     import pandas as pd
@@ -80,9 +89,11 @@ def train_command(
     if document.get("inputs") and list(document["inputs"]) != inputs:
         err_console.print("[yellow]warning:[/] the params were tuned on other inputs "
                           f"({', '.join(document['inputs'])})", highlight=False)
-    with progress_bar(f"training {len(inputs)} inputs, folds x seeds") as update:
+    with progress_bar(f"training {len(inputs)} inputs, folds x seeds"
+                      + (f" on {scheduler}" if scheduler else "")) as update:
         result = train_level2(collection, inputs, params=chosen, seeds=seed_list, metric=scorer,
-                              device=device, use_windows=not no_windows, on_progress=update)
+                              device=device, use_windows=not no_windows, on_progress=update,
+                              scheduler=scheduler)
     extra = {"params_source": str(params) if params else "defaults"}
     if document:
         extra["tuning"] = {k: document.get(k) for k in ("study", "cv", "holdout_fold",
@@ -136,7 +147,8 @@ def tune_command(
     storage: Annotated[Optional[str], typer.Option(
         "--storage", help="Optuna storage URL (default sqlite:///<root>/.stack/tune.db). Workers on "
                           "several machines share a study through one database URL, e.g. "
-                          "postgresql://user@host/db.")] = None,
+                          "postgresql://user:pass@host/db, read as postgresql+psycopg:// (psycopg 3, "
+                          "pip install -e '.[postgres]').")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name (default: derived from "
                                                                  "the inputs, metric and folds).")] = None,
     n_jobs: Annotated[int, typer.Option("--n-jobs", help="Trials run in parallel threads.")] = 1,

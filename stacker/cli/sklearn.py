@@ -8,7 +8,7 @@ import typer
 
 from first_level.sklearn_models import ESTIMATORS, model_factory
 from stacker import layout
-from stacker.cli.common import console, frame_table, progress_bar, user_errors
+from stacker.cli.common import SchedulerOption, console, frame_table, progress_bar, user_errors
 from stacker.errors import OptionError
 
 
@@ -41,6 +41,7 @@ def sklearn_command(
     metric: Annotated[str, typer.Option(help="Metric for the CV scores.")] = "lwlrap",
     threads: Annotated[Optional[int], typer.Option(help="Cap on BLAS/OpenMP threads "
                                                         "(default: all cores).")] = None,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Train ESTIMATOR on every fold of ROOT/folds.csv and write out-of-fold and test predictions."""
     import pandas as pd
@@ -56,11 +57,11 @@ def sklearn_command(
     check_matches_folds(train_features, folds)
     make_model = model_factory(estimator, options, seed, single_label=folds.is_single_label,
                                threads=threads)
-    with progress_bar(f"{name}: folds") as update:
+    with progress_bar(f"{name}: folds" + (f" on {scheduler}" if scheduler else "")) as update:
         result = run_kfold(root, name, make_model, train_features.X, train_features.ids,
                            test_features.X, test_features.ids, model=f"sklearn:{estimator}",
                            params=options, seed=seed, force=force, metric=metric,
-                           on_progress=update,
+                           on_progress=update, scheduler=scheduler,
                            extra_meta={"features": {"train": str(train), "test": str(test),
                                                     "n_features": len(train_features.columns)}})
     scores = pd.DataFrame({

@@ -37,6 +37,7 @@ from stacker.level2.inputs import Level2Data, level2_data, window_means
 from stacker.level2.net import StackMLP
 from stacker.level2.params import MLPParams
 from stacker.metrics import Metric, get_metric
+from stacker.parallel import map_units
 from stacker.runtime import fold_seed
 
 ProgressCallback = Callable[[int, int], None]
@@ -268,12 +269,22 @@ class Level2Result:
         return metric(self.y, oof), per_fold
 
 
+def _fit_unit(unit: tuple[int, int], *, data: Level2Data, params: MLPParams, metric: Metric,
+              device: str) -> FoldFit:
+    """One (seed, fold) model, here or on a cluster worker."""
+    seed, k = unit
+    return fit_fold(data, k, params=params, seed=seed, metric=metric, device=device)
+
+
 def train_level2(collection: Collection, names: Sequence[str], *, params: MLPParams = MLPParams(),
                  seeds: Sequence[int] = (0,), metric: str | Metric = "lwlrap", device: str = "cpu",
-                 use_windows: bool = True, on_progress: ProgressCallback | None = None) -> Level2Result:
+                 use_windows: bool = True, on_progress: ProgressCallback | None = None,
+                 scheduler: str | None = None) -> Level2Result:
     """Train one model per (seed, fold) on the inputs ``names`` of ``collection``.
 
     on_progress: called as ``on_progress(done, n_seeds * n_folds)`` after each model.
+    scheduler: a dask.distributed scheduler address: each (seed, fold) model is one task on its
+    workers (same results as here); None trains them here, one after another.
     """
     metric = get_metric(metric)
     if not names:
@@ -285,18 +296,14 @@ def train_level2(collection: Collection, names: Sequence[str], *, params: MLPPar
     n_rows, n_classes = data.y.shape
     oof = np.zeros((len(seeds), n_rows, n_classes), dtype=np.float32)
     test = np.zeros((len(seeds), len(folds), data.test.shape[1], n_classes), dtype=np.float32)
-    fits = {}
-    total = len(seeds) * len(folds)
-    if on_progress:
-        on_progress(0, total)
+    units = [(seed, k) for seed in seeds for k in folds]
+    fitted = map_units(_fit_unit, units, scheduler=scheduler, on_progress=on_progress,
+                       shared=dict(data=data, params=params, metric=metric, device=device))
+    fits = dict(zip(units, fitted))
     for s, seed in enumerate(seeds):
         for i, k in enumerate(folds):
-            fit = fit_fold(data, k, params=params, seed=seed, metric=metric, device=device)
-            oof[s, data.fold == k] = fit.val_probs
-            test[s, i] = fit.test_probs
-            fits[(seed, k)] = fit
-            if on_progress:
-                on_progress(s * len(folds) + i + 1, total)
+            oof[s, data.fold == k] = fits[(seed, k)].val_probs
+            test[s, i] = fits[(seed, k)].test_probs
     return Level2Result(names=tuple(names), params=params, seeds=tuple(int(s) for s in seeds),
                         metric=metric.name, single_label=data.single_label,
                         fold_numbers=tuple(folds), fold=data.fold, y=data.y, oof=oof, test=test,

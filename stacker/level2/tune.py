@@ -39,6 +39,7 @@ from stacker.layout.collect import Collection
 from stacker.level2.fit import fit_fold, geometric_mean
 from stacker.level2.inputs import Level2Data, level2_data
 from stacker.level2.params import MLPParams, best_params_path
+from stacker.level2.storage import storage_url
 from stacker.metrics import Metric, get_metric
 from stacker.runtime import ProgressCallback
 
@@ -152,9 +153,15 @@ def _open_study(storage: str, study_name: str, *, direction: str, seed: int, att
             study = optuna.load_study(study_name=study_name, storage=rdb, pruner=pruner,
                                       sampler=optuna.samplers.TPESampler(seed=sampler_seed))
             break
-        except (sqlalchemy.exc.DBAPIError, optuna.exceptions.DuplicatedStudyError):
+        except (sqlalchemy.exc.DBAPIError, optuna.exceptions.DuplicatedStudyError) as error:
             # two workers creating one database: tables, alembic stamp or study row collide
             if attempt == retries - 1:
+                if (isinstance(error, sqlalchemy.exc.OperationalError)
+                        and not storage.startswith("sqlite")):   # a server that cannot be reached
+                    reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+                    raise OptionError(f"--storage '{redact(storage)}' cannot be reached "
+                                      f"({reason}); check the host, port, user, password and "
+                                      "database") from None
                 raise
             time.sleep(0.5 * (attempt + 1))
         except (sqlalchemy.exc.ArgumentError, ImportError, ModuleNotFoundError) as error:
@@ -253,7 +260,7 @@ def tune(collection: Collection, names: Sequence[str], *, n_trials: int, timeout
         raise OptionError("tuning needs at least 2 folds besides the held-out one")
     attrs = {"inputs": list(names), "metric": metric.name, "fold_hash": collection.folds.hash,
              "holdout_fold": holdout_fold, "base_params": base_params.to_dict()}
-    storage = storage or default_storage(collection.root)
+    storage = storage_url(storage) if storage else default_storage(collection.root)
     study_name = study_name or default_study_name(attrs)
     direction = "maximize" if metric.greater_is_better else "minimize"
     study = open_study(storage, study_name, direction=direction, seed=seed, attrs=attrs)

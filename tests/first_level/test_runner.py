@@ -103,6 +103,17 @@ def test_resume_skips_written_folds_and_force_retrains(tmp_path):
     assert third.trained_folds == [0, 1, 2] and third.skipped_folds == []
 
 
+def test_a_retrained_fold_removes_the_temporary_files_of_an_interrupted_write(tmp_path):
+    folds = write_small_folds(tmp_path)
+    run(tmp_path, folds, spy_factory(folds))
+    val = layout.probs_path(tmp_path, "spy", 1, "val")
+    val.unlink()                                              # killed while writing val/probs.csv:
+    half = val.parent / f".{val.name}.k3j2x.tmp"              # what atomic_write_bytes leaves
+    half.write_text("fname,a\nr001,0.")
+    result = run(tmp_path, folds, spy_factory(folds))
+    assert result.trained_folds == [1] and val.exists() and not half.exists()
+
+
 def test_other_params_are_refused_unless_force(tmp_path):
     folds = write_small_folds(tmp_path)
     run(tmp_path, folds, spy_factory(folds))
