@@ -142,7 +142,8 @@ def _quiet(description: str):
 def run_auto(root: Path | str = layout.DEFAULT_ROOT, *, settings: AutoSettings = AutoSettings(),
              template: Path | str | None = None, out: Path | str | None = "submission.csv",
              report: Path | str | None = "report.html", force: bool = False,
-             stage: Stage | None = None, collection: Collection | None = None) -> AutoResult:
+             stage: Stage | None = None, collection: Collection | None = None,
+             scheduler: str | None = None) -> AutoResult:
     """Run every stage on the layout at ``root``; see the module docstring.
 
     out, report: where the submission (plus its sidecar ``<out>.json``) and the HTML report go;
@@ -150,6 +151,8 @@ def run_auto(root: Path | str = layout.DEFAULT_ROOT, *, settings: AutoSettings =
     `stack auto` made it (its sidecar says so). stage: ``stage(description)`` returns a context
     manager yielding ``update(done, total)`` (the CLI passes a progress bar).
     collection: an already collected layout (the demo passes its own); collected here otherwise.
+    scheduler: a dask.distributed scheduler address: the level-2 seed x fold models train there
+    (the results are the same as here).
     """
     started = time.perf_counter()
     deadline = started + settings.time_budget
@@ -208,7 +211,7 @@ def run_auto(root: Path | str = layout.DEFAULT_ROOT, *, settings: AutoSettings =
         configs, tuning = _tune(root, pool1, settings, state, holdout, deadline, stage)
         lap("tune")
         level2 = _train_level2(root, collection, pool1, configs, tuning, settings, key, state, deadline,
-                               stage, notes)
+                               stage, notes, scheduler)
         _remove_stale_level2(root, collection, set(level2), notes)
         lap("level 2")
 
@@ -464,7 +467,7 @@ def _diverse_configs(trials, base, n: int, keys: Sequence[str]) -> list:
 
 def _train_level2(root: Path, collection: Collection, pool: Collection, configs: list, tuning: dict,
                   settings: AutoSettings, key: str, state: dict, deadline: float, stage,
-                  notes: list) -> dict:
+                  notes: list, scheduler: str | None = None) -> dict:
     """Train (or reuse) ``auto_mlp_<i>`` for each configuration that fits the remaining budget."""
     from stacker.level2.fit import train_level2
     from stacker.level2.store import write_level2
@@ -503,7 +506,8 @@ def _train_level2(root: Path, collection: Collection, pool: Collection, configs:
             continue
         with stage(f"level 2: {name} ({len(seed_list)} seed(s) x {n_folds} folds)") as update:
             result = train_level2(pool, list(pool.names), params=params, seeds=seed_list,
-                                  metric=settings.metric, device=settings.device, on_progress=update)
+                                  metric=settings.metric, device=settings.device, on_progress=update,
+                                  scheduler=scheduler)
         write_level2(root, name, result, pool, force=True,
                      extra_meta={"made_by": MADE_BY, **record, "tuning_holdout_fold": tuning["holdout_fold"]})
         trained[name] = {**record, "cv": result.scores()[0], "reused": False}

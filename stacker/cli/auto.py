@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from stacker import layout
-from stacker.cli.common import console, err_console, progress_bar, user_errors
+from stacker.cli.common import SchedulerOption, console, err_console, progress_bar, user_errors
 
 if TYPE_CHECKING:
     from stacker.auto import AutoResult
@@ -71,6 +71,7 @@ def auto_command(
     device: Annotated[str, typer.Option(help="Level-2 device: cpu, cuda or auto.")] = "cpu",
     force: Annotated[bool, typer.Option(help="Replace an existing --out/--report not written by "
                                              "stack auto.")] = False,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Collect, search, tune and train level 2, choose the best recipe by nested CV, and write the
     submission and the report. Rerun to resume: finished stages are reused."""
@@ -84,7 +85,7 @@ def auto_command(
     settings = AutoSettings(metric=metric, time_budget=time_budget, seed=seed, n_level2=n_level2,
                             max_seeds=max_seeds, device=resolve_device(device))
     result = run_auto(root, settings=settings, template=template, out=out, report=report, force=force,
-                      stage=progress_bar)
+                      stage=progress_bar, scheduler=scheduler)
     for note in result.notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     console.print(auto_table(result))
