@@ -90,7 +90,7 @@ def test_crop_and_spec_augment():
 
 def test_fit_predicts_probabilities_and_learns_the_tones():
     specs, y = tone_spectrograms(12)
-    # 12 epochs: 15 of the 18 training clips fit, 3 are the inner hold-out that early-stops
+    # 12 epochs: an inner hold-out of the 18 training clips picks the epoch count, then all 18 fit
     model = AudioCNNModel(**TINY_NET, epochs=12, seed=0).fit(specs[::2], y[::2], specs[1::2], y[1::2])
     windows = model.predict_windows(specs[1::2])
     assert [w.shape for w in windows] == [(len(window_starts(s.shape[1], 16)), 3)
@@ -152,9 +152,9 @@ def test_inner_holdout_is_seeded_stratified_and_empty_on_tiny_data():
     model = AudioCNNModel(**TINY_NET, seed=1)
     held = model.inner_holdout(y)
     assert np.array_equal(held, AudioCNNModel(**TINY_NET, seed=1).inner_holdout(y))
-    assert 6 <= held.sum() <= 12                              # about 15% of 60 rows
-    assert all(1 <= held[y[:, c] == 1].sum() <= 4 for c in range(3))   # every class gives some
-    assert not model.inner_holdout(y[:10]).any()              # too few rows: no hold-out
+    assert 12 <= held.sum() <= 18                             # about 25% of 60 rows
+    assert all(3 <= held[y[:, c] == 1].sum() <= 7 for c in range(3))   # about 25% of each class
+    assert not model.inner_holdout(y[:6]).any()               # too few rows: no hold-out
     with pytest.raises(ValueError, match="inner_fraction"):
         AudioCNNModel(inner_fraction=0.9)
     assert model.params()["early_stopping"] == "inner-holdout"
@@ -199,3 +199,25 @@ def test_fold_k_predictions_ignore_fold_k_labels(tmp_path):
     for split in ("val", "test"):
         np.testing.assert_allclose(runs[0][(1, split)], runs[1][(1, split)], atol=1e-6)
     assert max(np.abs(runs[0][(k, "val")] - runs[1][(k, "val")]).max() for k in (0, 2)) > 1e-4
+
+
+def test_refit_trains_every_training_row_for_the_best_epoch_count(monkeypatch):
+    specs, y = tone_spectrograms(10)
+    calls, original = [], AudioCNNModel._train_epoch
+
+    def spy(self, train, labels, optimiser, rng):
+        calls.append((len(train), optimiser.param_groups[0]["lr"]))
+        return original(self, train, labels, optimiser, rng)
+
+    monkeypatch.setattr(AudioCNNModel, "_train_epoch", spy)
+    model = AudioCNNModel(**{**TINY_NET, "patience": 2}, plateau_patience=0, epochs=5,
+                          seed=0).fit(specs, y)
+    n_epochs, held = len(model.history_), model.n_stop_rows_
+    assert held > 0 and 1 <= model.best_epoch_ <= n_epochs
+    assert [n for n, _ in calls[:n_epochs]] == [len(specs) - held] * n_epochs
+    replay = calls[n_epochs:]
+    assert [n for n, _ in replay] == [len(specs)] * model.best_epoch_
+    assert [lr for _, lr in replay] == [h["lr"] for h in model.history_[:model.best_epoch_]]
+    calls.clear()
+    kept = AudioCNNModel(**TINY_NET, epochs=3, refit=False, seed=0).fit(specs, y)
+    assert len(calls) == len(kept.history_) and kept.params()["refit"] is False
