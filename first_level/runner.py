@@ -1,8 +1,10 @@
 """The K-fold runner: one model per fold of folds.csv -> ``fold_<k>/{val,test}`` + ``meta.json``.
 
 For every fold k the model made by ``make_model(k)`` is fitted on the rows of the *other* folds
-(the fold-k rows are passed only as ``X_val``/``y_val``, for early stopping), then predicts the
-fold-k rows (out-of-fold) and the whole test set. Predictions are written with
+(the fold-k rows are also passed as ``X_val``/``y_val``, which a model may use to report a score
+but never to steer training: early stopping on them would make the fold-k predictions depend on
+fold k's labels; the audio CNN ignores them and early-stops on an inner hold-out of its training
+rows), then predicts the fold-k rows (out-of-fold) and the whole test set. Predictions are written with
 :func:`stacker.layout.write_fold_predictions`; ``meta.json`` records the model, its parameters,
 the seed, the fold hash, the classes and the CV scores.
 

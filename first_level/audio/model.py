@@ -2,9 +2,20 @@
 
 Training follows the FAT2019 winners' recipe: random time crops of the log-mel spectrograms,
 SpecAugment (time and frequency masks), mixup, BCE for multi-label targets and cross-entropy for
-single-label ones, Adam with reduce-on-plateau, early stopping on validation lwlrap, best weights
-kept. Inference slides a crop-sized window with 50% overlap over each clip; ``predict_windows``
-returns one probability row per window, ``predict_proba`` their mean.
+single-label ones, Adam with reduce-on-plateau, early stopping on lwlrap. Inference slides a
+crop-sized window with 50% overlap over each clip; ``predict_windows`` returns one probability row
+per window, ``predict_proba`` their mean.
+
+Honest out-of-fold predictions: early stopping, the learning-rate schedule and the best epoch are
+decided on an *inner hold-out* of the training rows (a seeded, label-stratified ``inner_fraction``
+of them, made with :func:`first_level.folds.iterative_stratification`), never on the validation
+fold the runner passes: ``fit`` ignores ``X_val`` and ``y_val``, so the fold-k predictions do not
+depend on fold k's labels. With ``refit`` (the default) a fresh net then trains on *every*
+training row for the best epoch count, replaying the hold-out run's learning rates (up to twice
+the training time; on the quick demo's data it scored better on held-out test labels than keeping
+the hold-out run's best weights: ``benchmarks/bench_cnn_honest.py``). With too few training rows
+for a hold-out (fewer than ``2 / inner_fraction``) the training loss decides instead. The
+hold-out ignores groups (speakers): folds.csv does not record them.
 
 X is a sequence of log-mel spectrograms, each (n_mels, n_frames), any float dtype; ``None`` marks a
 file that could not be read (``--skip-bad-files``): it is left out of fitting and scoring and
@@ -23,6 +34,7 @@ import torch
 from torch import nn
 
 from first_level.audio.cnn import AudioCNN
+from first_level.folds import iterative_stratification
 from stacker.metrics import lwlrap
 
 # Per-preset defaults of the network and its training; any of them can be overridden by keyword.
@@ -40,7 +52,9 @@ class AudioCNNModel:
     """A seeded, self-describing fold model; ``params()`` is what meta.json records.
 
     channels: conv block widths; crop_frames: training crop and inference window (frames);
-    epochs: the most epochs; patience: epochs without a better validation lwlrap before stopping;
+    epochs: the most epochs; patience: epochs without a better lwlrap on the inner hold-out before
+    stopping; inner_fraction: the share of the training rows held out for that (0 < f <= 0.5);
+    refit: retrain on every training row for the best epoch count (else keep the best weights);
     mixup_alpha: Beta(alpha, alpha) mixing weights (0 turns mixup off); freq_mask / time_mask:
     the widest SpecAugment mask on each axis (0 turns it off).
     """
@@ -49,8 +63,10 @@ class AudioCNNModel:
                  batch_size: int = 32, epochs: int = 12, lr: float = 2e-3,
                  weight_decay: float = 0.0, patience: int = 4, plateau_patience: int = 2,
                  plateau_factor: float = 0.5, mixup_alpha: float = 0.1, freq_mask: int = 6,
-                 time_mask: int = 5, dropout: float = 0.1, seed: int = 0,
-                 device: str | None = None, num_threads: int | None = None):
+                 time_mask: int = 5, dropout: float = 0.1, inner_fraction: float = 0.25,
+                 refit: bool = True, seed: int = 0, device: str | None = None, num_threads: int | None = None):
+        if not 0 < inner_fraction <= 0.5:
+            raise ValueError(f"inner_fraction must be in (0, 0.5], got {inner_fraction}")
         self.channels = tuple(int(c) for c in channels)
         self.crop_frames = int(crop_frames)
         self.batch_size = int(batch_size)
@@ -64,6 +80,8 @@ class AudioCNNModel:
         self.freq_mask = int(freq_mask)
         self.time_mask = int(time_mask)
         self.dropout = float(dropout)
+        self.inner_fraction = float(inner_fraction)
+        self.refit = bool(refit)
         self.seed = int(seed)
         self.device = device
         self.num_threads = num_threads
@@ -75,28 +93,34 @@ class AudioCNNModel:
                 "weight_decay": self.weight_decay, "patience": self.patience,
                 "plateau_patience": self.plateau_patience, "plateau_factor": self.plateau_factor,
                 "mixup_alpha": self.mixup_alpha, "freq_mask": self.freq_mask,
-                "time_mask": self.time_mask, "dropout": self.dropout}
+                "time_mask": self.time_mask, "dropout": self.dropout,
+                "inner_fraction": self.inner_fraction, "refit": self.refit,
+                "early_stopping": "inner-holdout"}
 
     # ------------------------------------------------------------ fit
 
-    def fit(self, X_train, y_train, X_val, y_val) -> "AudioCNNModel":
-        """X_*: sequences of (n_mels, n_frames) arrays (or None); y_*: (n, n_classes) 0/1."""
+    def fit(self, X_train, y_train, X_val=None, y_val=None) -> "AudioCNNModel":
+        """X_train: a sequence of (n_mels, n_frames) arrays (or None); y_train: (n, n_classes) 0/1.
+        X_val, y_val: accepted for the runner's protocol and ignored (see the module docstring)."""
         y_train = np.asarray(y_train, dtype=np.float32)
-        y_val = np.asarray(y_val, dtype=np.float32)
         keep = [i for i, x in enumerate(X_train) if x is not None]
         if not keep:
             raise ValueError("no training spectrogram to fit on")
         train = [np.asarray(X_train[i], dtype=np.float32) for i in keep]
-        y_fit = y_train[keep]
+        y_all = y_train[keep]
         self.n_classes_ = y_train.shape[1]
         self.n_mels_ = train[0].shape[0]
-        self.multi_label_ = not bool(np.all(y_fit.sum(axis=1) == 1))
-        self.prior_ = y_fit.mean(axis=0)
+        self.multi_label_ = not bool(np.all(y_all.sum(axis=1) == 1))
+        self.prior_ = y_all.mean(axis=0)
         frames = np.concatenate([x.reshape(-1) for x in train])
         self.mean_, self.std_ = float(frames.mean()), float(frames.std() + 1e-6)
-        train = [self._normalise(x) for x in train]
-        val_keep = [i for i, x in enumerate(X_val) if x is not None]
-        val = [X_val[i] for i in val_keep]
+        stop = self.inner_holdout(y_all)
+        self.n_stop_rows_ = int(stop.sum())
+        # hold-out rows stay raw: predict_proba normalises its inputs itself
+        held = [train[i] for i in np.flatnonzero(stop)]
+        y_held = y_all[stop]
+        train = [self._normalise(train[i]) for i in np.flatnonzero(~stop)]
+        y_fit = y_all[~stop]
 
         self.device_ = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         rng = np.random.default_rng(self.seed)
@@ -107,24 +131,62 @@ class AudioCNNModel:
                                          weight_decay=self.weight_decay)
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimiser, mode="max", factor=self.plateau_factor, patience=self.plateau_patience)
-            best_score, best_state, since_best = -np.inf, None, 0
+            best, best_state, since_best, best_epoch = (-np.inf, -np.inf), None, 0, 0
             self.history_ = []
             for epoch in range(self.epochs):
+                lr = optimiser.param_groups[0]["lr"]
                 loss = self._train_epoch(train, y_fit, optimiser, rng)
-                score = (lwlrap(y_val[val_keep], self.predict_proba(val)) if val
-                         else -loss)   # no validation rows: the training loss decides
-                self.history_.append({"epoch": epoch + 1, "loss": loss, "val_lwlrap": score})
+                if held:
+                    probs = self.predict_proba(held)
+                    score, stop_loss = lwlrap(y_held, probs), self._loss_of(y_held, probs)
+                else:            # no hold-out rows: the training loss decides
+                    score, stop_loss = -loss, loss
+                self.history_.append({"epoch": epoch + 1, "loss": loss, "stop_lwlrap": score,
+                                      "stop_loss": stop_loss, "lr": lr})
                 scheduler.step(score)
-                if score > best_score:
-                    best_score, since_best = score, 0
+                # a small hold-out often ties on lwlrap: the lower hold-out loss breaks the tie
+                if (score, -stop_loss) > best:
+                    best, since_best, best_epoch = (score, -stop_loss), 0, epoch + 1
                     best_state = copy.deepcopy(self.net_.state_dict())
                 else:
                     since_best += 1
                     if since_best >= self.patience:
                         break
-            self.net_.load_state_dict(best_state)
-            self.best_score_ = float(best_score)
+            self.best_score_, self.best_epoch_ = float(best[0]), best_epoch
+            if self.refit and held:
+                self._refit(train + [self._normalise(x) for x in held],
+                            np.concatenate([y_fit, y_held]))
+            else:
+                self.net_.load_state_dict(best_state)
         return self
+
+    def _refit(self, train: list[np.ndarray], y: np.ndarray) -> None:
+        """Train a fresh net on every training row for the best epoch count, each epoch at the
+        learning rate the hold-out run used (the schedule replayed)."""
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        self.net_ = AudioCNN(self.n_classes_, self.channels, self.dropout).to(self.device_)
+        optimiser = torch.optim.Adam(self.net_.parameters(), lr=self.lr,
+                                     weight_decay=self.weight_decay)
+        for entry in self.history_[:self.best_epoch_]:
+            for group in optimiser.param_groups:
+                group["lr"] = entry["lr"]
+            self._train_epoch(train, y, optimiser, rng)
+
+    def _loss_of(self, y: np.ndarray, probs: np.ndarray) -> float:
+        """The training loss (BCE, or cross-entropy for single-label data) of probabilities."""
+        p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+        if self.multi_label_:
+            return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).mean())
+        return float(-(y * np.log(p)).sum(axis=1).mean())
+
+    def inner_holdout(self, y: np.ndarray) -> np.ndarray:
+        """Bool (n_rows,): the training rows held out to early-stop on; about
+        ``inner_fraction`` of each class, seeded; none when there are too few rows."""
+        n_parts = max(2, round(1 / self.inner_fraction))
+        if len(y) < 2 * n_parts:
+            return np.zeros(len(y), dtype=bool)
+        return iterative_stratification(y, n_parts, seed=self.seed) == 0
 
     def _normalise(self, spec: np.ndarray) -> np.ndarray:
         return (np.asarray(spec, dtype=np.float32) - self.mean_) / self.std_

@@ -65,11 +65,20 @@ def train_command(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing experiment of that "
                                                         "name.")] = False,
     scheduler: SchedulerOption = None,
+    early_stop_on_fold: Annotated[bool, typer.Option(
+        "--early-stop-on-fold", help="Old behaviour: early-stop each fold model on its own "
+                                     "validation fold. The CV it reports is optimistic. Default: "
+                                     "an inner hold-out of the training folds "
+                                     "(params inner_fraction), so the OOF is honest.")] = False,
 ) -> None:
-    """Train a level-2 MLP per fold on the OOF predictions and write it as a new experiment."""
+    """Train a level-2 MLP per fold on the OOF predictions and write it as a new experiment.
+
+    Each fold model is early-stopped on an inner hold-out of its training rows, never on the
+    fold it predicts, so the level-2 OOF and CV are as honest as a first-level experiment's."""
     import pandas as pd
 
     from stacker.level2.fit import train_level2
+    from stacker.level2.inner import INNER_HOLDOUT, ON_FOLD, OPTIMISTIC_NOTE
     from stacker.level2.inputs import choose_inputs
     from stacker.level2.params import read_params, resolve_device
     from stacker.level2.store import check_output, write_level2
@@ -93,7 +102,8 @@ def train_command(
                       + (f" on {scheduler}" if scheduler else "")) as update:
         result = train_level2(collection, inputs, params=chosen, seeds=seed_list, metric=scorer,
                               device=device, use_windows=not no_windows, on_progress=update,
-                              scheduler=scheduler)
+                              scheduler=scheduler,
+                              early_stopping=ON_FOLD if early_stop_on_fold else INNER_HOLDOUT)
     extra = {"params_source": str(params) if params else "defaults"}
     if document:
         extra["tuning"] = {k: document.get(k) for k in ("study", "cv", "holdout_fold",
@@ -111,6 +121,11 @@ def train_command(
                                                         f"{', '.join(inputs)})"))
     if result.window_augmentation:
         console.print("window augmentation: on (per-window predictions found)")
+    if early_stop_on_fold:
+        console.print(f"[yellow]note:[/] {OPTIMISTIC_NOTE}", highlight=False)
+    else:
+        console.print(f"early stopping: inner hold-out ({chosen.inner_fraction:.0%} of each fold "
+                      "model's training rows); the CV above is out of fold", highlight=False)
     if document:
         note = ("note: these params were chosen by `stack tune` on these folds, so this CV is "
                 "optimistic")

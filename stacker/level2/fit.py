@@ -1,16 +1,19 @@
-"""Fold-consistent level-2 training: one :class:`~stacker.mlp.StackMLP` per fold (and seed).
+"""Fold-consistent level-2 training: one :class:`~stacker.level2.net.StackMLP` per fold (and seed).
 
-For fold ``k`` the model trains on the other folds' OOF rows and is validated on fold ``k``'s rows
-(early stopping on the validation metric, best weights kept, ReduceLROnPlateau on the same score).
-Its fold-``k`` predictions are the level-2 OOF; it predicts the test set from the first-level
-models' fold-``k`` test predictions, so train and test inputs come from the same kind of model.
-Note: fold ``k`` both stops the training and scores it (as the FAT2019 winners did); the bias is
-small (the leakage test bounds it) and ``stack tune --holdout-fold`` gives an untouched estimate.
+For fold ``k`` the model trains on the other folds' OOF rows. By default (``early_stopping=
+"inner-holdout"``) a seeded, label-stratified fraction ``params.inner_fraction`` of those training
+rows is set aside as the early-stopping rows: they choose the best epoch (best weights kept),
+drive ReduceLROnPlateau and stop the training. Fold ``k``'s labels take no part in the fold-``k``
+model, so its fold-``k`` predictions are true out-of-fold predictions and the level-2 CV is as
+honest as a first-level one. ``early_stopping="fold"`` is the old behaviour (fold ``k`` stops its
+own model, as the FAT2019 winners did): its CV is optimistic. See :mod:`stacker.level2.inner`.
+The fold-``k`` model predicts the test set from the first-level models' fold-``k`` test
+predictions, so train and test inputs come from the same kind of model.
 
 Window augmentation: when an input experiment saved per-window predictions
 (``fold_<k>/val/<id>.npy``), each training row of that experiment is replaced, every time it is
-drawn, by the mean of a random crop or a random subset of its windows. Validation and test rows
-use the plain ``probs.csv`` values.
+drawn, by the mean of a random crop or a random subset of its windows. Early-stopping,
+validation and test rows use the plain ``probs.csv`` values.
 
 Seeds: each seed trains every fold; an experiment's predictions are the geometric mean over its
 seeds. Whole tensors live on the device; there is no DataLoader and no worker process.
@@ -33,6 +36,7 @@ from torch import nn
 from stacker.blend import geo_mean
 from stacker.errors import OptionError
 from stacker.layout.collect import Collection
+from stacker.level2.inner import INNER_HOLDOUT, ON_FOLD, check_mode, inner_holdout_mask
 from stacker.level2.inputs import Level2Data, level2_data, window_means
 from stacker.level2.net import StackMLP
 from stacker.level2.params import MLPParams
@@ -49,8 +53,12 @@ MIN_STEPS = 8   # per epoch; caps the batch size on small data
 
 @dataclass(frozen=True)
 class FoldFit:
-    """One trained fold model. val_probs: (n_val, n_classes); test_probs: (n_test, n_classes) or
-    None; history: one dict per epoch {epoch, train_loss, val_loss, val_score, lr}."""
+    """One trained fold model. val_probs: (n_val, n_classes), fold ``k``'s predictions;
+    test_probs: (n_test, n_classes) or None; history: one dict per epoch {epoch, train_loss,
+    val_loss, val_score, lr}, where val_* are measured on the early-stopping rows.
+    score: fold ``k``'s score of val_probs; stop_score: the best epoch's score on the
+    early-stopping rows (the same as score when early_stopping is "fold").
+    stop_rows: positions (in the data given to :func:`fit_fold`) of the early-stopping rows."""
 
     fold: int
     seed: int
@@ -61,6 +69,9 @@ class FoldFit:
     state_dict: dict
     config: dict
     history: list
+    stop_score: float = float("nan")
+    early_stopping: str = INNER_HOLDOUT
+    stop_rows: np.ndarray | None = None
 
     def predict(self, x: np.ndarray, *, single_label: bool, device: str = "cpu") -> np.ndarray:
         """This model's probabilities for x: (n, n_models, n_classes) -> (n, n_classes)."""
@@ -96,25 +107,42 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int = 0,
-             metric: str | Metric = "lwlrap", device: str = "cpu", with_test: bool = True,
-             threads: int | None = 1) -> FoldFit:
-    """Train the fold-``k`` model: rows of the other folds train it, fold ``k``'s rows validate it.
-
-    threads: torch intra-op threads while training on the CPU (None: torch's default).
-    """
-    with torch_threads(threads if device == "cpu" else None):
-        return _fit_fold(data, k, params=params, seed=seed, metric=get_metric(metric),
-                         device=device, with_test=with_test)
-
-
-def _fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int, metric: Metric,
-              device: str, with_test: bool) -> FoldFit:
+def split_rows(data: Level2Data, k: int, *, early_stopping: str, fraction: float,
+               seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fit_rows, stop_rows, val_rows): positions of the rows that train the fold-``k`` model,
+    that early-stop it, and that it predicts out of fold. Under "inner-holdout" the stop rows
+    are a seeded, stratified ``fraction`` of the other folds' rows (chosen from their labels
+    only); under "fold" they are fold ``k``'s rows."""
+    check_mode(early_stopping)
     train_rows = np.flatnonzero(data.fold != k)
     val_rows = np.flatnonzero(data.fold == k)
     if not len(val_rows) or not len(train_rows):
         raise OptionError(f"fold {k} leaves no rows to train or to validate on; folds present: "
                           f"{data.fold_numbers}")
+    if early_stopping == ON_FOLD:
+        return train_rows, val_rows, val_rows
+    mask = inner_holdout_mask(data.y[train_rows], fraction, seed=fold_seed(seed, k))
+    return train_rows[~mask], train_rows[mask], val_rows
+
+
+def fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int = 0,
+             metric: str | Metric = "lwlrap", device: str = "cpu", with_test: bool = True,
+             threads: int | None = 1, early_stopping: str = INNER_HOLDOUT) -> FoldFit:
+    """Train the fold-``k`` model on rows of the other folds and predict fold ``k``'s rows.
+
+    early_stopping: "inner-holdout" (default; fold ``k``'s labels are never used) or "fold"
+    (fold ``k`` early-stops its own model: optimistic); see :func:`split_rows`.
+    threads: torch intra-op threads while training on the CPU (None: torch's default).
+    """
+    with torch_threads(threads if device == "cpu" else None):
+        return _fit_fold(data, k, params=params, seed=seed, metric=get_metric(metric),
+                         device=device, with_test=with_test, early_stopping=early_stopping)
+
+
+def _fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int, metric: Metric,
+              device: str, with_test: bool, early_stopping: str) -> FoldFit:
+    train_rows, stop_rows, val_rows = split_rows(data, k, early_stopping=early_stopping,
+                                                 fraction=params.inner_fraction, seed=seed)
     torch.manual_seed(fold_seed(seed, k))
     generator = torch.Generator(device=device).manual_seed(fold_seed(seed, k))
     n_models, n_classes = data.x.shape[1:]
@@ -122,16 +150,16 @@ def _fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int, metric:
     n_train = len(train_rows)
     batch_size = effective_batch_size(params.batch_size, n_train)
     x_train = torch.as_tensor(data.x[train_rows], device=device)
-    x_val = torch.as_tensor(data.x[val_rows].reshape(len(val_rows), n_features), device=device)
-    y_val_np = data.y[val_rows]
+    x_stop = torch.as_tensor(data.x[stop_rows].reshape(len(stop_rows), n_features), device=device)
+    y_stop_np = data.y[stop_rows]
     if data.single_label:
         loss_fn = nn.CrossEntropyLoss()
         y_train = torch.as_tensor(data.y[train_rows].argmax(1), device=device)
-        y_val = torch.as_tensor(y_val_np.argmax(1), device=device)
+        y_stop = torch.as_tensor(y_stop_np.argmax(1), device=device)
     else:
         loss_fn = nn.BCEWithLogitsLoss()
         y_train = torch.as_tensor(data.y[train_rows], dtype=torch.float32, device=device)
-        y_val = torch.as_tensor(y_val_np, dtype=torch.float32, device=device)
+        y_stop = torch.as_tensor(y_stop_np, dtype=torch.float32, device=device)
     windows = None
     if data.windows is not None:
         windows = (torch.as_tensor(data.windows.models, device=device),
@@ -177,9 +205,9 @@ def _fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int, metric:
             total += loss.detach() * len(idx)
         model.eval()
         with torch.no_grad():
-            logits = model(x_val)
-            val_loss = float(loss_fn(logits, y_val))
-        score = metric(y_val_np, _probs(logits, data.single_label))
+            logits = model(x_stop)
+            val_loss = float(loss_fn(logits, y_stop))
+        score = metric(y_stop_np, _probs(logits, data.single_label))
         history.append({"epoch": epoch, "train_loss": float(total) / n_train, "val_loss": val_loss,
                         "val_score": score, "lr": optimizer.param_groups[0]["lr"]})
         if best_state is None or metric.is_better(score, best_score):
@@ -194,13 +222,15 @@ def _fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int, metric:
     model.load_state_dict(best_state)
     model.eval()
     test = data.test_of(k) if with_test else None
-    with torch.no_grad():
-        val_probs = _probs(model(x_val), data.single_label)
-        test_probs = None if test is None else predict_array(model, test, data.single_label, device)
-    return FoldFit(fold=k, seed=seed, score=best_score, best_epoch=best_epoch, val_probs=val_probs,
+    val_probs = predict_array(model, data.x[val_rows], data.single_label, device)
+    test_probs = None if test is None else predict_array(model, test, data.single_label, device)
+    # fold k's labels are read only here, to report the score of predictions already made
+    score = best_score if early_stopping == ON_FOLD else metric(data.y[val_rows], val_probs)
+    return FoldFit(fold=k, seed=seed, score=score, best_epoch=best_epoch, val_probs=val_probs,
                    test_probs=test_probs, config=dict(model.config),
                    state_dict={key: value.cpu() for key, value in best_state.items()},
-                   history=history)
+                   history=history, stop_score=best_score, early_stopping=early_stopping,
+                   stop_rows=stop_rows)
 
 
 def _init_head_bias(model: StackMLP, y: np.ndarray, single_label: bool) -> None:
@@ -239,6 +269,7 @@ class Level2Result:
     oof: array of shape (n_seeds, n_rows, n_classes): each seed's OOF (fold-k rows by fold-k model).
     test: array of shape (n_seeds, n_folds, n_test, n_classes); ``test[s, i]`` from fold_numbers[i].
     fits: {(seed, fold): FoldFit}.
+    early_stopping: "inner-holdout" (honest OOF) or "fold" (optimistic CV); see :func:`fit_fold`.
     """
 
     names: tuple[str, ...]
@@ -253,6 +284,7 @@ class Level2Result:
     test: np.ndarray
     fits: dict
     window_augmentation: bool
+    early_stopping: str = INNER_HOLDOUT
 
     def combined(self, seeds: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(oof (n_rows, n_classes), test (n_folds, n_test, n_classes)): geometric mean over
@@ -270,23 +302,27 @@ class Level2Result:
 
 
 def _fit_unit(unit: tuple[int, int], *, data: Level2Data, params: MLPParams, metric: Metric,
-              device: str) -> FoldFit:
+              device: str, early_stopping: str) -> FoldFit:
     """One (seed, fold) model, here or on a cluster worker."""
     seed, k = unit
-    return fit_fold(data, k, params=params, seed=seed, metric=metric, device=device)
+    return fit_fold(data, k, params=params, seed=seed, metric=metric, device=device,
+                    early_stopping=early_stopping)
 
 
 def train_level2(collection: Collection, names: Sequence[str], *, params: MLPParams = MLPParams(),
                  seeds: Sequence[int] = (0,), metric: str | Metric = "lwlrap", device: str = "cpu",
-                 use_windows: bool = True, on_progress: ProgressCallback | None = None,
+                 use_windows: bool = True, early_stopping: str = INNER_HOLDOUT,
+                 on_progress: ProgressCallback | None = None,
                  scheduler: str | None = None) -> Level2Result:
     """Train one model per (seed, fold) on the inputs ``names`` of ``collection``.
 
+    early_stopping: "inner-holdout" (default: honest OOF) or "fold" (optimistic); see :func:`fit_fold`.
     on_progress: called as ``on_progress(done, n_seeds * n_folds)`` after each model.
     scheduler: a dask.distributed scheduler address: each (seed, fold) model is one task on its
     workers (same results as here); None trains them here, one after another.
     """
     metric = get_metric(metric)
+    check_mode(early_stopping)
     if not names:
         raise OptionError("no input experiments; pass `subset` NAME,... or add level-1 experiments")
     if len(set(seeds)) != len(seeds) or not seeds:
@@ -298,7 +334,8 @@ def train_level2(collection: Collection, names: Sequence[str], *, params: MLPPar
     test = np.zeros((len(seeds), len(folds), data.test.shape[1], n_classes), dtype=np.float32)
     units = [(seed, k) for seed in seeds for k in folds]
     fitted = map_units(_fit_unit, units, scheduler=scheduler, on_progress=on_progress,
-                       shared=dict(data=data, params=params, metric=metric, device=device))
+                       shared=dict(data=data, params=params, metric=metric, device=device,
+                                   early_stopping=early_stopping))
     fits = dict(zip(units, fitted))
     for s, seed in enumerate(seeds):
         for i, k in enumerate(folds):
@@ -307,4 +344,5 @@ def train_level2(collection: Collection, names: Sequence[str], *, params: MLPPar
     return Level2Result(names=tuple(names), params=params, seeds=tuple(int(s) for s in seeds),
                         metric=metric.name, single_label=data.single_label,
                         fold_numbers=tuple(folds), fold=data.fold, y=data.y, oof=oof, test=test,
-                        fits=fits, window_augmentation=data.windows is not None)
+                        fits=fits, window_augmentation=data.windows is not None,
+                        early_stopping=early_stopping)

@@ -22,7 +22,8 @@ class MLPParams:
     that a window stays in a random subset, for window augmentation. ``batch_size`` is an upper
     bound: an epoch always has at least ``stacker.train.MIN_STEPS`` steps, so a few hundred rows
     still train with small batches. ``skip`` (1/0): add the inputs' mean log-odds to the output
-    (see :class:`~stacker.mlp.StackMLP`)."""
+    (see :class:`~stacker.level2.net.StackMLP`). ``inner_fraction``: the share of a fold model's
+    training rows set aside to early-stop it (see :mod:`stacker.level2.inner`)."""
 
     hidden: int = 128
     bottleneck: int = 32
@@ -37,6 +38,7 @@ class MLPParams:
     window_crop: float = 0.5
     window_keep: float = 0.75
     skip: int = 1
+    inner_fraction: float = 0.2
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,7 +72,8 @@ class MLPParams:
                   ("max_epochs", params.max_epochs >= 1, ">= 1"),
                   ("window_crop", 0 < params.window_crop <= 1, "in (0, 1]"),
                   ("window_keep", 0 < params.window_keep <= 1, "in (0, 1]"),
-                  ("skip", params.skip in (0, 1), "0 or 1")]
+                  ("skip", params.skip in (0, 1), "0 or 1"),
+                  ("inner_fraction", 0 < params.inner_fraction <= 0.5, "in (0, 0.5]")]
         for key, ok, allowed in checks:
             if not ok:
                 raise OptionError(f"{source}: parameter '{key}' must be {allowed}, "

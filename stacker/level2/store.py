@@ -17,6 +17,7 @@ from stacker.errors import LayoutError, OptionError, OutputExistsError
 from stacker.layout import workspace
 from stacker.layout.collect import Collection
 from stacker.level2.fit import Level2Result, geometric_mean, predict_array
+from stacker.level2.inner import ON_FOLD, OPTIMISTIC_NOTE
 from stacker.level2.net import StackMLP
 
 MODEL_FILE = "model.pt"
@@ -68,7 +69,11 @@ def write_level2(root: Path | str, name: str, result: Level2Result, collection: 
             layout.atomic_write_json(fold_folder / PARAMS_FILE, {
                 **result.params.to_dict(), "seeds": seeds, "fold": int(k),
                 "best_epochs": {str(f.seed): f.best_epoch for f in fits},
-                "scores": {str(f.seed): f.score for f in fits}, "model": fits[0].config})
+                "scores": {str(f.seed): f.score for f in fits},
+                "early_stopping": result.early_stopping,
+                "stop_scores": {str(f.seed): f.stop_score for f in fits},
+                "n_stop_rows": int(len(fits[0].stop_rows)) if fits[0].stop_rows is not None
+                else None, "model": fits[0].config})
             layout.atomic_write_json(fold_folder / HISTORY_FILE, [
                 {**entry, "seed": f.seed} for f in fits for entry in f.history])
         meta = {"model": "stack_mlp", "level": 2, "inputs": list(result.names),
@@ -76,7 +81,10 @@ def write_level2(root: Path | str, name: str, result: Level2Result, collection: 
                 "fold_hash": folds.hash, "metric": result.metric, "cv": cv,
                 "cv_folds": {str(k): v for k, v in per_fold.items()},
                 "window_augmentation": result.window_augmentation,
+                "early_stopping": result.early_stopping,
                 "single_label": result.single_label}
+        if result.early_stopping == ON_FOLD:
+            meta["cv_note"] = OPTIMISTIC_NOTE
         meta.update(extra_meta or {})
         layout.write_meta(staging, name, meta)
         target = layout.experiment_dir(root, name)

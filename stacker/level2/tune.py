@@ -1,7 +1,8 @@
 """An Optuna study over the level-2 MLP's hyper-parameters (TPE, seeded; median pruning per fold).
 
 Objective: the CV metric of the level-2 OOF over the tuning folds (each fold model trained as in
-``stack train``). After each fold the running mean fold score is reported, and the MedianPruner stops
+``stack train``, early-stopped on an inner hold-out of its training rows, so each trial's OOF is
+out of fold). After each fold the running mean fold score is reported, and the MedianPruner stops
 trials that trail the median of earlier trials at the same fold.
 
 Storage: ``sqlite:///<root>/.stack/tune.db`` by default, so an interrupted study resumes where it
@@ -11,9 +12,10 @@ workers on many machines share one study by pointing at one database, e.g.
 and ``... --seed 2`` on another (distinct seeds keep their first random trials apart). Trials add up.
 
 Honesty: the best value is the CV that chose the params, so it is optimistic. ``holdout_fold=K``
-tunes on the other folds only; afterwards the best (and the default) params are scored on fold K,
-which took no part in tuning or early stopping: the fold-K prediction is the geometric mean of the
-inner fold models (the same way test predictions are made).
+tunes on the other folds only (fold K's rows and labels never reach a trial); afterwards the best
+(and the default) params are scored on fold K, which took no part in tuning or early stopping: the
+fold-K prediction is the geometric mean of the inner fold models (the same way test predictions
+are made). ``TuneResult.holdout_fold`` records which fold was held out.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from stacker.errors import OptionError
 from stacker.layout import workspace
 from stacker.layout.collect import Collection
 from stacker.level2.fit import fit_fold, geometric_mean
+from stacker.level2.inner import INNER_HOLDOUT
 from stacker.level2.inputs import Level2Data, level2_data
 from stacker.level2.params import MLPParams, best_params_path
 from stacker.level2.storage import storage_url
@@ -259,7 +262,8 @@ def tune(collection: Collection, names: Sequence[str], *, n_trials: int, timeout
     if len(data.fold_numbers) < 2:
         raise OptionError("tuning needs at least 2 folds besides the held-out one")
     attrs = {"inputs": list(names), "metric": metric.name, "fold_hash": collection.folds.hash,
-             "holdout_fold": holdout_fold, "base_params": base_params.to_dict()}
+             "holdout_fold": holdout_fold, "base_params": base_params.to_dict(),
+             "early_stopping": INNER_HOLDOUT}
     storage = storage_url(storage) if storage else default_storage(collection.root)
     study_name = study_name or default_study_name(attrs)
     direction = "maximize" if metric.greater_is_better else "minimize"

@@ -49,6 +49,25 @@ def test_train_writes_an_experiment_and_prints_the_cv_table(root):
     assert f"{meta['cv']:.4f}" in result.output
 
 
+def test_train_records_honest_early_stopping_and_the_optimistic_option(root):
+    honest = invoke("train", "--root", root, "--name", "honest", "--max-epochs", 2, "--device", "cpu")
+    assert honest.exit_code == 0, honest.output
+    assert "inner hold-out" in honest.output and "out of fold" in honest.output
+    meta = layout.read_meta(root, "honest")
+    assert meta["early_stopping"] == "inner-holdout" and "cv_note" not in meta
+    assert meta["params"]["inner_fraction"] == 0.2
+    fold_params = json.loads((root / "honest" / "fold_0" / "params.json").read_text())
+    assert fold_params["early_stopping"] == "inner-holdout" and fold_params["n_stop_rows"] > 0
+    old = invoke("train", "--root", root, "--name", "old", "--max-epochs", 2, "--device", "cpu",
+                 "--subset", "sim_000,sim_001,sim_002", "--early-stop-on-fold")
+    assert old.exit_code == 0, old.output
+    assert "optimistic" in old.output
+    meta = layout.read_meta(root, "old")
+    assert meta["early_stopping"] == "fold" and "optimistic" in meta["cv_note"]
+    help_text = invoke("train", "--help").output
+    assert "--early-stop-on-fold" in help_text and "optimistic" in help_text
+
+
 def test_train_refuses_an_existing_name_unless_force(root):
     assert invoke("train", "--root", root, "--name", "l2", "--max-epochs", 1).exit_code == 0
     again = invoke("train", "--root", root, "--name", "l2", "--max-epochs", 1)

@@ -11,6 +11,7 @@ from stacker import layout
 from stacker.errors import LayoutError, OptionError, OutputExistsError
 from stacker.layout.collect import collect
 from stacker.level2 import fit as train
+from stacker.level2 import inner as level2_inner
 from stacker.level2 import inputs as level2_inputs
 from stacker.level2 import params as level2_params
 from stacker.level2 import store as level2_io
@@ -122,9 +123,11 @@ def test_level2_learns_and_beats_its_inputs(tmp_path):
     assert np.all((result.test >= 0) & (result.test <= 1))
 
 
-def test_fold_k_model_never_trains_on_fold_k_rows(tmp_path, monkeypatch):
+@pytest.mark.parametrize("early_stopping", ["inner-holdout", "fold"])
+def test_fold_k_model_never_trains_on_fold_k_rows(tmp_path, monkeypatch, early_stopping):
     """Spy on the network itself: every input row seen in training mode is recorded per model
-    instance, and matched against the fold its evaluation inputs come from."""
+    instance, and matched against the fold its evaluation inputs come from. Under inner-holdout
+    the model also evaluates its early-stopping rows (of the other folds), never trained on."""
     root = make_layout(tmp_path / "l", n_rows=90, n_folds=3)
     col = collect(root)
     seen, alive = {}, []          # keep the models alive so that no id() is reused
@@ -138,7 +141,8 @@ def test_fold_k_model_never_trains_on_fold_k_rows(tmp_path, monkeypatch):
         return original(self, x, skip)
 
     monkeypatch.setattr(StackMLP, "forward", spy)
-    train.train_level2(col, col.names, params=replace(FAST, max_epochs=3), seeds=[0, 1])
+    train.train_level2(col, col.names, params=replace(FAST, max_epochs=3), seeds=[0, 1],
+                       early_stopping=early_stopping)
     flat = col.oof.reshape(len(col.oof), -1)
     row_of = {tuple(np.round(r, 6)): i for i, r in enumerate(flat)}
     folds_checked = []
@@ -147,6 +151,12 @@ def test_fold_k_model_never_trains_on_fold_k_rows(tmp_path, monkeypatch):
             continue   # models rebuilt for prediction only
         evaluated = {row_of.get(tuple(np.round(r, 6))) for x in record["eval"] for r in x.numpy()}
         trained = {row_of[tuple(np.round(r, 6))] for x in record["train"] for r in x.numpy()}
+        if early_stopping == "inner-holdout":
+            stop = {i for i in evaluated if i is not None and i not in trained and
+                    col.fold[i] in {int(col.fold[j]) for j in trained}}
+            assert stop and not stop & trained               # early-stopping rows never train
+            evaluated -= stop
+            trained |= stop
         val_folds = {int(col.fold[i]) for i in evaluated if i is not None}
         assert len(val_folds) == 1                       # validated on exactly one fold
         k = val_folds.pop()
@@ -202,8 +212,83 @@ def test_leakage_test_catches_a_leaky_trainer(tmp_path):
         leaky = replace(data, x=np.concatenate([data.x, data.x[mine]]),
                         y=np.concatenate([data.y, data.y[mine]]),
                         fold=np.concatenate([data.fold, np.full(mine.sum(), -1)]))
-        oof[mine] = train.fit_fold(leaky, k, params=LEAK_PARAMS, with_test=False).val_probs
+        oof[mine] = train.fit_fold(leaky, k, params=LEAK_PARAMS, with_test=False,
+                                   early_stopping="fold").val_probs
     assert lwlrap(data.y, oof) > _chance(shuffled) + 0.03
+
+
+def _permute_fold_labels(root, k, seed=0):
+    """Shuffle the labels among fold k's rows of folds.csv (every other row keeps its labels)."""
+    folds = layout.read_folds(root)
+    labels = list(folds.labels)
+    rows = folds.rows_of_fold(k)
+    for row, source in zip(rows, np.random.default_rng(seed).permutation(rows)):
+        labels[row] = folds.labels[source]
+    layout.write_folds(root, folds.ids, labels, folds.fold, id_column=folds.id_column)
+    return collect(root, use_cache=False)
+
+
+@pytest.mark.parametrize("single_label", [False, True])
+def test_fold_k_predictions_ignore_fold_k_labels(tmp_path, single_label):
+    """Honest level-2 OOF: permuting the labels of fold 1 only and retraining with the same seed
+    leaves every fold-1 prediction (OOF and test) unchanged; the other folds, which train on
+    fold 1's rows, do change (so the comparison can fail)."""
+    root = make_layout(tmp_path / "l", n_rows=150, single_label=single_label)
+    before = collect(root, use_cache=False)
+    after = _permute_fold_labels(root, 1)
+    assert not np.array_equal(before.y[before.fold == 1], after.y[after.fold == 1])
+    runs = [train.train_level2(col, col.names, params=FAST, seeds=[0, 1]) for col in (before, after)]
+    mine = before.fold == 1
+    np.testing.assert_allclose(runs[0].oof[:, mine], runs[1].oof[:, mine], atol=1e-6)
+    np.testing.assert_allclose(runs[0].test[:, 1], runs[1].test[:, 1], atol=1e-6)
+    assert np.abs(runs[0].oof[:, ~mine] - runs[1].oof[:, ~mine]).max() > 1e-3
+    assert runs[0].early_stopping == "inner-holdout"
+
+
+def test_fold_k_permutation_catches_early_stopping_on_fold_k(tmp_path):
+    """The same permutation moves the fold-1 predictions of the old, optimistic trainer
+    (fold k early-stops its own model): the test above can fail."""
+    root = make_layout(tmp_path / "l", n_rows=150)
+    before = collect(root, use_cache=False)
+    after = _permute_fold_labels(root, 1)
+    data = [level2_inputs.level2_data(col, col.names) for col in (before, after)]
+    fits = [train.fit_fold(d, 1, params=FAST, early_stopping="fold") for d in data]
+    assert np.abs(fits[0].val_probs - fits[1].val_probs).max() > 1e-3
+
+
+def test_inner_holdout_history_and_scores(tmp_path):
+    """Under inner-holdout the history's val_* are the early-stopping rows' (other folds), the
+    kept weights are their best epoch's, and ``score`` is fold 1's score of its predictions."""
+    col = collect(make_layout(tmp_path / "l", n_rows=90))
+    data = level2_inputs.level2_data(col, col.names)
+    fit = train.fit_fold(data, 1, params=replace(FAST, max_epochs=6, patience=50))
+    assert [h["epoch"] for h in fit.history] == list(range(1, 7))
+    assert fit.stop_score == max(h["val_score"] for h in fit.history)
+    assert fit.history[fit.best_epoch - 1]["val_score"] == fit.stop_score
+    assert len(fit.stop_rows) and not np.any(data.fold[fit.stop_rows] == 1)
+    again = fit.predict(data.x[fit.stop_rows], single_label=False)
+    assert lwlrap(data.y[fit.stop_rows], again) == pytest.approx(fit.stop_score)
+    assert fit.score == pytest.approx(lwlrap(data.y[data.fold == 1], fit.val_probs))
+
+
+def test_inner_holdout_rows_are_seeded_stratified_and_from_the_training_folds():
+    rng = np.random.default_rng(0)
+    y = np.zeros((400, 5), dtype=np.uint8)
+    y[np.arange(400), rng.integers(0, 4, 400)] = 1
+    y[:20, 4] = 1                                      # a rare class, 20 rows
+    mask = level2_inner.inner_holdout_mask(y, 0.2, seed=3)
+    assert mask.sum() == 80
+    assert np.array_equal(mask, level2_inner.inner_holdout_mask(y, 0.2, seed=3))
+    assert not np.array_equal(mask, level2_inner.inner_holdout_mask(y, 0.2, seed=4))
+    assert mask[:20].sum() == 4                        # the rare class gives exactly a fifth
+    for c in range(4):                                 # the others about a fifth
+        assert abs(mask[y[:, c] == 1].sum() - 0.2 * y[:, c].sum()) <= 3
+    tiny = level2_inner.inner_holdout_mask(y[:3], 0.2, seed=0)
+    assert 1 <= tiny.sum() <= 2
+    with pytest.raises(OptionError, match="cannot be split"):
+        level2_inner.inner_holdout_mask(y[:1], 0.2, seed=0)
+    with pytest.raises(OptionError, match="early_stopping must be one of"):
+        train.fit_fold(None, 0, params=FAST, early_stopping="bogus")
 
 
 def test_single_label_uses_softmax(tmp_path):
@@ -238,9 +323,11 @@ def test_seeds_are_combined_by_geometric_mean(tmp_path):
 
 
 def test_history_has_one_entry_per_epoch(tmp_path):
+    """Under early_stopping="fold" (the old behaviour) the history's val_* are fold 1's."""
     col = collect(make_layout(tmp_path / "l", n_rows=60))
     data = level2_inputs.level2_data(col, col.names)
-    fit = train.fit_fold(data, 1, params=replace(FAST, max_epochs=5, patience=50))
+    fit = train.fit_fold(data, 1, params=replace(FAST, max_epochs=5, patience=50),
+                         early_stopping="fold")
     assert [h["epoch"] for h in fit.history] == [1, 2, 3, 4, 5]
     assert set(fit.history[0]) == {"epoch", "train_loss", "val_loss", "val_score", "lr"}
     assert fit.score == max(h["val_score"] for h in fit.history)
@@ -412,7 +499,8 @@ def test_small_data_gets_at_least_min_steps_per_epoch(tmp_path, monkeypatch):
     monkeypatch.setattr(StackMLP, "forward", spy)
     data = level2_inputs.level2_data(col, col.names)
     train.fit_fold(data, 0, params=replace(FAST, batch_size=256, max_epochs=1))
-    n_train = int((data.fold != 0).sum())
+    n_train = len(train.split_rows(data, 0, early_stopping="inner-holdout",
+                                   fraction=FAST.inner_fraction, seed=0)[0])
     assert len(sizes) >= train.MIN_STEPS and sum(sizes) == n_train
     assert max(sizes) == train.effective_batch_size(256, n_train)
 

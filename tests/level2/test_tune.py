@@ -12,6 +12,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from stacker import layout
 from stacker.errors import OptionError
 from stacker.layout.collect import collect
 from stacker.level2 import fit as train
@@ -160,6 +161,27 @@ def test_holdout_fold_takes_no_part_in_tuning(tmp_path, monkeypatch):
     params, document = level2_params.read_params("best", root)
     assert params == result.best_params and document["holdout_fold"] == 2
     assert "optimistic" in document["note"] and path.name == "best_params.json"
+
+
+def test_holdout_fold_labels_do_not_change_the_tuning(tmp_path):
+    """Permute the labels of the held-out fold only: every trial (params and CV) and the best
+    params are the same as before; the held-out score, made on those labels, moves."""
+    root = make_layout(tmp_path / "l", n_rows=80, n_folds=4)
+    results = []
+    for run in range(2):
+        if run:
+            folds = layout.read_folds(root)
+            labels, rows = list(folds.labels), folds.rows_of_fold(2)
+            for row, source in zip(rows, np.random.default_rng(0).permutation(rows)):
+                labels[row] = folds.labels[source]
+            layout.write_folds(root, folds.ids, labels, folds.fold, id_column=folds.id_column)
+        col = collect(root, use_cache=False)
+        results.append(tune.tune(col, col.names, n_trials=3, base_params=TINY, holdout_fold=2,
+                                 seed=5, storage=f"sqlite:///{tmp_path / f'run{run}.db'}"))
+    before, after = results
+    assert before.best_params == after.best_params
+    pd.testing.assert_frame_equal(before.trials, after.trials)
+    assert before.holdout_score != after.holdout_score
 
 
 def test_holdout_score_is_the_geometric_mean_of_inner_models(tmp_path):

@@ -90,7 +90,8 @@ def test_crop_and_spec_augment():
 
 def test_fit_predicts_probabilities_and_learns_the_tones():
     specs, y = tone_spectrograms(12)
-    model = AudioCNNModel(**TINY_NET, epochs=8, seed=0).fit(specs[::2], y[::2], specs[1::2], y[1::2])
+    # 12 epochs: an inner hold-out of the 18 training clips picks the epoch count, then all 18 fit
+    model = AudioCNNModel(**TINY_NET, epochs=12, seed=0).fit(specs[::2], y[::2], specs[1::2], y[1::2])
     windows = model.predict_windows(specs[1::2])
     assert [w.shape for w in windows] == [(len(window_starts(s.shape[1], 16)), 3)
                                           for s in specs[1::2]]
@@ -99,7 +100,7 @@ def test_fit_predicts_probabilities_and_learns_the_tones():
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)       # softmax: single-label data
     assert np.allclose(probs, np.stack([w.mean(axis=0) for w in windows]))
     assert (probs.argmax(axis=1) == y[1::2].argmax(axis=1)).mean() >= 0.8
-    assert not model.multi_label_ and 1 <= len(model.history_) <= 8
+    assert not model.multi_label_ and 1 <= len(model.history_) <= 12
 
 
 def test_same_seed_same_predictions_other_seed_differs():
@@ -141,3 +142,82 @@ def test_params_describe_the_model():
     params = AudioCNNModel(**TINY_NET).params()
     assert params["channels"] == [8, 16, 32] and params["crop_frames"] == 16
     assert "num_threads" not in params and "device" not in params
+
+
+# ---------------------------------------------------------------- honest early stopping
+
+
+def test_inner_holdout_is_seeded_stratified_and_empty_on_tiny_data():
+    _, y = tone_spectrograms(20)
+    model = AudioCNNModel(**TINY_NET, seed=1)
+    held = model.inner_holdout(y)
+    assert np.array_equal(held, AudioCNNModel(**TINY_NET, seed=1).inner_holdout(y))
+    assert 12 <= held.sum() <= 18                             # about 25% of 60 rows
+    assert all(3 <= held[y[:, c] == 1].sum() <= 7 for c in range(3))   # about 25% of each class
+    assert not model.inner_holdout(y[:6]).any()               # too few rows: no hold-out
+    with pytest.raises(ValueError, match="inner_fraction"):
+        AudioCNNModel(inner_fraction=0.9)
+    assert model.params()["early_stopping"] == "inner-holdout"
+
+
+def test_validation_labels_never_steer_the_fit():
+    specs, y = tone_spectrograms(10)
+    shuffled = y[np.random.default_rng(0).permutation(len(y))]
+    fits = [AudioCNNModel(**{**TINY_NET, "patience": 1}, epochs=4, seed=2).fit(specs[::2], y[::2],
+                                                                        specs[1::2], y_val)
+            for y_val in (y[1::2], shuffled[1::2])]
+    assert np.array_equal(fits[0].predict_proba(specs), fits[1].predict_proba(specs))
+    assert [h["epoch"] for h in fits[0].history_] == [h["epoch"] for h in fits[1].history_]
+    assert fits[0].n_stop_rows_ > 0
+
+
+def test_fold_k_predictions_ignore_fold_k_labels(tmp_path):
+    """The fold-k label-permutation test through the K-fold runner: permuting the labels of fold
+    1 only and retraining with the same seed leaves fold 1's val and test predictions unchanged;
+    the other folds, which train on fold 1's rows, change."""
+    from first_level.runner import run_kfold
+    from stacker import layout
+    from stacker.seeds import fold_seed
+
+    specs, y = tone_spectrograms(10)
+    classes = ["c0", "c1", "c2"]
+    ids = [f"clip_{i:02d}" for i in range(len(specs))]
+    fold = np.random.default_rng(0).permutation(np.arange(len(specs)) % 3)
+    labels = [(classes[int(row.argmax())],) for row in y]
+    runs = []
+    for run in range(2):
+        if run:
+            rows = np.flatnonzero(fold == 1)
+            for row, source in zip(rows, np.random.default_rng(1).permutation(rows)):
+                labels[row] = (classes[int(y[source].argmax())],)
+        layout.write_folds(tmp_path, ids, labels, fold, classes=classes)
+        run_kfold(tmp_path, f"cnn{run}", lambda k: AudioCNNModel(
+            **{**TINY_NET, "patience": 1}, epochs=4, seed=fold_seed(0, k)), specs, ids, specs[:4],
+            ["t0", "t1", "t2", "t3"], model="audio-cnn", params={}, seed=0)
+        runs.append({(k, split): layout.read_probs(layout.probs_path(tmp_path, f"cnn{run}", k, split)
+                                                  ).values for k in (0, 1, 2) for split in ("val", "test")})
+    for split in ("val", "test"):
+        np.testing.assert_allclose(runs[0][(1, split)], runs[1][(1, split)], atol=1e-6)
+    assert max(np.abs(runs[0][(k, "val")] - runs[1][(k, "val")]).max() for k in (0, 2)) > 1e-4
+
+
+def test_refit_trains_every_training_row_for_the_best_epoch_count(monkeypatch):
+    specs, y = tone_spectrograms(10)
+    calls, original = [], AudioCNNModel._train_epoch
+
+    def spy(self, train, labels, optimiser, rng):
+        calls.append((len(train), optimiser.param_groups[0]["lr"]))
+        return original(self, train, labels, optimiser, rng)
+
+    monkeypatch.setattr(AudioCNNModel, "_train_epoch", spy)
+    model = AudioCNNModel(**{**TINY_NET, "patience": 2}, plateau_patience=0, epochs=5,
+                          seed=0).fit(specs, y)
+    n_epochs, held = len(model.history_), model.n_stop_rows_
+    assert held > 0 and 1 <= model.best_epoch_ <= n_epochs
+    assert [n for n, _ in calls[:n_epochs]] == [len(specs) - held] * n_epochs
+    replay = calls[n_epochs:]
+    assert [n for n, _ in replay] == [len(specs)] * model.best_epoch_
+    assert [lr for _, lr in replay] == [h["lr"] for h in model.history_[:model.best_epoch_]]
+    calls.clear()
+    kept = AudioCNNModel(**TINY_NET, epochs=3, refit=False, seed=0).fit(specs, y)
+    assert len(calls) == len(kept.history_) and kept.params()["refit"] is False
