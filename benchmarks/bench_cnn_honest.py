@@ -35,7 +35,7 @@ from first_level.audio.model import AudioCNNModel  # noqa: E402
 from stacker import layout  # noqa: E402
 from stacker.cli.demo_pipeline import demo_settings  # noqa: E402
 from stacker.metrics import lwlrap  # noqa: E402
-from stacker.seeds import fold_seed  # noqa: E402
+from stacker.runtime import fold_seed  # noqa: E402
 
 
 class StopOnValidationFold(AudioCNNModel):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import os
-from contextlib import contextmanager
 from typing import Sequence
 
 import numpy as np
@@ -36,6 +35,7 @@ from torch import nn
 from first_level.audio.cnn import AudioCNN
 from first_level.folds import iterative_stratification
 from stacker.metrics import lwlrap
+from stacker.runtime import torch_threads
 
 # Per-preset defaults of the network and its training; any of them can be overridden by keyword.
 MODEL_PRESETS = {
@@ -314,19 +314,9 @@ def _spec_augment(batch: np.ndarray, freq_mask: int, time_mask: int,
                     batch[i, :, starts[i]:starts[i] + widths[i]] = batch[i].mean()
 
 
-@contextmanager
 def _threads(num_threads: int | None, device: torch.device):
-    """On the CPU use ``num_threads`` and restore the old count afterwards.
-
-    The default is half the cores (at most 8): these nets are small, and on a small shared machine
-    two OpenMP threads that wait on each other cost ten times the CPU of one (measured on 2 cores).
-    """
+    """The thread limit of a fit on ``device``: on the CPU ``num_threads``, by default half the cores
+    (at most 8); elsewhere torch's own setting."""
     if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(num_threads or max(1, min((os.cpu_count() or 1) // 2, 8)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+        return torch_threads(None)
+    return torch_threads(num_threads or max(1, min((os.cpu_count() or 1) // 2, 8)))

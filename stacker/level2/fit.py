@@ -25,9 +25,8 @@ writing and reloading a trained run in :mod:`stacker.level2.store`.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,11 +39,10 @@ from stacker.level2.inner import INNER_HOLDOUT, ON_FOLD, check_mode, inner_holdo
 from stacker.level2.inputs import Level2Data, level2_data, window_means
 from stacker.level2.net import StackMLP
 from stacker.level2.params import MLPParams
-from stacker.metrics import Metric, get_metric
+from stacker.metrics import Metric, fold_scores, get_metric
 from stacker.parallel import map_units
-from stacker.runtime import fold_seed
+from stacker.runtime import ProgressCallback, fold_seed, torch_threads
 
-ProgressCallback = Callable[[int, int], None]
 MIN_STEPS = 8   # per epoch; caps the batch size on small data
 
 
@@ -89,22 +87,6 @@ def effective_batch_size(batch_size: int, n_train: int) -> int:
 def _probs(logits: torch.Tensor, single_label: bool) -> np.ndarray:
     out = torch.softmax(logits, dim=1) if single_label else torch.sigmoid(logits)
     return out.detach().cpu().numpy().astype(np.float32)
-
-
-@contextmanager
-def torch_threads(n: int | None):
-    """Run with ``n`` intra-op threads (restored afterwards); None leaves torch's setting alone.
-    One thread is the default on the CPU: these nets are small, and extra threads only wait on
-    each other (ten times slower on a busy 2-core machine)."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def split_rows(data: Level2Data, k: int, *, early_stopping: str, fraction: float,
@@ -297,7 +279,7 @@ class Level2Result:
         """(overall CV, {fold: score}) of the combined OOF of ``seeds``."""
         metric = get_metric(self.metric)
         oof, _ = self.combined(seeds)
-        per_fold = {k: metric(self.y[self.fold == k], oof[self.fold == k]) for k in self.fold_numbers}
+        per_fold = dict(zip(self.fold_numbers, fold_scores(self.y, oof, self.fold, self.fold_numbers, metric)))
         return metric(self.y, oof), per_fold
 
 

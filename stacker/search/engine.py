@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 from stacker.blend import DEFAULT_POWER, EPS, blend_arrays, check_blend
 from stacker.errors import OptionError
 from stacker.layout.collect import Collection
-from stacker.metrics import get_metric
+from stacker.metrics import fold_scores, get_metric
 from stacker.runtime import ProgressCallback
 from stacker.search import methods as sm
 from stacker.search.scoring import RankScorer, make_scorer, quantize
@@ -441,7 +441,7 @@ def _report(oof, y, fold, fold_numbers, names, runs, metric, blend, power, eps, 
     members, weights = describe(main.best)
     chosen = blended(main.best)
     cv = metric(y, chosen)
-    fold_cv = [metric(y[fold == k], chosen[fold == k]) for k in fold_numbers]
+    fold_cv = fold_scores(y, chosen, fold, fold_numbers, metric)
     nested_cv, nested_folds = None, []
     if len(runs) > 1:
         nested_cv, held = nested_pooled(lambda i: runs[1 + i].best)

@@ -38,7 +38,7 @@ import numpy as np
 
 from stacker.blend import LINEAR, combine, logit, transform
 from stacker.errors import OptionError
-from stacker.metrics import Metric
+from stacker.metrics import Metric, fold_scores
 from stacker.search import ges_variants
 from stacker.search import methods as sm
 from stacker.search.scoring import make_scorer, quantize
@@ -400,7 +400,7 @@ def search_weighted(oof, y, fold, fold_numbers, names, *, method: str, metric: M
     members, weights = describe(main)
     chosen = predict(main)
     cv = metric(y, chosen)
-    fold_cv = [metric(y[fold == k], chosen[fold == k]) for k in fold_numbers]
+    fold_cv = fold_scores(y, chosen, fold, fold_numbers, metric)
     nested_cv, nested_folds = None, []
     if nested:
         pooled = np.empty(y.shape, dtype=np.float64)

@@ -177,7 +177,7 @@ def test_fold_k_predictions_ignore_fold_k_labels(tmp_path):
     the other folds, which train on fold 1's rows, change."""
     from first_level.runner import run_kfold
     from stacker import layout
-    from stacker.seeds import fold_seed
+    from stacker.runtime import fold_seed
 
     specs, y = tone_spectrograms(10)
     classes = ["c0", "c1", "c2"]
