@@ -21,7 +21,7 @@ import math
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +35,7 @@ from stacker.blend import DEFAULT_POWER, EPS, blend as blend_arrays, check_blend
 from stacker.layout.collect import Collection
 from stacker.errors import OptionError
 from stacker.metrics import get_metric
+from stacker.search.backends import make_walker
 from stacker.search.scoring import RankScorer, make_scorer, quantize
 
 METHODS = ("auto", "exhaustive", "greedy", "beam", "ges")
@@ -155,7 +156,8 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
                   top: int = 10, beam_width: int = 5, nested: bool = True, seed: int = 0,
                   n_jobs: int = 2, power: float = DEFAULT_POWER, eps: float = EPS,
                   prune: bool = True, patience: int = 2, ges_iterations: int = 50,
-                  time_budget: float = 60.0, on_progress: ProgressCallback | None = None) -> SearchResult:
+                  time_budget: float = 60.0, device: str = "auto",
+                  on_progress: ProgressCallback | None = None) -> SearchResult:
     """Choose the members of a blend on out-of-fold predictions.
 
     oof: array of shape (n_rows, n_models, n_classes); y: (n_rows, n_classes); fold: (n_rows,).
@@ -165,6 +167,9 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
     beam and GES (their nested selections run in lockstep, sharing candidates). time_budget: seconds
     ``auto`` allows the exhaustive search (estimated from measured scoring speed). seed: recorded;
     every method is deterministic (ties are broken by a fixed rule).
+    device: auto, cpu or cuda (cuda:N): where lwlrap/lrap candidates are scored (the compiled
+    kernel on the CPU, torch on CUDA; see :mod:`stacker.search.backends`); every device gives
+    the same result.
     on_progress: ``on_progress(done, total)`` as the work advances.
     """
     started = time.perf_counter()
@@ -196,8 +201,9 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
     max_terms = max(max_size, ges_iterations) if method in ("ges", "auto") else max_size
     q, scale = quantize(oof, blend, max_terms=max_terms, power=power, eps=eps, rows=scorer.rows)
     scorer.scale = scale
-    ctx = sm.Context(q=q, scorer=scorer)
     n_jobs = max(1, min(int(n_jobs), os.cpu_count() or 1))
+    walker, backend = make_walker(q, scorer, device, n_jobs)
+    ctx = sm.Context(q=q, scorer=scorer, walker=walker)
     targets = list(range(1 + len(fold_numbers))) if nested else [0]
 
     reason = ""
@@ -224,7 +230,7 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
     params = dict(metric=scorer_metric.name, blend=blend, power=power, eps=eps, method=method,
                   max_size=max_size, top=top, beam_width=beam_width, nested=nested, seed=seed,
                   n_jobs=n_jobs, prune=prune, patience=patience, ges_iterations=ges_iterations,
-                  time_budget=time_budget)
+                  time_budget=time_budget, device=device, backend=backend)
     return SearchResult(method=method, method_reason=reason or f"--method {method}",
                         metric=scorer_metric.name, blend=blend, power=power, eps=eps,
                         pool=tuple(names), n_evaluated=n_evaluated,
@@ -237,6 +243,13 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
 def _time_one_evaluation(ctx: sm.Context, repeats: int = 9) -> float:
     """Seconds for one candidate (an array addition and a score), measured over different
     members (median), times 1.3: processes running side by side share the memory bandwidth."""
+    if ctx.walker is not None:
+        # the compiled and torch paths score a batch at a time: time one batch per candidate
+        batch = list(range(ctx.n_models)) * max(1, 32 // ctx.n_models)
+        ctx.walker.extensions(ctx.q[0], batch[:4])            # warm up (compile, transfer)
+        start = time.perf_counter()
+        ctx.walker.extensions(ctx.q[0], batch)
+        return 1.3 * (time.perf_counter() - start) / len(batch)
     S = np.empty(ctx.q.shape[1:], dtype=np.int64)
     times = []
     for r in range(repeats):
@@ -316,7 +329,10 @@ def _exhaustive(ctx, max_size, targets, top, n_jobs, on_progress) -> dict:
     parts = []
     if on_progress:
         on_progress(0, total)
-    if n_jobs > 1 and len(chunks) > 1 and total * ctx.q[0].size >= PARALLEL_MIN_WORK:
+    nested = len(targets) > 1
+    if ctx.walker is not None:
+        parts = _walk_exhaustive(ctx, max_size, nested, n_jobs, total, on_progress)
+    elif n_jobs > 1 and len(chunks) > 1 and total * ctx.q[0].size >= PARALLEL_MIN_WORK:
         with _Workers(ctx, n_jobs) as pool:
             futures = [pool.submit(_worker_exhaustive, chunk, max_size, len(targets) > 1) for chunk in chunks]
             for future in as_completed(futures):
@@ -333,6 +349,35 @@ def _exhaustive(ctx, max_size, targets, top, n_jobs, on_progress) -> dict:
     masks = np.concatenate([p[0] for p in parts])
     scores = np.concatenate([p[1] for p in parts])
     return {t: sm.exhaustive_run(masks, scores, t, n, top if t == 0 else 1) for t in targets}
+
+
+def _walk_exhaustive(ctx, max_size, nested, n_jobs, total, on_progress) -> list:
+    """The exhaustive search on ctx.walker: chunks of about equal work, run on ``n_jobs``
+    threads by the compiled kernel (it releases the GIL), in turn on a torch device."""
+    n = ctx.n_models
+    if getattr(ctx.walker, "name", "") != "numba":
+        groups = sm.exhaustive_chunks(n, max_size, prefix_len=1)
+        n_jobs = 1
+    else:
+        chunks = sm.exhaustive_chunks(n, max_size)
+        sizes = [sm.chunk_size(chunk, n, max_size) for chunk in chunks]
+        n_groups = min(len(chunks), 8 * n_jobs)
+        groups, load = [[] for _ in range(n_groups)], [0] * n_groups
+        for i in sorted(range(len(chunks)), key=lambda i: -sizes[i]):
+            g = load.index(min(load))
+            groups[g] += chunks[i]
+            load[g] += sizes[i]
+        groups = [g for g in groups if g]
+    parts, done = [], 0
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        futures = [pool.submit(sm.run_exhaustive_chunk, ctx, group, max_size, nested)
+                   for group in groups]
+        for future in as_completed(futures):
+            parts.append(future.result())
+            done += len(parts[-1][0])
+            if on_progress:
+                on_progress(min(done, total), total)
+    return parts
 
 
 class _ParallelEvaluator(sm.Evaluator):
@@ -363,7 +408,9 @@ def _run_selections(ctx, method, settings, targets, steps, n_jobs, on_progress):
 
     if on_progress:
         on_progress(0, steps)
-    parallel = n_jobs > 1 and ctx.n_models * ctx.q[0].size >= PARALLEL_MIN_BATCH
+    # the compiled and torch paths split large batches themselves (threads, the device)
+    parallel = (ctx.walker is None and n_jobs > 1
+                and ctx.n_models * ctx.q[0].size >= PARALLEL_MIN_BATCH)
     if parallel:
         with _Workers(ctx, n_jobs) as pool:
             evaluator = _ParallelEvaluator(ctx, pool, n_jobs)

@@ -29,6 +29,9 @@ Tick = Callable[[int], None]
 class Context:
     q: np.ndarray          # (n_models, n_rows, n_classes) int64
     scorer: Scorer
+    # a fast path for the RankScorer (stacker.search.kernel.KernelWalker or
+    # stacker.search.torch_scoring.TorchWalker); None: the scorer's numpy path
+    walker: object | None = None
 
     @property
     def n_models(self) -> int:
@@ -114,6 +117,10 @@ def run_exhaustive_chunk(ctx: Context, chunk, max_size: int,
     subtractions).
     """
     q, scorer, n = ctx.q, ctx.scorer, ctx.n_models
+    if ctx.walker is not None:
+        masks, sums = ctx.walker.exhaustive(chunk, max_size)
+        scores = scorer.outputs_from_fold_sums(sums)
+        return masks, (scores if nested else scores[:, :1])
     buffers = np.empty((max_size + 1,) + q.shape[1:], dtype=np.int64)
     masks: list[int] = []
     scores: list = []
@@ -225,6 +232,9 @@ def ensemble_sum(q: np.ndarray, counts: Counts) -> np.ndarray:
 
 def score_extensions(ctx: Context, base: Counts, candidates, targets) -> np.ndarray:
     S = ensemble_sum(ctx.q, base)
+    if ctx.walker is not None:
+        sums = ctx.walker.extensions(S, candidates)
+        return ctx.scorer.outputs_from_fold_sums(sums)[:, list(targets)]
     buffer = np.empty_like(S)
     n_terms = sum(base) + 1
     out = np.empty((len(candidates), len(targets)))
