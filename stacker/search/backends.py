@@ -36,31 +36,39 @@ def cuda_device(device: str) -> str:
     return device
 
 
-def resolve_device(device: str) -> str:
-    """'cpu' or a CUDA device name for ``device`` (auto, cpu, cuda, cuda:N)."""
-    device = str(device)
-    if device == "cpu":
-        return "cpu"
-    if device == "auto":
-        if not _driver_present():
-            return "cpu"
-        import torch
+def cuda_present() -> bool:
+    """True when torch sees a CUDA device (torch is imported only where a driver is installed)."""
+    if not _driver_present():
+        return False
+    import torch
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" or device.startswith("cuda:"):
-        return cuda_device(device)
+    return bool(torch.cuda.is_available())
+
+
+def check_device(device: str) -> str:
+    """``device`` if it is one of auto, cpu, cuda, cuda:N; raises OptionError otherwise."""
+    device = str(device)
+    if device in DEVICES or device.startswith("cuda:"):
+        return device
     raise OptionError(f"unknown device '{device}'; choose one of: {', '.join(DEVICES)} (or cuda:N)")
 
 
 def make_walker(q: np.ndarray, scorer, device: str = "auto", n_jobs: int = 1):
-    """(walker or None, backend name) for scoring ``q`` with ``scorer`` on ``device``."""
-    resolved = resolve_device(device)
+    """(walker or None, backend name) for scoring ``q`` with ``scorer`` on ``device``.
+
+    cpu, or auto without CUDA: the compiled kernel (numpy if numba is missing); cuda, cuda:N, or
+    auto with CUDA: torch on that device. Other metrics than lwlrap/lrap: numpy (None).
+    """
+    device = check_device(device)
+    on_cpu = device == "cpu" or (device == "auto" and not cuda_present())
+    if not on_cpu:
+        torch_device = cuda_device("cuda" if device == "auto" else device)
     if not isinstance(scorer, RankScorer):
         return None, f"numpy ({scorer.metric.name} has no compiled path)"
-    if resolved != "cpu":
+    if not on_cpu:
         from stacker.search.torch_scoring import TorchWalker
 
-        walker = TorchWalker(q, scorer, device=cuda_device(resolved))
+        walker = TorchWalker(q, scorer, device=torch_device)
         return walker, walker.name
     from stacker.search import kernel
 
