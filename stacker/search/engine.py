@@ -183,7 +183,7 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
                           f"model; got shape {oof.shape} and {len(names)} name(s)")
     if method not in METHODS:
         raise OptionError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
-    if oof.size and not (np.nanmin(oof) >= 0 and np.nanmax(oof) <= 1 and np.isfinite(oof).all()):
+    if oof.size and not (np.isfinite(oof).all() and oof.min() >= 0 and oof.max() <= 1):
         raise OptionError("oof must hold probabilities in [0, 1] (no NaN); check the experiments "
                           "with `stack collect`")
     max_size = n_models if max_size is None else int(max_size)
@@ -430,7 +430,8 @@ def _report(oof, y, fold, fold_numbers, names, runs, metric, blend, power, eps, 
     def blended(counts, rows=slice(None)):
         # integer counts as weights: blend() divides by their sum last, which keeps exact ties
         idx = [m for m, c in enumerate(counts) if c]
-        return blend_arrays(oof[rows][:, idx], blend, weights=[counts[m] for m in idx],
+        # members first: gathering the rows of the whole pool would copy every model
+        return blend_arrays(oof[:, idx][rows], blend, weights=[counts[m] for m in idx],
                             power=power, eps=eps)
 
     def describe(counts):

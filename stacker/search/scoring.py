@@ -60,12 +60,29 @@ def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, ep
     bits = _INT64_BITS - math.ceil(math.log2(largest * max(max_terms, 1) + 1))
     scale = float(2.0 ** min(_MAX_FRACTION_BITS, bits))
     q = np.empty((n_models, n_rows, n_classes), dtype=np.int64)
+    t = np.empty((n_rows, n_classes), dtype=np.float64)     # one buffer, reused: no page faults
     for m in range(n_models):
         column = probs[:, m] if rows is None else probs[rows, m]
-        t = transform(column, method, power=power, eps=eps)
-        np.rint(t * scale, out=t)
+        _transform_into(column, method, power=power, eps=eps, out=t)
+        t *= scale
+        np.rint(t, out=t)
         q[m] = t
     return q, scale
+
+
+def _transform_into(column: np.ndarray, method: str, *, power: float, eps: float,
+                    out: np.ndarray) -> None:
+    """``out[...] = transform(column, method)``, the same operations in place."""
+    if method == "rank":
+        out[...] = transform(column, method, power=power, eps=eps)
+        return
+    out[...] = column
+    if method == "geo-mean":
+        np.clip(out, eps, 1.0, out=out)
+        np.log(out, out=out)
+    elif method == "power":
+        np.clip(out, 0.0, None, out=out)
+        np.power(out, power, out=out)
 
 
 class Scorer:
