@@ -55,8 +55,9 @@ def show_result(result: SearchResult, top: int) -> None:
     warning = result.gap_warning()
     if warning:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    console.print(f"{result.n_evaluated:,} candidate(s) scored in {result.seconds:.1f} s",
-                  highlight=False)
+    backend = result.params.get("backend")
+    console.print(f"{result.n_evaluated:,} candidate(s) scored in {result.seconds:.1f} s"
+                  + (f" ({backend})" if backend else ""), highlight=False)
 
 
 @user_errors
@@ -81,6 +82,9 @@ def search_subsets_command(
     ges_iterations: Annotated[int, typer.Option(help="Steps of GES (ensemble selection).")] = 50,
     time_budget: Annotated[float, typer.Option(help="Seconds auto allows an exhaustive "
                                                     "search.")] = 60.0,
+    device: Annotated[str, typer.Option(help="Where lwlrap/lrap candidates are scored: auto "
+                                             "(CUDA when present), cpu (compiled kernel) or "
+                                             "cuda (cuda:N); the result is the same.")] = "auto",
 ) -> None:
     """Search the subsets of experiments whose blend scores best on the OOF rows; writes
     <root>/.stack/subsets.json for `stack blend --subset best`."""
@@ -91,7 +95,7 @@ def search_subsets_command(
                                 power=power, method=method.value, max_size=max_size, top=top,
                                 beam_width=beam_width, nested=nested, seed=seed, n_jobs=n_jobs,
                                 eps=eps, ges_iterations=ges_iterations, time_budget=time_budget,
-                                on_progress=update)
+                                device=device, on_progress=update)
     show_result(result, top)
     record = result.to_json()
     record["root"] = str(root)
