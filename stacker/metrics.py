@@ -43,8 +43,9 @@ def positive_precisions(y_true, y_score) -> tuple[np.ndarray, np.ndarray, np.nda
     2**24). The positives at or above come from the few rows with several labels.
     """
     truth, scores = _as_arrays(y_true, y_score)
-    rows, classes = np.nonzero(truth)
     n_rows, n_classes = truth.shape
+    # row-major positives; a flat nonzero and a division are ~10x faster than a 2-d nonzero
+    rows, classes = np.divmod(np.flatnonzero(truth), max(n_classes, 1))
     precision = np.empty(len(rows), dtype=np.float64)
     if not len(rows):
         return rows, classes, precision
