@@ -65,7 +65,8 @@ def timed(fn):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=int, default=16)
+    parser.add_argument("--models", type=int, default=16, help="models of the exhaustive search "
+                        "(0: skip it)")
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--classes", type=int, default=80)
     parser.add_argument("--folds", type=int, default=5)
@@ -76,6 +77,15 @@ def main() -> None:
     parser.add_argument("--reference", choices=("full", "none"), default="full",
                         help="also run the previous implementation (full) or not (none)")
     args = parser.parse_args()
+    if args.models:
+        exhaustive(args)
+    if args.pool:
+        large_pool(args.pool, args.rows, args.classes, args.folds, args.n_jobs,
+                   args.reference == "full")
+
+
+def exhaustive(args) -> None:
+    """Every subset of ``args.models`` models, this version against the previous one."""
     oof, y, fold = simulated_oof(args.rows, args.classes, args.models, args.folds, seed=0)
     names = [f"sim_{m:03d}" for m in range(args.models)]
     total = 2 ** args.models - 1
@@ -117,9 +127,6 @@ def main() -> None:
     print(f"  speed-up          {plain_total / fast_s:8.1f}x  (plain loop / exhaustive search)")
     print(f"  chosen subset     {len(result.members)} models, CV {result.cv:.6f} "
           f"(plain-loop score of the same subset {best_plain:.6f}), nested CV {result.nested_cv:.6f}")
-    if args.pool:
-        large_pool(args.pool, args.rows, args.classes, args.folds, args.n_jobs,
-                   args.reference == "full")
 
 
 def _cpu_seconds() -> float:

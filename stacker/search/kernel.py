@@ -173,6 +173,10 @@ class KernelWalker:
         starts = np.zeros((1,) + self.q.shape[1:], dtype=np.int64)
         return masks, run_walk(self.q, starts, steps, len(masks), self.scorer, max_size + 1)
 
+    def extensions_many(self, base_sums: list, candidate_lists: list) -> list:
+        """:meth:`extensions` of several bases at once, each member read once for all bases."""
+        return extensions_many(self, base_sums, candidate_lists)
+
     def extensions(self, base_sum: np.ndarray, candidates) -> np.ndarray:
         """Per-fold sums (len(candidates), n_folds) of ``base_sum + q[j]`` for each candidate j."""
         candidates = np.asarray(candidates, dtype=np.int64)
@@ -193,3 +197,47 @@ class KernelWalker:
 
         with ThreadPoolExecutor(max_workers=len(parts)) as pool:
             return np.concatenate(list(pool.map(run, parts)))
+
+
+def _many_steps(requests, n_bases: int, out_offsets, models) -> np.ndarray:
+    """Steps scoring ``base g + q[j]`` for the (g, j) of ``requests`` whose j is in ``models``,
+    model-major (each model's rows are read once for every base)."""
+    steps = []
+    for j in models:
+        for g, candidates in enumerate(requests):
+            position = candidates.get(j)
+            if position is not None:
+                steps.append((g, j, n_bases, out_offsets[g] + position))
+    return np.asarray(steps, dtype=np.int64).reshape(-1, 4)
+
+
+def extensions_many(walker: "KernelWalker", base_sums: list, candidate_lists: list) -> list:
+    """Per-fold sums of ``base_sums[g] + q[j]`` for every j of ``candidate_lists[g]``: a list of
+    arrays of shape (len(candidate_lists[g]), n_folds)."""
+    n_bases = len(base_sums)
+    lookups = [{int(j): i for i, j in enumerate(c)} for c in candidate_lists]
+    sizes = [len(c) for c in candidate_lists]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    total = int(offsets[-1])
+    starts = np.stack([np.asarray(s, dtype=np.int64) for s in base_sums])
+    models = sorted({int(j) for c in candidate_lists for j in c})
+    n_jobs = walker.n_jobs if total * walker.q[0].size >= walker.min_parallel else 1
+    parts = [part for part in np.array_split(np.asarray(models, dtype=np.int64), n_jobs) if len(part)]
+
+    def run(part):
+        steps = _many_steps(lookups, n_bases, offsets, part)
+        sums = run_walk(walker.q, starts, np.column_stack([steps[:, :3], np.arange(len(steps))]),
+                        len(steps), walker.scorer, n_bases + 1)
+        return steps[:, 3], sums
+
+    if len(parts) <= 1:
+        results = [run(np.asarray(models, dtype=np.int64))]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            results = list(pool.map(run, parts))
+    out = np.zeros((total, walker.scorer.n_folds))
+    for rows, sums in results:
+        out[rows] = sums
+    return [out[offsets[g]:offsets[g + 1]] for g in range(n_bases)]

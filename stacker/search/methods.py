@@ -212,6 +212,19 @@ class Evaluator:
         self.n_evaluated += len(candidates)
         return score_extensions(self.ctx, base, candidates, targets)
 
+    def extend_many(self, requests: list) -> list:
+        """:meth:`extend` for several ``(base, candidates, targets)`` at once: a list of arrays
+        (len(candidates), len(targets)). The compiled path reads each candidate model once for
+        every base (the nested selections' bases differ once they diverge)."""
+        walker = self.ctx.walker
+        if walker is None or not hasattr(walker, "extensions_many") or len(requests) < 2:
+            return [self.extend(base, candidates, targets) for base, candidates, targets in requests]
+        self.n_evaluated += sum(len(candidates) for _, candidates, _ in requests)
+        bases = [ensemble_sum(self.ctx.q, base) for base, _, _ in requests]
+        sums = walker.extensions_many(bases, [candidates for _, candidates, _ in requests])
+        return [self.ctx.scorer.outputs_from_fold_sums(s)[:, list(targets)]
+                for s, (_, _, targets) in zip(sums, requests)]
+
     def sets(self, ensembles: list, targets: list) -> np.ndarray:
         """Scores of whole ensembles (counts): (len(ensembles), len(targets))."""
         self.n_evaluated += len(ensembles)
@@ -270,9 +283,9 @@ def greedy(ev: Evaluator, targets: list, *, max_size: int, prune: bool = True,
     states = {t: {"counts": counts_of((), n), "path": [], "best": -math.inf, "stale": 0,
                   "active": limit > 0} for t in targets}
     while any(state["active"] for state in states.values()):
-        for base, group in _group(states, "counts").items():
-            candidates = [j for j in range(n) if not base[j]]
-            scores = ev.extend(base, candidates, group)
+        requests = [(base, [j for j in range(n) if not base[j]], group)
+                    for base, group in _group(states, "counts").items()]
+        for (base, candidates, group), scores in zip(requests, ev.extend_many(requests)):
             for col, t in enumerate(group):
                 state = states[t]
                 choice, score = _pick(candidates, scores[:, col])
@@ -323,6 +336,8 @@ def beam(ev: Evaluator, targets: list, *, max_size: int, width: int = 5, patienc
                 for parent in state["beams"]:
                     parents.setdefault(parent, []).append(t)
         children: dict = {t: {} for t, state in states.items() if state["active"]}   # child -> score
+        planned: dict = {t: set() for t in children}
+        requests, plans = [], []
         for parent, group in parents.items():
             # a child reached from an earlier parent (for these targets) is not scored again
             candidates, kids = [], []
@@ -330,10 +345,16 @@ def beam(ev: Evaluator, targets: list, *, max_size: int, width: int = 5, patienc
                 if parent[j]:
                     continue
                 child = tuple(c + (m == j) for m, c in enumerate(parent))
-                if any(child not in children[t] for t in group):
+                if any(child not in planned[t] for t in group):
                     candidates.append(j)
                     kids.append(child)
-            scores = ev.extend(parent, candidates, group) if candidates else None
+            for t in group:
+                planned[t].update(kids)
+            if candidates:
+                requests.append((parent, candidates, group))
+                plans.append(kids)
+        for (parent, candidates, group), kids, scores in zip(requests, plans,
+                                                             ev.extend_many(requests)):
             for i, child in enumerate(kids):
                 for col, t in enumerate(group):
                     children[t].setdefault(child, float(scores[i, col]))
@@ -371,10 +392,11 @@ def ges(ev: Evaluator, targets: list, *, iterations: int = 50, max_size: int | N
     max_size = n if max_size is None else max_size
     states = {t: {"counts": counts_of((), n), "history": [], "active": True} for t in targets}
     for _ in range(iterations):
+        requests = []
         for base, group in _group(states, "counts").items():
             distinct = sum(1 for c in base if c)
-            candidates = [j for j in range(n) if base[j] or distinct < max_size]
-            scores = ev.extend(base, candidates, group)
+            requests.append((base, [j for j in range(n) if base[j] or distinct < max_size], group))
+        for (base, candidates, group), scores in zip(requests, ev.extend_many(requests)):
             for col, t in enumerate(group):
                 choice, score = _pick(candidates, scores[:, col])
                 counts = tuple(c + (m == choice) for m, c in enumerate(base))

@@ -90,6 +90,21 @@ def test_walkers_score_extensions_of_a_weighted_bag_bit_identically():
 
 
 @needs_numba
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_kernel_scores_several_bases_at_once_like_numpy(n_jobs, monkeypatch):
+    q, scorer = prepared("lrap", "geo-mean")
+    monkeypatch.setattr(kernel.KernelWalker, "min_parallel", 0)
+    walker = kernel.KernelWalker(q, scorer, n_jobs=n_jobs)
+    bases = [(1, 0, 0, 0, 0, 0, 0), (0, 2, 1, 0, 0, 0, 0), (1, 0, 0, 1, 0, 1, 0)]
+    candidates = [[1, 2, 3, 4, 5, 6], [0, 6, 2], [5]]
+    sums = [sm.ensemble_sum(q, b) for b in bases]
+    got = walker.extensions_many(sums, candidates)
+    for base, S, cands, part in zip(bases, sums, candidates, got):
+        expected = np.array([scorer.evaluate(S + q[j], sum(base) + 1) for j in cands])
+        np.testing.assert_array_equal(scorer.outputs_from_fold_sums(part), expected)
+
+
+@needs_numba
 def test_exhaustive_steps_visit_every_subset_once():
     chunks = sm.exhaustive_chunks(6, 4)
     masks = np.concatenate([kernel.exhaustive_steps(c, 6, 4)[1] for c in chunks])
