@@ -163,8 +163,9 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
     oof: array of shape (n_rows, n_models, n_classes); y: (n_rows, n_classes); fold: (n_rows,).
     names: one per model. max_size: the largest subset (default: every model). top: how many
     subsets to list. nested: repeat the selection with each fold held out (nested CV).
-    n_jobs: processes for the exhaustive search and for large batches of candidates of greedy,
-    beam and GES (their nested selections run in lockstep, sharing candidates). time_budget: seconds
+    n_jobs: threads of the compiled kernel (lwlrap/lrap on the CPU), or processes of the numpy
+    scorer, for the exhaustive search and for large batches of candidates of greedy, beam and GES
+    (their nested selections run in lockstep, sharing candidates and passes over the rows). time_budget: seconds
     ``auto`` allows the exhaustive search (estimated from measured scoring speed). seed: recorded;
     every method is deterministic (ties are broken by a fixed rule).
     device: auto, cpu or cuda (cuda:N): where lwlrap/lrap candidates are scored (the compiled

@@ -16,6 +16,11 @@ a positive (row r, class c) is ``#{positives >= s[r, c]} / #{classes >= s[r, c]}
 the row with the positive's score. Other metrics go through :class:`MetricScorer`, which dequantizes,
 finalizes and calls the metric.
 
+The precisions of a fold are added one after the other in row-major order
+(:meth:`RankScorer.fold_sums_from_counts`); the compiled kernel (:mod:`stacker.search.kernel`) and
+the torch path (:mod:`stacker.search.torch_scoring`) keep that order, so every backend returns
+bit-identical scores.
+
 Scores are returned "higher is better" (multiplied by the metric's sign) as a vector
 ``[all rows, all rows but fold 0, all rows but fold 1, ...]`` (folds in ``fold_numbers`` order): the
 search uses entry ``1 + i`` to repeat a selection with fold ``i`` held out (nested CV).
