@@ -144,8 +144,8 @@ def large_pool(n_models: int, n_rows: int, n_classes: int, n_folds: int, n_jobs:
           f"({n_folds} folds), {n_jobs} processes/threads; target: each at most half the "
           f"previous time")
     for method in ("auto", "greedy", "beam", "ges"):
-        run = lambda: search_arrays(oof, y, fold, names=names, method=method, nested=True,
-                                    n_jobs=n_jobs, device="cpu")
+        run = lambda method=method: search_arrays(oof, y, fold, names=names, method=method,
+                                                  nested=True, n_jobs=n_jobs, device="cpu")
         result, seconds, cpu, load = timed(run)
         line = (f"  {method:<7} -> {result.method:<7} {seconds:7.1f} s (CPU {cpu:6.1f} s, load "
                 f"{load:4.1f})  {len(result.members):3d} members, CV {result.cv:.4f}, nested CV "

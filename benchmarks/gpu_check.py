@@ -50,7 +50,8 @@ def check_level2(device: str, n_rows: int, max_epochs: int) -> bool:
     from bench_train import build
 
     from stacker.layout.collect import collect
-    from stacker.level2 import fit as train, params as level2_params
+    from stacker.level2 import fit as train
+    from stacker.level2 import params as level2_params
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "layout"
@@ -117,7 +118,7 @@ def main() -> int:
         try:
             if not step():
                 failed.append(label)
-        except Exception as error:                # report every step, then fail
+        except Exception as error:  # noqa: BLE001 - report every step, then fail
             print(f"  {label} FAILED: {type(error).__name__}: {error}", flush=True)
             failed.append(label)
     print("gpu_check: " + ("all steps passed" if not failed else f"FAILED: {', '.join(failed)}"))

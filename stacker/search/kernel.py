@@ -211,7 +211,7 @@ def _many_steps(requests, n_bases: int, out_offsets, models) -> np.ndarray:
     return np.asarray(steps, dtype=np.int64).reshape(-1, 4)
 
 
-def extensions_many(walker: "KernelWalker", base_sums: list, candidate_lists: list) -> list:
+def extensions_many(walker: KernelWalker, base_sums: list, candidate_lists: list) -> list:
     """Per-fold sums of ``base_sums[g] + q[j]`` for every j of ``candidate_lists[g]``: a list of
     arrays of shape (len(candidate_lists[g]), n_folds)."""
     n_bases = len(base_sums)

@@ -41,7 +41,7 @@ def pool(seed=0, n_rows=300, n_models=7, n_classes=9, n_folds=4, votes=False):
 
 
 def prepared(metric="lwlrap", blend="geo-mean", **kwargs):
-    oof, y, fold, names = pool(**kwargs)
+    oof, y, fold, _ = pool(**kwargs)
     scorer = make_scorer(y, fold, sorted(np.unique(fold)), metric, blend=blend, power=2.0)
     q, scale = quantize(oof, blend, max_terms=20, power=2.0, eps=1e-7, rows=scorer.rows)
     scorer.scale = scale
@@ -108,7 +108,7 @@ def test_kernel_scores_several_bases_at_once_like_numpy(n_jobs, monkeypatch):
 def test_exhaustive_steps_visit_every_subset_once():
     chunks = sm.exhaustive_chunks(6, 4)
     masks = np.concatenate([kernel.exhaustive_steps(c, 6, 4)[1] for c in chunks])
-    expected = [m for m in range(1, 64) if bin(m).count("1") <= 4]
+    expected = [m for m in range(1, 64) if m.bit_count() <= 4]
     assert sorted(masks.tolist()) == expected
 
 
@@ -122,7 +122,7 @@ def comparable(result):
 @pytest.mark.parametrize("method", ["exhaustive", "greedy", "beam", "ges"])
 def test_search_is_identical_on_numpy_kernel_and_torch(method, monkeypatch):
     oof, y, fold, names = pool(seed=3, n_models=6)
-    options = dict(names=names, method=method, nested=True, n_jobs=2, ges_iterations=8)
+    options = {"names": names, "method": method, "nested": True, "n_jobs": 2, "ges_iterations": 8}
     with monkeypatch.context() as patch:
         patch.setattr(kernel, "available", lambda: False)
         reference = search_arrays(oof, y, fold, device="cpu", **options)
