@@ -31,7 +31,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from stacker.search import methods as sm
-from stacker.blend import DEFAULT_POWER, EPS, blend as blend_arrays, check_blend
+from stacker.blend import DEFAULT_POWER, EPS, check_blend, check_weights, finalize, transform
 from stacker.layout.collect import Collection
 from stacker.errors import OptionError
 from stacker.metrics import get_metric
@@ -428,12 +428,25 @@ def _run_selections(ctx, method, settings, targets, steps, n_jobs, on_progress):
 
 
 def _report(oof, y, fold, fold_numbers, names, runs, metric, blend, power, eps, top) -> dict:
+    transforms: dict = {}
+    full_scores: dict = {}
+
     def blended(counts, rows=slice(None)):
-        # integer counts as weights: blend() divides by their sum last, which keeps exact ties
+        """:func:`stacker.blend.blend` of the members (integer counts as weights: blend() divides
+        by their sum last, which keeps exact ties), the same operations in the same order, with
+        each member's transform computed once for the whole report."""
         idx = [m for m, c in enumerate(counts) if c]
-        # members first: gathering the rows of the whole pool would copy every model
-        return blend_arrays(oof[:, idx][rows], blend, weights=[counts[m] for m in idx],
-                            power=power, eps=eps)
+        for m in idx:
+            if m not in transforms:
+                transforms[m] = transform(oof[:, m], blend, power=power, eps=eps)
+        t = np.stack([transforms[m][rows] for m in idx], axis=-2)      # (rows, members, classes)
+        w = check_weights([counts[m] for m in idx], len(idx))
+        return finalize(np.sum(t * w.reshape(1, -1, 1), axis=-2) / w.sum(), blend, power=power)
+
+    def full_score(counts):
+        if counts not in full_scores:
+            full_scores[counts] = metric(y, blended(counts))
+        return full_scores[counts]
 
     def describe(counts):
         idx = [m for m, c in enumerate(counts) if c]
@@ -463,13 +476,13 @@ def _report(oof, y, fold, fold_numbers, names, runs, metric, blend, power, eps, 
     top_list = []
     for counts, _ in main.top[:top]:
         tm, tw = describe(counts)
-        top_list.append(Candidate(members=tm, weights=tw, cv=metric(y, blended(counts))))
+        top_list.append(Candidate(members=tm, weights=tw, cv=full_score(counts)))
     by_size = []
     for size, (counts, _) in main.by_size.items():
         nested_size = None
         if len(runs) > 1 and all(size in runs[1 + i].by_size for i in range(len(fold_numbers))):
             nested_size, _ = nested_pooled(lambda i: runs[1 + i].by_size[size][0])
         by_size.append(SizeScore(size=size, members=describe(counts)[0],
-                                 cv=metric(y, blended(counts)), nested_cv=nested_size))
+                                 cv=full_score(counts), nested_cv=nested_size))
     return dict(members=members, weights=weights, cv=cv, fold_cv=fold_cv, nested_cv=nested_cv,
                 nested_folds=nested_folds, top=top_list, by_size=by_size)

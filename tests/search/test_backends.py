@@ -159,3 +159,22 @@ def test_importing_the_search_loads_neither_numba_nor_torch():
             "print(sorted(m for m in ('numba', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("blend_method", ["geo-mean", "mean", "rank", "power"])
+def test_reported_scores_are_stack_blends_bit_for_bit(blend_method):
+    """The report reuses each member's transform; its numbers must still be exactly those of
+    stacker.blend.blend, what `stack blend` prints."""
+    from stacker.blend import blend
+    from stacker.metrics import lwlrap
+
+    oof, y, fold, names = pool(seed=4, n_models=5)
+    result = search_arrays(oof, y, fold, names=names, method="exhaustive", blend=blend_method,
+                           top=8)
+    for candidate in [*result.top, *result.by_size]:
+        idx = [names.index(m) for m in candidate.members]
+        assert candidate.cv == lwlrap(y, blend(oof[:, idx], blend_method))
+    for entry in result.nested_folds:
+        idx = [names.index(m) for m in entry.members]
+        held = fold == entry.fold
+        assert entry.cv == lwlrap(y[held], blend(oof[held][:, idx], blend_method))
