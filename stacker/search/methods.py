@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from itertools import combinations
+from itertools import combinations, compress
 from typing import Callable
 
 import numpy as np
@@ -56,8 +56,13 @@ def rounded(score: float) -> float:
 
 def key(counts: Counts, score: float) -> tuple:
     """Sort key: best candidate first."""
-    members = tuple(i for i, c in enumerate(counts) if c)
+    members = tuple(compress(range(len(counts)), counts))
     return (-rounded(score), len(members), sum(counts), members)
+
+
+def plus_one(counts: Counts, m: int) -> Counts:
+    """``counts`` with one more of model ``m``."""
+    return counts[:m] + (counts[m] + 1,) + counts[m + 1:]
 
 
 def counts_of(members, n_models: int) -> Counts:
@@ -201,6 +206,7 @@ class Evaluator:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.n_evaluated = 0
+        self._previous_sums: dict = {}      # the bases of the last extend_many: counts -> sum
 
     @property
     def n_models(self) -> int:
@@ -209,21 +215,43 @@ class Evaluator:
     def extend(self, base: Counts, candidates: list, targets: list) -> np.ndarray:
         """Scores of ``base`` plus one more of each candidate model: (len(candidates),
         len(targets))."""
+        if self.ctx.walker is not None:
+            return self.extend_many([(base, candidates, targets)])[0]
         self.n_evaluated += len(candidates)
         return score_extensions(self.ctx, base, candidates, targets)
 
     def extend_many(self, requests: list) -> list:
         """:meth:`extend` for several ``(base, candidates, targets)`` at once: a list of arrays
         (len(candidates), len(targets)). The compiled path reads each candidate model once for
-        every base (the nested selections' bases differ once they diverge)."""
+        every base (the nested selections' bases differ once they diverge), and forms each base's
+        sum from the previous call's bases (one addition, not one per member)."""
         walker = self.ctx.walker
-        if walker is None or not hasattr(walker, "extensions_many") or len(requests) < 2:
+        if walker is None:
             return [self.extend(base, candidates, targets) for base, candidates, targets in requests]
         self.n_evaluated += sum(len(candidates) for _, candidates, _ in requests)
-        bases = [ensemble_sum(self.ctx.q, base) for base, _, _ in requests]
-        sums = walker.extensions_many(bases, [candidates for _, candidates, _ in requests])
-        return [self.ctx.scorer.outputs_from_fold_sums(s)[:, list(targets)]
-                for s, (_, _, targets) in zip(sums, requests)]
+        sums = {base: self._base_sum(base) for base, _, _ in requests}
+        self._previous_sums = sums
+        bases = [sums[base] for base, _, _ in requests]
+        lists = [candidates for _, candidates, _ in requests]
+        if hasattr(walker, "extensions_many"):
+            parts = walker.extensions_many(bases, lists)
+        else:
+            parts = [walker.extensions(S, candidates) for S, candidates in zip(bases, lists)]
+        return [self.ctx.scorer.outputs_from_fold_sums(part)[:, list(targets)]
+                for part, (_, _, targets) in zip(parts, requests)]
+
+    def _base_sum(self, counts: Counts) -> np.ndarray:
+        """The int64 sum of ``counts``: a base of the previous call plus one member when one is a
+        member away (exact, like every sum here), else from scratch."""
+        previous = self._previous_sums
+        if counts in previous:
+            return previous[counts]
+        for m, c in enumerate(counts):
+            if c:
+                smaller = counts[:m] + (c - 1,) + counts[m + 1:]
+                if smaller in previous:
+                    return previous[smaller] + self.ctx.q[m]
+        return ensemble_sum(self.ctx.q, counts)
 
     def sets(self, ensembles: list, targets: list) -> np.ndarray:
         """Scores of whole ensembles (counts): (len(ensembles), len(targets))."""
@@ -289,7 +317,7 @@ def greedy(ev: Evaluator, targets: list, *, max_size: int, prune: bool = True,
             for col, t in enumerate(group):
                 state = states[t]
                 choice, score = _pick(candidates, scores[:, col])
-                state["counts"] = tuple(c + (m == choice) for m, c in enumerate(base))
+                state["counts"] = plus_one(base, choice)
                 state["path"].append((state["counts"], score))
                 if rounded(score) > rounded(state["best"]):
                     state["best"], state["stale"] = score, 0
@@ -344,7 +372,7 @@ def beam(ev: Evaluator, targets: list, *, max_size: int, width: int = 5, patienc
             for j in range(n):
                 if parent[j]:
                     continue
-                child = tuple(c + (m == j) for m, c in enumerate(parent))
+                child = plus_one(parent, j)
                 if any(child not in planned[t] for t in group):
                     candidates.append(j)
                     kids.append(child)
@@ -399,7 +427,7 @@ def ges(ev: Evaluator, targets: list, *, iterations: int = 50, max_size: int | N
         for (base, candidates, group), scores in zip(requests, ev.extend_many(requests)):
             for col, t in enumerate(group):
                 choice, score = _pick(candidates, scores[:, col])
-                counts = tuple(c + (m == choice) for m, c in enumerate(base))
+                counts = plus_one(base, choice)
                 states[t]["counts"] = counts
                 states[t]["history"].append((counts, score))
         if tick:
