@@ -37,17 +37,49 @@ def positive_precisions(y_true, y_score) -> tuple[np.ndarray, np.ndarray, np.nda
 
     Returns (rows, classes, precision), each of shape (n_positives,): the row and class of every
     positive (row-major order) and the precision of the ranking at that positive.
+
+    The work goes "pass by pass": pass j compares the j-th positive of every row that has one with
+    its row, so the first pass (every labelled row) needs no gather when every row has a label,
+    and the classes at or above are counted by a float32 matrix-vector product (exact below
+    2**24). The positives at or above come from the few rows with several labels.
     """
     truth, scores = _as_arrays(y_true, y_score)
-    rows, classes = np.nonzero(truth)
+    n_rows, n_classes = truth.shape
+    # row-major positives; a flat nonzero and a division are ~10x faster than a 2-d nonzero
+    rows, classes = np.divmod(np.flatnonzero(truth), max(n_classes, 1))
     precision = np.empty(len(rows), dtype=np.float64)
-    step = max(1, _CHUNK_ELEMENTS // max(1, scores.shape[1]))
-    for start in range(0, len(rows), step):
-        r, c = rows[start:start + step], classes[start:start + step]
-        row_scores = scores[r]                                 # (chunk, n_classes)
-        at_or_above = row_scores >= scores[r, c][:, None]
-        hits = np.count_nonzero(at_or_above & truth[r], axis=1)
-        precision[start:start + step] = hits / np.count_nonzero(at_or_above, axis=1)
+    if not len(rows):
+        return rows, classes, precision
+    values = scores[rows, classes]
+    n_pos = np.bincount(rows, minlength=n_rows)
+    first = np.cumsum(n_pos) - n_pos
+    rank = np.arange(len(rows)) - first[rows]                  # j: the row's j-th positive
+    ones = np.ones(n_classes, dtype=np.float32)
+    step = max(1, _CHUNK_ELEMENTS // max(1, n_classes))
+    at_or_above = np.empty(len(rows), dtype=np.float32)
+    buffer = np.empty((min(step, n_rows), n_classes), dtype=np.float32)
+    for j in range(int(n_pos.max())):
+        sel = np.flatnonzero(rank == j)
+        every_row = j == 0 and len(sel) == n_rows
+        for start in range(0, len(sel), step):
+            part = sel[start:start + step]
+            block = scores[start:start + len(part)] if every_row else scores[rows[part]]
+            mask = buffer[:len(part)]
+            np.greater_equal(block, values[part, None], out=mask)
+            at_or_above[part] = mask @ ones
+    hits = np.ones(len(rows), dtype=np.float64)
+    multi = np.flatnonzero(n_pos > 1)
+    if len(multi):
+        # the values of the positives of each multi-label row, padded with -inf: (rows, width)
+        width = int(n_pos[multi].max())
+        padded = np.full((len(multi), width), -np.inf)
+        slot = np.arange(width)
+        index = first[multi, None] + slot
+        present = slot < n_pos[multi, None]
+        padded[present] = values[index[present]]
+        counts = (padded[:, None, :] >= padded[:, :, None]).sum(axis=2)    # (rows, width)
+        hits[index[present]] = counts[present]
+    precision[:] = hits / at_or_above
     return rows, classes, precision
 
 

@@ -114,6 +114,20 @@ def test_lwlrap_is_the_same_across_chunks(monkeypatch):
     assert whole == pytest.approx(reference_lwlrap(truth, scores), abs=1e-12)
 
 
+def test_lwlrap_on_every_row_labelled_with_ties_and_small_chunks(monkeypatch):
+    """The first pass needs no gather when every row has a label; multi-label rows, ties between
+    positives and with negatives, chunks cutting through the passes."""
+    rng = np.random.default_rng(3)
+    truth = (rng.random((200, 12)) < 0.15).astype(np.uint8)
+    truth[np.arange(200), rng.integers(12, size=200)] = 1
+    scores = rng.integers(0, 4, size=truth.shape) / 4.0
+    expected = tie_rule_lwlrap(truth, scores)
+    assert lwlrap(truth, scores) == pytest.approx(expected, abs=1e-12)
+    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 5 * 12)
+    assert lwlrap(truth, scores) == pytest.approx(expected, abs=1e-12)
+    assert lwlrap(truth, scores.astype(np.float32)) == pytest.approx(expected, abs=1e-12)
+
+
 def test_lwlrap_is_nan_without_any_positive_and_ignores_unlabelled_rows():
     assert np.isnan(lwlrap(np.zeros((3, 4)), np.random.default_rng(0).random((3, 4))))
     rng = np.random.default_rng(2)

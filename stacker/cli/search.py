@@ -58,8 +58,9 @@ def show_result(result: SearchResult, top: int) -> None:
     warning = result.gap_warning()
     if warning:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    console.print(f"{result.n_evaluated:,} candidate(s) scored in {result.seconds:.1f} s",
-                  highlight=False)
+    backend = result.params.get("backend")
+    console.print(f"{result.n_evaluated:,} candidate(s) scored in {result.seconds:.1f} s"
+                  + (f" ({backend})" if backend else ""), highlight=False)
 
 
 @user_errors
@@ -92,6 +93,9 @@ def search_subsets_command(
     ges_bags: Annotated[int, typer.Option(help="Runs of ges-bagged, each on a random half of "
                                                "the models.")] = 8,
     cmaes_evaluations: Annotated[int, typer.Option(help="Evaluations of each CMA-ES run.")] = 600,
+    device: Annotated[str, typer.Option(help="Where lwlrap/lrap candidates are scored: auto "
+                                             "(CUDA when present), cpu (compiled kernel) or "
+                                             "cuda (cuda:N); the result is the same.")] = "auto",
 ) -> None:
     """Search the subsets of experiments whose blend scores best on the OOF rows; writes
     <root>/.stack/subsets.json for `stack blend --subset best`."""
@@ -103,7 +107,8 @@ def search_subsets_command(
                                 beam_width=beam_width, nested=nested, seed=seed, n_jobs=n_jobs,
                                 eps=eps, ges_iterations=ges_iterations, time_budget=time_budget,
                                 ges_init=ges_init, ges_bags=ges_bags,
-                                cmaes_evaluations=cmaes_evaluations, on_progress=update)
+                                cmaes_evaluations=cmaes_evaluations, device=device,
+                                on_progress=update)
     show_result(result, top)
     record = result.to_json()
     record["root"] = str(root)

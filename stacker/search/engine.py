@@ -24,7 +24,7 @@ import math
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,12 +33,13 @@ from typing import Sequence
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from stacker.blend import DEFAULT_POWER, EPS, blend_arrays, check_blend
+from stacker.blend import DEFAULT_POWER, EPS, check_blend, check_weights, finalize, transform
 from stacker.errors import OptionError
 from stacker.layout.collect import Collection
 from stacker.metrics import fold_scores, get_metric
 from stacker.runtime import ProgressCallback
 from stacker.search import methods as sm
+from stacker.search.backends import make_walker
 from stacker.search.scoring import RankScorer, make_scorer, quantize
 
 METHODS = ("auto", "exhaustive", "greedy", "beam", "ges", "ges-bagged", "cmaes", "per-class",
@@ -166,20 +167,24 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
                   n_jobs: int = 2, power: float = DEFAULT_POWER, eps: float = EPS,
                   prune: bool = True, patience: int = 2, ges_iterations: int = 50,
                   time_budget: float = 60.0, ges_init: int = 0, ges_bags: int = 8,
-                  cmaes_evaluations: int = 600,
+                  cmaes_evaluations: int = 600, device: str = "auto",
                   on_progress: ProgressCallback | None = None) -> SearchResult:
     """Choose the members of a blend on out-of-fold predictions.
 
     oof: array of shape (n_rows, n_models, n_classes); y: (n_rows, n_classes); fold: (n_rows,).
     names: one per model. max_size: the largest subset (default: every model). top: how many
     subsets to list. nested: repeat the selection with each fold held out (nested CV).
-    n_jobs: processes for the exhaustive search and for large batches of candidates of greedy,
-    beam and GES (their nested selections run in lockstep, sharing candidates). time_budget: seconds
+    n_jobs: threads of the compiled kernel (lwlrap/lrap on the CPU), or processes of the numpy
+    scorer, for the exhaustive search and for large batches of candidates of greedy, beam and GES
+    (their nested selections run in lockstep, sharing candidates and passes over the rows). time_budget: seconds
     ``auto`` allows the exhaustive search (estimated from measured scoring speed). seed: recorded;
     every method is deterministic (ties are broken by a fixed rule).
     ges_init: start GES (and the GES inside ges-bagged, cmaes, per-class) from the best
     ``ges_init`` single models. ges_bags: runs of ges-bagged. cmaes_evaluations: the budget of
     each CMA-ES run (one per target).
+    device: auto, cpu or cuda (cuda:N): where lwlrap/lrap candidates are scored (the compiled
+    kernel on the CPU, torch on CUDA; see :mod:`stacker.search.backends`); every device gives
+    the same result.
     on_progress: ``on_progress(done, total)`` as the work advances.
     """
     started = time.perf_counter()
@@ -193,7 +198,7 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
                           f"model; got shape {oof.shape} and {len(names)} name(s)")
     if method not in METHODS:
         raise OptionError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
-    if oof.size and not (np.nanmin(oof) >= 0 and np.nanmax(oof) <= 1 and np.isfinite(oof).all()):
+    if oof.size and not (np.isfinite(oof).all() and oof.min() >= 0 and oof.max() <= 1):
         raise OptionError("oof must hold probabilities in [0, 1] (no NaN); check the experiments "
                           "with `stack collect`")
     max_size = n_models if max_size is None else int(max_size)
@@ -212,7 +217,7 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
     params = dict(metric=scorer_metric.name, blend=blend, power=power, eps=eps, method=method,
                   max_size=max_size, top=top, beam_width=beam_width, nested=nested, seed=seed,
                   n_jobs=n_jobs, prune=prune, patience=patience, ges_iterations=ges_iterations,
-                  time_budget=time_budget, ges_init=ges_init)
+                  time_budget=time_budget, ges_init=ges_init, device=device)
     if method in WEIGHTED_METHODS:
         from stacker.search import weighted
 
@@ -232,8 +237,9 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
     max_terms = max(max_size, ges_iterations + ges_init) if method in ("ges", "auto") else max_size
     q, scale = quantize(oof, blend, max_terms=max_terms, power=power, eps=eps, rows=scorer.rows)
     scorer.scale = scale
-    ctx = sm.Context(q=q, scorer=scorer)
     n_jobs = max(1, min(int(n_jobs), os.cpu_count() or 1))
+    walker, backend = make_walker(q, scorer, device, n_jobs)
+    ctx = sm.Context(q=q, scorer=scorer, walker=walker)
     targets = list(range(1 + len(fold_numbers))) if nested else [0]
 
     reason = ""
@@ -262,6 +268,7 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
     result = _report(oof, np.asarray(y), fold, fold_numbers, names, runs, scorer_metric, blend,
                      power, eps, top)
     params["method"] = method
+    params["backend"] = backend
     return SearchResult(method=method, method_reason=reason or f"asked for {method}",
                         metric=scorer_metric.name, blend=blend, power=power, eps=eps,
                         pool=tuple(names), n_evaluated=n_evaluated,
@@ -274,6 +281,13 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
 def _time_one_evaluation(ctx: sm.Context, repeats: int = 9) -> float:
     """Seconds for one candidate (an array addition and a score), measured over different
     members (median), times 1.3: processes running side by side share the memory bandwidth."""
+    if ctx.walker is not None:
+        # the compiled and torch paths score a batch at a time: time one batch per candidate
+        batch = list(range(ctx.n_models)) * max(1, 32 // ctx.n_models)
+        ctx.walker.extensions(ctx.q[0], batch[:4])            # warm up (compile, transfer)
+        start = time.perf_counter()
+        ctx.walker.extensions(ctx.q[0], batch)
+        return 1.3 * (time.perf_counter() - start) / len(batch)
     S = np.empty(ctx.q.shape[1:], dtype=np.int64)
     times = []
     for r in range(repeats):
@@ -353,7 +367,10 @@ def _exhaustive(ctx, max_size, targets, top, n_jobs, on_progress) -> dict:
     parts = []
     if on_progress:
         on_progress(0, total)
-    if n_jobs > 1 and len(chunks) > 1 and total * ctx.q[0].size >= PARALLEL_MIN_WORK:
+    nested = len(targets) > 1
+    if ctx.walker is not None:
+        parts = _walk_exhaustive(ctx, max_size, nested, n_jobs, total, on_progress)
+    elif n_jobs > 1 and len(chunks) > 1 and total * ctx.q[0].size >= PARALLEL_MIN_WORK:
         with _Workers(ctx, n_jobs) as pool:
             futures = [pool.submit(_worker_exhaustive, chunk, max_size, len(targets) > 1) for chunk in chunks]
             for future in as_completed(futures):
@@ -370,6 +387,35 @@ def _exhaustive(ctx, max_size, targets, top, n_jobs, on_progress) -> dict:
     masks = np.concatenate([p[0] for p in parts])
     scores = np.concatenate([p[1] for p in parts])
     return {t: sm.exhaustive_run(masks, scores, t, n, top if t == 0 else 1) for t in targets}
+
+
+def _walk_exhaustive(ctx, max_size, nested, n_jobs, total, on_progress) -> list:
+    """The exhaustive search on ctx.walker: chunks of about equal work, run on ``n_jobs``
+    threads by the compiled kernel (it releases the GIL), in turn on a torch device."""
+    n = ctx.n_models
+    if getattr(ctx.walker, "name", "") != "numba":
+        groups = sm.exhaustive_chunks(n, max_size, prefix_len=1)
+        n_jobs = 1
+    else:
+        chunks = sm.exhaustive_chunks(n, max_size)
+        sizes = [sm.chunk_size(chunk, n, max_size) for chunk in chunks]
+        n_groups = min(len(chunks), 8 * n_jobs)
+        groups, load = [[] for _ in range(n_groups)], [0] * n_groups
+        for i in sorted(range(len(chunks)), key=lambda i: -sizes[i]):
+            g = load.index(min(load))
+            groups[g] += chunks[i]
+            load[g] += sizes[i]
+        groups = [g for g in groups if g]
+    parts, done = [], 0
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        futures = [pool.submit(sm.run_exhaustive_chunk, ctx, group, max_size, nested)
+                   for group in groups]
+        for future in as_completed(futures):
+            parts.append(future.result())
+            done += len(parts[-1][0])
+            if on_progress:
+                on_progress(min(done, total), total)
+    return parts
 
 
 class _ParallelEvaluator(sm.Evaluator):
@@ -400,7 +446,9 @@ def _run_selections(ctx, method, settings, targets, steps, n_jobs, on_progress):
 
     if on_progress:
         on_progress(0, steps)
-    parallel = n_jobs > 1 and ctx.n_models * ctx.q[0].size >= PARALLEL_MIN_BATCH
+    # the compiled and torch paths split large batches themselves (threads, the device)
+    parallel = (ctx.walker is None and n_jobs > 1
+                and ctx.n_models * ctx.q[0].size >= PARALLEL_MIN_BATCH)
     if parallel:
         with _Workers(ctx, n_jobs) as pool:
             evaluator = _ParallelEvaluator(ctx, pool, n_jobs)
@@ -417,11 +465,25 @@ def _run_selections(ctx, method, settings, targets, steps, n_jobs, on_progress):
 
 
 def _report(oof, y, fold, fold_numbers, names, runs, metric, blend, power, eps, top) -> dict:
+    transforms: dict = {}
+    full_scores: dict = {}
+
     def blended(counts, rows=slice(None)):
-        # integer counts as weights: blend() divides by their sum last, which keeps exact ties
+        """:func:`stacker.blend.blend_arrays` of the members (integer counts as weights: blend() divides
+        by their sum last, which keeps exact ties), the same operations in the same order, with
+        each member's transform computed once for the whole report."""
         idx = [m for m, c in enumerate(counts) if c]
-        return blend_arrays(oof[rows][:, idx], blend, weights=[counts[m] for m in idx],
-                            power=power, eps=eps)
+        for m in idx:
+            if m not in transforms:
+                transforms[m] = transform(oof[:, m], blend, power=power, eps=eps)
+        t = np.stack([transforms[m][rows] for m in idx], axis=-2)      # (rows, members, classes)
+        w = check_weights([counts[m] for m in idx], len(idx))
+        return finalize(np.sum(t * w.reshape(1, -1, 1), axis=-2) / w.sum(), blend, power=power)
+
+    def full_score(counts):
+        if counts not in full_scores:
+            full_scores[counts] = metric(y, blended(counts))
+        return full_scores[counts]
 
     def describe(counts):
         idx = [m for m, c in enumerate(counts) if c]
@@ -451,13 +513,13 @@ def _report(oof, y, fold, fold_numbers, names, runs, metric, blend, power, eps, 
     top_list = []
     for counts, _ in main.top[:top]:
         tm, tw = describe(counts)
-        top_list.append(Candidate(members=tm, weights=tw, cv=metric(y, blended(counts))))
+        top_list.append(Candidate(members=tm, weights=tw, cv=full_score(counts)))
     by_size = []
     for size, (counts, _) in main.by_size.items():
         nested_size = None
         if len(runs) > 1 and all(size in runs[1 + i].by_size for i in range(len(fold_numbers))):
             nested_size, _ = nested_pooled(lambda i: runs[1 + i].by_size[size][0])  # noqa: B023 (called at once)
         by_size.append(SizeScore(size=size, members=describe(counts)[0],
-                                 cv=metric(y, blended(counts)), nested_cv=nested_size))
+                                 cv=full_score(counts), nested_cv=nested_size))
     return dict(members=members, weights=weights, cv=cv, fold_cv=fold_cv, nested_cv=nested_cv,
                 nested_folds=nested_folds, top=top_list, by_size=by_size)

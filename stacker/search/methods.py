@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from itertools import combinations
+from itertools import combinations, compress
 from typing import Callable
 
 import numpy as np
@@ -29,6 +29,9 @@ Tick = Callable[[int], None]
 class Context:
     q: np.ndarray          # (n_models, n_rows, n_classes) int64
     scorer: Scorer
+    # a fast path for the RankScorer (stacker.search.kernel.KernelWalker or
+    # stacker.search.torch_scoring.TorchWalker); None: the scorer's numpy path
+    walker: object | None = None
 
     @property
     def n_models(self) -> int:
@@ -53,8 +56,13 @@ def rounded(score: float) -> float:
 
 def key(counts: Counts, score: float) -> tuple:
     """Sort key: best candidate first."""
-    members = tuple(i for i, c in enumerate(counts) if c)
+    members = tuple(compress(range(len(counts)), counts))
     return (-rounded(score), len(members), sum(counts), members)
+
+
+def plus_one(counts: Counts, m: int) -> Counts:
+    """``counts`` with one more of model ``m``."""
+    return counts[:m] + (counts[m] + 1,) + counts[m + 1:]
 
 
 def counts_of(members, n_models: int) -> Counts:
@@ -114,6 +122,10 @@ def run_exhaustive_chunk(ctx: Context, chunk, max_size: int,
     subtractions).
     """
     q, scorer, n = ctx.q, ctx.scorer, ctx.n_models
+    if ctx.walker is not None:
+        masks, sums = ctx.walker.exhaustive(chunk, max_size)
+        scores = scorer.outputs_from_fold_sums(sums)
+        return masks, (scores if nested else scores[:, :1])
     buffers = np.empty((max_size + 1,) + q.shape[1:], dtype=np.int64)
     masks: list[int] = []
     scores: list = []
@@ -194,6 +206,7 @@ class Evaluator:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.n_evaluated = 0
+        self._previous_sums: dict = {}      # the bases of the last extend_many: counts -> sum
 
     @property
     def n_models(self) -> int:
@@ -202,8 +215,43 @@ class Evaluator:
     def extend(self, base: Counts, candidates: list, targets: list) -> np.ndarray:
         """Scores of ``base`` plus one more of each candidate model: (len(candidates),
         len(targets))."""
+        if self.ctx.walker is not None:
+            return self.extend_many([(base, candidates, targets)])[0]
         self.n_evaluated += len(candidates)
         return score_extensions(self.ctx, base, candidates, targets)
+
+    def extend_many(self, requests: list) -> list:
+        """:meth:`extend` for several ``(base, candidates, targets)`` at once: a list of arrays
+        (len(candidates), len(targets)). The compiled path reads each candidate model once for
+        every base (the nested selections' bases differ once they diverge), and forms each base's
+        sum from the previous call's bases (one addition, not one per member)."""
+        walker = self.ctx.walker
+        if walker is None:
+            return [self.extend(base, candidates, targets) for base, candidates, targets in requests]
+        self.n_evaluated += sum(len(candidates) for _, candidates, _ in requests)
+        sums = {base: self._base_sum(base) for base, _, _ in requests}
+        self._previous_sums = sums
+        bases = [sums[base] for base, _, _ in requests]
+        lists = [candidates for _, candidates, _ in requests]
+        if hasattr(walker, "extensions_many"):
+            parts = walker.extensions_many(bases, lists)
+        else:
+            parts = [walker.extensions(S, candidates) for S, candidates in zip(bases, lists)]
+        return [self.ctx.scorer.outputs_from_fold_sums(part)[:, list(targets)]
+                for part, (_, _, targets) in zip(parts, requests)]
+
+    def _base_sum(self, counts: Counts) -> np.ndarray:
+        """The int64 sum of ``counts``: a base of the previous call plus one member when one is a
+        member away (exact, like every sum here), else from scratch."""
+        previous = self._previous_sums
+        if counts in previous:
+            return previous[counts]
+        for m, c in enumerate(counts):
+            if c:
+                smaller = counts[:m] + (c - 1,) + counts[m + 1:]
+                if smaller in previous:
+                    return previous[smaller] + self.ctx.q[m]
+        return ensemble_sum(self.ctx.q, counts)
 
     def sets(self, ensembles: list, targets: list) -> np.ndarray:
         """Scores of whole ensembles (counts): (len(ensembles), len(targets))."""
@@ -225,6 +273,9 @@ def ensemble_sum(q: np.ndarray, counts: Counts) -> np.ndarray:
 
 def score_extensions(ctx: Context, base: Counts, candidates, targets) -> np.ndarray:
     S = ensemble_sum(ctx.q, base)
+    if ctx.walker is not None:
+        sums = ctx.walker.extensions(S, candidates)
+        return ctx.scorer.outputs_from_fold_sums(sums)[:, list(targets)]
     buffer = np.empty_like(S)
     n_terms = sum(base) + 1
     out = np.empty((len(candidates), len(targets)))
@@ -260,13 +311,13 @@ def greedy(ev: Evaluator, targets: list, *, max_size: int, prune: bool = True,
     states = {t: {"counts": counts_of((), n), "path": [], "best": -math.inf, "stale": 0,
                   "active": limit > 0} for t in targets}
     while any(state["active"] for state in states.values()):
-        for base, group in _group(states, "counts").items():
-            candidates = [j for j in range(n) if not base[j]]
-            scores = ev.extend(base, candidates, group)
+        requests = [(base, [j for j in range(n) if not base[j]], group)
+                    for base, group in _group(states, "counts").items()]
+        for (base, candidates, group), scores in zip(requests, ev.extend_many(requests)):
             for col, t in enumerate(group):
                 state = states[t]
                 choice, score = _pick(candidates, scores[:, col])
-                state["counts"] = tuple(c + (m == choice) for m, c in enumerate(base))
+                state["counts"] = plus_one(base, choice)
                 state["path"].append((state["counts"], score))
                 if rounded(score) > rounded(state["best"]):
                     state["best"], state["stale"] = score, 0
@@ -313,17 +364,25 @@ def beam(ev: Evaluator, targets: list, *, max_size: int, width: int = 5, patienc
                 for parent in state["beams"]:
                     parents.setdefault(parent, []).append(t)
         children: dict = {t: {} for t, state in states.items() if state["active"]}   # child -> score
+        planned: dict = {t: set() for t in children}
+        requests, plans = [], []
         for parent, group in parents.items():
             # a child reached from an earlier parent (for these targets) is not scored again
             candidates, kids = [], []
             for j in range(n):
                 if parent[j]:
                     continue
-                child = tuple(c + (m == j) for m, c in enumerate(parent))
-                if any(child not in children[t] for t in group):
+                child = plus_one(parent, j)
+                if any(child not in planned[t] for t in group):
                     candidates.append(j)
                     kids.append(child)
-            scores = ev.extend(parent, candidates, group) if candidates else None
+            for t in group:
+                planned[t].update(kids)
+            if candidates:
+                requests.append((parent, candidates, group))
+                plans.append(kids)
+        for (parent, candidates, group), kids, scores in zip(requests, plans,
+                                                             ev.extend_many(requests)):
             for i, child in enumerate(kids):
                 for col, t in enumerate(group):
                     children[t].setdefault(child, float(scores[i, col]))
@@ -367,13 +426,14 @@ def ges(ev: Evaluator, targets: list, *, iterations: int = 50, max_size: int | N
             states[t]["counts"] = tuple(counts)
             states[t]["history"].append((tuple(counts), float(ev.sets([tuple(counts)], [t])[0, 0])))
     for _ in range(iterations):
+        requests = []
         for base, group in _group(states, "counts").items():
             distinct = sum(1 for c in base if c)
-            candidates = [j for j in range(n) if base[j] or distinct < max_size]
-            scores = ev.extend(base, candidates, group)
+            requests.append((base, [j for j in range(n) if base[j] or distinct < max_size], group))
+        for (base, candidates, group), scores in zip(requests, ev.extend_many(requests)):
             for col, t in enumerate(group):
                 choice, score = _pick(candidates, scores[:, col])
-                counts = tuple(c + (m == choice) for m, c in enumerate(base))
+                counts = plus_one(base, choice)
                 states[t]["counts"] = counts
                 states[t]["history"].append((counts, score))
         if tick:

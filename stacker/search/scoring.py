@@ -16,6 +16,11 @@ a positive (row r, class c) is ``#{positives >= s[r, c]} / #{classes >= s[r, c]}
 the row with the positive's score. Other metrics go through :class:`MetricScorer`, which dequantizes,
 finalizes and calls the metric.
 
+The precisions of a fold are added one after the other in row-major order
+(:meth:`RankScorer.fold_sums_from_counts`); the compiled kernel (:mod:`stacker.search.kernel`) and
+the torch path (:mod:`stacker.search.torch_scoring`) keep that order, so every backend returns
+bit-identical scores.
+
 Scores are returned "higher is better" (multiplied by the metric's sign) as a vector
 ``[all rows, all rows but fold 0, all rows but fold 1, ...]`` (folds in ``fold_numbers`` order): the
 search uses entry ``1 + i`` to repeat a selection with fold ``i`` held out (nested CV).
@@ -60,12 +65,29 @@ def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, ep
     bits = _INT64_BITS - math.ceil(math.log2(largest * max(max_terms, 1) + 1))
     scale = float(2.0 ** min(_MAX_FRACTION_BITS, bits))
     q = np.empty((n_models, n_rows, n_classes), dtype=np.int64)
+    t = np.empty((n_rows, n_classes), dtype=np.float64)     # one buffer, reused: no page faults
     for m in range(n_models):
         column = probs[:, m] if rows is None else probs[rows, m]
-        t = transform(column, method, power=power, eps=eps)
-        np.rint(t * scale, out=t)
+        _transform_into(column, method, power=power, eps=eps, out=t)
+        t *= scale
+        np.rint(t, out=t)
         q[m] = t
     return q, scale
+
+
+def _transform_into(column: np.ndarray, method: str, *, power: float, eps: float,
+                    out: np.ndarray) -> None:
+    """``out[...] = transform(column, method)``, the same operations in place."""
+    if method == "rank":
+        out[...] = transform(column, method, power=power, eps=eps)
+        return
+    out[...] = column
+    if method == "geo-mean":
+        np.clip(out, eps, 1.0, out=out)
+        np.log(out, out=out)
+    elif method == "power":
+        np.clip(out, 0.0, None, out=out)
+        np.power(out, power, out=out)
 
 
 class Scorer:
@@ -155,35 +177,78 @@ class RankScorer(Scorer):
             # lrap: the mean over rows of the row's mean precision
             self.pos_weight = 1.0 / n_pos[self.pos_rows]
             self.fold_counts = np.bincount(fold_index, minlength=n_folds).astype(np.float64)
+        # The same positives in row-major order (rows in ``self.rows`` order, classes ascending):
+        # every backend sums the weighted precisions of a fold in this order, one after the
+        # other, so numpy, the compiled kernel and torch give bit-identical scores.
+        self.row_major = np.argsort(self.pos_rows * n_classes + self.pos_cols, kind="stable")
+        self.row_start = np.concatenate([[0], np.cumsum(n_pos)]).astype(np.int64)
+        self.row_cols = self.pos_cols[self.row_major].astype(np.int64)
+        self.row_fold = self.pos_fold[self.row_major].astype(np.int64)
+        self.row_weight = np.ascontiguousarray(self.pos_weight[self.row_major], dtype=np.float64)
+        self._fold_positions = [np.flatnonzero(self.row_fold == f) for f in range(n_folds)]
         self._total_count = float(self.fold_counts.sum())
         rest = self._total_count - self.fold_counts
         self._rest_counts = np.where(rest > 0, rest, np.nan)
         self._ones = np.ones(n_classes, dtype=np.float32)
         self._buffer = np.empty((n_rows, n_classes), dtype=np.float32)
 
-    def precisions(self, S: np.ndarray) -> np.ndarray:
-        """Precision at every positive (pass-major order), shape (n_positives,)."""
+    @property
+    def n_folds(self) -> int:
+        return len(self.fold_numbers)
+
+    def counts(self, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(hits, at_or_above) at every positive, row-major order, int64 of shape (n_positives,):
+        the positives of the row scored >= the positive, and the classes scored >= it."""
         S = np.ascontiguousarray(S)
         scores = S.reshape(-1).take(self.pos_flat)
-        at_or_above = np.empty(len(scores), dtype=np.float64)
+        at_or_above = np.empty(len(scores), dtype=np.float32)
         for j, size in enumerate(self.pass_size):
             lo, hi = self.pass_start[j], self.pass_start[j + 1]
             buffer = self._buffer[:size]
             # count with a float32 matrix-vector product: exact for counts below 2**24
             np.greater_equal(S[:size], scores[lo:hi, None], out=buffer)
             at_or_above[lo:hi] = buffer @ self._ones
-        hits = 1.0 + np.bincount(self.pairs_a, weights=scores[self.pairs_b] >= scores[self.pairs_a],
-                                 minlength=len(scores))
+        hits = 1 + np.bincount(self.pairs_a, weights=scores[self.pairs_b] >= scores[self.pairs_a],
+                               minlength=len(scores))
+        return (hits[self.row_major].astype(np.int64),
+                at_or_above[self.row_major].astype(np.int64))
+
+    def precisions(self, S: np.ndarray) -> np.ndarray:
+        """Precision at every positive (row-major order), shape (n_positives,)."""
+        hits, at_or_above = self.counts(S)
         return hits / at_or_above
 
-    def evaluate(self, S, n_terms):
-        sums = np.bincount(self.pos_fold, weights=self.precisions(S) * self.pos_weight,
-                           minlength=len(self.fold_numbers))
-        total, count = sums.sum(), self._total_count
-        out = np.empty(self.n_outputs)
-        out[0] = total / count if count else np.nan
-        out[1:] = (total - sums) / self._rest_counts     # nan where a fold holds every positive
+    def fold_sums_from_counts(self, hits: np.ndarray, at_or_above: np.ndarray) -> np.ndarray:
+        """Weighted precisions summed per fold, in row-major order one after the other.
+
+        hits, at_or_above: (n_candidates, n_positives) integers (row-major positives).
+        Returns (n_candidates, n_folds) float64.
+        """
+        hits = np.atleast_2d(hits)
+        weighted = hits / np.atleast_2d(at_or_above) * self.row_weight
+        sums = np.zeros((len(hits), self.n_folds))
+        for f, positions in enumerate(self._fold_positions):
+            if len(positions):
+                # a running sum is sequential (unlike sum's pairwise order): the kernels' order
+                sums[:, f] = np.cumsum(weighted[:, positions], axis=1)[:, -1]
+        return sums
+
+    def outputs_from_fold_sums(self, sums: np.ndarray) -> np.ndarray:
+        """Scores (higher is better), shape (n_candidates, n_outputs), from per-fold sums of shape
+        (n_candidates, n_folds): all rows, then each fold left out."""
+        sums = np.atleast_2d(sums)
+        total = sums[:, 0].copy()
+        for f in range(1, sums.shape[1]):
+            total += sums[:, f]
+        out = np.empty((len(sums), self.n_outputs))
+        count = self._total_count
+        out[:, 0] = total / count if count else np.nan
+        out[:, 1:] = (total[:, None] - sums) / self._rest_counts   # nan where a fold holds every positive
         return self.sign * out
+
+    def evaluate(self, S, n_terms):
+        return self.outputs_from_fold_sums(self.fold_sums_from_counts(*self.counts(S)))[0]
+
 
 class MetricScorer(Scorer):
     """Any metric: dequantize the sum, finalize the blend, call the metric on the rows."""

@@ -1,0 +1,243 @@
+"""A compiled (numba) kernel that scores many blends of quantized members in one pass over the rows.
+
+The numpy scorer (:class:`stacker.search.scoring.RankScorer`) scores one running sum at a time:
+each candidate reads and writes the whole (n_rows, n_classes) int64 sum several times (the
+addition, the comparisons, the counts), so the search is bound by memory bandwidth. The kernel
+turns the loops around: it takes a *walk* (a list of steps ``slot[dst] = slot[src] + q[model]``,
+each optionally scored) and runs the whole walk on a block of rows before moving to the next
+block. A block of every slot and every member stays in the core's cache, the addition and the
+comparisons are fused, and each member's rows are read from memory once per walk, not once per
+candidate.
+
+The scores are bit-identical to the numpy scorer's: the counts are integers, and the weighted
+precisions of a fold are added one after the other in the row-major order of
+:meth:`RankScorer.fold_sums_from_counts`.
+
+``numba`` is imported on first use only (``stack --help`` and ``stacker.layout`` never load it);
+:func:`available` says whether it can be.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# rows per block: the blocks of every slot and of 16 members should fit in a core's L2 cache
+CACHE_BYTES = 512 * 1024
+_KERNEL = None
+
+
+def available() -> bool:
+    """True when numba can be imported (the compiled kernel can run)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _compile():
+    global _KERNEL
+    if _KERNEL is not None:
+        return _KERNEL
+    import numba
+
+    @numba.njit(nogil=True, cache=True)
+    def walk_kernel(q, starts, src, model, dst, out_row, row_start, row_cols, row_fold, row_weight,
+                    n_slots, block_rows, out):  # pragma: no cover - compiled
+        n_rows = q.shape[1]
+        n_classes = q.shape[2]
+        n_steps = src.shape[0]
+        buf = np.empty((n_slots, block_rows, n_classes), dtype=np.int64)
+        for r0 in range(0, n_rows, block_rows):
+            nb = min(block_rows, n_rows - r0)
+            for s in range(starts.shape[0]):
+                for i in range(nb):
+                    for c in range(n_classes):
+                        buf[s, i, c] = starts[s, r0 + i, c]
+            for k in range(n_steps):
+                d = dst[k]
+                m = model[k]
+                if m >= 0:
+                    a = src[k]
+                    for i in range(nb):
+                        target = buf[d, i]
+                        parent = buf[a, i]
+                        member = q[m, r0 + i]
+                        for c in range(n_classes):
+                            target[c] = parent[c] + member[c]
+                o = out_row[k]
+                if o < 0:
+                    continue
+                for i in range(nb):
+                    row = buf[d, i]
+                    p0 = row_start[r0 + i]
+                    p1 = row_start[r0 + i + 1]
+                    for p in range(p0, p1):
+                        value = row[row_cols[p]]
+                        at_or_above = 0
+                        for c in range(n_classes):
+                            if row[c] >= value:
+                                at_or_above += 1
+                        hits = 0
+                        for p2 in range(p0, p1):
+                            if row[row_cols[p2]] >= value:
+                                hits += 1
+                        out[o, row_fold[p]] += hits / at_or_above * row_weight[p]
+        return out
+
+    _KERNEL = walk_kernel
+    return _KERNEL
+
+
+def block_rows(n_slots: int, n_classes: int) -> int:
+    """Rows per block for ``n_slots`` buffers of ``n_classes`` int64 values."""
+    return int(max(4, min(512, CACHE_BYTES // (8 * max(n_classes, 1) * (n_slots + 16)))))
+
+
+def run_walk(q: np.ndarray, starts: np.ndarray, steps: np.ndarray, n_out: int, scorer,
+             n_slots: int) -> np.ndarray:
+    """Run a walk and return the per-fold sums of its scored steps.
+
+    q: (n_models, n_rows, n_classes) int64 (rows in ``scorer.rows`` order); starts:
+    (n_starts, n_rows, n_classes) int64, the first slots. steps: (n_steps, 4) int64 rows
+    ``(src, model, dst, out)``: ``slot[dst] = slot[src] + q[model]`` (model -1: no addition), then,
+    when ``out >= 0``, slot ``dst`` is scored into row ``out``. A step may only read a slot written
+    by an earlier step (or a start). scorer: a RankScorer. Returns (n_out, n_folds) float64, the
+    input of :meth:`RankScorer.outputs_from_fold_sums`.
+    """
+    kernel = _compile()
+    steps = np.ascontiguousarray(steps, dtype=np.int64).reshape(-1, 4)
+    out = np.zeros((n_out, scorer.n_folds), dtype=np.float64)
+    if n_out == 0 or q.shape[1] == 0:
+        return out
+    rows = block_rows(n_slots, q.shape[2])
+    kernel(np.ascontiguousarray(q), np.ascontiguousarray(starts, dtype=np.int64),
+           np.ascontiguousarray(steps[:, 0]), np.ascontiguousarray(steps[:, 1]),
+           np.ascontiguousarray(steps[:, 2]), np.ascontiguousarray(steps[:, 3]),
+           scorer.row_start, scorer.row_cols, scorer.row_fold, scorer.row_weight,
+           int(n_slots), int(rows), out)
+    return out
+
+
+def exhaustive_steps(chunk, n_models: int, max_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The walk of a chunk of the exhaustive search (see :func:`methods.exhaustive_chunks`).
+
+    Slot 0 holds zeros and slot ``d`` the sum of the current subset of ``d`` members. Each
+    ``(prefix, extend)`` builds its prefix, scores it (an empty prefix is not scored) and, with
+    ``extend``, walks depth-first through every subset adding models numbered above the prefix's
+    last one. Returns (steps (n_steps, 4) int64, masks (n_scored,) int64 bitmasks in out order).
+    """
+    steps: list = []
+    masks: list = []
+
+    def visit(depth: int, last: int, mask: int) -> None:
+        if depth == max_size:
+            return
+        for j in range(last + 1, n_models):
+            child = mask | (1 << j)
+            steps.append((depth, j, depth + 1, len(masks)))
+            masks.append(child)
+            visit(depth + 1, j, child)
+
+    for prefix, extend in chunk:
+        mask = 0
+        for depth, m in enumerate(prefix):
+            mask |= 1 << m
+            last_step = depth == len(prefix) - 1
+            steps.append((depth, m, depth + 1, len(masks) if last_step else -1))
+        if prefix:
+            masks.append(mask)
+        if extend:
+            visit(len(prefix), prefix[-1] if prefix else -1, mask)
+    return (np.asarray(steps, dtype=np.int64).reshape(-1, 4), np.asarray(masks, dtype=np.int64))
+
+
+class KernelWalker:
+    """Scores candidates of the search with the compiled kernel (lwlrap, lrap).
+
+    q: (n_models, n_rows, n_classes) int64; scorer: the RankScorer of the rows. Large batches of
+    extensions are split between ``n_jobs`` threads (the kernel releases the GIL); every sum is
+    computed the same way whatever the split, so the scores do not depend on ``n_jobs``.
+    """
+
+    name = "numba"
+    min_parallel = 2_000_000        # candidates x rows x classes below which one thread is used
+
+    def __init__(self, q: np.ndarray, scorer, n_jobs: int = 1):
+        self.q, self.scorer, self.n_jobs = q, scorer, max(1, int(n_jobs))
+        _compile()
+
+    def exhaustive(self, chunk, max_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(masks (n,), per-fold sums (n, n_folds)) of every subset of ``chunk``."""
+        steps, masks = exhaustive_steps(chunk, self.q.shape[0], max_size)
+        starts = np.zeros((1,) + self.q.shape[1:], dtype=np.int64)
+        return masks, run_walk(self.q, starts, steps, len(masks), self.scorer, max_size + 1)
+
+    def extensions_many(self, base_sums: list, candidate_lists: list) -> list:
+        """:meth:`extensions` of several bases at once, each member read once for all bases."""
+        return extensions_many(self, base_sums, candidate_lists)
+
+    def extensions(self, base_sum: np.ndarray, candidates) -> np.ndarray:
+        """Per-fold sums (len(candidates), n_folds) of ``base_sum + q[j]`` for each candidate j."""
+        candidates = np.asarray(candidates, dtype=np.int64)
+        starts = np.asarray(base_sum, dtype=np.int64)[None]
+        work = len(candidates) * self.q[0].size
+        parts = (np.array_split(candidates, self.n_jobs)
+                 if self.n_jobs > 1 and work >= self.min_parallel else [candidates])
+        parts = [part for part in parts if len(part)]
+
+        def run(part):
+            steps = np.stack([np.zeros_like(part), part, np.ones_like(part),
+                              np.arange(len(part))], axis=1)
+            return run_walk(self.q, starts, steps, len(part), self.scorer, 2)
+
+        if len(parts) <= 1:
+            return run(candidates) if len(candidates) else np.zeros((0, self.scorer.n_folds))
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            return np.concatenate(list(pool.map(run, parts)))
+
+
+def _many_steps(requests, n_bases: int, out_offsets, models) -> np.ndarray:
+    """Steps scoring ``base g + q[j]`` for the (g, j) of ``requests`` whose j is in ``models``,
+    model-major (each model's rows are read once for every base)."""
+    steps = []
+    for j in models:
+        for g, candidates in enumerate(requests):
+            position = candidates.get(j)
+            if position is not None:
+                steps.append((g, j, n_bases, out_offsets[g] + position))
+    return np.asarray(steps, dtype=np.int64).reshape(-1, 4)
+
+
+def extensions_many(walker: KernelWalker, base_sums: list, candidate_lists: list) -> list:
+    """Per-fold sums of ``base_sums[g] + q[j]`` for every j of ``candidate_lists[g]``: a list of
+    arrays of shape (len(candidate_lists[g]), n_folds)."""
+    n_bases = len(base_sums)
+    lookups = [{int(j): i for i, j in enumerate(c)} for c in candidate_lists]
+    sizes = [len(c) for c in candidate_lists]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    total = int(offsets[-1])
+    starts = np.stack([np.asarray(s, dtype=np.int64) for s in base_sums])
+    models = sorted({int(j) for c in candidate_lists for j in c})
+    n_jobs = walker.n_jobs if total * walker.q[0].size >= walker.min_parallel else 1
+    parts = [part for part in np.array_split(np.asarray(models, dtype=np.int64), n_jobs) if len(part)]
+
+    def run(part):
+        steps = _many_steps(lookups, n_bases, offsets, part)
+        sums = run_walk(walker.q, starts, np.column_stack([steps[:, :3], np.arange(len(steps))]),
+                        len(steps), walker.scorer, n_bases + 1)
+        return steps[:, 3], sums
+
+    if len(parts) <= 1:
+        results = [run(np.asarray(models, dtype=np.int64))]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            results = list(pool.map(run, parts))
+    out = np.zeros((total, walker.scorer.n_folds))
+    for rows, sums in results:
+        out[rows] = sums
+    return [out[offsets[g]:offsets[g + 1]] for g in range(n_bases)]
