@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "scipy", "optuna", "matplotlib", "sklearn", "pyarrow", "dask", "psycopg", "cma")
+HEAVY = ("torch", "scipy", "optuna", "matplotlib", "sklearn", "pyarrow", "dask", "psycopg", "cma", "numba")
 
 LOADED = """
 import json, sys

@@ -165,7 +165,7 @@ def test_importing_the_search_loads_neither_numba_nor_torch():
 def test_reported_scores_are_stack_blends_bit_for_bit(blend_method):
     """The report reuses each member's transform; its numbers must still be exactly those of
     stacker.blend.blend, what `stack blend` prints."""
-    from stacker.blend import blend
+    from stacker.blend import blend_arrays as blend
     from stacker.metrics import lwlrap
 
     oof, y, fold, names = pool(seed=4, n_models=5)
