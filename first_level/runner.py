@@ -6,6 +6,8 @@ fold-k rows (out-of-fold) and the whole test set. Predictions are written with
 :func:`stacker.layout.write_fold_predictions`; ``meta.json`` records the model, its parameters,
 the seed, the fold hash, the classes and the CV scores.
 
+``format='parquet'`` writes ``probs.parquet`` instead of ``probs.csv``.
+
 Resume: a fold whose ``val`` and ``test`` probs.csv both exist is skipped (its validation
 predictions are read back for the overall CV) unless ``force``. An experiment made on other folds,
 other classes, or with another model/params/seed is refused unless ``force``, because mixing fold
@@ -74,13 +76,14 @@ def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel
               ids: Sequence[str], X_test, test_ids: Sequence[str], *, model: str, params: dict,
               seed: int, force: bool = False, metric: str = "lwlrap",
               on_progress: Callable[[int, int], None] | None = None,
-              extra_meta: dict | None = None) -> RunResult:
+              extra_meta: dict | None = None, format: str = "csv") -> RunResult:
     """Train one model per fold of ``<root>/folds.csv`` and write the experiment ``name``.
 
     X: array of shape (n_rows, ...) or a sequence of n_rows items, row i having id ``ids[i]``;
     ``ids`` must be exactly folds.csv's ids as a set (any order). X_test: (n_test, ...) likewise,
     with ``test_ids``. make_model(fold) returns a fresh, seeded, unfitted model.
     extra_meta: more keys for meta.json (e.g. the feature files), recorded but not compared.
+    format: 'csv' or 'parquet', the file format of the predictions (probs.csv / probs.parquet).
     """
     root = Path(root)
     scorer = get_metric(metric)
@@ -90,7 +93,10 @@ def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel
     position = _align(folds, ids, len(X), what="training")
     _check_test(test_ids, len(X_test))
     params = _json_normalised(params)
+    layout.probs_file_name(format)          # ValueError for an unknown format, before any work
     _check_existing(root, name, folds, model=model, params=params, seed=seed, force=force)
+    if not force:
+        _check_format(root, name, format)
     if force:
         _remove_stale_folds(root, name, folds)
 
@@ -112,7 +118,8 @@ def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel
         else:
             train_rows = np.flatnonzero(folds.fold != k)
             oof[val_rows] = _train_fold(root, name, k, make_model, folds, X, X_test, test_ids,
-                                        position, train_rows, val_rows, model=model)
+                                        position, train_rows, val_rows, model=model,
+                                        format=format)
             trained.append(k)
         if on_progress is not None:
             on_progress(done, total)
@@ -193,6 +200,22 @@ def _check_existing(root: Path, name: str, folds: layout.Folds, *, model: str, p
                 f"not {json.dumps(value)}; pass --force to retrain it or choose another --name")
 
 
+def _check_format(root: Path, name: str, format: str) -> None:
+    """Refuse to resume an experiment whose finished folds are in the other file format (an
+    experiment keeps one format)."""
+    if not layout.experiment_dir(root, name).exists():
+        return
+    wanted = layout.probs_file_name(format)
+    for k in layout.list_fold_numbers(root, name):
+        if _fold_written(root, name, k):
+            found = layout.probs_path(root, name, k, "val").name
+            if found != wanted:
+                raise OutputExistsError(
+                    f"{layout.experiment_dir(root, name)}: experiment '{name}' was written as "
+                    f"{found}; pass that format to resume it or --force to rewrite every fold "
+                    f"as {wanted}")
+
+
 def _remove_stale_folds(root: Path, name: str, folds: layout.Folds) -> None:
     """Under force: drop fold_<k> folders that folds.csv no longer has (collect would reject them)."""
     out = layout.experiment_dir(root, name)
@@ -242,7 +265,7 @@ def _read_back(root: Path, name: str, k: int, folds: layout.Folds, val_rows: np.
 
 def _train_fold(root: Path, name: str, k: int, make_model, folds: layout.Folds, X, X_test,
                 test_ids: np.ndarray, position: np.ndarray, train_rows: np.ndarray,
-                val_rows: np.ndarray, *, model: str) -> np.ndarray:
+                val_rows: np.ndarray, *, model: str, format: str = "csv") -> np.ndarray:
     """Fit the fold-k model on the other folds, write val and test predictions; returns val probs."""
     fitted = make_model(k)
     X_val = take_rows(X, position[val_rows])
@@ -259,7 +282,7 @@ def _train_fold(root: Path, name: str, k: int, make_model, folds: layout.Folds, 
         probs, windows = _predict(fitted, data, split_ids, n_classes, model=model, fold=k,
                                   split=split)
         layout.write_fold_predictions(root, name, k, split, split_ids, probs, folds.classes,
-                                      id_column=folds.id_column, windows=windows)
+                                      id_column=folds.id_column, windows=windows, format=format)
     return probs
 
 

@@ -12,7 +12,7 @@ import typer
 # the audio modules import torch and scipy.signal: imported inside the commands so the CLI starts fast
 from stacker import layout
 from stacker.layout import workspace
-from stacker.cli.common import console, err_console, frame_table, progress_bar, user_errors
+from stacker.cli.common import ProbsFormat, console, err_console, frame_table, progress_bar, user_errors
 from stacker.errors import OptionError, OutputExistsError
 from stacker.seeds import fold_seed
 
@@ -67,6 +67,9 @@ def audio_command(
                                                 "(ROOT/.stack/spectrograms).")] = False,
     device: Annotated[Optional[str], typer.Option(help="torch device (default: cuda when "
                                                        "present, else cpu).")] = None,
+    probs_format: Annotated[ProbsFormat, typer.Option(
+        help="File format of the predictions: probs.csv or probs.parquet (--format is the "
+             "metadata's).")] = ProbsFormat.csv,
 ) -> None:
     """Train the audio CNN on every fold of ROOT/folds.csv; write out-of-fold, test and
     per-window predictions."""
@@ -103,7 +106,7 @@ def audio_command(
     with progress_bar(f"{name}: folds") as update:
         result = run_kfold(root, name, make_model, data.specs, data.ids, data.test_specs,
                            data.test_ids, model=f"audio-cnn:{preset.value}", params=params,
-                           seed=seed, force=force, on_progress=update,
+                           seed=seed, force=force, on_progress=update, format=probs_format.value,
                            extra_meta={"audio": {"meta": str(meta), "audio_dir": str(audio_dir),
                                                  "test_dir": None if test_dir is None else str(test_dir),
                                                  "test_meta": None if test_meta is None else str(test_meta),

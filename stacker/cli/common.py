@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Iterator
 
@@ -21,6 +22,13 @@ err_console = Console(stderr=True)
 
 RootOption = Annotated[Path, typer.Option("--root", help="Root folder of the prediction layout.")]
 DEFAULT_ROOT_PATH = DEFAULT_ROOT
+
+
+class ProbsFormat(str, Enum):
+    """The file format of written predictions (``--format``): probs.csv or probs.parquet."""
+
+    csv = "csv"
+    parquet = "parquet"
 
 
 def user_errors(func):

@@ -11,7 +11,7 @@ from first_level.features_io import check_matches_folds, check_same_columns, rea
 from first_level.runner import run_kfold
 from first_level.sklearn_models import ESTIMATORS, model_factory
 from stacker import layout
-from stacker.cli.common import console, frame_table, progress_bar, user_errors
+from stacker.cli.common import ProbsFormat, console, frame_table, progress_bar, user_errors
 from stacker.errors import OptionError
 
 
@@ -44,6 +44,8 @@ def sklearn_command(
     metric: Annotated[str, typer.Option(help="Metric for the CV scores.")] = "lwlrap",
     threads: Annotated[Optional[int], typer.Option(help="Cap on BLAS/OpenMP threads "
                                                         "(default: all cores).")] = None,
+    format: Annotated[ProbsFormat, typer.Option(help="File format of the predictions: "
+                                                     "probs.csv or probs.parquet.")] = ProbsFormat.csv,
 ) -> None:
     """Train ESTIMATOR on every fold of ROOT/folds.csv and write out-of-fold and test predictions."""
     options = parse_params(params)
@@ -61,7 +63,7 @@ def sklearn_command(
         result = run_kfold(root, name, make_model, train_features.X, train_features.ids,
                            test_features.X, test_features.ids, model=f"sklearn:{estimator}",
                            params=options, seed=seed, force=force, metric=metric,
-                           on_progress=update,
+                           on_progress=update, format=format.value,
                            extra_meta={"features": {"train": str(train), "test": str(test),
                                                     "n_features": len(train_features.columns)}})
     scores = pd.DataFrame({
