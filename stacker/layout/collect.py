@@ -88,8 +88,11 @@ class Collection:
         return [position[n] for n in names]
 
     def select(self, names: Sequence[str]) -> "Collection":
-        """A collection of only ``names``, in that order (new arrays)."""
+        """A collection of only ``names``, in that order (new arrays; ``self`` itself when
+        ``names`` are all of its experiments in its order, so the pool is never copied whole)."""
         idx = self.index(names)
+        if tuple(names) == self.names:
+            return self
         return replace(self, names=tuple(names), oof=self.oof[:, idx], test=self.test[:, :, idx],
                        meta={n: self.meta.get(n, {}) for n in names},
                        windows=tuple(n for n in self.windows if n in names))

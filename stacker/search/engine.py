@@ -144,7 +144,9 @@ def search_subsets(collection: Collection, *, pool: Sequence[str] | None = None,
     :func:`search_arrays` for the options."""
     names = list(collection.names if pool is None else pool)
     idx = collection.index(names)
-    result = search_arrays(collection.oof[:, idx], collection.y, collection.fold,
+    # the whole pool is passed as it is (a memory-mapped view after `stack collect`), not copied
+    oof = collection.oof if idx == list(range(collection.n_models)) else collection.oof[:, idx]
+    result = search_arrays(oof, collection.y, collection.fold,
                            names=names, fold_numbers=collection.fold_numbers, **options)
     return result
 
@@ -178,7 +180,8 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
                           f"model; got shape {oof.shape} and {len(names)} name(s)")
     if method not in METHODS:
         raise OptionError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
-    if oof.size and not (np.nanmin(oof) >= 0 and np.nanmax(oof) <= 1 and np.isfinite(oof).all()):
+    # min and max propagate NaN (and the comparisons then fail): no pool-sized temporary
+    if oof.size and not (np.min(oof) >= 0 and np.max(oof) <= 1):
         raise OptionError("oof must hold probabilities in [0, 1] (no NaN); check the experiments "
                           "with `stack collect`")
     max_size = n_models if max_size is None else int(max_size)
@@ -383,7 +386,8 @@ def _report(oof, y, fold, fold_numbers, names, runs, metric, blend, power, eps, 
     def blended(counts, rows=slice(None)):
         # integer counts as weights: blend() divides by their sum last, which keeps exact ties
         idx = [m for m, c in enumerate(counts) if c]
-        return blend_arrays(oof[rows][:, idx], blend, weights=[counts[m] for m in idx],
+        # the members first, then the rows: never a copy of every model's rows
+        return blend_arrays(oof[:, idx][rows], blend, weights=[counts[m] for m in idx],
                             power=power, eps=eps)
 
     def describe(counts):
