@@ -2,7 +2,8 @@
 
 Writes the layout (vectorised numpy, one pyarrow table per fold file), then runs each step in its
 own process and prints its wall time and the peak resident memory of that process tree (``os.wait4``;
-memory-mapped pages count while they are mapped) against the pool's float32 size:
+memory-mapped pages count while they are mapped) against the pool's float32 size, and the CPU
+seconds of the process tree (the machine is shared: CPU time says what the work itself costs):
 
 1. ``collect()`` cold (no cache: every Parquet file read, the cache and the mapped pool written)
 2. ``collect()`` warm (stat the files, map the pool)
@@ -116,6 +117,7 @@ def run_step(command: list[str], *, env: dict) -> dict:
         out.seek(0)
         text = out.read().decode("utf-8", "replace")
     return {"seconds": seconds, "rc": os.waitstatus_to_exitcode(status),
+            "cpu": usage.ru_utime + usage.ru_stime,
             "peak_bytes": usage.ru_maxrss * 1024, "output": text, "load_before": load[0],
             "load_after": os.getloadavg()[0]}
 
@@ -150,6 +152,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the layout here")
     parser.add_argument("--skip-ges", action="store_true", help="leave out the GES search")
+    parser.add_argument("--only-collect", action="store_true", help="run the two collect() steps only")
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -171,7 +174,9 @@ def main() -> None:
                  ("blend geo-mean", stack + ["blend", "--geo-mean", "--root", str(root), "--subset",
                                              "best", "--template", str(root / "sample_submission.csv"),
                                              "--out", str(root / "submission.csv"), "--force"])]
-        if not args.skip_ges:
+        if args.only_collect:
+            steps = steps[:2]
+        elif not args.skip_ges:
             steps.append(("search ges (nested)", stack + ["search-subsets", "--root", str(root),
                                                           "--method", "ges"]))
         pool_bytes = 4 * args.experiments * args.classes * (args.rows + args.folds * args.test)
@@ -181,7 +186,7 @@ def main() -> None:
               f"({'reused' if not built else f'written in {built:.0f} s'}); pool float32 "
               f"{pool_bytes / 2**30:.2f} GiB (oof {oof_bytes / 2**30:.2f} + test "
               f"{(pool_bytes - oof_bytes) / 2**30:.2f}); {os.cpu_count()} cores")
-        print(f"{'step':<26}{'wall s':>9}{'peak GiB':>10}{'x pool':>8}{'x oof':>7}  load "
+        print(f"{'step':<26}{'wall s':>9}{'cpu s':>8}{'peak GiB':>10}{'x pool':>8}{'x oof':>7}  load "
               f"before/after  target")
         worst = 0.0
         for name, command in steps:
@@ -200,7 +205,7 @@ def main() -> None:
             target = TARGETS.get(name)
             verdict = "" if target is None else (f"< {target:.0f} s " + ("met" if seconds < target
                                                                           else "NOT met"))
-            print(f"{name:<26}{seconds:9.2f}{result['peak_bytes'] / 2**30:10.2f}{ratio:8.2f}"
+            print(f"{name:<26}{seconds:9.2f}{result['cpu']:8.1f}{result['peak_bytes'] / 2**30:10.2f}{ratio:8.2f}"
                   f"{result['peak_bytes'] / oof_bytes:7.2f}  {result['load_before']:5.1f} / "
                   f"{result['load_after']:5.1f}  {verdict}{note}")
             if name.startswith("search"):
