@@ -1,7 +1,7 @@
 """`stack import`: a notebook's OOF and test prediction files -> one validated experiment."""
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -22,16 +22,16 @@ def import_command(
                                             "fold, or .csv/.parquet with an id column.")],
     root: Annotated[Path, typer.Option(help="Root folder of the prediction layout (holds "
                                             "folds.csv).")] = layout.DEFAULT_ROOT,
-    ids: Annotated[Optional[Path], typer.Option(help="CSV whose first column is the id of each "
+    ids: Annotated[Path | None, typer.Option(help="CSV whose first column is the id of each "
                                                      "OOF array row (e.g. train.csv).")] = None,
-    test_ids: Annotated[Optional[Path], typer.Option(help="CSV whose first column is the id of "
+    test_ids: Annotated[Path | None, typer.Option(help="CSV whose first column is the id of "
                                                           "each test array row (e.g. "
                                                           "sample_submission.csv); default: "
                                                           "row numbers.")] = None,
-    classes: Annotated[Optional[str], typer.Option(help="Comma-separated class of each array "
+    classes: Annotated[str | None, typer.Option(help="Comma-separated class of each array "
                                                         "column, in order (default: classes.txt "
                                                         "order, else sorted).")] = None,
-    from_logits: Annotated[Optional[str], typer.Option(help="The predictions are logits: apply "
+    from_logits: Annotated[str | None, typer.Option(help="The predictions are logits: apply "
                                                             "'sigmoid' (multi-label, binary) or "
                                                             "'softmax' (single-label).")] = None,
     format: Annotated[ProbsFormat, typer.Option(help="File format to write: probs.csv or "

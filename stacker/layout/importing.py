@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -101,7 +101,7 @@ def import_experiment(root: Path | str, name: str, *, oof: Path | str, test: Pat
                                    row_ids=test_row_ids, classes=folds.classes)
 
     meta = {"model": "imported", "level": 1, "fold_hash": folds.hash, "classes": list(folds.classes),
-            "n_train": int(len(folds.ids)), "n_test": int(len(test_row_ids)),
+            "n_train": len(folds.ids), "n_test": len(test_row_ids),
             "test_predictions": "per-fold" if per_fold else "fold-averaged",
             "imported": {"oof": str(oof), "test": str(test),
                          "ids": None if ids is None else str(ids),
