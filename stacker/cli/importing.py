@@ -8,7 +8,6 @@ import typer
 from stacker import layout
 from stacker.cli.common import ProbsFormat, console, user_errors
 from stacker.layout.importing import import_experiment
-from stacker.metrics import get_metric
 
 
 @user_errors
@@ -39,6 +38,8 @@ def import_command(
     force: Annotated[bool, typer.Option(help="Replace an existing experiment NAME.")] = False,
 ) -> None:
     """Import OOF and test predictions saved elsewhere as experiment NAME under ROOT."""
+    from stacker.metrics import get_metric   # scipy: only when the command runs
+
     result = import_experiment(
         root, name, oof=oof, test=test, ids=ids, test_ids=test_ids,
         classes=None if classes is None else [c for c in classes.split(",") if c.strip()],
