@@ -151,8 +151,9 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the layout here")
-    parser.add_argument("--skip-ges", action="store_true", help="leave out the GES search")
-    parser.add_argument("--only-collect", action="store_true", help="run the two collect() steps only")
+    parser.add_argument("--steps", default="cold,warm,cli-collect,greedy,blend,ges",
+                        help="which steps to run, in this order: cold,warm,cli-collect,greedy,"
+                             "blend,ges (blend needs greedy's subsets.json)")
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -167,18 +168,21 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": str(PROJECT), "COLUMNS": "200"}
         stack = [sys.executable, "-c", "from stacker.cli.app import main; main()"]
         me = [sys.executable, str(Path(__file__).resolve()), "--step", "collect", "--root", str(root)]
-        steps = [("collect() cold", me), ("collect() warm", me),
-                 ("stack collect (warm)", stack + ["collect", "--root", str(root)]),
-                 ("search greedy (nested)", stack + ["search-subsets", "--root", str(root),
-                                                     "--method", "greedy"]),
-                 ("blend geo-mean", stack + ["blend", "--geo-mean", "--root", str(root), "--subset",
-                                             "best", "--template", str(root / "sample_submission.csv"),
-                                             "--out", str(root / "submission.csv"), "--force"])]
-        if args.only_collect:
-            steps = steps[:2]
-        elif not args.skip_ges:
-            steps.append(("search ges (nested)", stack + ["search-subsets", "--root", str(root),
-                                                          "--method", "ges"]))
+        every = {
+            "cold": ("collect() cold", me), "warm": ("collect() warm", me),
+            "cli-collect": ("stack collect (warm)", stack + ["collect", "--root", str(root)]),
+            "greedy": ("search greedy (nested)", stack + ["search-subsets", "--root", str(root),
+                                                         "--method", "greedy"]),
+            "blend": ("blend geo-mean", stack + ["blend", "--geo-mean", "--root", str(root),
+                                                 "--subset", "best", "--template",
+                                                 str(root / "sample_submission.csv"), "--out",
+                                                 str(root / "submission.csv"), "--force"]),
+            "ges": ("search ges (nested)", stack + ["search-subsets", "--root", str(root),
+                                                    "--method", "ges"])}
+        unknown = [key for key in args.steps.split(",") if key not in every]
+        if unknown:
+            raise SystemExit(f"unknown step '{unknown[0]}'; choose from {','.join(every)}")
+        steps = [every[key] for key in args.steps.split(",")]
         pool_bytes = 4 * args.experiments * args.classes * (args.rows + args.folds * args.test)
         oof_bytes = 4 * args.experiments * args.classes * args.rows
         print(f"bench_scale: {args.experiments} experiments x {args.rows:,} rows x {args.classes} "

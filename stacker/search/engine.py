@@ -200,6 +200,7 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
     q, scale = quantize(oof, blend, max_terms=max_terms, power=power, eps=eps, rows=scorer.rows)
     scorer.scale = scale
     ctx = sm.Context(q=q, scorer=scorer)
+    del q          # ctx holds it; the worker pool may swap it for its memory-mapped twin
     n_jobs = max(1, min(int(n_jobs), os.cpu_count() or 1))
     targets = list(range(1 + len(fold_numbers))) if nested else [0]
 
@@ -297,9 +298,12 @@ class _Workers:
     """A process pool whose workers memory-map the quantized arrays (no copy per process)."""
 
     def __init__(self, ctx: sm.Context, n_jobs: int):
-        self._dir = tempfile.TemporaryDirectory(prefix="stack-search-")
+        self._dir = tempfile.TemporaryDirectory(prefix="stack-search-", ignore_cleanup_errors=True)
         path = str(Path(self._dir.name) / "q.npy")
         np.save(path, ctx.q)
+        # the parent reads the same mapped file as the workers: its in-memory copy (8 bytes per
+        # value of the pool) is freed before any worker is forked
+        ctx.q = np.load(path, mmap_mode="r")
         self.pool = ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker,
                                         initargs=(path, ctx.scorer))
 
