@@ -8,6 +8,8 @@ rows), then predicts the fold-k rows (out-of-fold) and the whole test set. Predi
 :func:`stacker.layout.write_fold_predictions`; ``meta.json`` records the model, its parameters,
 the seed, the fold hash, the classes and the CV scores.
 
+``format='parquet'`` writes ``probs.parquet`` instead of ``probs.csv``.
+
 Resume: a fold whose ``val`` and ``test`` probs.csv both exist is skipped (its validation
 predictions are read back for the overall CV) unless ``force``. An experiment made on other folds,
 other classes, or with another model/params/seed is refused unless ``force``, because mixing fold
@@ -77,7 +79,8 @@ def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel
               ids: Sequence[str], X_test, test_ids: Sequence[str], *, model: str, params: dict,
               seed: int, force: bool = False, metric: str = "lwlrap",
               on_progress: Callable[[int, int], None] | None = None,
-              extra_meta: dict | None = None, scheduler: str | None = None) -> RunResult:
+              extra_meta: dict | None = None, scheduler: str | None = None,
+              format: str = "csv") -> RunResult:
     """Train one model per fold of ``<root>/folds.csv`` and write the experiment ``name``.
 
     X: array of shape (n_rows, ...) or a sequence of n_rows items, row i having id ``ids[i]``;
@@ -87,6 +90,7 @@ def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel
     scheduler: a dask.distributed scheduler address: each fold is one task on its workers, which
     write the fold's files themselves (the root must be on a filesystem they all see, at the same
     path); None trains the folds here, one after another.
+    format: 'csv' or 'parquet', the file format of the predictions (probs.csv / probs.parquet).
     """
     root = Path(root)
     scorer = get_metric(metric)
@@ -96,7 +100,10 @@ def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel
     position = _align(folds, ids, len(X), what="training")
     _check_test(test_ids, len(X_test))
     params = _json_normalised(params)
+    layout.probs_file_name(format)          # ValueError for an unknown format, before any work
     _check_existing(root, name, folds, model=model, params=params, seed=seed, force=force)
+    if not force:
+        _check_format(root, name, format)
     if force:
         _remove_stale_folds(root, name, folds)
 
@@ -111,7 +118,7 @@ def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel
                          on_progress=on_progress,
                          shared=dict(root=root, name=name, make_model=make_model, folds=folds,
                                      X=X, X_test=X_test, test_ids=test_ids, position=position,
-                                     model=model, force=force))
+                                     model=model, force=force, format=format))
     oof = np.zeros((len(folds.ids), len(folds.classes)), dtype=np.float32)
     trained, skipped = [], []
     for k, (val_probs, trained_now) in zip(folds.fold_numbers, outcomes):
@@ -194,6 +201,22 @@ def _check_existing(root: Path, name: str, folds: layout.Folds, *, model: str, p
                 f"not {json.dumps(value)}; pass `force` to retrain it or choose another `name`")
 
 
+def _check_format(root: Path, name: str, format: str) -> None:
+    """Refuse to resume an experiment whose finished folds are in the other file format (an
+    experiment keeps one format)."""
+    if not layout.experiment_dir(root, name).exists():
+        return
+    wanted = layout.probs_file_name(format)
+    for k in layout.list_fold_numbers(root, name):
+        if _fold_written(root, name, k):
+            found = layout.probs_path(root, name, k, "val").name
+            if found != wanted:
+                raise OutputExistsError(
+                    f"{layout.experiment_dir(root, name)}: experiment '{name}' was written as "
+                    f"{found}; pass that format to resume it or --force to rewrite every fold "
+                    f"as {wanted}")
+
+
 def _remove_stale_folds(root: Path, name: str, folds: layout.Folds) -> None:
     """Under force: drop fold_<k> folders that folds.csv no longer has (collect would reject them)."""
     out = layout.experiment_dir(root, name)
@@ -243,7 +266,7 @@ def _read_back(root: Path, name: str, k: int, folds: layout.Folds, val_rows: np.
 
 def _fold_unit(k: int, *, root: Path, name: str, make_model, folds: layout.Folds, X, X_test,
                test_ids: np.ndarray, position: np.ndarray, model: str,
-               force: bool) -> tuple[np.ndarray, bool]:
+               force: bool, format: str = "csv") -> tuple[np.ndarray, bool]:
     """Fold k, here or on a cluster worker: (its validation probs (n_fold_k, n_classes), whether
     it was trained now). A fold already written is read back, never retrained (unless force):
     so a task that dask reruns after its worker died does not redo a finished fold."""
@@ -252,12 +275,12 @@ def _fold_unit(k: int, *, root: Path, name: str, make_model, folds: layout.Folds
         return _read_back(root, name, k, folds, val_rows, test_ids), False
     train_rows = np.flatnonzero(folds.fold != k)
     return _train_fold(root, name, k, make_model, folds, X, X_test, test_ids, position,
-                       train_rows, val_rows, model=model), True
+                       train_rows, val_rows, model=model, format=format), True
 
 
 def _train_fold(root: Path, name: str, k: int, make_model, folds: layout.Folds, X, X_test,
                 test_ids: np.ndarray, position: np.ndarray, train_rows: np.ndarray,
-                val_rows: np.ndarray, *, model: str) -> np.ndarray:
+                val_rows: np.ndarray, *, model: str, format: str = "csv") -> np.ndarray:
     """Fit the fold-k model on the other folds, write val and test predictions; returns val probs."""
     fitted = make_model(k)
     X_val = take_rows(X, position[val_rows])
@@ -275,7 +298,7 @@ def _train_fold(root: Path, name: str, k: int, make_model, folds: layout.Folds, 
         probs, windows = _predict(fitted, data, split_ids, n_classes, model=model, fold=k,
                                   split=split)
         layout.write_fold_predictions(root, name, k, split, split_ids, probs, folds.classes,
-                                      id_column=folds.id_column, windows=windows)
+                                      id_column=folds.id_column, windows=windows, format=format)
     return probs
 
 

@@ -27,12 +27,28 @@ def leaderboard(collection: Collection, metric: str | Metric = "lwlrap") -> pd.D
     return table.reset_index(drop=True)
 
 
-def oof_correlation(collection: Collection) -> pd.DataFrame:
+def oof_correlation(collection: Collection, *, block_bytes: int = 64 << 20) -> pd.DataFrame:
     """Pearson correlation of the experiments' OOF probabilities (all rows and classes flattened),
-    shape (n_models, n_models)."""
-    flat = collection.oof.transpose(1, 0, 2).reshape(collection.n_models, -1).astype(np.float64)
-    if collection.n_models == 1:
+    shape (n_models, n_models). Computed over blocks of rows in float64 (two passes: means, then
+    centred cross-products), so a pool of any size is never copied whole."""
+    oof = collection.oof                                   # (n_rows, n_models, n_classes)
+    n_rows, n_models, n_classes = oof.shape
+    if n_models == 1:
         corr = np.ones((1, 1))
     else:
-        corr = np.corrcoef(flat)
+        step = max(1, block_bytes // max(1, n_models * n_classes * 8))
+        blocks = [slice(start, min(start + step, n_rows)) for start in range(0, n_rows, step)]
+
+        def flat(rows):   # (n_models, rows x classes) float64
+            return oof[rows].transpose(1, 0, 2).reshape(n_models, -1).astype(np.float64)
+
+        mean = sum(flat(rows).sum(axis=1) for rows in blocks) / (n_rows * n_classes)
+        cross = np.zeros((n_models, n_models))
+        for rows in blocks:
+            centred = flat(rows) - mean[:, None]
+            cross += centred @ centred.T
+        scale = np.sqrt(np.diag(cross))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = cross / np.outer(scale, scale)
+        np.clip(corr, -1.0, 1.0, out=corr)
     return pd.DataFrame(corr, index=list(collection.names), columns=list(collection.names))

@@ -43,6 +43,10 @@ from stacker.cli.folds import make_folds_command  # noqa: E402
 
 app.command("make-folds")(make_folds_command)
 
+from stacker.cli.importing import import_command  # noqa: E402
+
+app.command("import")(import_command)
+
 from stacker.cli.report import report_command  # noqa: E402
 
 app.command("report")(report_command)

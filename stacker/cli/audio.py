@@ -9,7 +9,15 @@ import typer
 
 # the audio modules import torch and scipy.signal: imported inside the commands so the CLI starts fast
 from stacker import layout
-from stacker.cli.common import SchedulerOption, console, err_console, frame_table, progress_bar, user_errors
+from stacker.cli.common import (
+    ProbsFormat,
+    SchedulerOption,
+    console,
+    err_console,
+    frame_table,
+    progress_bar,
+    user_errors,
+)
 from stacker.errors import OptionError, OutputExistsError
 from stacker.layout import workspace
 from stacker.runtime import fold_seed
@@ -66,6 +74,9 @@ def audio_command(
     device: Annotated[Optional[str], typer.Option(help="torch device (default: cuda when "
                                                        "present, else cpu).")] = None,
     scheduler: SchedulerOption = None,
+    probs_format: Annotated[ProbsFormat, typer.Option(
+        help="File format of the predictions: probs.csv or probs.parquet (--format is the "
+             "metadata's).")] = ProbsFormat.csv,
 ) -> None:
     """Train the audio CNN on every fold of ROOT/folds.csv; write out-of-fold, test and
     per-window predictions."""
@@ -103,6 +114,7 @@ def audio_command(
         result = run_kfold(root, name, make_model, data.specs, data.ids, data.test_specs,
                            data.test_ids, model=f"audio-cnn:{preset.value}", params=params,
                            seed=seed, force=force, on_progress=update, scheduler=scheduler,
+                           format=probs_format.value,
                            extra_meta={"audio": {"meta": str(meta), "audio_dir": str(audio_dir),
                                                  "test_dir": None if test_dir is None else str(test_dir),
                                                  "test_meta": None if test_meta is None else str(test_meta),

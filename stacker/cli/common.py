@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
@@ -52,6 +53,13 @@ def in_cli_words(message: str, flags: dict[str, str]) -> str:
     """A library message with each option it names (`power`, `holdout_fold`) written as the
     command's flag (--power, --holdout-fold): the library speaks of parameters, the CLI of flags."""
     return _OPTION_NAME.sub(lambda m: flags.get(m.group(1), m.group(0)), message)
+
+
+class ProbsFormat(str, Enum):
+    """The file format of written predictions (``--format``): probs.csv or probs.parquet."""
+
+    csv = "csv"
+    parquet = "parquet"
 
 
 def user_errors(func):

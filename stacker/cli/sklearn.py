@@ -8,7 +8,7 @@ import typer
 
 from first_level.sklearn_models import ESTIMATORS, model_factory
 from stacker import layout
-from stacker.cli.common import SchedulerOption, console, frame_table, progress_bar, user_errors
+from stacker.cli.common import ProbsFormat, SchedulerOption, console, frame_table, progress_bar, user_errors
 from stacker.errors import OptionError
 
 
@@ -42,6 +42,8 @@ def sklearn_command(
     threads: Annotated[Optional[int], typer.Option(help="Cap on BLAS/OpenMP threads "
                                                         "(default: all cores).")] = None,
     scheduler: SchedulerOption = None,
+    format: Annotated[ProbsFormat, typer.Option(help="File format of the predictions: "
+                                                     "probs.csv or probs.parquet.")] = ProbsFormat.csv,
 ) -> None:
     """Train ESTIMATOR on every fold of ROOT/folds.csv and write out-of-fold and test predictions."""
     import pandas as pd
@@ -61,7 +63,7 @@ def sklearn_command(
         result = run_kfold(root, name, make_model, train_features.X, train_features.ids,
                            test_features.X, test_features.ids, model=f"sklearn:{estimator}",
                            params=options, seed=seed, force=force, metric=metric,
-                           on_progress=update, scheduler=scheduler,
+                           on_progress=update, scheduler=scheduler, format=format.value,
                            extra_meta={"features": {"train": str(train), "test": str(test),
                                                     "n_features": len(train_features.columns)}})
     scores = pd.DataFrame({

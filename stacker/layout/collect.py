@@ -5,7 +5,9 @@ class columns matched by name, test ids identical across folds and experiments, 
 equal to folds.csv's). A bad experiment is skipped with a one-line reason, or raises with ``strict``.
 
 Cache: each experiment's aligned arrays are saved under ``<root>/.stack/cache/`` keyed by the size
-and modification time of its files and of folds.csv, so a second run reads only unchanged ``.npy``.
+and modification time of its files and of folds.csv. The assembled pool of every experiment is saved
+there too (:mod:`stacker.layout.pool`) and memory-mapped: a second run with nothing changed stats the
+files, maps the pool and copies nothing; a changed experiment is re-read alone and the pool rewritten.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from typing import Sequence
 import numpy as np
 
 from stacker.errors import LayoutError
-from stacker.layout import files, workspace
+from stacker.layout import files, pool, workspace
 from stacker.runtime import ProgressCallback
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,11 @@ class Collection:
         return [position[n] for n in names]
 
     def select(self, names: Sequence[str]) -> "Collection":
-        """A collection of only ``names``, in that order (new arrays)."""
+        """A collection of only ``names``, in that order (new arrays; ``self`` itself when
+        ``names`` are all of its experiments in its order, so the pool is never copied whole)."""
         idx = self.index(names)
+        if tuple(names) == self.names:
+            return self
         return replace(self, names=tuple(names), oof=self.oof[:, idx], test=self.test[:, :, idx],
                        meta={n: self.meta.get(n, {}) for n in names},
                        windows=tuple(n for n in self.windows if n in names))
@@ -94,12 +99,30 @@ class Collection:
 
 @dataclass(frozen=True)
 class _Experiment:
+    """One validated experiment. Its arrays are held (``oof``, ``test``) or, for one read from the
+    cache, read on demand from ``source`` by :meth:`arrays` (so that assembling the pool never
+    holds every experiment at once). ``test_order``: indices that put the test rows in the order
+    of ``test_ids`` (set when another experiment fixed the order)."""
+
     name: str
-    oof: np.ndarray          # (n_rows, n_classes)
+    oof: np.ndarray | None   # (n_rows, n_classes)
     test_ids: np.ndarray     # (n_test,)
-    test: np.ndarray         # (n_folds, n_test, n_classes)
+    test: np.ndarray | None  # (n_folds, n_test, n_classes)
     meta: dict
     has_windows: bool
+    source: Path | None = None
+    test_order: np.ndarray | None = None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(oof (n_rows, n_classes), test (n_folds, n_test, n_classes)) in test_ids order."""
+        if self.oof is not None:
+            oof, test = self.oof, self.test
+        else:
+            oof = np.load(f"{self.source}.oof.npy", allow_pickle=False)
+            test = np.load(f"{self.source}.test.npy", allow_pickle=False)
+        if self.test_order is not None:
+            test = test[:, self.test_order]
+        return oof, test
 
 
 def collect(root: Path | str = files.DEFAULT_ROOT, *, strict: bool = False,
@@ -119,34 +142,41 @@ def collect(root: Path | str = files.DEFAULT_ROOT, *, strict: bool = False,
                           "(see predictions/README.md)")
     folds_key = _signature([root / files.FOLDS_FILE, root / files.CLASSES_FILE])
     cache_dir = workspace.cache_dir(root)
+    keys = {name: _experiment_key(root, name, folds_key) for name in names}
+    if use_cache:
+        pooled = _pooled_collection(cache_dir, root, folds, keys)
+        if pooled is not None:
+            if on_progress:
+                on_progress(len(names), len(names))
+            if strict and pooled.skipped:
+                raise LayoutError(pooled.skipped[0])
+            return pooled
     results: dict[str, _Experiment | LayoutError] = {}
     cold = []
     for name in names:
-        key = _experiment_key(root, name, folds_key)
-        cached = _load_cached(cache_dir, name, key) if use_cache else None
+        cached = _load_cached(cache_dir, name, keys[name]) if use_cache else None
         if cached is not None:
             results[name] = cached
         else:
-            cold.append((name, key))
+            cold.append((name, keys[name]))
     if cold:
         _ = folds.hash  # computed once here; the workers receive it with ``folds``
     done = len(results)
     if on_progress:
         on_progress(done, len(names))
-    for name, key, outcome in _load_cold(root, folds, cold, n_jobs):
+    for name, outcome in _load_cold(root, folds, cold, n_jobs, cache_dir if use_cache else None):
         results[name] = outcome
-        if use_cache:
-            try:
-                _save_cached(cache_dir, name, key, outcome)
-            except OSError:
-                pass  # a read-only or full disk only costs the next run its speed
         done += 1
         if on_progress:
             on_progress(done, len(names))
-    return _assemble(root, folds, names, results, strict)
+    return _assemble(root, folds, names, results, strict,
+                     pool_keys=keys if use_cache else None, cache_dir=cache_dir)
 
 
-def _assemble(root, folds, names, results, strict) -> Collection:
+def _assemble(root, folds, names, results, strict, *, pool_keys=None, cache_dir=None) -> Collection:
+    """Check the test ids across experiments, then build the pool: memory-mapped from the cache
+    when ``pool_keys`` is given (falling back to memory if the cache cannot be written), else two
+    arrays in memory."""
     kept: list[_Experiment] = []
     skipped: list[str] = []
     reference = _reference_experiment([results[n] for n in names])
@@ -163,15 +193,36 @@ def _assemble(root, folds, names, results, strict) -> Collection:
     if not kept:
         raise LayoutError(f"no valid experiment under {root}; every one was skipped:\n  "
                           + "\n  ".join(skipped))
+    results.clear()          # only ``kept`` refers to the arrays now
+    if pool_keys is not None:
+        try:
+            pool.write_pool(cache_dir, keys=pool_keys, experiments=kept, skipped=skipped,
+                            n_rows=len(folds.ids), n_folds=folds.n_folds,
+                            n_classes=len(folds.classes))
+            mapped = _pooled_collection(cache_dir, root, folds, pool_keys)
+            if mapped is not None:
+                return mapped
+        except OSError:
+            pass             # a read-only or full disk only costs the next run its speed
     n_test = len(kept[0].test_ids)
     oof = np.empty((len(folds.ids), len(kept), len(folds.classes)), dtype=np.float32)
     test = np.empty((folds.n_folds, n_test, len(kept), len(folds.classes)), dtype=np.float32)
     for m, exp in enumerate(kept):
-        oof[:, m] = exp.oof
-        test[:, :, m] = exp.test
+        oof[:, m], test[:, :, m] = exp.arrays()
     return Collection(root=root, folds=folds, names=tuple(e.name for e in kept), oof=oof,
                       test_ids=kept[0].test_ids, test=test, meta={e.name: e.meta for e in kept},
                       windows=tuple(e.name for e in kept if e.has_windows), skipped=tuple(skipped))
+
+
+def _pooled_collection(cache_dir, root, folds, keys) -> Collection | None:
+    """The collection from the memory-mapped pool of the cache, or None when it is not current."""
+    found = pool.load_pool(cache_dir, keys=keys, n_rows=len(folds.ids), n_folds=folds.n_folds,
+                           n_classes=len(folds.classes))
+    if found is None:
+        return None
+    return Collection(root=root, folds=folds, names=found.names, oof=found.oof,
+                      test_ids=found.test_ids, test=found.test, meta=found.meta,
+                      windows=found.windows, skipped=found.skipped)
 
 
 def _reference_experiment(outcomes) -> _Experiment | None:
@@ -199,7 +250,7 @@ def _check_same_test_ids(root, fold: int, first: _Experiment, other: _Experiment
             "predict the same test rows", experiment=other.name,
             path=files.probs_path(root, other.name, fold, "test"))
     order = np.array([position[i] for i in first.test_ids])
-    return replace(other, test_ids=first.test_ids, test=other.test[:, order])
+    return replace(other, test_ids=first.test_ids, test_order=order)
 
 
 # ---------------------------------------------------------------- one experiment
@@ -224,13 +275,22 @@ def load_experiment(root: Path | str, name: str, folds: files.Folds):
                           "predictions were made on other folds: remove the folder or rebuild the "
                           "experiment on folds.csv", experiment=name,
                           path=files.experiment_dir(root, name) / f"fold_{extra[0]}")
+    paths = {(k, split): files.find_probs(root, name, k, split)
+             for k in expected for split in files.SPLITS}
+    formats = sorted({path.suffix for path in paths.values() if path.exists()})
+    if len(formats) > 1:
+        raise LayoutError("mixes probs.csv and probs.parquet across its folds; an experiment keeps "
+                          "one format: rewrite it in one", experiment=name,
+                          path=files.experiment_dir(root, name))
+    if formats == [".parquet"]:   # a missing file is named in the format of the others
+        paths = {where: path.with_name(files.PARQUET_PROBS_FILE) for where, path in paths.items()}
     row_of = {row_id: i for i, row_id in enumerate(folds.ids)}
     oof = np.empty((len(folds.ids), len(folds.classes)), dtype=np.float32)
     test_ids = None
     tests = []
     has_windows = False
     for k in expected:
-        path = files.probs_path(root, name, k, "val")
+        path = paths[(k, "val")]
         val = files.read_probs(path, experiment=name)
         order = _class_order(val, folds, name)
         fold_rows = folds.rows_of_fold(k)
@@ -247,7 +307,7 @@ def load_experiment(root: Path | str, name: str, folds: files.Folds):
                               + "; ".join(parts) + "); out-of-fold predictions must come from "
                               "the same folds.csv", experiment=name, path=path)
         oof[rows] = val.values[:, order]
-        tpath = files.probs_path(root, name, k, "test")
+        tpath = paths[(k, "test")]
         test = files.read_probs(tpath, experiment=name)
         torder = _class_order(test, folds, name)
         if test_ids is None:
@@ -299,18 +359,29 @@ def _check_fold_hash(root, name, meta, folds):
 
 
 def _load_one(args):
-    root, folds, name, key = args
+    """Load one experiment in a worker. With a cache folder the worker saves the arrays there and
+    returns the experiment without them (the parent reads them from the cache when it needs
+    them), so that no pool-sized data crosses between processes."""
+    root, folds, name, key, cache_dir = args
     try:
-        return name, key, load_experiment(root, name, folds)
+        outcome = load_experiment(root, name, folds)
     except LayoutError as error:
-        return name, key, error
+        outcome = error
+    if cache_dir is not None:
+        try:
+            _save_cached(cache_dir, name, key, outcome)
+        except OSError:
+            return name, outcome     # a read-only or full disk only costs the next run its speed
+        if isinstance(outcome, _Experiment):
+            outcome = replace(outcome, oof=None, test=None, source=cache_dir / name)
+    return name, outcome
 
 
-def _load_cold(root, folds, cold, n_jobs):
-    jobs = [(root, folds, name, key) for name, key in cold]
+def _load_cold(root, folds, cold, n_jobs, cache_dir):
+    jobs = [(root, folds, name, key, cache_dir) for name, key in cold]
     if n_jobs > 1 and len(jobs) > 2:
-        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            yield from pool.map(_load_one, jobs)
+        with ProcessPoolExecutor(max_workers=n_jobs) as workers:
+            yield from workers.map(_load_one, jobs)
     else:
         yield from map(_load_one, jobs)
 
@@ -335,28 +406,26 @@ def _experiment_key(root: Path, name: str, folds_key) -> str:
                         if e.name.startswith("fold_") and e.is_dir()):
         paths.append(folder / entry)
         for split in files.SPLITS:
-            paths += [folder / entry / split, folder / entry / split / files.PROBS_FILE]
+            paths += [folder / entry / split]
+            paths += [folder / entry / split / file for file in files.PROBS_FILES.values()]
     text = json.dumps([CACHE_VERSION, folds_key, _signature(paths)])
     return hashlib.sha1(text.encode()).hexdigest()
 
 
 def _load_cached(cache_dir: Path, name: str, key: str):
-    """The cached outcome of ``name`` when its key matches: an _Experiment (arrays memory-mapped,
-    copied once by _assemble) or the LayoutError it raised; None on any miss."""
+    """The cached outcome of ``name`` when its key matches: an _Experiment whose arrays are read
+    from the cache when needed, or the LayoutError it raised; None on any miss."""
     try:
         index = json.loads((cache_dir / f"{name}.json").read_text(encoding="utf-8"))
         if index.get("key") != key:
             return None
         if index.get("error") is not None:
             return LayoutError(index["error"])
-        arrays = {}
         for part in ("oof", "test"):
-            path = cache_dir / f"{name}.{part}.npy"
-            st = os.stat(path)
+            st = os.stat(cache_dir / f"{name}.{part}.npy")
             if [st.st_size, st.st_mtime_ns] != index["arrays"][part]:
                 return None          # an interrupted save left arrays of another key
-            arrays[part] = np.load(path, mmap_mode="r", allow_pickle=False)
-        return _Experiment(name=name, oof=arrays["oof"], test=arrays["test"],
+        return _Experiment(name=name, oof=None, test=None, source=cache_dir / name,
                            test_ids=np.array(index["test_ids"], dtype=str), meta=index["meta"],
                            has_windows=bool(index["has_windows"]))
     except (OSError, ValueError, KeyError, TypeError):

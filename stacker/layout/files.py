@@ -9,6 +9,9 @@
     <root>/<experiment>/fold_<k>/test/probs.csv  <id>,<class 1>,...  the fold-k model on the test set
     <root>/<experiment>/fold_<k>/{val,test}/<id>.npy  optional per-window predictions
 
+``probs.parquet`` (same columns, the id column first) may stand wherever ``probs.csv`` does; an
+experiment holds one format only. pyarrow is imported inside the Parquet functions.
+
 ``predictions/README.md`` is the specification. Readers validate what one file can tell on its own
 and raise :class:`~stacker.errors.LayoutError` naming the file; cross-file checks live in
 :mod:`stacker.layout.collect`. Every writer is atomic: a temporary file in the same folder, then a rename.
@@ -39,6 +42,8 @@ FOLDS_FILE = "folds.csv"
 CLASSES_FILE = "classes.txt"
 META_FILE = "meta.json"
 PROBS_FILE = "probs.csv"
+PARQUET_PROBS_FILE = "probs.parquet"
+PROBS_FILES = {"csv": PROBS_FILE, "parquet": PARQUET_PROBS_FILE}   # format -> file name
 STACK_DIR = ".stack"
 SPLITS = ("val", "test")
 DEFAULT_ROOT = Path("predictions")
@@ -58,8 +63,34 @@ def fold_dir(root: Path | str, name: str, fold: int, split: str) -> Path:
     return Path(root) / name / f"fold_{fold}" / split
 
 
-def probs_path(root: Path | str, name: str, fold: int, split: str) -> Path:
-    return fold_dir(root, name, fold, split) / PROBS_FILE
+def probs_path(root: Path | str, name: str, fold: int, split: str, *,
+               format: str | None = None) -> Path:
+    """The predictions file of a fold and split. ``format`` 'csv' or 'parquet' names that file;
+    None: the one on disk (``probs.parquet`` when only it exists, else ``probs.csv``)."""
+    folder = fold_dir(root, name, fold, split)
+    if format is None:
+        parquet = folder / PARQUET_PROBS_FILE
+        if parquet.exists() and not (folder / PROBS_FILE).exists():
+            return parquet
+        return folder / PROBS_FILE
+    return folder / probs_file_name(format)
+
+
+def probs_file_name(format: str) -> str:
+    """'csv' -> probs.csv, 'parquet' -> probs.parquet; ValueError for anything else."""
+    if format not in PROBS_FILES:
+        raise ValueError(f"format must be one of {tuple(PROBS_FILES)}, got {format!r}")
+    return PROBS_FILES[format]
+
+
+def find_probs(root: Path | str, name: str, fold: int, split: str) -> Path:
+    """The one predictions file of a fold and split; LayoutError when the folder holds both a
+    probs.csv and a probs.parquet (the path returned may not exist: the reader says so)."""
+    folder = fold_dir(root, name, fold, split)
+    if (folder / PROBS_FILE).exists() and (folder / PARQUET_PROBS_FILE).exists():
+        raise LayoutError(f"holds both {PROBS_FILE} and {PARQUET_PROBS_FILE}; an experiment keeps "
+                          "one format: delete one of them", experiment=name, path=folder)
+    return probs_path(root, name, fold, split)
 
 
 def windows_path(root: Path | str, name: str, fold: int, split: str, row_id: str) -> Path:
@@ -403,8 +434,14 @@ class Probs:
 
 
 def read_probs(path: Path | str, *, experiment: str | None = None) -> Probs:
-    """Read one probs.csv and check what the file can tell alone: ids unique, values in [0, 1]."""
+    """Read one probs.csv or probs.parquet (by its suffix) and check what the file can tell alone: ids unique, values in [0, 1]."""
     path = Path(path)
+    if path.suffix == ".parquet":
+        id_column, ids, columns, values = read_parquet_table(path, what="predictions file",
+                                                             experiment=experiment)
+        _check_unique_ids(ids, path=path, experiment=experiment)
+        check_probabilities(values, path=path, experiment=experiment, ids=ids, columns=list(columns))
+        return Probs(id_column=id_column, ids=ids, columns=columns, values=values, path=path)
     fast = _read_probs_fast(path)
     if fast is not None:
         id_column, ids, columns, values = fast
@@ -472,11 +509,14 @@ def _check_unique_ids(ids: np.ndarray, *, path, experiment=None):
 
 def write_probs(path: Path | str, ids: Sequence[str], probs: np.ndarray, classes: Sequence[str],
                 *, id_column: str = "fname") -> Path:
-    """Write one probs.csv atomically. probs: array of shape (n_rows, n_classes)."""
+    """Write one probs.csv, or probs.parquet when ``path`` ends in .parquet, atomically.
+    probs: array of shape (n_rows, n_classes)."""
     import pandas as pd  # on first use: importing the layout stays light
     probs = np.asarray(probs)
     if probs.shape != (len(ids), len(classes)):
         raise ValueError(f"probs has shape {probs.shape}, expected ({len(ids)}, {len(classes)})")
+    if Path(path).suffix == ".parquet":
+        return write_parquet_probs(path, ids, probs, classes, id_column=id_column)
     frame = pd.DataFrame(probs, columns=list(classes))
     frame.insert(0, id_column, [str(i) for i in ids])
     return atomic_write_text(path, frame.to_csv(index=False, float_format=PROB_FORMAT))
@@ -484,8 +524,11 @@ def write_probs(path: Path | str, ids: Sequence[str], probs: np.ndarray, classes
 
 def write_fold_predictions(root: Path | str, name: str, fold: int, split: str, ids: Sequence[str],
                            probs: np.ndarray, classes: Sequence[str], *, id_column: str = "fname",
-                           windows: Mapping[str, np.ndarray] | None = None) -> Path:
-    """Write ``fold_<k>/<split>/probs.csv`` and, optionally, per-window ``<id>.npy`` arrays.
+                           windows: Mapping[str, np.ndarray] | None = None,
+                           format: str = "csv") -> Path:
+    """Write ``fold_<k>/<split>/probs.csv`` (``format='parquet'``: probs.parquet) and, optionally,
+    per-window ``<id>.npy`` arrays. A file of the other format in the same folder, an earlier
+    version of these predictions, is removed after the new one is in place.
 
     windows: {row id: array of shape (n_windows, n_classes)} in ``classes`` column order.
     """
@@ -493,7 +536,93 @@ def write_fold_predictions(root: Path | str, name: str, fold: int, split: str, i
         for row_id, array in windows.items():
             atomic_save_npy(windows_path(root, name, fold, split, row_id),
                             np.asarray(array, dtype=np.float32))
-    return write_probs(probs_path(root, name, fold, split), ids, probs, classes, id_column=id_column)
+    path = write_probs(probs_path(root, name, fold, split, format=format), ids, probs, classes,
+                       id_column=id_column)
+    for other in PROBS_FILES.values():
+        if other != path.name and (path.parent / other).exists():
+            os.unlink(path.parent / other)
+    return path
+
+
+# ---------------------------------------------------------------- Parquet
+
+
+def write_parquet_probs(path: Path | str, ids: Sequence[str], probs: np.ndarray,
+                        classes: Sequence[str], *, id_column: str = "fname") -> Path:
+    """One probs.parquet, atomically: a string id column, then one float32 column per class.
+    probs: array of shape (n_rows, n_classes)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    values = np.asarray(probs, dtype=np.float32)
+    columns = [pa.array([str(i) for i in ids], type=pa.string())]
+    columns += [pa.array(np.ascontiguousarray(values[:, j])) for j in range(values.shape[1])]
+    table = pa.Table.from_arrays(columns, names=[id_column, *map(str, classes)])
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def read_parquet_table(path: Path | str, *, what: str = "file", experiment: str | None = None
+                       ) -> tuple[str, np.ndarray, tuple[str, ...], np.ndarray]:
+    """A Parquet table whose first column is the row id and every other column a number.
+
+    Returns (id column, ids (n_rows,) str, value columns, values (n_rows, n_columns) float32;
+    a missing value becomes NaN). A pandas index saved in the file (``to_parquet`` of a frame
+    indexed by id) counts as the first column. LayoutError names the file and the fix.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise LayoutError(f"{what} is missing", experiment=experiment, path=path)
+    if path.stat().st_size == 0:
+        raise LayoutError(f"{what} is empty; rewrite it with a header and rows",
+                          experiment=experiment, path=path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise LayoutError(f"not a readable Parquet file ({_first_line(error)}); rewrite it with "
+                          "pyarrow or pandas.DataFrame.to_parquet", experiment=experiment,
+                          path=path) from None
+    names = list(table.column_names)
+    index = [c for c in ((table.schema.pandas_metadata or {}).get("index_columns") or [])
+             if isinstance(c, str) and c in names]
+    if len(index) == 1 and names[0] != index[0]:
+        names = [index[0]] + [n for n in names if n != index[0]]
+        table = table.select(names)
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise LayoutError(f"column '{dup}' appears twice; keep one", experiment=experiment,
+                          path=path)
+    if not names:
+        raise LayoutError(f"{what} has no columns; the first column must be the row id",
+                          experiment=experiment, path=path)
+    if table.num_rows == 0:
+        raise LayoutError(f"{what} has columns but no rows", experiment=experiment, path=path)
+    id_array = table.column(0)
+    if id_array.null_count:
+        bad = int(np.flatnonzero(id_array.is_null().to_numpy(zero_copy_only=False))[0])
+        raise LayoutError(f"row {bad}: the id (column '{names[0]}') is missing; every row needs "
+                          "an id", experiment=experiment, path=path)
+    if not (pa.types.is_string(id_array.type) or pa.types.is_large_string(id_array.type)
+            or pa.types.is_integer(id_array.type)):
+        raise LayoutError(f"first column '{names[0]}' has type {id_array.type}; it must hold the "
+                          "row ids as text", experiment=experiment, path=path)
+    ids = np.asarray(id_array.to_numpy(zero_copy_only=False)).astype(str)
+    values = np.empty((table.num_rows, len(names) - 1), dtype=np.float32)
+    for j, name in enumerate(names[1:]):
+        column = table.column(j + 1)
+        kind = column.type
+        if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+            raise LayoutError(f"column '{name}' has type {kind}, not numbers; every column after "
+                              "the id must hold one class's probabilities", experiment=experiment,
+                              path=path)
+        if column.null_count:
+            column = column.cast(pa.float64()).fill_null(float("nan"))
+        values[:, j] = column.to_numpy()
+    return names[0], ids, tuple(names[1:]), values
 
 
 def has_windows(root: Path | str, name: str, fold: int, split: str) -> bool:

@@ -79,6 +79,9 @@ def level2_data(collection: Collection, names: Sequence[str], *, use_windows: bo
 
 
 def _header_columns(path: Path, name: str) -> list[str]:
+    """The class columns of a probs.csv or probs.parquet, in file order."""
+    if path.suffix == ".parquet":
+        return list(layout.read_probs(path, experiment=name).columns)
     with open(path, newline="", encoding="utf-8") as handle:
         header = next(csv.reader(handle), [])
     if len(header) < 2:

@@ -153,7 +153,9 @@ def search_subsets(collection: Collection, *, pool: Sequence[str] | None = None,
     :func:`search_arrays` for the options."""
     names = list(collection.names if pool is None else pool)
     idx = collection.index(names)
-    result = search_arrays(collection.oof[:, idx], collection.y, collection.fold,
+    # the whole pool is passed as it is (a memory-mapped view after `stack collect`), not copied
+    oof = collection.oof if idx == list(range(collection.n_models)) else collection.oof[:, idx]
+    result = search_arrays(oof, collection.y, collection.fold,
                            names=names, fold_numbers=collection.fold_numbers, **options)
     if result.combiner:
         result = replace(result, combiner={**result.combiner, "classes": list(collection.classes)})
@@ -198,7 +200,8 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
                           f"model; got shape {oof.shape} and {len(names)} name(s)")
     if method not in METHODS:
         raise OptionError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
-    if oof.size and not (np.isfinite(oof).all() and oof.min() >= 0 and oof.max() <= 1):
+    # min and max propagate NaN (and the comparisons then fail): no pool-sized temporary
+    if oof.size and not (np.min(oof) >= 0 and np.max(oof) <= 1):
         raise OptionError("oof must hold probabilities in [0, 1] (no NaN); check the experiments "
                           "with `stack collect`")
     max_size = n_models if max_size is None else int(max_size)
@@ -240,6 +243,7 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
     n_jobs = max(1, min(int(n_jobs), os.cpu_count() or 1))
     walker, backend = make_walker(q, scorer, device, n_jobs)
     ctx = sm.Context(q=q, scorer=scorer, walker=walker)
+    del q          # ctx holds it; the worker pool may swap it for its memory-mapped twin
     targets = list(range(1 + len(fold_numbers))) if nested else [0]
 
     reason = ""
@@ -345,9 +349,12 @@ class _Workers:
     """A process pool whose workers memory-map the quantized arrays (no copy per process)."""
 
     def __init__(self, ctx: sm.Context, n_jobs: int):
-        self._dir = tempfile.TemporaryDirectory(prefix="stack-search-")
+        self._dir = tempfile.TemporaryDirectory(prefix="stack-search-", ignore_cleanup_errors=True)
         path = str(Path(self._dir.name) / "q.npy")
         np.save(path, ctx.q)
+        # the parent reads the same mapped file as the workers: its in-memory copy (8 bytes per
+        # value of the pool) is freed before any worker is forked
+        ctx.q = np.load(path, mmap_mode="r")
         self.pool = ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker,
                                         initargs=(path, ctx.scorer))
 

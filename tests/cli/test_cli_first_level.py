@@ -175,3 +175,14 @@ def test_mulan_layout_builds_a_layout_collect_accepts(tmp_path):
     assert result.exit_code == 0 and "2 experiment(s)" in result.output, result.output
     meta = json.loads((root / "knn" / "meta.json").read_text())
     assert meta["cv"]["lwlrap"] > 0.7 and meta["dataset"] == "mulan/emotions"
+
+
+def test_sklearn_format_parquet(tmp_path):
+    data = write_dataset(tmp_path, single_label=False)
+    invoke("make-folds", data["labels"], "--n-folds", 3, "--root", data["root"])
+    result = invoke(*sklearn_args(data, "logreg", "lr", "--format", "parquet"))
+    assert result.exit_code == 0, result.output
+    assert (data["root"] / "lr" / "fold_0" / "val" / "probs.parquet").exists()
+    assert not (data["root"] / "lr" / "fold_0" / "val" / "probs.csv").exists()
+    collected = invoke("collect", "--root", data["root"], "--strict")
+    assert collected.exit_code == 0 and "1 experiment(s)" in collected.output, collected.output

@@ -224,3 +224,30 @@ def test_experiment_without_meta_is_not_resumed(tmp_path):
     (tmp_path / "spy" / "meta.json").unlink()
     with pytest.raises(OutputExistsError, match="without meta.json"):
         run(tmp_path, folds, spy_factory(folds))
+
+
+def test_parquet_format_writes_probs_parquet_that_collect_reads_like_csv(tmp_path):
+    as_csv, as_parquet = tmp_path / "csv", tmp_path / "parquet"
+    for root, fmt in ((as_csv, "csv"), (as_parquet, "parquet")):
+        folds = write_small_folds(root)
+        run(root, folds, spy_factory(folds), format=fmt)
+    for k in (0, 1, 2):
+        for split in layout.SPLITS:
+            folder = layout.fold_dir(as_parquet, "spy", k, split)
+            assert sorted(p.name for p in folder.iterdir()) == ["probs.parquet"]
+    a, b = collect(as_csv, strict=True, use_cache=False), collect(as_parquet, strict=True, use_cache=False)
+    np.testing.assert_allclose(a.oof, b.oof, rtol=1e-6)
+    np.testing.assert_allclose(a.test, b.test, rtol=1e-6)
+    again = run(as_parquet, layout.read_folds(as_parquet), spy_factory(folds), format="parquet")
+    assert again.skipped_folds == [0, 1, 2]                     # resumes from the Parquet files
+
+
+def test_resume_in_the_other_format_is_refused_unless_forced(tmp_path):
+    folds = write_small_folds(tmp_path)
+    run(tmp_path, folds, spy_factory(folds))
+    with pytest.raises(OutputExistsError, match="was written as probs.csv; pass that format"):
+        run(tmp_path, folds, spy_factory(folds), format="parquet")
+    run(tmp_path, folds, spy_factory(folds), format="parquet", force=True)
+    folder = layout.fold_dir(tmp_path, "spy", 0, "val")
+    assert sorted(p.name for p in folder.iterdir()) == ["probs.parquet"]   # the csv is replaced
+    collect(tmp_path, strict=True, use_cache=False)

@@ -34,10 +34,53 @@ def write_rows(path, rows):
         csv.writer(handle).writerows(rows)
 
 
+def read_parquet_rows(path):
+    """A probs.parquet as text rows (header first), like read_rows of a CSV."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    columns = [table.column(j).to_pylist() for j in range(table.num_columns)]
+    return [list(table.column_names)] + [[str(c[r]) for c in columns] for r in range(table.num_rows)]
+
+
+def write_parquet_rows(path, rows):
+    """Text rows (header first) -> a probs.parquet: a column whose every value parses as a
+    number is stored as float64, any other as text (the id column always as text)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    header, body = rows[0], rows[1:]
+    arrays = []
+    for j in range(len(header)):
+        values = [r[j] for r in body]
+        try:
+            arrays.append(pa.array(values, type=pa.string()) if j == 0
+                          else pa.array([float(v) for v in values], type=pa.float64()))
+        except ValueError:
+            arrays.append(pa.array(values, type=pa.string()))
+    pq.write_table(pa.Table.from_arrays(arrays, names=header), path)
+
+
 def edit_probs(root, name, fold, split, edit):
-    """Apply ``edit(rows) -> rows`` to the rows (header first) of one probs.csv."""
+    """Apply ``edit(rows) -> rows`` to the rows (header first) of one probs.csv or probs.parquet."""
     path = layout.probs_path(root, name, fold, split)
-    write_rows(path, edit(read_rows(path)))
+    if path.suffix == ".parquet":
+        write_parquet_rows(path, edit(read_parquet_rows(path)))
+    else:
+        write_rows(path, edit(read_rows(path)))
+
+
+def convert_layout(root, fmt):
+    """Rewrite every probs.csv of the layout as probs.parquet (fmt 'parquet'); 'csv' keeps it."""
+    if fmt == "csv":
+        return
+    for name in layout.list_experiments(root):
+        for k in layout.list_fold_numbers(root, name):
+            for split in layout.SPLITS:
+                probs = layout.read_probs(layout.probs_path(root, name, k, split))
+                layout.write_fold_predictions(root, name, k, split, probs.ids, probs.values,
+                                              probs.columns, id_column=probs.id_column,
+                                              format=fmt)
 
 
 def set_value(value, row=1, col=2):
@@ -212,10 +255,49 @@ BAD_EXPERIMENTS = [
 ]
 
 
-@pytest.mark.parametrize("damage, message, where", [case[1:] for case in BAD_EXPERIMENTS],
-                         ids=[case[0] for case in BAD_EXPERIMENTS])
-def test_bad_experiment_is_skipped_or_raises_in_strict_mode(small_layout, damage, message, where):
+# the same damage in a Parquet file: a table has no ragged rows, and says some things differently
+PARQUET_MESSAGES = {"header only": r"predictions file has columns but no rows",
+                    "non-numeric value": r"column 'class_b' has type string, not numbers"}
+CSV_ONLY = {"ragged row", "short row"}
+
+
+def _both_formats(root):
+    probs = layout.read_probs(layout.probs_path(root, "sim_001", 1, "val"))
+    layout.write_probs(layout.probs_path(root, "sim_001", 1, "val", format="csv"), probs.ids,
+                       probs.values, probs.columns)
+
+
+def _mixed_formats(root):
+    for split in layout.SPLITS:
+        probs = layout.read_probs(layout.probs_path(root, "sim_001", 2, split))
+        layout.write_fold_predictions(root, "sim_001", 2, split, probs.ids, probs.values,
+                                      probs.columns, format="csv")
+
+
+def _not_parquet(root):
+    layout.probs_path(root, "sim_001", 2, "val").write_bytes(b"fname,class_a\nrow_002.wav,0.5\n")
+
+
+PARQUET_ONLY = [
+    ("csv and parquet in one folder", _both_formats,
+     r"holds both probs.csv and probs.parquet; an experiment keeps one format", "fold_1/val"),
+    ("csv in one fold, parquet in others", _mixed_formats,
+     r"mixes probs.csv and probs.parquet across its folds", "sim_001"),
+    ("not a parquet file", _not_parquet, r"not a readable Parquet file", "fold_2/val/probs.parquet"),
+]
+
+BAD_CASES = (
+    [pytest.param("csv", *case[1:], id=f"csv-{case[0]}") for case in BAD_EXPERIMENTS]
+    + [pytest.param("parquet", case[1], PARQUET_MESSAGES.get(case[0], case[2]),
+                    case[3].replace("probs.csv", "probs.parquet"), id=f"parquet-{case[0]}")
+       for case in BAD_EXPERIMENTS if case[0] not in CSV_ONLY]
+    + [pytest.param("parquet", *case[1:], id=f"parquet-{case[0]}") for case in PARQUET_ONLY])
+
+
+@pytest.mark.parametrize("fmt, damage, message, where", BAD_CASES)
+def test_bad_experiment_is_skipped_or_raises_in_strict_mode(small_layout, fmt, damage, message, where):
     root = small_layout()
+    convert_layout(root, fmt)
     clean = collect(root, use_cache=False, n_jobs=1)
     damage(root)
 
@@ -384,7 +466,8 @@ def test_second_collect_reads_the_cache(small_layout, monkeypatch):
     first = collect(root, n_jobs=1)
     assert loaded == list(EXPERIMENTS)
     assert sorted(os.listdir(root / ".stack" / "cache")) == sorted(
-        f"{n}.{part}" for n in EXPERIMENTS for part in ("json", "oof.npy", "test.npy"))
+        [f"{n}.{part}" for n in EXPERIMENTS for part in ("json", "oof.npy", "test.npy")]
+        + ["_pool.json", "_pool.oof.npy", "_pool.test.npy"])
     second = collect(root, n_jobs=1)
     assert loaded == list(EXPERIMENTS)                    # nothing parsed again
     for attr in ("oof", "test", "test_ids", "ids", "y"):
@@ -461,3 +544,71 @@ def test_unwritable_cache_only_costs_speed(small_layout, monkeypatch):
     result = collect(root, n_jobs=1)
     np.testing.assert_array_equal(result.oof, expected.oof)
     assert not (root / ".stack" / "cache").exists() or not os.listdir(root / ".stack" / "cache")
+
+
+# ---------------------------------------------------------------- the memory-mapped pool
+
+
+def _is_mapped(array) -> bool:
+    """True when ``array`` is a view of a memory-mapped file (no copy of its own)."""
+    import mmap
+
+    base = array
+    while base is not None:
+        if isinstance(base, mmap.mmap):
+            return True
+        base = getattr(base, "base", None)
+    return False
+
+
+def test_warm_collect_maps_the_pool_and_copies_nothing(small_layout, monkeypatch):
+    root = small_layout()
+    reference = collect(root, use_cache=False, n_jobs=1)
+    cold = collect(root, n_jobs=1)
+    assert _is_mapped(cold.oof) and _is_mapped(cold.test)
+
+    def no_assembly(*args, **kwargs):
+        raise AssertionError("a warm collect must not assemble the pool again")
+
+    monkeypatch.setattr(collect_module, "_assemble", no_assembly)
+    warm = collect(root, n_jobs=1)
+    for result in (cold, warm):
+        assert _is_mapped(result.oof) and _is_mapped(result.test)
+        assert not result.oof.flags.writeable
+        assert result.oof.shape == reference.oof.shape and result.test.shape == reference.test.shape
+        for attr in ("oof", "test", "test_ids"):
+            np.testing.assert_array_equal(getattr(result, attr), getattr(reference, attr))
+        assert result.names == reference.names and result.meta == reference.meta
+
+
+def test_pool_follows_a_removed_experiment_and_strict_mode(small_layout):
+    root = small_layout()
+    collect(root, n_jobs=1)
+    shutil.rmtree(root / "sim_002")
+    assert collect(root, n_jobs=1).names == ("sim_000", "sim_001")
+    _nan(root)
+    assert collect(root, n_jobs=1).names == ("sim_000",)
+    with pytest.raises(LayoutError, match="value is NaN"):      # the pooled skip still raises
+        collect(root, strict=True, n_jobs=1)
+
+
+def test_half_written_pool_is_not_read(small_layout):
+    root = small_layout()
+    expected = collect(root, use_cache=False, n_jobs=1)
+    collect(root, n_jobs=1)
+    pool_file = root / ".stack" / "cache" / "_pool.oof.npy"
+    pool_file.write_bytes(pool_file.read_bytes()[:-8])          # a crash mid-write
+    result = collect(root, n_jobs=1)
+    np.testing.assert_array_equal(result.oof, expected.oof)
+
+
+def test_pool_with_reordered_test_rows_matches_memory(small_layout):
+    root = small_layout()
+    edit_probs(root, "sim_002", 0, "test", shuffle_rows_and_columns(1))
+    for k in (1, 2):       # every fold of sim_002 in the shuffled order: its test rows reorder
+        edit_probs(root, "sim_002", k, "test", shuffle_rows_and_columns(1))
+    expected = collect(root, use_cache=False, n_jobs=1)
+    for _ in ("cold", "warm"):
+        result = collect(root, n_jobs=2)
+        np.testing.assert_array_equal(result.test, expected.test)
+        np.testing.assert_array_equal(result.test_ids, expected.test_ids)

@@ -306,3 +306,48 @@ def test_fast_probs_reader_leaves_anything_odd_to_the_strict_one(tmp_path, text)
     assert files._read_probs_fast(path) is None
     with pytest.raises(LayoutError):
         layout.read_probs(path)
+
+
+# ---------------------------------------------------------------- probs.parquet
+
+
+def test_parquet_probs_round_trip_exact_float32(tmp_path):
+    from stacker.layout import files as layout_files
+
+    values = np.random.default_rng(0).uniform(size=(7, 3)).astype(np.float32)
+    path = layout_files.write_probs(tmp_path / "probs.parquet", [f"r{i}" for i in range(7)], values,
+                                    ["a", "b", "c"], id_column="clip")
+    probs = layout_files.read_probs(path)
+    assert probs.id_column == "clip" and probs.columns == ("a", "b", "c")
+    np.testing.assert_array_equal(probs.values, values)
+    np.testing.assert_array_equal(probs.ids, [f"r{i}" for i in range(7)])
+
+
+def test_parquet_pandas_index_counts_as_the_id_column(tmp_path):
+    import pandas as pd
+
+    from stacker.layout import files as layout_files
+
+    frame = pd.DataFrame({"a": [0.1, 0.2], "b": [0.9, 0.8]}, index=pd.Index(["x", "y"], name="fname"))
+    frame.to_parquet(tmp_path / "probs.parquet")
+    probs = layout_files.read_probs(tmp_path / "probs.parquet")
+    assert probs.id_column == "fname" and list(probs.ids) == ["x", "y"] and probs.columns == ("a", "b")
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"fname": ["x", None], "a": [0.1, 0.2]}, r"row 1: the id \(column 'fname'\) is missing"),
+    ({"fname": [1.5, 2.5], "a": [0.1, 0.2]}, r"first column 'fname' has type double; it must hold"),
+    ({"fname": ["x", "y"], "a": ["high", "low"]}, r"column 'a' has type string, not numbers"),
+    ({"fname": ["x", "y"], "a": [0.1, None]}, r"row 'y', column 'a': value is NaN"),
+])
+def test_parquet_refusals_name_the_file(tmp_path, table, message):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stacker.layout import files as layout_files
+
+    path = tmp_path / "probs.parquet"
+    pq.write_table(pa.table(table), path)
+    with pytest.raises(LayoutError, match=message) as error:
+        layout_files.read_probs(path)
+    assert str(path) in str(error.value)

@@ -45,7 +45,7 @@ def make_layout(root, *, n_rows=120, n_classes=5, n_folds=3, n_experiments=3, n_
     return root
 
 
-def add_windowed_experiment(root, name="win_000", seed=1):
+def add_windowed_experiment(root, name="win_000", seed=1, format="csv"):
     """An experiment with per-window val predictions whose probs.csv is the windows' mean; its
     columns are written in reversed class order (the reader must reorder windows too)."""
     rng = np.random.default_rng(seed)
@@ -62,10 +62,11 @@ def add_windowed_experiment(root, name="win_000", seed=1):
             windows[folds.ids[r]] = w
             means.append(w.mean(0))
         layout.write_fold_predictions(root, name, k, "val", folds.ids[rows], np.array(means),
-                                      classes, id_column=folds.id_column, windows=windows)
+                                      classes, id_column=folds.id_column, windows=windows,
+                                      format=format)
         test = rng.random((len(test_ids), len(classes))).astype(np.float32)
         layout.write_fold_predictions(root, name, k, "test", test_ids, test, classes,
-                                      id_column=folds.id_column)
+                                      id_column=folds.id_column, format=format)
     layout.write_meta(root, name, {"level": 1, "fold_hash": folds.hash})
     return name
 
@@ -401,6 +402,18 @@ def test_windows_are_loaded_in_class_order_and_train_with_augmentation(tmp_path)
     plain = train.train_level2(col, col.names, params=replace(FAST, max_epochs=3), use_windows=False)
     assert not plain.window_augmentation
     assert not np.array_equal(result.oof, plain.oof)
+
+
+def test_windows_of_a_parquet_experiment_follow_its_column_order(tmp_path):
+    root = make_layout(tmp_path / "l", n_rows=60)
+    name = add_windowed_experiment(root, format="parquet")
+    col = collect(root)
+    data = level2_inputs.level2_data(col, col.names)
+    m = col.names.index(name)
+    for row in range(len(col.ids)):
+        n = data.windows.lengths[row, 0]
+        np.testing.assert_allclose(data.windows.values[row, 0, :n].mean(0), col.oof[row, m],
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_a_missing_window_file_is_a_layout_error(tmp_path):

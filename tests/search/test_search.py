@@ -291,3 +291,17 @@ def test_search_subsets_on_a_collection_pool(tmp_path):
     for needed in ("method", "metric", "blend", "members", "weights", "cv", "nested_cv", "top",
                    "by_size", "params", "created"):
         assert needed in record
+
+
+def test_search_on_the_mapped_pool_equals_search_on_a_copy(small_layout):
+    from stacker.layout.collect import collect
+
+    root = small_layout(n_experiments=5, n_rows=90)
+    collect(root, n_jobs=1)
+    mapped = collect(root, n_jobs=1)
+    assert not mapped.oof.flags.writeable and mapped.select(mapped.names) is mapped
+    copied = collect(root, use_cache=False, n_jobs=1)
+    for method in ("greedy", "ges"):
+        a = search_subsets(mapped, method=method, n_jobs=1)
+        b = search_subsets(copied, method=method, n_jobs=1)
+        assert (a.members, a.weights, a.cv, a.nested_cv) == (b.members, b.weights, b.cv, b.nested_cv)

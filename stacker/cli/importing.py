@@ -1,0 +1,51 @@
+"""`stack import`: a notebook's OOF and test prediction files -> one validated experiment."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stacker import layout
+from stacker.cli.common import ProbsFormat, console, user_errors
+from stacker.layout.importing import import_experiment
+
+
+@user_errors
+def import_command(
+    name: Annotated[str, typer.Argument(help="Experiment name (a folder under ROOT).")],
+    oof: Annotated[Path, typer.Option(help="Out-of-fold predictions: .npy/.npz (rows in folds.csv "
+                                           "order, or --ids order) or .csv/.parquet (id column, "
+                                           "then one column per class).")],
+    test: Annotated[Path, typer.Option(help="Test predictions: .npy/.npz (test rows, classes) "
+                                            "fold-averaged or (folds, test rows, classes) per "
+                                            "fold, or .csv/.parquet with an id column.")],
+    root: Annotated[Path, typer.Option(help="Root folder of the prediction layout (holds "
+                                            "folds.csv).")] = layout.DEFAULT_ROOT,
+    ids: Annotated[Path | None, typer.Option(help="CSV whose first column is the id of each "
+                                                     "OOF array row (e.g. train.csv).")] = None,
+    test_ids: Annotated[Path | None, typer.Option(help="CSV whose first column is the id of "
+                                                          "each test array row (e.g. "
+                                                          "sample_submission.csv); default: "
+                                                          "row numbers.")] = None,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated class of each array "
+                                                        "column, in order (default: classes.txt "
+                                                        "order, else sorted).")] = None,
+    from_logits: Annotated[str | None, typer.Option(help="The predictions are logits: apply "
+                                                            "'sigmoid' (multi-label, binary) or "
+                                                            "'softmax' (single-label).")] = None,
+    format: Annotated[ProbsFormat, typer.Option(help="File format to write: probs.csv or "
+                                                     "probs.parquet.")] = ProbsFormat.csv,
+    force: Annotated[bool, typer.Option(help="Replace an existing experiment NAME.")] = False,
+) -> None:
+    """Import OOF and test predictions saved elsewhere as experiment NAME under ROOT."""
+    from stacker.metrics import get_metric  # scipy: only when the command runs
+
+    result = import_experiment(
+        root, name, oof=oof, test=test, ids=ids, test_ids=test_ids,
+        classes=None if classes is None else [c for c in classes.split(",") if c.strip()],
+        from_logits=from_logits, format=format.value, force=force)
+    folds = layout.read_folds(root)
+    cv = get_metric("lwlrap")(folds.y, result.oof)
+    console.print(f"imported '{name}' into {result.path}: {len(folds.ids)} OOF rows, "
+                  f"{len(result.test_ids)} test rows ({result.meta['test_predictions']}), "
+                  f"{len(folds.classes)} classes, {folds.n_folds} folds; OOF lwlrap {cv:.4f}")

@@ -1,0 +1,150 @@
+"""The memory-mapped pool: every collected experiment's aligned arrays in two files of the cache.
+
+::
+
+    <root>/.stack/cache/_pool.oof.npy    (n_models, n_rows, n_classes) float32, folds.csv row order
+    <root>/.stack/cache/_pool.test.npy   (n_models, n_folds, n_test, n_classes) float32
+    <root>/.stack/cache/_pool.json       the experiments' cache keys, names, test ids, meta, skips
+
+Each model's block is contiguous on disk, so the pool is written by appending one experiment at a
+time (never more than one experiment in memory) and a single model's predictions are one read.
+:func:`load_pool` maps both files read-only and returns them as views with the axes
+:class:`~stacker.layout.collect.Collection` documents, (n_rows, n_models, n_classes) and
+(n_folds, n_test, n_models, n_classes): nothing is copied. The index is written last and records
+the arrays' size and modification time, so a pool left half-written by a crash is never read.
+(The ``_`` prefix cannot clash with an experiment's cache files: such folders are not experiments.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stacker.layout import files
+
+POOL_VERSION = 1
+POOL_PREFIX = "_pool"
+_DTYPE = np.dtype("<f4")
+
+
+@dataclass(frozen=True)
+class MappedPool:
+    """oof: (n_rows, n_models, n_classes) and test: (n_folds, n_test, n_models, n_classes), float32
+    read-only views of the mapped files; the rest as recorded by :func:`write_pool`."""
+
+    names: tuple[str, ...]
+    oof: np.ndarray
+    test_ids: np.ndarray
+    test: np.ndarray
+    meta: dict
+    windows: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+
+def pool_paths(cache_dir: Path) -> dict[str, Path]:
+    return {"oof": cache_dir / f"{POOL_PREFIX}.oof.npy", "test": cache_dir / f"{POOL_PREFIX}.test.npy",
+            "index": cache_dir / f"{POOL_PREFIX}.json"}
+
+
+def write_pool(cache_dir: Path, *, keys: Mapping[str, str], experiments: Sequence, skipped: Sequence[str],
+               n_rows: int, n_folds: int, n_classes: int) -> None:
+    """Write the pool of ``experiments`` (collect's validated experiments: ``.name``, ``.meta``,
+    ``.test_ids``, ``.has_windows`` and ``.arrays()`` -> (oof (n_rows, n_classes), test (n_folds,
+    n_test, n_classes))), one at a time. ``keys``: the cache key of every experiment listed under
+    the root, kept or skipped; the pool is current only while they all stay the same.
+    Raises OSError when the cache cannot be written (nothing half-written is left behind).
+    """
+    paths = pool_paths(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    n_test = len(experiments[0].test_ids)
+    shapes = {"oof": (len(experiments), n_rows, n_classes),
+              "test": (len(experiments), n_folds, n_test, n_classes)}
+    handles, temps = {}, {}
+    try:
+        for part in ("oof", "test"):
+            fd, temps[part] = tempfile.mkstemp(prefix=f".{paths[part].name}.", suffix=".tmp",
+                                               dir=cache_dir)
+            handles[part] = os.fdopen(fd, "wb")
+            np.lib.format.write_array_header_1_0(handles[part], {
+                "descr": np.lib.format.dtype_to_descr(_DTYPE), "fortran_order": False,
+                "shape": shapes[part]})
+        for exp in experiments:
+            oof, test = exp.arrays()
+            for part, array in (("oof", oof), ("test", test)):
+                expected = shapes[part][1:]
+                if array.shape != expected:
+                    raise ValueError(f"experiment '{exp.name}': {part} has shape {array.shape}, "
+                                     f"expected {expected}")
+                handles[part].write(np.ascontiguousarray(array, dtype=_DTYPE).data)
+            del oof, test                      # one experiment in memory at a time
+        for handle in handles.values():
+            handle.close()
+        recorded = {}
+        for part in ("oof", "test"):
+            os.replace(temps.pop(part), paths[part])
+            st = os.stat(paths[part])
+            recorded[part] = [st.st_size, st.st_mtime_ns]
+        index = {"version": POOL_VERSION, "keys": dict(keys), "arrays": recorded,
+                 "names": [e.name for e in experiments], "skipped": list(skipped),
+                 "test_ids": experiments[0].test_ids.tolist(),
+                 "meta": {e.name: e.meta for e in experiments},
+                 "windows": [e.name for e in experiments if e.has_windows]}
+        files.atomic_write_text(paths["index"], json.dumps(index, default=str))
+    except BaseException:
+        for handle in handles.values():
+            handle.close()
+        for temp in temps.values():
+            _unlink(temp)
+        if not _index_matches_arrays(paths):
+            for part in ("oof", "test", "index"):
+                _unlink(paths[part])
+        raise
+
+
+def load_pool(cache_dir: Path, *, keys: Mapping[str, str], n_rows: int, n_folds: int,
+              n_classes: int) -> MappedPool | None:
+    """The mapped pool when it was written for exactly ``keys`` (every experiment unchanged, none
+    added or removed) and its files are intact; None otherwise."""
+    paths = pool_paths(cache_dir)
+    try:
+        index = json.loads(paths["index"].read_text(encoding="utf-8"))
+        if index.get("version") != POOL_VERSION or index.get("keys") != dict(keys):
+            return None
+        mapped = {}
+        for part in ("oof", "test"):
+            st = os.stat(paths[part])
+            if [st.st_size, st.st_mtime_ns] != index["arrays"][part]:
+                return None
+            mapped[part] = np.asarray(np.load(paths[part], mmap_mode="r", allow_pickle=False))
+        names = tuple(index["names"])
+        test_ids = np.array(index["test_ids"], dtype=str)
+        if (mapped["oof"].shape != (len(names), n_rows, n_classes)
+                or mapped["test"].shape != (len(names), n_folds, len(test_ids), n_classes)):
+            return None
+        return MappedPool(names=names, oof=np.moveaxis(mapped["oof"], 0, 1), test_ids=test_ids,
+                          test=np.moveaxis(mapped["test"], 0, 2), meta=dict(index["meta"]),
+                          windows=tuple(index["windows"]), skipped=tuple(index["skipped"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _index_matches_arrays(paths) -> bool:
+    try:
+        index = json.loads(paths["index"].read_text(encoding="utf-8"))
+        return all([os.stat(paths[p]).st_size, os.stat(paths[p]).st_mtime_ns] == index["arrays"][p]
+                   for p in ("oof", "test"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _unlink(path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
