@@ -135,7 +135,7 @@ def collect(root: Path | str = files.DEFAULT_ROOT, *, strict: bool = False,
         on_progress(done, len(names))
     for name, key, outcome in _load_cold(root, folds, cold, n_jobs):
         results[name] = outcome
-        if use_cache:
+        if use_cache and not getattr(outcome, "transient", False):
             try:
                 _save_cached(cache_dir, name, key, outcome)
             except OSError:
@@ -304,6 +304,12 @@ def _load_one(args):
         return name, key, load_experiment(root, name, folds)
     except LayoutError as error:
         return name, key, error
+    except OSError as error:   # a folder where a file should be, permissions, a symlink loop
+        unreadable = LayoutError(
+            f"cannot be read ({error.strerror or error}); fix or remove that file",
+            experiment=name, path=error.filename or files.experiment_dir(root, name))
+        unreadable.transient = True   # fixing permissions changes no mtime: never cache it
+        return name, key, unreadable
 
 
 def _load_cold(root, folds, cold, n_jobs):
@@ -321,7 +327,7 @@ def _signature(paths) -> list:
         try:
             st = os.stat(path)
             out.append([str(path), st.st_size, st.st_mtime_ns])
-        except FileNotFoundError:
+        except OSError:       # missing, or unreadable (a symlink loop): the load reports it
             out.append([str(path), None, None])
     return out
 

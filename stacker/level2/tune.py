@@ -131,7 +131,11 @@ def open_study(storage: str, study_name: str, *, direction: str, seed: int, attr
     workers creating one database collide, and under load they collide again after any fixed
     number of retries. Other storages (and sqlite where no lock can be taken) retry those
     collisions up to ``retries`` times."""
-    with process_lock(sqlite_lock_path(storage)):
+    lock = sqlite_lock_path(storage)
+    if lock is not None and not lock.parent.is_dir():
+        raise OptionError(f"`storage` '{redact(storage)}': folder {lock.parent} does not exist; "
+                          "create it or pass a sqlite:/// path in an existing folder")
+    with process_lock(lock):
         return _open_study(storage, study_name, direction=direction, seed=seed, attrs=attrs,
                            retries=retries)
 
@@ -152,10 +156,12 @@ def _open_study(storage: str, study_name: str, *, direction: str, seed: int, att
             study = optuna.load_study(study_name=study_name, storage=rdb, pruner=pruner,
                                       sampler=optuna.samplers.TPESampler(seed=sampler_seed))
             break
-        except (sqlalchemy.exc.DBAPIError, optuna.exceptions.DuplicatedStudyError):
+        except (sqlalchemy.exc.DBAPIError, optuna.exceptions.DuplicatedStudyError) as error:
             # two workers creating one database: tables, alembic stamp or study row collide
             if attempt == retries - 1:
-                raise
+                raise OptionError(f"`storage` '{redact(storage)}' cannot be opened "
+                                  f"({str(error.orig if hasattr(error, 'orig') else error).splitlines()[0]}); "
+                                  "check the URL, the database and its permissions") from None
             time.sleep(0.5 * (attempt + 1))
         except (sqlalchemy.exc.ArgumentError, ImportError, ModuleNotFoundError) as error:
             raise OptionError(f"`storage` '{redact(storage)}' cannot be opened "
