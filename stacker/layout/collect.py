@@ -373,6 +373,19 @@ def _save_cached(cache_dir: Path, name: str, key: str, outcome) -> None:
     """``<name>.json`` (key, meta, test ids or the error) plus ``<name>.oof.npy`` and
     ``<name>.test.npy``: plain .npy files load several times faster than an .npz archive. The
     index is written last and records the arrays' size and mtime, so a half-finished save misses."""
+    try:
+        _write_cached(cache_dir, name, key, outcome)
+    except BaseException:
+        # a full disk or an interrupt: leave no arrays behind that no index describes
+        for part in ("oof", "test"):
+            try:
+                os.unlink(cache_dir / f"{name}.{part}.npy")
+            except OSError:
+                pass
+        raise
+
+
+def _write_cached(cache_dir: Path, name: str, key: str, outcome) -> None:
     index = {"key": key, "error": None}
     if isinstance(outcome, LayoutError):
         index["error"] = str(outcome)

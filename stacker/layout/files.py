@@ -137,9 +137,12 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            # name the user's file, not the temporary one (or none: a full disk's write error)
+            raise type(error)(error.errno, error.strerror or str(error), str(path)) from None
         raise
     return path
 

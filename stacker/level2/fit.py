@@ -36,7 +36,7 @@ from stacker.layout.collect import Collection
 from stacker.level2.inputs import Level2Data, level2_data, window_means
 from stacker.level2.net import StackMLP
 from stacker.level2.params import MLPParams
-from stacker.metrics import Metric, get_metric
+from stacker.metrics import Metric, check_defined, get_metric
 from stacker.runtime import fold_seed
 
 ProgressCallback = Callable[[int, int], None]
@@ -280,6 +280,7 @@ def train_level2(collection: Collection, names: Sequence[str], *, params: MLPPar
         raise OptionError("no input experiments; pass `subset` NAME,... or add level-1 experiments")
     if len(set(seeds)) != len(seeds) or not seeds:
         raise OptionError(f"`seeds` must list distinct integers, got {list(seeds)}")
+    check_defined(metric, collection.y, collection.fold, collection.fold_numbers)
     data = level2_data(collection, names, use_windows=use_windows)
     folds = data.fold_numbers
     n_rows, n_classes = data.y.shape

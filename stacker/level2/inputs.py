@@ -79,8 +79,10 @@ def level2_data(collection: Collection, names: Sequence[str], *, use_windows: bo
 
 
 def _header_columns(path: Path, name: str) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:   # collect has checked it
         header = next(csv.reader(handle), [])
+    if header and header[-1] == "":    # a trailing comma on every line
+        header = header[:-1]
     if len(header) < 2:
         raise LayoutError("has no class columns in its header", experiment=name, path=path)
     return header[1:]

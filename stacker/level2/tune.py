@@ -39,7 +39,7 @@ from stacker.layout.collect import Collection
 from stacker.level2.fit import fit_fold, geometric_mean
 from stacker.level2.inputs import Level2Data, level2_data
 from stacker.level2.params import MLPParams, best_params_path
-from stacker.metrics import Metric, get_metric
+from stacker.metrics import Metric, check_defined, get_metric
 from stacker.runtime import ProgressCallback
 
 HONESTY_NOTE = ("the tuned CV chose these params on the same folds, so it is optimistic; "
@@ -250,6 +250,7 @@ def tune(collection: Collection, names: Sequence[str], *, n_trials: int, timeout
         raise OptionError(f"`n_jobs` must be >= 1, got {n_jobs}")
     if not names:
         raise OptionError("no input experiments; pass `subset` NAME,... or add level-1 experiments")
+    check_defined(metric, collection.y, collection.fold, collection.fold_numbers)
     full = level2_data(collection, names)
     if holdout_fold is not None and holdout_fold not in full.fold_numbers:
         raise OptionError(f"`holdout_fold` {holdout_fold} is not a fold of folds.csv "
