@@ -9,7 +9,8 @@ import typer
 
 # the audio modules import torch and scipy.signal: imported inside the commands so the CLI starts fast
 from stacker import layout
-from stacker.cli.common import console, err_console, frame_table, progress_bar, user_errors
+from stacker.cli.common import (console, err_console, frame_table, progress_bar,
+                                refuse_inputs_as_outputs, user_errors)
 from stacker.errors import OptionError, OutputExistsError
 from stacker.layout import workspace
 from stacker.runtime import fold_seed
@@ -142,6 +143,7 @@ def audio_features_command(
     from first_level.audio.features import get_preset, logmel_statistics, statistics_names
     from first_level.audio.metadata import read_metadata
 
+    refuse_inputs_as_outputs({"--out": out}, {"--meta": meta})
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists; pass --force to overwrite it or choose another --out")
     settings = get_preset(preset.value)

@@ -101,6 +101,24 @@ def user_errors(func):
     return wrapper
 
 
+def refuse_inputs_as_outputs(outputs: dict[str, Path | None], inputs: dict[str, Path | None]) -> None:
+    """``--force`` replaces a command's earlier outputs, never what it reads: OutputExistsError
+    when an output path ({flag: path}) is one of the inputs ({what: path}), even with --force."""
+    from stacker.errors import OutputExistsError
+
+    for flag, out in outputs.items():
+        for what, source in inputs.items():
+            if out is None or source is None:
+                continue
+            try:
+                same = Path(out).resolve() == Path(source).resolve()
+            except OSError:
+                same = False
+            if same:
+                raise OutputExistsError(f"{flag} {out} is {what}, an input of this command; "
+                                        f"write to another path")
+
+
 @contextmanager
 def progress_bar(description: str, total: int | None = None) -> Iterator:
     """A rich progress bar; yields ``update(done, total)`` for library ``on_progress`` callbacks."""
