@@ -543,3 +543,102 @@ def test_red_team(project, command, damage, code, fragment):
     if code != 0:
         added = sorted(set(after) - set(before))
         assert not added, f"a refused command left new files: {added}"
+
+
+# ---------------------------------------------------------------- what the table cannot say
+
+
+def _excel(text: str, *, bom: bool = False, trailing_comma: bool = False, crlf: bool = False) -> bytes:
+    lines = text.splitlines()
+    if trailing_comma:
+        lines = [line + "," for line in lines]
+    out = ("\r\n" if crlf else "\n").join(lines) + ("\r\n" if crlf else "\n")
+    return (b"\xef\xbb\xbf" if bom else b"") + out.encode("utf-8")
+
+
+def test_excel_exports_read_like_the_clean_files(small_layout):
+    """A byte-order mark, CRLF and a trailing comma on every line (Excel's CSV) change nothing."""
+    from stacker.layout.collect import collect
+
+    root = small_layout()
+    clean = collect(root, use_cache=False, n_jobs=1)
+    (root / "classes.txt").write_bytes(_excel("\n".join(clean.classes), bom=True, crlf=True))
+    folds_text = (root / "folds.csv").read_text()
+    (root / "folds.csv").write_bytes(_excel(folds_text, bom=True, crlf=True))
+    for name in clean.names:
+        for k in clean.fold_numbers:
+            for split in layout.SPLITS:
+                path = layout.probs_path(root, name, k, split)
+                path.write_bytes(_excel(path.read_text(), bom=(k == 1), trailing_comma=True))
+    excel = collect(root, use_cache=False, n_jobs=1, strict=True)
+    assert excel.names == clean.names and excel.classes == clean.classes
+    np.testing.assert_array_equal(excel.oof, clean.oof)
+    np.testing.assert_array_equal(excel.test, clean.test)
+
+
+def test_make_folds_keeps_the_users_classes_txt(project):
+    """classes.txt holds the user's submission order and a class no row has yet: kept as it is."""
+    root = project.tmp / "fresh"
+    root.mkdir()
+    mine = "class_d\nclass_c\nclass_b\nclass_a\nclass_e\n".encode()
+    (root / "classes.txt").write_bytes(mine)
+    result = CliRunner().invoke(app, [str(a) for a in MAKE_FOLDS(project)])
+    assert result.exit_code == 0, result.output
+    assert (root / "classes.txt").read_bytes() == mine
+    assert layout.read_folds(root).classes == ("class_d", "class_c", "class_b", "class_a", "class_e")
+
+
+def test_ctrl_c_while_the_cli_is_importing(monkeypatch, capsys):
+    """The console script (stacker.cli.entry:main): one line and exit 130, no traceback."""
+    import importlib.abc
+    import sys
+
+    from stacker.cli import entry
+
+    class Interrupting(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "stacker.cli.app":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "stacker.cli.app")
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    with pytest.raises(SystemExit) as stop:
+        entry.main()
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == "interrupted; rerun to resume\n"
+
+
+def test_our_own_bug_keeps_its_traceback_behind_debug(project, monkeypatch):
+    monkeypatch.setenv("STACK_DEBUG", "0")           # restored after the test (--debug sets it)
+    bug(("stacker.level2.fit", "train_level2"))(project)
+    args = [str(a) for a in TRAIN(project)]
+    hidden = CliRunner().invoke(app, args)
+    assert hidden.exit_code == 2 and "--debug" in hidden.output
+    for how in (["--debug", *args], args):
+        if how is args:
+            monkeypatch.setenv("STACK_DEBUG", "1")
+        shown = CliRunner().invoke(app, how)
+        assert isinstance(shown.exception, ZeroDivisionError), shown.output
+
+
+def test_full_disk_names_the_file_and_leaves_no_half_written_cache(project):
+    full_disk(project)
+    result = CliRunner().invoke(app, ["collect", "--root", str(project.root)])
+    project.monkeypatch.undo()
+    assert result.exit_code == 1, result.output
+    assert "No space left on device" in result.output and "leaderboard.csv" in result.output
+    stack = project.root / layout.STACK_DIR
+    assert not list(stack.rglob("*.npy")) and not list(stack.rglob("*.tmp"))
+    assert not list(project.tmp.rglob(".*.tmp"))
+
+
+def test_a_failed_rename_names_the_users_file_not_the_temporary_one(tmp_path, monkeypatch):
+    def refuse(src, dst):
+        raise PermissionError(errno.EACCES, "Permission denied", src)
+
+    monkeypatch.setattr(layout.files.os, "replace", refuse)
+    with pytest.raises(PermissionError) as error:
+        layout.atomic_write_text(tmp_path / "submission.csv", "x\n")
+    assert error.value.filename == str(tmp_path / "submission.csv")
+    assert list(tmp_path.iterdir()) == []
