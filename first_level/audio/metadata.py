@@ -113,7 +113,7 @@ def _read_frame(path: Path) -> pd.DataFrame:
         raise reading.not_utf8(path, error, what="metadata file") from None
     except pd.errors.EmptyDataError:
         raise MetadataError(f"{path}: metadata file is empty; it needs a header and rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+    except pd.errors.ParserError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise MetadataError(f"{path}: malformed CSV ({first}); every row needs the header's "
                             "fields") from None

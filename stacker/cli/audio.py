@@ -9,8 +9,7 @@ import typer
 
 # the audio modules import torch and scipy.signal: imported inside the commands so the CLI starts fast
 from stacker import layout
-from stacker.cli.common import (console, err_console, frame_table, progress_bar,
-                                refuse_inputs_as_outputs, user_errors)
+from stacker.cli.common import console, err_console, frame_table, progress_bar, refuse_inputs_as_outputs, user_errors
 from stacker.errors import OptionError, OutputExistsError
 from stacker.layout import workspace
 from stacker.runtime import fold_seed
