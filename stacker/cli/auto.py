@@ -79,7 +79,7 @@ def auto_command(
     from stacker.auto import AutoSettings, run_auto
     from stacker.level2.params import resolve_device
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)   # the progress bars say it better
+    optuna.logging.set_verbosity(optuna.logging.ERROR)   # progress bars say it; failures re-raise
     refuse_inputs_as_outputs({"--out": out, "--report": report},
                              {"--template": template, "folds.csv": root / layout.FOLDS_FILE,
                               "classes.txt": root / layout.CLASSES_FILE})

@@ -63,6 +63,17 @@ def debug_enabled() -> bool:
     return os.environ.get("STACK_DEBUG", "").strip() not in ("", "0", "false", "no")
 
 
+def _caused_by_interrupt(error: BaseException) -> bool:
+    """True when a KeyboardInterrupt is in the chain of ``error``'s causes and contexts."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def _error_line(text: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
@@ -91,6 +102,10 @@ def user_errors(func):
         except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
             raise
         except Exception as error:
+            if _caused_by_interrupt(error) and not debug_enabled():
+                # a library cleaning up after Ctrl-C (a rolled-back transaction) raised another error
+                err_console.print(INTERRUPTED, highlight=False)
+                raise typer.Exit(code=EXIT_INTERRUPTED) from None
             if debug_enabled():
                 raise
             detail = str(error).strip().splitlines()[0] if str(error).strip() else ""

@@ -642,3 +642,19 @@ def test_a_failed_rename_names_the_users_file_not_the_temporary_one(tmp_path, mo
         layout.atomic_write_text(tmp_path / "submission.csv", "x\n")
     assert error.value.filename == str(tmp_path / "submission.csv")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_error_raised_while_handling_ctrl_c_still_reads_interrupted(project):
+    """A library cleaning up after Ctrl-C (a rolled-back database session) may raise its own
+    error with the KeyboardInterrupt as its context: that is still an interruption."""
+    def interrupted_then_failed(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("session rolled back")  # noqa: B904 (the implicit context is the point)
+
+    project.monkeypatch.setattr(__import__("stacker.level2.tune", fromlist=["x"]), "tune",
+                                interrupted_then_failed)
+    result = CliRunner().invoke(app, [str(a) for a in TUNE(project)])
+    assert result.exit_code == 130 and "interrupted; rerun to resume" in result.output
+    assert "Traceback" not in result.output
