@@ -174,6 +174,15 @@ def unreadable(path):
     return damage
 
 
+def excel(path):
+    """Excel's 'CSV UTF-8': a byte-order mark, CRLF line ends, a trailing comma on every line."""
+    def damage(p: P):
+        target = path(p)
+        lines = target.read_text(encoding="utf-8").splitlines()
+        target.write_bytes(b"\xef\xbb\xbf" + "".join(f"{line},\r\n" for line in lines).encode())
+    return damage
+
+
 def no_labels(fold=None):
     """Blank the labels of every row (or of one fold); classes.txt keeps the classes."""
     def damage(p: P):
@@ -360,7 +369,10 @@ ROWS = [
     ("make-folds label not in the user's classes.txt", lambda p: MAKE_FOLDS(p, root=p.tmp / "other"),
      lambda p: (p.tmp / "other").mkdir() or (p.tmp / "other" / "classes.txt").write_text(
          "class_d\nclass_c\nclass_b\n"), 1, "label 'class_a' of"),
+    ("make-folds reads an Excel export", MAKE_FOLDS, excel(labels), 0, "wrote"),
     # ---- collect
+    ("collect reads Excel exports", COLLECT, both(excel(folds_csv), excel(probs), excel(probs_test)),
+     0, "3 experiment(s), 60 rows"),
     ("collect latin-1 folds.csv", COLLECT, latin1(folds_csv), 1, NOT_UTF8),
     ("collect gzip folds.csv", COLLECT, gzipped(folds_csv), 1, "gzip archive"),
     ("collect semicolon folds.csv", COLLECT, delimited(folds_csv), 1, "delimiter ';'"),
@@ -441,6 +453,7 @@ ROWS = [
     ("blend template missing", BLEND, lambda p: p.template.unlink(), 1, "template file not found"),
     ("blend template of another test set", BLEND, replace_text(template, "test_00003", "test_x"), 1,
      "template ids are not the layout's test ids"),
+    ("blend reads an Excel template", BLEND, excel(template), 0, "written"),
     ("blend out exists", BLEND, write(lambda p: p.out, "mine\n"), 1, "exists; pass --force"),
     ("blend full disk", BLEND, lambda p: full_disk(p), 1, "No space left on device ("),
     # ---- report
@@ -476,6 +489,8 @@ ROWS = [
      "same columns"),
     ("sklearn params not JSON", lambda p: SKLEARN(p, "--params", "{C: 1}"), nothing, 1,
      "--params is not valid JSON"),
+    ("sklearn reads Excel features", lambda p: SKLEARN(p, "--params", '{"max_iter": 50}'),
+     both(excel(train_csv), excel(features_test)), 0, "wrote"),
     # ---- first-level audio and audio-features
     ("audio latin-1 metadata", AUDIO, latin1(meta_csv), 1, NOT_UTF8),
     ("audio gzip metadata", AUDIO, gzipped(meta_csv), 1, "gzip archive"),
@@ -484,6 +499,7 @@ ROWS = [
     ("audio-features out is the metadata, with force",
      lambda p: FEATURES(p, "--out", p.meta, "--force"), nothing, 1, "an input of this command"),
     ("audio-features utf-16 metadata", FEATURES, utf16(meta_csv), 1, "UTF-16"),
+    ("audio-features reads an Excel metadata file", FEATURES, excel(meta_csv), 0, "wrote"),
 ]
 
 
