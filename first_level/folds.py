@@ -259,18 +259,29 @@ def make_folds(labels_path: Path | str, root: Path | str, *, n_folds: int = 5,
     root = Path(root)
     table = read_label_table(labels_path, label_column=label_column, id_column=id_column,
                              group_column=group_column)
+    # a classes.txt of the user's (their submission's class order, classes no row has yet) is
+    # an input: it is kept, never rewritten, and every label must be in it
+    kept_classes = layout.read_classes_file(root)
+    if kept_classes is not None:
+        unknown = [c for c in table.classes if c not in set(kept_classes)]
+        if unknown:
+            raise LayoutError(f"label '{unknown[0]}' of {table.path} is not in {layout.CLASSES_FILE}"
+                              f" ({len(unknown)} such labels); add it there (the file keeps your "
+                              "class order) or remove the file", path=root / layout.CLASSES_FILE)
     fold = iterative_stratification(table.y, n_folds, groups=table.groups, seed=seed)
     invalidated: tuple[str, ...] = ()
     path = root / layout.FOLDS_FILE
     if path.exists() and layout.fold_hash(table.ids, fold) != _current_hash(root):
         users = experiments_using_folds(root)
-        if users and not force:
+        if not force:
+            used = (f" and is used by {len(users)} experiment(s) ({_names(users)}), which new "
+                    "folds would invalidate" if users else "")
             raise OutputExistsError(
-                f"{path} is used by {len(users)} experiment(s) ({_names(users)}); new folds would "
-                "invalidate them. Use another `root`, or pass `force` and retrain them")
+                f"{path} exists{used}; new folds would replace it. Use another `root`, or pass "
+                "`force` to replace it" + (" and retrain them" if users else ""))
         invalidated = tuple(users)
     layout.write_folds(root, table.ids, table.labels, fold, id_column=table.id_column,
-                       classes=table.classes)
+                       classes=None if kept_classes is not None else table.classes)
     return MadeFolds(path=path, table=table, fold=fold,
                      counts=fold_label_counts(table.y, fold, table.classes),
                      invalidated=invalidated)

@@ -18,6 +18,7 @@ models of two set-ups would give out-of-fold predictions no single model made.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -101,14 +102,16 @@ def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel
     _check_test(test_ids, len(X_test))
     params = _json_normalised(params)
     layout.probs_file_name(format)          # ValueError for an unknown format, before any work
-    _check_existing(root, name, folds, model=model, params=params, seed=seed, force=force)
+    data_hash = input_data_hash(X, folds.ids, position, X_test, test_ids)
+    _check_existing(root, name, folds, model=model, params=params, seed=seed, force=force,
+                    data_hash=data_hash)
     if not force:
         _check_format(root, name, format)
     if force:
         _remove_stale_folds(root, name, folds)
 
     meta = {"model": model, "params": params, "seed": seed, "level": 1,
-            "fold_hash": folds.hash, "classes": list(folds.classes),
+            "fold_hash": folds.hash, "data_hash": data_hash, "classes": list(folds.classes),
             "n_train": int(len(ids)), "n_test": int(len(test_ids)), **(extra_meta or {})}
     layout.write_meta(root, name, {**meta, "created": _now()})   # claims the name for resume
 
@@ -170,8 +173,40 @@ def _check_test(test_ids: np.ndarray, n_rows: int) -> None:
                           "each test row id must appear once")
 
 
+def input_data_hash(X, ids: Sequence[str], position: np.ndarray, X_test,
+                    test_ids: Sequence[str]) -> str:
+    """A short content hash of the training rows (in folds.csv order: ``X[position[i]]`` is row
+    ``ids[i]``) and of the test rows (in sorted test-id order), so that a resumed run can tell
+    that its input data changed. X, X_test: arrays, pandas objects or sequences of arrays."""
+    digest = hashlib.sha1()
+
+    def add(rows, row_ids) -> None:
+        digest.update("\n".join(map(str, row_ids)).encode("utf-8"))
+        if hasattr(rows, "iloc"):
+            import pandas as pd
+            digest.update(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes())
+            return
+        if isinstance(rows, np.ndarray):
+            rows = np.ascontiguousarray(rows)
+            digest.update(f"{rows.dtype}{rows.shape}".encode())
+            digest.update(rows.tobytes())
+            return
+        for item in rows:
+            array = None if item is None else np.ascontiguousarray(np.asarray(item))
+            if array is None or array.dtype == object:
+                digest.update(repr(item).encode("utf-8"))
+            else:
+                digest.update(f"{array.dtype}{array.shape}".encode())
+                digest.update(array.tobytes())
+
+    add(take_rows(X, position), ids)
+    order = np.argsort(np.asarray(test_ids, dtype=str), kind="stable")
+    add(take_rows(X_test, order), np.asarray(test_ids, dtype=str)[order])
+    return digest.hexdigest()[:16]
+
+
 def _check_existing(root: Path, name: str, folds: layout.Folds, *, model: str, params: dict,
-                    seed: int, force: bool) -> None:
+                    seed: int, force: bool, data_hash: str | None = None) -> None:
     """Refuse to resume into an experiment made differently (unless force)."""
     out = layout.experiment_dir(root, name)
     if force or not out.exists():
@@ -194,6 +229,11 @@ def _check_existing(root: Path, name: str, folds: layout.Folds, *, model: str, p
         raise OutputExistsError(
             f"{meta_path}: experiment '{name}' was made with other classes; pass `force` to "
             "retrain it or choose another `name`")
+    if data_hash is not None and meta.get("data_hash") not in (None, data_hash):
+        raise OutputExistsError(
+            f"{meta_path}: experiment '{name}' was made on other input data (data_hash "
+            f"{meta['data_hash']}, the data given now has {data_hash}); resuming would mix "
+            "folds trained on both. Pass `force` to retrain every fold or choose another `name`")
     for key, value in (("model", model), ("params", params), ("seed", seed)):
         if key in meta and meta[key] != value:
             raise OutputExistsError(

@@ -69,9 +69,12 @@ def estimator_spec(name: str) -> EstimatorSpec:
         raise OptionError(f"unknown estimator '{name}'; choose one of {', '.join(ESTIMATORS)} "
                           "or give module:Class (e.g. sklearn.svm:SVC)")
     module_name, _, class_name = name.partition(":")
+    if not module_name.strip() or not class_name.strip():
+        raise OptionError(f"`estimator` '{name}': give both parts of module:Class "
+                          "(e.g. sklearn.svm:SVC)")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
-    except ImportError as error:
+    except (ImportError, ValueError, TypeError) as error:
         raise OptionError(f"`estimator` {name}: cannot import module '{module_name}' "
                           f"({error})") from None
     except AttributeError:
@@ -80,6 +83,10 @@ def estimator_spec(name: str) -> EstimatorSpec:
     if not (inspect.isclass(cls) and hasattr(cls, "fit") and hasattr(cls, "get_params")):
         raise OptionError(f"`estimator` {name}: '{class_name}' is not a scikit-learn estimator "
                           "class (it needs fit and get_params)")
+    if not hasattr(cls, "predict_proba"):
+        raise OptionError(f"`estimator` {name}: '{class_name}' has no predict_proba, so it cannot "
+                          "write probabilities; use a classifier with predict_proba (for SVC: "
+                          "params probability=true)")
 
     def make(seed: int):
         accepts_seed = "random_state" in inspect.signature(cls).parameters
@@ -108,6 +115,10 @@ def build_estimator(name: str, params: dict | None, seed: int, *, task: str):
             base._validate_params()
         except (ValueError, TypeError) as error:
             raise OptionError(f"`params` for {name}: {str(error).splitlines()[0]}") from None
+    if not hasattr(base, "predict_proba"):    # e.g. SVC without probability=True
+        raise OptionError(f"`estimator` {name}: {type(base).__name__} with these params has no "
+                          "predict_proba; set the parameter that enables it (SVC: "
+                          "probability=true) or use another estimator")
     model = base
     if task == "multilabel" and not spec.native_multilabel:
         model = _sklearn("sklearn.multiclass.OneVsRestClassifier")(base)

@@ -223,3 +223,27 @@ def fold_scores(y_true, y_score, fold, fold_numbers, metric: str | Metric = "lwl
     metric = get_metric(metric)
     fold = np.asarray(fold)
     return [metric(y_true[fold == k], y_score[fold == k]) for k in fold_numbers]
+
+
+def check_defined(metric: str | Metric, y_true, fold, fold_numbers) -> None:
+    """Raise LayoutError when ``metric`` has no value on the labels: no labelled row at all, or a
+    fold whose rows leave it undefined (no label in the fold). A choice made on NaN scores would
+    be arbitrary, so every command that scores on the folds refuses first.
+
+    The test: the metric of perfect predictions (y_true itself) must be a number, overall and on
+    every fold. y_true: (n_rows, n_classes) 0/1; fold: (n_rows,).
+    """
+    from stacker.errors import LayoutError
+
+    metric = get_metric(metric)
+    y_true = np.asarray(y_true)
+    perfect = y_true.astype(np.float64)
+    if not y_true.any() or not np.isfinite(metric(y_true, perfect)):
+        raise LayoutError(f"metric {metric.name} is undefined: no row of folds.csv has a label; "
+                          "fill the labels column of folds.csv (stack make-folds)")
+    fold = np.asarray(fold)
+    for k, score in zip(fold_numbers, fold_scores(y_true, perfect, fold, fold_numbers, metric)):
+        if not np.isfinite(score):
+            raise LayoutError(f"metric {metric.name} is undefined on fold {k} of folds.csv: its "
+                              f"{int((fold == k).sum())} rows have no label it can score; label "
+                              "them or rebuild the folds with `stack make-folds`")

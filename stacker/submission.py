@@ -27,6 +27,7 @@ import pandas as pd
 from stacker import layout
 from stacker.blend import DEFAULT_POWER, EPS, LINEAR, check_blend, oof_blend, test_blend
 from stacker.errors import OutputExistsError, TemplateError
+from stacker.layout import reading
 from stacker.layout.collect import Collection
 from stacker.metrics import fold_scores, get_metric
 
@@ -53,12 +54,22 @@ def read_template(path: Path | str, test_ids: Sequence[str], classes: Sequence[s
     if not path.is_file():
         raise TemplateError(f"{path}: template file not found; pass `template` pointing at a CSV "
                             "like sample_submission.csv")
-    with open(path, newline="", encoding="utf-8") as handle:
+    fmt = reading.sniff_text(path, what="template")
+    with open(path, newline="", encoding=fmt.encoding) as handle:
         header = next(csv.reader(handle), [])
+    if fmt.trailing_comma:
+        header = header[:-1]
     if len(header) < 2:
         raise TemplateError(f"{path}: the header must be <id>,<class 1>,...; found "
                             f"{','.join(header) or 'nothing'}")
-    frame = pd.read_csv(path, dtype={header[0]: str}, usecols=[0], keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype={header[0]: str}, usecols=[0], keep_default_na=False,
+                            encoding=fmt.encoding)
+    except UnicodeDecodeError as error:
+        raise reading.not_utf8(path, error, what="template") from None
+    except pd.errors.ParserError as error:
+        raise TemplateError(f"{path}: malformed CSV ({str(error).strip().splitlines()[0]}); every "
+                            "row needs the header's fields") from None
     ids = frame.iloc[:, 0].to_numpy(dtype=str)
     template_classes = header[1:]
     duplicated = pd.Index(ids)[pd.Index(ids).duplicated()]
@@ -94,19 +105,33 @@ def sidecar_path(out: Path | str) -> Path:
     return Path(f"{out}.json")
 
 
-def check_outputs(out: Path | str, *, force: bool) -> None:
-    """OutputExistsError when the submission or its sidecar exists and ``force`` is not set."""
+def check_outputs(out: Path | str, *, force: bool, inputs: Sequence[Path | str | None] = ()) -> None:
+    """OutputExistsError when the submission or its sidecar exists and ``force`` is not set, or
+    (even with ``force``) when either is one of the command's ``inputs`` (the template, folds.csv):
+    ``force`` replaces earlier outputs, never what the command reads."""
+    for path in (Path(out), sidecar_path(out)):
+        for source in inputs:
+            if source is not None and _same_file(path, Path(source)):
+                raise OutputExistsError(f"`out` {path} is {source}, an input of this command; "
+                                        "write the submission to another path")
     for path in (Path(out), sidecar_path(out)):
         if path.exists() and not force:
             raise OutputExistsError(f"{path} exists; pass `force` to overwrite it or choose "
                                     "another `out`")
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
 def write_submission(out: Path | str, template: Template, test_ids: Sequence[str],
                      classes: Sequence[str], probs: np.ndarray, *, force: bool = False) -> Path:
     """Write ``probs`` (n_test, n_classes), rows in ``test_ids`` order and columns in ``classes``
     order, as a CSV in the template's row order and column order."""
-    check_outputs(out, force=force)
+    check_outputs(out, force=force, inputs=[template.path])
     row_of = {str(i): r for r, i in enumerate(test_ids)}
     col_of = {c: j for j, c in enumerate(classes)}
     rows = np.array([row_of[str(i)] for i in template.ids], dtype=np.int64)
@@ -114,6 +139,12 @@ def write_submission(out: Path | str, template: Template, test_ids: Sequence[str
     frame = pd.DataFrame(np.asarray(probs)[rows][:, cols], columns=list(template.classes))
     frame.insert(0, template.id_column, template.ids)
     return layout.atomic_write_text(out, frame.to_csv(index=False, float_format=layout.PROB_FORMAT))
+
+
+def _inputs(collection: Collection, template) -> list:
+    """The files a submission is made from, which ``force`` must never replace."""
+    root = Path(collection.root)
+    return [template, root / layout.FOLDS_FILE, root / layout.CLASSES_FILE]
 
 
 def make_submission(collection: Collection, members: Sequence[str], *, out: Path | str,
@@ -131,7 +162,7 @@ def make_submission(collection: Collection, members: Sequence[str], *, out: Path
         check_blend(blend, power=power, eps=eps)
     members = list(members)
     scorer = get_metric(metric)
-    check_outputs(out, force=force)
+    check_outputs(out, force=force, inputs=_inputs(collection, template))
     shape = (default_template(collection) if template is None
              else read_template(template, collection.test_ids, collection.classes))
     oof = oof_blend(collection, members, blend=blend, weights=weights, intercept=intercept,

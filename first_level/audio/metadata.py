@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from stacker.errors import MetadataError
-from stacker.layout import split_labels
+from stacker.layout import reading, split_labels
 
 FORMATS = ("auto", "fat2019", "esc50", "csv")
 LABEL_COLUMN_GUESSES = ("labels", "label", "category", "class")
@@ -104,17 +104,24 @@ def read_metadata(path: Path | str, *, format: str = "auto", file_column: str | 
 def _read_frame(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise MetadataError(f"{path}: metadata file is missing; pass an existing CSV")
+    if path.stat().st_size == 0:
+        raise MetadataError(f"{path}: metadata file is empty; it needs a header and rows")
+    fmt = reading.sniff_text(path, what="metadata file")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=fmt.encoding)
+    except UnicodeDecodeError as error:
+        raise reading.not_utf8(path, error, what="metadata file") from None
     except pd.errors.EmptyDataError:
         raise MetadataError(f"{path}: metadata file is empty; it needs a header and rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+    except pd.errors.ParserError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise MetadataError(f"{path}: malformed CSV ({first}); every row needs the header's "
                             "fields") from None
     if frame.empty:
         raise MetadataError(f"{path}: metadata has a header but no rows")
     frame.columns = [str(c).strip() for c in frame.columns]
+    if fmt.trailing_comma and frame.columns[-1].startswith("Unnamed:"):
+        frame = frame.iloc[:, :-1]      # Excel's trailing comma on every line
     return frame
 
 

@@ -14,8 +14,12 @@ app = typer.Typer(name="stack", help="Stacking ensembles from K-fold out-of-fold
 
 
 @app.callback()
-def _root() -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected "
+                                                           "error (also: STACK_DEBUG=1).")) -> None:
     """Stacking ensembles from K-fold out-of-fold predictions (see README.md)."""
+    if debug:
+        import os
+        os.environ["STACK_DEBUG"] = "1"
 
 
 # --- command registration: one line per command module (keep this block sorted by command) ---
@@ -70,3 +74,6 @@ def main() -> None:
     except StackError as error:  # a command that forgot @user_errors still prints one line
         typer.echo(f"error: {error}", err=True)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:    # Ctrl-C outside a command (parsing options, importing one)
+        typer.echo("interrupted; rerun to resume", err=True)
+        raise SystemExit(130) from None

@@ -16,6 +16,7 @@ from stacker.cli.common import (
     err_console,
     frame_table,
     progress_bar,
+    refuse_inputs_as_outputs,
     user_errors,
 )
 from stacker.errors import OptionError, OutputExistsError
@@ -155,6 +156,7 @@ def audio_features_command(
     from first_level.audio.features import get_preset, logmel_statistics, statistics_names
     from first_level.audio.metadata import read_metadata
 
+    refuse_inputs_as_outputs({"--out": out}, {"--meta": meta})
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists; pass --force to overwrite it or choose another --out")
     settings = get_preset(preset.value)

@@ -9,7 +9,14 @@ import typer
 from rich.table import Table
 
 from stacker import layout
-from stacker.cli.common import SchedulerOption, console, err_console, progress_bar, user_errors
+from stacker.cli.common import (
+    SchedulerOption,
+    console,
+    err_console,
+    progress_bar,
+    refuse_inputs_as_outputs,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     from stacker.auto import AutoResult
@@ -80,7 +87,10 @@ def auto_command(
     from stacker.auto import AutoSettings, run_auto
     from stacker.level2.params import resolve_device
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)   # the progress bars say it better
+    optuna.logging.set_verbosity(optuna.logging.ERROR)   # progress bars say it; failures re-raise
+    refuse_inputs_as_outputs({"--out": out, "--report": report},
+                             {"--template": template, "folds.csv": root / layout.FOLDS_FILE,
+                              "classes.txt": root / layout.CLASSES_FILE})
 
     settings = AutoSettings(metric=metric, time_budget=time_budget, seed=seed, n_level2=n_level2,
                             max_seeds=max_seeds, device=resolve_device(device))

@@ -59,7 +59,8 @@ def blend_command(
     chosen = [name for name, on in flags.items() if on]
     if len(chosen) != 1:
         raise OptionError("pass exactly one of --geo-mean, --mean, --rank, --weights")
-    check_outputs(out, force=force)
+    check_outputs(out, force=force, inputs=[template, root / layout.FOLDS_FILE,
+                                            root / layout.CLASSES_FILE])
     collection = load_collection(root)
     search = read_subsets(root) if subsets_path(root).exists() else None
     spec = subset if subset is not None else ("best" if search is not None else "all")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -62,25 +64,87 @@ class ProbsFormat(str, Enum):
     parquet = "parquet"
 
 
+INTERRUPTED = "interrupted; rerun to resume"
+EXIT_INTERRUPTED = 130      # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_BUG = 2
+REPORT_HINT = ("this is a bug in stack, not in your files: rerun with --debug (or STACK_DEBUG=1) "
+               "for the traceback and report it with the command you ran")
+
+
+def debug_enabled() -> bool:
+    """True under ``stack --debug`` or ``STACK_DEBUG=1``: unexpected errors keep their traceback."""
+    return os.environ.get("STACK_DEBUG", "").strip() not in ("", "0", "false", "no")
+
+
+def _caused_by_interrupt(error: BaseException) -> bool:
+    """True when a KeyboardInterrupt is in the chain of ``error``'s causes and contexts."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _error_line(text: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 def user_errors(func):
-    """Turn a StackError (a problem with the user's files or options) into one line on stderr and
-    exit code 1, with no traceback."""
+    """The error boundary of a command. A StackError (a problem with the user's files or options)
+    or an OSError (a folder that cannot be written, a full disk) becomes one line on stderr and
+    exit code 1; Ctrl-C becomes "interrupted; rerun to resume" and exit code 130 (every writer is
+    atomic, so nothing is half-written). Anything else is our bug: one line saying how to see its
+    traceback (``--debug`` or ``STACK_DEBUG=1``, which re-raise it) and exit code 2."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except StackError as error:
-            err_console.print(f"[bold red]error:[/] {escape(in_cli_words(str(error), command_flags(func)))}",
-                              highlight=False, soft_wrap=True)
+            _error_line(in_cli_words(str(error), command_flags(func)))
             raise typer.Exit(code=1) from None
         except OSError as error:  # a folder that cannot be written, a full disk: the user's to fix
             where = f" ({error.filename})" if getattr(error, "filename", None) else ""
-            err_console.print(f"[bold red]error:[/] {error.strerror or error}{where}",
-                              highlight=False, soft_wrap=True)
+            _error_line(f"{error.strerror or error}{where}")
             raise typer.Exit(code=1) from None
+        except KeyboardInterrupt:
+            err_console.print(INTERRUPTED, highlight=False)
+            raise typer.Exit(code=EXIT_INTERRUPTED) from None
+        except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as error:
+            if _caused_by_interrupt(error) and not debug_enabled():
+                # a library cleaning up after Ctrl-C (a rolled-back transaction) raised another error
+                err_console.print(INTERRUPTED, highlight=False)
+                raise typer.Exit(code=EXIT_INTERRUPTED) from None
+            if debug_enabled():
+                raise
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            _error_line(f"internal error ({type(error).__name__}{': ' + detail if detail else ''});"
+                        f" {REPORT_HINT}")
+            raise typer.Exit(code=EXIT_BUG) from None
 
     return wrapper
+
+
+def refuse_inputs_as_outputs(outputs: dict[str, Path | None], inputs: dict[str, Path | None]) -> None:
+    """``--force`` replaces a command's earlier outputs, never what it reads: OutputExistsError
+    when an output path ({flag: path}) is one of the inputs ({what: path}), even with --force."""
+    from stacker.errors import OutputExistsError
+
+    for flag, out in outputs.items():
+        for what, source in inputs.items():
+            if out is None or source is None:
+                continue
+            try:
+                same = Path(out).resolve() == Path(source).resolve()
+            except OSError:
+                same = False
+            if same:
+                raise OutputExistsError(f"{flag} {out} is {what}, an input of this command; "
+                                        f"write to another path")
 
 
 @contextmanager

@@ -183,7 +183,7 @@ def tune_command(
     from stacker.level2.params import MLPParams, resolve_device
     from stacker.level2.tune import HONESTY_NOTE, save_best_params, tune
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)   # a failed trial re-raises: one line
     scorer = get_metric(metric)
     device = resolve_device(device)
     base = MLPParams() if max_epochs is None else MLPParams.from_dict({"max_epochs": max_epochs},

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from stacker import layout
-from stacker.cli.common import console, err_console, progress_bar, user_errors
+from stacker.cli.common import console, err_console, progress_bar, refuse_inputs_as_outputs, user_errors
 
 
 @user_errors
@@ -20,6 +20,9 @@ def report_command(
     """Leaderboard, OOF correlation heatmap, subset-search curve, per-class scores of the searched
     blend against the best single model, and level-2 learning curves, in one HTML file."""
     from stacker.report import write_report  # matplotlib: imported only when a report is made
+
+    refuse_inputs_as_outputs({"--out": out}, {"folds.csv": root / layout.FOLDS_FILE,
+                                              "classes.txt": root / layout.CLASSES_FILE})
 
     with progress_bar("collecting experiments") as update:
         report = write_report(root, out, metric=metric, force=force, on_progress=update)

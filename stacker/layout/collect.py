@@ -194,6 +194,8 @@ def _assemble(root, folds, names, results, strict, *, pool_keys=None, cache_dir=
         raise LayoutError(f"no valid experiment under {root}; every one was skipped:\n  "
                           + "\n  ".join(skipped))
     results.clear()          # only ``kept`` refers to the arrays now
+    if pool_keys is not None and any(getattr(o, "transient", False) for o in results.values()):
+        pool_keys = None      # an unreadable experiment is read again next time: no pool
     if pool_keys is not None:
         try:
             pool.write_pool(cache_dir, keys=pool_keys, experiments=kept, skipped=skipped,
@@ -367,6 +369,12 @@ def _load_one(args):
         outcome = load_experiment(root, name, folds)
     except LayoutError as error:
         outcome = error
+    except OSError as error:   # a folder where a file should be, permissions, a symlink loop
+        unreadable = LayoutError(
+            f"cannot be read ({error.strerror or error}); fix or remove that file",
+            experiment=name, path=error.filename or files.experiment_dir(root, name))
+        unreadable.transient = True   # fixing permissions changes no mtime: never cache it
+        return name, unreadable
     if cache_dir is not None:
         try:
             _save_cached(cache_dir, name, key, outcome)
@@ -392,7 +400,7 @@ def _signature(paths) -> list:
         try:
             st = os.stat(path)
             out.append([str(path), st.st_size, st.st_mtime_ns])
-        except FileNotFoundError:
+        except OSError:       # missing, or unreadable (a symlink loop): the load reports it
             out.append([str(path), None, None])
     return out
 
@@ -436,6 +444,19 @@ def _save_cached(cache_dir: Path, name: str, key: str, outcome) -> None:
     """``<name>.json`` (key, meta, test ids or the error) plus ``<name>.oof.npy`` and
     ``<name>.test.npy``: plain .npy files load several times faster than an .npz archive. The
     index is written last and records the arrays' size and mtime, so a half-finished save misses."""
+    try:
+        _write_cached(cache_dir, name, key, outcome)
+    except BaseException:
+        # a full disk or an interrupt: leave no arrays behind that no index describes
+        for part in ("oof", "test"):
+            try:
+                os.unlink(cache_dir / f"{name}.{part}.npy")
+            except OSError:
+                pass
+        raise
+
+
+def _write_cached(cache_dir: Path, name: str, key: str, outcome) -> None:
     index = {"key": key, "error": None}
     if isinstance(outcome, LayoutError):
         index["error"] = str(outcome)

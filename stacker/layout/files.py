@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 import numpy as np
 
 from stacker.errors import LayoutError, OptionError
+from stacker.layout import reading
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -167,9 +168,12 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            # name the user's file, not the temporary one (or none: a full disk's write error)
+            raise type(error)(error.errno, error.strerror or str(error), str(path)) from None
         raise
     return path
 
@@ -261,7 +265,8 @@ def read_classes_file(root: Path | str) -> tuple[str, ...] | None:
     path = Path(root) / CLASSES_FILE
     if not path.exists():
         return None
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = reading.read_text(path, what="classes file")
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(set(names)) != len(names):
         raise LayoutError("a class name appears twice; keep one line per class", path=path)
     return tuple(names)
@@ -353,13 +358,16 @@ def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | No
     """
     import pandas as pd  # on first use: importing the layout stays light
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():   # a symlink loop: sniff_text says so
         raise LayoutError(f"{what} is missing", experiment=experiment, path=path)
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:
         raise LayoutError(f"{what} is empty; rewrite it with a header and rows",
                           experiment=experiment, path=path)
-    with open(path, newline="", encoding="utf-8") as handle:
+    fmt = reading.sniff_text(path, what=what, experiment=experiment)
+    with open(path, newline="", encoding=fmt.encoding) as handle:
         header = next(csv.reader(handle), [])
+    if fmt.trailing_comma:      # Excel's "a,b," on every line: an empty last column, dropped
+        header = header[:-1]
     if not header or not header[0].strip():
         raise LayoutError(f"{what} has no header; the first line must name the columns",
                           experiment=experiment, path=path)
@@ -380,7 +388,12 @@ def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | No
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values={
                 name: ["", "nan", "NaN", "NA"] for name in header[1:]} if float_columns else None,
-                engine="c", index_col=False)
+                engine="c", index_col=False, encoding=fmt.encoding,
+                usecols=list(range(len(header))) if fmt.trailing_comma else None)
+            if fmt.trailing_comma:
+                frame.columns = header
+    except UnicodeDecodeError as error:
+        raise reading.not_utf8(path, error, what=what, experiment=experiment) from None
     except (pd.errors.ParserError, pd.errors.ParserWarning) as error:
         problem = ("a row has more fields than the header"
                    if isinstance(error, pd.errors.ParserWarning) else _first_line(error))
@@ -399,7 +412,7 @@ def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | No
                                                    and last.eq("").any())):
         # pandas fills a short row with NaN (or "" in text columns); tell that apart from a
         # real NaN or empty value
-        _raise_if_short_row(path, len(header), experiment=experiment)
+        _raise_if_short_row(path, len(header), experiment=experiment, encoding=fmt.encoding)
     if not float_columns:
         for name in header[1:]:
             if name != "fold":
@@ -407,9 +420,10 @@ def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | No
     return frame
 
 
-def _raise_if_short_row(path: Path, n_fields: int, *, experiment: str | None = None) -> None:
+def _raise_if_short_row(path: Path, n_fields: int, *, experiment: str | None = None,
+                       encoding: str = "utf-8") -> None:
     """Raise LayoutError at the first non-blank line with fewer fields than the header."""
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding=encoding) as handle:
         reader = csv.reader(handle)
         for fields in reader:
             if fields and len(fields) < n_fields:
@@ -495,7 +509,8 @@ def check_probabilities(values: np.ndarray, *, path=None, experiment=None, ids=N
     row, col = np.argwhere(~in_range)[0]
     where = (f"row '{ids[row]}'" if ids is not None else f"row {row}") + ", column " + (
         f"'{columns[col]}'" if columns is not None else str(col))
-    problem = "is NaN or infinite" if not finite[row, col] else f"is {values[row, col]:g}, outside [0, 1]"
+    # str() of the stored float: the shortest text that reads back as it (1.0000001, not 1)
+    problem = "is NaN or infinite" if not finite[row, col] else f"is {str(values[row, col])}, outside [0, 1]"
     raise LayoutError(f"{where}: value {problem}; predictions must be probabilities in [0, 1]",
                       experiment=experiment, path=path)
 
@@ -642,12 +657,31 @@ def read_windows(root: Path | str, name: str, fold: int, split: str, ids: Iterab
         if not path.exists():
             raise LayoutError(f"per-window file for id '{row_id}' is missing; write one .npy per "
                               "row or none at all", experiment=name, path=path)
-        array = np.load(path, allow_pickle=False).astype(np.float32, copy=False)
+        try:
+            array = np.load(path, allow_pickle=False).astype(np.float32, copy=False)
+        except (ValueError, OSError, EOFError) as error:
+            raise LayoutError(f"per-window file for id '{row_id}' is not a readable .npy array "
+                              f"({_first_line(error)}); rewrite it with numpy.save",
+                              experiment=name, path=path) from None
         if array.ndim != 2:
             raise LayoutError(f"per-window array has shape {array.shape}; expected "
                               "(windows, classes)", experiment=name, path=path)
+        check_window_values(array, path=path, experiment=name)
         arrays.append(array if column_order is None else array[:, column_order])
     return arrays
+
+
+def check_window_values(array: np.ndarray, *, path=None, experiment=None) -> None:
+    """Raise LayoutError at the first NaN/inf or value outside [0, 1] of a per-window array
+    (n_windows, n_classes), naming its window and column."""
+    in_range = np.isfinite(array) & (array >= 0) & (array <= 1)
+    if in_range.all():
+        return
+    window, col = np.argwhere(~in_range)[0]
+    value = array[window, col]
+    problem = "is NaN or infinite" if not np.isfinite(value) else f"is {str(value)}, outside [0, 1]"
+    raise LayoutError(f"window {window}, column {col}: value {problem}; per-window predictions "
+                      "must be probabilities in [0, 1]", experiment=experiment, path=path)
 
 
 # ---------------------------------------------------------------- meta.json
@@ -659,12 +693,16 @@ def read_meta(root: Path | str, name: str) -> dict:
     if not path.exists():
         return {}
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(reading.read_text(path, what="meta.json", experiment=name))
     except json.JSONDecodeError as error:
         raise LayoutError(f"not valid JSON (line {error.lineno}): {error.msg}; fix or delete it",
                           experiment=name, path=path) from None
     if not isinstance(meta, dict):
         raise LayoutError("must hold a JSON object", experiment=name, path=path)
+    level = meta.get("level", 1)
+    if isinstance(level, bool) or not isinstance(level, int) or level < 1:
+        raise LayoutError(f"\"level\" is {json.dumps(level)}; it must be a whole number (1 for "
+                          "first-level models, 2 for stacked ones)", experiment=name, path=path)
     return meta
 
 

@@ -39,7 +39,7 @@ from stacker.level2.inner import INNER_HOLDOUT, ON_FOLD, check_mode, inner_holdo
 from stacker.level2.inputs import Level2Data, level2_data, window_means
 from stacker.level2.net import StackMLP
 from stacker.level2.params import MLPParams
-from stacker.metrics import Metric, fold_scores, get_metric
+from stacker.metrics import Metric, check_defined, fold_scores, get_metric
 from stacker.parallel import map_units
 from stacker.runtime import ProgressCallback, fold_seed, torch_threads
 
@@ -309,6 +309,7 @@ def train_level2(collection: Collection, names: Sequence[str], *, params: MLPPar
         raise OptionError("no input experiments; pass `subset` NAME,... or add level-1 experiments")
     if len(set(seeds)) != len(seeds) or not seeds:
         raise OptionError(f"`seeds` must list distinct integers, got {list(seeds)}")
+    check_defined(metric, collection.y, collection.fold, collection.fold_numbers)
     data = level2_data(collection, names, use_windows=use_windows)
     folds = data.fold_numbers
     n_rows, n_classes = data.y.shape

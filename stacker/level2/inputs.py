@@ -82,8 +82,10 @@ def _header_columns(path: Path, name: str) -> list[str]:
     """The class columns of a probs.csv or probs.parquet, in file order."""
     if path.suffix == ".parquet":
         return list(layout.read_probs(path, experiment=name).columns)
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:   # collect has checked it
         header = next(csv.reader(handle), [])
+    if header and header[-1] == "":    # a trailing comma on every line
+        header = header[:-1]
     if len(header) < 2:
         raise LayoutError("has no class columns in its header", experiment=name, path=path)
     return header[1:]

@@ -11,6 +11,7 @@ from typing import Mapping
 import torch
 
 from stacker.errors import OptionError
+from stacker.layout import reading
 from stacker.layout.workspace import best_params_path
 
 
@@ -92,7 +93,7 @@ def read_params(spec: str | Path | None, root: Path | str) -> tuple[MLPParams, d
         hint = "run `stack tune` first" if str(spec) == "best" else "check the path"
         raise OptionError(f"`params`: {path} does not exist; {hint}")
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(reading.read_text(path, what="`params` file"))
     except json.JSONDecodeError as error:
         raise OptionError(f"`params`: {path} is not valid JSON (line {error.lineno}: {error.msg})") from None
     if not isinstance(document, dict):

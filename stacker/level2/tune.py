@@ -43,7 +43,7 @@ from stacker.level2.inner import INNER_HOLDOUT
 from stacker.level2.inputs import Level2Data, level2_data
 from stacker.level2.params import MLPParams, best_params_path
 from stacker.level2.storage import storage_url
-from stacker.metrics import Metric, get_metric
+from stacker.metrics import Metric, check_defined, get_metric
 from stacker.runtime import ProgressCallback
 
 HONESTY_NOTE = ("the tuned CV chose these params on the same folds, so it is optimistic; "
@@ -135,7 +135,11 @@ def open_study(storage: str, study_name: str, *, direction: str, seed: int, attr
     workers creating one database collide, and under load they collide again after any fixed
     number of retries. Other storages (and sqlite where no lock can be taken) retry those
     collisions up to ``retries`` times."""
-    with process_lock(sqlite_lock_path(storage)):
+    lock = sqlite_lock_path(storage)
+    if lock is not None and not lock.parent.is_dir():
+        raise OptionError(f"`storage` '{redact(storage)}': folder {lock.parent} does not exist; "
+                          "create it or pass a sqlite:/// path in an existing folder")
+    with process_lock(lock):
         return _open_study(storage, study_name, direction=direction, seed=seed, attrs=attrs,
                            retries=retries)
 
@@ -162,10 +166,12 @@ def _open_study(storage: str, study_name: str, *, direction: str, seed: int, att
                 if (isinstance(error, sqlalchemy.exc.OperationalError)
                         and not storage.startswith("sqlite")):   # a server that cannot be reached
                     reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-                    raise OptionError(f"--storage '{redact(storage)}' cannot be reached "
+                    raise OptionError(f"`storage` '{redact(storage)}' cannot be reached "
                                       f"({reason}); check the host, port, user, password and "
                                       "database") from None
-                raise
+                raise OptionError(f"`storage` '{redact(storage)}' cannot be opened "
+                                  f"({str(error.orig if hasattr(error, 'orig') else error).splitlines()[0]}); "
+                                  "check the URL, the database and its permissions") from None
             time.sleep(0.5 * (attempt + 1))
         except (sqlalchemy.exc.ArgumentError, ImportError, ModuleNotFoundError) as error:
             raise OptionError(f"`storage` '{redact(storage)}' cannot be opened "
@@ -254,6 +260,7 @@ def tune(collection: Collection, names: Sequence[str], *, n_trials: int, timeout
         raise OptionError(f"`n_jobs` must be >= 1, got {n_jobs}")
     if not names:
         raise OptionError("no input experiments; pass `subset` NAME,... or add level-1 experiments")
+    check_defined(metric, collection.y, collection.fold, collection.fold_numbers)
     full = level2_data(collection, names)
     if holdout_fold is not None and holdout_fold not in full.fold_numbers:
         raise OptionError(f"`holdout_fold` {holdout_fold} is not a fold of folds.csv "

@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 from stacker.blend import DEFAULT_POWER, EPS, check_blend, check_weights, finalize, transform
 from stacker.errors import OptionError
 from stacker.layout.collect import Collection
-from stacker.metrics import fold_scores, get_metric
+from stacker.metrics import check_defined, fold_scores, get_metric
 from stacker.runtime import ProgressCallback
 from stacker.search import methods as sm
 from stacker.search.backends import make_walker
@@ -204,6 +204,8 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
     if oof.size and not (np.min(oof) >= 0 and np.max(oof) <= 1):
         raise OptionError("oof must hold probabilities in [0, 1] (no NaN); check the experiments "
                           "with `stack collect`")
+    check_defined(scorer_metric, y, fold, sorted(np.unique(fold)) if fold_numbers is None
+                  else fold_numbers)
     max_size = n_models if max_size is None else int(max_size)
     if max_size < 1:
         raise OptionError(f"`max_size` must be at least 1, got {max_size}")

@@ -130,7 +130,9 @@ def test_refuses_to_replace_folds_in_use(tmp_path):
         f"r{i},{'ab'[i % 2]}\n" for i in range(20)))
     root = tmp_path / "root"
     first = make_folds(labels, root, n_folds=4, seed=0)
-    make_folds(labels, root, n_folds=5, seed=0)          # no experiment yet: fine
+    with pytest.raises(OutputExistsError, match=r"folds.csv exists; new folds would replace it"):
+        make_folds(labels, root, n_folds=5, seed=0)      # no experiment yet: still the user's file
+    make_folds(labels, root, n_folds=5, seed=0, force=True)
     folds = layout.read_folds(root)
     layout.write_meta(root, "exp", {"fold_hash": folds.hash})
     (root / "exp" / "fold_0").mkdir()
