@@ -517,6 +517,12 @@ def full_disk(p: P):
         def __exit__(self, *exc):
             self.handle.close()
 
+        def close(self):
+            self.handle.close()
+
+        def fileno(self):
+            return self.handle.fileno()
+
         def write(self, data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
