@@ -30,6 +30,7 @@ from stacker.layout.files import (
     fold_dir,
     fold_hash,
     has_windows,
+    install_experiment,
     json_default,
     labels_to_matrix,
     list_experiments,
@@ -57,7 +58,7 @@ __all__ = ["CLASSES_FILE", "DEFAULT_ROOT", "FOLDS_FILE", "META_FILE", "PROB_FORM
            "PARQUET_PROBS_FILE", "PROBS_FILES", "SPLITS",
            "STACK_DIR", "Folds", "Probs", "atomic_save_npy", "atomic_write_bytes", "atomic_write_json",
            "atomic_write_text", "check_probabilities", "experiment_dir", "fold_dir", "fold_hash",
-           "has_windows", "check_experiment_name", "json_default", "labels_to_matrix", "list_experiments", "list_fold_numbers",
+           "has_windows", "install_experiment", "check_experiment_name", "json_default", "labels_to_matrix", "list_experiments", "list_fold_numbers",
            "find_probs", "probs_file_name", "probs_path", "read_parquet_table", "read_classes_file", "read_csv_table", "read_folds", "read_meta", "read_probs",
            "read_windows", "split_labels", "stack_dir", "windows_path", "write_fold_predictions",
            "write_folds", "write_meta", "write_parquet_probs", "write_probs", "Collection", "collect"]

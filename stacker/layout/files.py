@@ -118,6 +118,23 @@ def check_experiment_name(name: str) -> str:
     return name
 
 
+def install_experiment(staging: Path | str, root: Path | str, name: str) -> Path:
+    """Rename experiment ``name``, written whole under the staging root ``staging``, into ``root``.
+    An existing one is renamed aside first and deleted after, so a reader never sees half of
+    either. The caller decides beforehand whether replacing is allowed."""
+    import shutil
+
+    target = experiment_dir(root, name)
+    if target.exists():
+        trash = Path(staging).with_name(Path(staging).name + "-replaced")
+        target.rename(trash)
+        experiment_dir(staging, name).rename(target)
+        shutil.rmtree(trash)
+    else:
+        experiment_dir(staging, name).rename(target)
+    return target
+
+
 def list_experiments(root: Path | str) -> list[str]:
     """Names of the folders under ``root`` that hold at least one ``fold_<k>`` folder, sorted."""
     root = Path(root)

@@ -379,15 +379,9 @@ def _write(root: Path, name: str, folds: files.Folds, oof: np.ndarray, test_ids:
             files.write_fold_predictions(staging, name, k, "test", test_ids, test[i],
                                          folds.classes, id_column=folds.id_column, format=format)
         files.write_meta(staging, name, meta)
-        target = files.experiment_dir(root, name)
-        if target.exists():
+        if files.experiment_dir(root, name).exists():
             check_name(root, name, force=force)
-            trash = staging.with_name(staging.name + "-replaced")
-            target.rename(trash)
-            files.experiment_dir(staging, name).rename(target)
-            shutil.rmtree(trash)
-        else:
-            files.experiment_dir(staging, name).rename(target)
+        target = files.install_experiment(staging, root, name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -87,15 +87,9 @@ def write_level2(root: Path | str, name: str, result: Level2Result, collection: 
             meta["cv_note"] = OPTIMISTIC_NOTE
         meta.update(extra_meta or {})
         layout.write_meta(staging, name, meta)
-        target = layout.experiment_dir(root, name)
-        if target.exists():
+        if layout.experiment_dir(root, name).exists():
             check_output(root, name, force=force, inputs=result.names)
-            trash = staging.with_name(staging.name + "-replaced")
-            target.rename(trash)
-            layout.experiment_dir(staging, name).rename(target)
-            shutil.rmtree(trash)
-        else:
-            layout.experiment_dir(staging, name).rename(target)
+        target = layout.install_experiment(staging, root, name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
