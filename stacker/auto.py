@@ -421,9 +421,9 @@ def _tune(root: Path, pool: Collection, settings: AutoSettings, state: dict, hol
     complete = trials[trials.state == "complete"] if len(trials) else trials
     folds_fitted = int(trials.folds_done.sum()) if len(trials) else 0
     fit_seconds = (elapsed / folds_fitted) if (not done and folds_fitted) else (done or {}).get("fit_seconds")
-    configs = _diverse_configs(complete, base, settings.n_level2, TUNED_PARAMS)
+    configs = _diverse_configs(complete, base, settings.n_level2, TUNED_PARAMS, result.seconds)
     if not configs:
-        configs = [base]
+        configs = [(base, math.nan)]
     info = {"holdout_fold": holdout, "study": study_name, "storage": str(storage_path),
             "n_complete": result.n_complete, "n_pruned": result.n_pruned,
             "best_value": result.best_value, "fit_seconds": fit_seconds,
@@ -433,10 +433,10 @@ def _tune(root: Path, pool: Collection, settings: AutoSettings, state: dict, hol
     return configs, info
 
 
-def _diverse_configs(trials, base, n: int, keys: Sequence[str]) -> list:
+def _diverse_configs(trials, base, n: int, keys: Sequence[str], seconds: dict) -> list[tuple]:
     """The best trial, then up to ``n - 1`` good trials each as far as possible (in the normalised
     parameter space) from those already taken. "Good": the better half of the finished trials (at
-    least ``n``).
+    least ``n``). Returns [(params, seconds per fold model in its trial)].
     """
     if n <= 0 or trials is None or not len(trials):
         return []
@@ -461,7 +461,8 @@ def _diverse_configs(trials, base, n: int, keys: Sequence[str]) -> list:
         row = good.iloc[i]
         overrides = {k: (int(row[k]) if isinstance(getattr(base, k), int) else float(row[k]))
                      for k in columns}
-        configs.append(replace(base, **overrides))
+        per_fold = seconds.get(int(row["trial"]), math.nan) / max(1, int(row["folds_done"]))
+        configs.append((replace(base, **overrides), per_fold))
     return configs
 
 
@@ -473,15 +474,23 @@ def _train_level2(root: Path, collection: Collection, pool: Collection, configs:
     from stacker.level2.store import write_level2
 
     n_folds = len(pool.fold_numbers)
+    reserve = 0.05 * settings.time_budget          # the final searches, the submission, the report
+
+    def cost(config_seconds: float, n_seeds: int) -> float:
+        """Seconds to train one configuration: its fold models as timed in its trial (else the
+        tuning's mean), all folds and seeds, plus a margin for the test predictions and files."""
+        per_fold = config_seconds if config_seconds == config_seconds else tuning.get("fit_seconds") or 0.0
+        return 1.25 * per_fold * n_folds * n_seeds
+
     plan = state.get("plan")
     if not (isinstance(plan, dict) and plan.get("time_budget") == settings.time_budget):
-        remaining = max(0.0, deadline - time.perf_counter() - 0.05 * settings.time_budget)
-        per_fit = tuning.get("fit_seconds") or 0.0
+        remaining = max(0.0, deadline - time.perf_counter() - reserve)
         seeds, count = settings.max_seeds, len(configs)
-        if per_fit > 0 and settings.n_trials is None:
+        if settings.n_trials is None:
             # as many seeds as the budget allows for every configuration, then fewer configurations
-            seeds = int(min(settings.max_seeds, max(1, remaining // (per_fit * n_folds * count))))
-            while count > 1 and per_fit * n_folds * count * seeds > remaining:
+            while seeds > 1 and sum(cost(c, seeds) for _, c in configs) > remaining:
+                seeds -= 1
+            while count > 1 and sum(cost(c, seeds) for _, c in configs[:count]) > remaining:
                 count -= 1
         # the plan is kept, so an interrupted run resumes it instead of re-planning on its leftover time
         plan = {"time_budget": settings.time_budget, "seeds": seeds, "count": count}
@@ -489,10 +498,10 @@ def _train_level2(root: Path, collection: Collection, pool: Collection, configs:
         workspace.write_auto_state(root, state)
     count = min(int(plan["count"]), len(configs))
     if count < len(configs):
-        notes.append(f"time budget: {count} of {len(configs)} level-2 configurations trained")
+        notes.append(f"time budget: {count} of {len(configs)} level-2 configurations planned")
     seed_list = [settings.seed + i for i in range(int(plan["seeds"]))]
     trained: dict[str, dict] = {}
-    for i, params in enumerate(configs[:count], start=1):
+    for i, (params, seconds) in enumerate(configs[:count], start=1):
         name = f"{LEVEL2_PREFIX}{i}"
         record = {"auto_key": key, "params": params.to_dict(), "seeds": seed_list,
                   "inputs": list(pool.names)}
@@ -504,6 +513,11 @@ def _train_level2(root: Path, collection: Collection, pool: Collection, configs:
         if meta is not None and all(meta.get(k) == v for k, v in record.items()):
             trained[name] = {**record, "cv": meta.get("cv"), "reused": True}
             continue
+        late = time.perf_counter() + cost(seconds, len(seed_list)) > deadline - reserve
+        if trained and settings.n_trials is None and late:
+            # slower than planned (a busier machine): keep the budget, skip the rest
+            notes.append(f"time budget: stopped after {len(trained)} level-2 experiment(s)")
+            break
         with stage(f"level 2: {name} ({len(seed_list)} seed(s) x {n_folds} folds)") as update:
             result = train_level2(pool, list(pool.names), params=params, seeds=seed_list,
                                   metric=settings.metric, device=settings.device, on_progress=update,

@@ -24,7 +24,7 @@ import hashlib
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -206,6 +206,7 @@ class TuneResult:
     holdout_fold: int | None
     holdout_score: float | None
     holdout_default_score: float | None
+    seconds: dict = field(default_factory=dict)     # trial number -> wall seconds (not reproducible)
 
 
 def cv_objective(data: Level2Data, params: MLPParams, *, metric: Metric, seed: int, device: str,
@@ -328,7 +329,8 @@ def _summarise(study, storage, metric, names, data, full, holdout_fold, base_par
                       inputs=tuple(names), best_params=best_params, best_value=best_value,
                       trials=frame, n_complete=len(complete), n_pruned=int(pruned),
                       n_this_run=n_this_run, holdout_fold=recorded_holdout, holdout_score=held,
-                      holdout_default_score=held_default)
+                      holdout_default_score=held_default,
+                      seconds={t.number: t.duration.total_seconds() for t in trials if t.duration})
 
 
 def save_best_params(root: Path | str, result: TuneResult, *, fold_hash: str) -> Path:
