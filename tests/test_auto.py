@@ -113,10 +113,12 @@ def test_choose_takes_the_best_nested_cv_and_the_simpler_on_ties():
 
 def test_cli_ends_with_the_table(layout_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["auto", "--root", str(layout_root), "--n-level2", "0",
-                                      "--time-budget", "60"])
+    result = CliRunner().invoke(app, ["auto", "--root", str(layout_root), "--n-level2", "1",
+                                      "--trials", "1", "--max-seeds", "1", "--time-budget", "60"])
     assert result.exit_code == 0, result.output
     assert "stack auto" in result.output and "(chosen)" in result.output
+    assert "auto_mlp_1" in result.output
+    assert json.loads((tmp_path / "submission.csv.json").read_text())["auto"]["n_trials"] == 1
     assert "nested CV" in result.output and (tmp_path / "submission.csv").exists()
     refused = CliRunner().invoke(app, ["auto", "--root", str(layout_root), "--n-level2", "0",
                                        "--report", "submission.csv"])

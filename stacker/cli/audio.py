@@ -11,6 +11,7 @@ import typer
 from stacker import layout
 from stacker.cli.common import (
     ProbsFormat,
+    RootOption,
     SchedulerOption,
     console,
     err_console,
@@ -66,7 +67,7 @@ def audio_command(
     epochs: Annotated[Optional[int], typer.Option(help="Most epochs per fold (default: the "
                                                        "preset's).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (crops, augmentation, weights).")] = 0,
-    root: Annotated[Path, typer.Option(help="Root folder of the prediction layout.")] = layout.DEFAULT_ROOT,
+    root: RootOption = layout.DEFAULT_ROOT,
     force: Annotated[bool, typer.Option(help="Retrain every fold, replacing what exists.")] = False,
     skip_bad_files: Annotated[bool, typer.Option(help="Skip bad files and rows with a warning "
                                                       "instead of stopping.")] = False,

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from stacker import layout
 from stacker.cli.common import (
+    RootOption,
     SchedulerOption,
     console,
     err_console,
@@ -60,7 +61,7 @@ def auto_table(result: "AutoResult") -> Table:
 
 @user_errors
 def auto_command(
-    root: Annotated[Path, typer.Option(help="Root folder of the prediction layout.")] = layout.DEFAULT_ROOT,
+    root: RootOption = layout.DEFAULT_ROOT,
     metric: Annotated[str, typer.Option(help="Metric to choose by: lwlrap, lrap, roc_auc, map, "
                                               "log_loss, accuracy.")] = "lwlrap",
     time_budget: Annotated[float, typer.Option(help="Seconds for the whole run; tuning and level-2 "
@@ -75,6 +76,10 @@ def auto_command(
     max_seeds: Annotated[int, typer.Option(help="Seeds averaged per level-2 experiment, as the "
                                                  "budget allows.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    trials: Annotated[Optional[int], typer.Option(help="Tune exactly this many trials and train every "
+                                                       "configuration with --max-seeds seeds: the run "
+                                                       "is reproducible to the bit. Default: the time "
+                                                       "budget decides (recorded in the outputs).")] = None,
     device: Annotated[str, typer.Option(help="Level-2 device: cpu, cuda or auto.")] = "cpu",
     force: Annotated[bool, typer.Option(help="Replace an existing --out/--report not written by "
                                              "stack auto.")] = False,
@@ -93,7 +98,7 @@ def auto_command(
                               "classes.txt": root / layout.CLASSES_FILE})
 
     settings = AutoSettings(metric=metric, time_budget=time_budget, seed=seed, n_level2=n_level2,
-                            max_seeds=max_seeds, device=resolve_device(device))
+                            max_seeds=max_seeds, device=resolve_device(device), n_trials=trials)
     result = run_auto(root, settings=settings, template=template, out=out, report=report, force=force,
                       stage=progress_bar, scheduler=scheduler)
     for note in result.notes:

@@ -7,7 +7,7 @@ import typer
 
 from stacker import layout
 from stacker.blend import EPS
-from stacker.cli.common import console, frame_table, load_collection, user_errors
+from stacker.cli.common import RootOption, console, frame_table, load_collection, user_errors
 from stacker.errors import OptionError
 from stacker.layout.workspace import read_subsets, subsets_path
 from stacker.search.subsets import resolve_subset, searched_weights
@@ -37,7 +37,7 @@ def blend_command(
     rank: Annotated[bool, typer.Option("--rank", help="Mean of within-row class ranks.")] = False,
     weights: Annotated[bool, typer.Option("--weights", help="The weights (and blend) of the last "
                                           "search, e.g. from --method ges.")] = False,
-    root: Annotated[Path, typer.Option(help="Root folder of the prediction layout.")] = layout.DEFAULT_ROOT,
+    root: RootOption = layout.DEFAULT_ROOT,
     subset: Annotated[Optional[str], typer.Option(help="best (the last search's choice), all, or "
                                                        "NAME,NAME,...; default best when a search "
                                                        "exists, else all.")] = None,

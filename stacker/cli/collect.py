@@ -1,19 +1,18 @@
 """`stack collect`: validate and align every experiment, print the leaderboard and correlations."""
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from stacker import layout
-from stacker.cli.common import console, frame_table, load_collection, user_errors
+from stacker.cli.common import RootOption, console, frame_table, load_collection, user_errors
 from stacker.layout import workspace
 from stacker.metrics import get_metric
 
 
 @user_errors
 def collect_command(
-    root: Annotated[Path, typer.Option(help="Root folder of the prediction layout.")] = layout.DEFAULT_ROOT,
+    root: RootOption = layout.DEFAULT_ROOT,
     metric: Annotated[str, typer.Option(help="Metric for the leaderboard: lwlrap, lrap, roc_auc, "
                                               "map, log_loss, accuracy.")] = "lwlrap",
     strict: Annotated[bool, typer.Option(help="Fail (exit 1) on the first bad experiment instead "

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from stacker import layout
-from stacker.cli.common import console, err_console, frame_table, user_errors
+from stacker.cli.common import RootOption, console, err_console, frame_table, user_errors
 
 
 @user_errors
@@ -21,7 +21,7 @@ def make_folds_command(
     id_column: Annotated[Optional[str], typer.Option(
         help="Column holding the row id (default: the first column).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the random tie-breaks.")] = 0,
-    root: Annotated[Path, typer.Option(help="Root folder of the prediction layout.")] = layout.DEFAULT_ROOT,
+    root: RootOption = layout.DEFAULT_ROOT,
     force: Annotated[bool, typer.Option(help="Replace a folds.csv that experiments already use "
                                              "(they must then be retrained).")] = False,
 ) -> None:

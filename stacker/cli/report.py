@@ -6,12 +6,12 @@ from typing import Annotated
 import typer
 
 from stacker import layout
-from stacker.cli.common import console, err_console, progress_bar, refuse_inputs_as_outputs, user_errors
+from stacker.cli.common import RootOption, console, err_console, progress_bar, refuse_inputs_as_outputs, user_errors
 
 
 @user_errors
 def report_command(
-    root: Annotated[Path, typer.Option(help="Root folder of the prediction layout.")] = layout.DEFAULT_ROOT,
+    root: RootOption = layout.DEFAULT_ROOT,
     out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
     metric: Annotated[str, typer.Option(help="Metric for the leaderboard: lwlrap, lrap, roc_auc, "
                                               "map, log_loss, accuracy.")] = "lwlrap",

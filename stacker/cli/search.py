@@ -1,14 +1,13 @@
 """`stack search-subsets`: choose the experiments to blend, with the nested-CV estimate."""
 
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from stacker import layout
 from stacker.blend import DEFAULT_POWER, EPS
-from stacker.cli.common import console, err_console, frame_table, load_collection, progress_bar, user_errors
+from stacker.cli.common import RootOption, console, err_console, frame_table, load_collection, progress_bar, user_errors
 from stacker.layout import workspace
 from stacker.search.engine import SearchResult, search_subsets
 from stacker.search.subsets import resolve_subset
@@ -65,7 +64,7 @@ def show_result(result: SearchResult, top: int) -> None:
 
 @user_errors
 def search_subsets_command(
-    root: Annotated[Path, typer.Option(help="Root folder of the prediction layout.")] = layout.DEFAULT_ROOT,
+    root: RootOption = layout.DEFAULT_ROOT,
     metric: Annotated[str, typer.Option(help="Metric to maximise (lwlrap, lrap: fast path; "
                                               "roc_auc, map, log_loss, accuracy).")] = "lwlrap",
     blend: Annotated[BlendChoice, typer.Option(help="How members are blended.")] = BlendChoice.geo_mean,

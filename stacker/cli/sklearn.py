@@ -8,7 +8,7 @@ import typer
 
 from first_level.sklearn_models import ESTIMATORS, model_factory
 from stacker import layout
-from stacker.cli.common import ProbsFormat, SchedulerOption, console, frame_table, progress_bar, user_errors
+from stacker.cli.common import ProbsFormat, RootOption, SchedulerOption, console, frame_table, progress_bar, user_errors
 from stacker.errors import OptionError
 
 
@@ -36,7 +36,7 @@ def sklearn_command(
     name: Annotated[str, typer.Option(help="Experiment name (a folder under ROOT).")],
     params: Annotated[Optional[str], typer.Option(help="Estimator parameters as a JSON object.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the estimator.")] = 0,
-    root: Annotated[Path, typer.Option(help="Root folder of the prediction layout.")] = layout.DEFAULT_ROOT,
+    root: RootOption = layout.DEFAULT_ROOT,
     force: Annotated[bool, typer.Option(help="Retrain every fold, replacing what exists.")] = False,
     metric: Annotated[str, typer.Option(help="Metric for the CV scores.")] = "lwlrap",
     threads: Annotated[Optional[int], typer.Option(help="Cap on BLAS/OpenMP threads "
