@@ -44,6 +44,7 @@ from stacker.layout.collect import Collection, collect
 from stacker.metrics import fold_scores, get_metric
 from stacker.runtime import ProgressCallback
 from stacker.search.engine import SearchResult, search_subsets
+from stacker.submission import sidecar_path
 
 MADE_BY = "stack auto"
 LEVEL2_PREFIX = "auto_mlp_"
@@ -266,20 +267,15 @@ def _made_by_auto(meta: dict) -> bool:
 
 # ---------------------------------------------------------------- recipes
 
-def _fold_score(collection: Collection, recipe: Recipe, fold: int, metric) -> float:
-    rows = collection.fold == fold
-    blend = oof_blend(collection, list(recipe.members), **recipe.blend_options(collection.classes))
-    return float(metric(collection.y[rows], blend[rows]))
-
-
 def _fixed_recipe(collection: Collection, name: str, what: str, members, metric, holdout) -> Recipe:
     """A recipe that chooses nothing on the folds: equal weights, nested CV = CV."""
     members = tuple(members)
     weights = {m: 1.0 / len(members) for m in members}
-    cv = float(metric(collection.y, oof_blend(collection, list(members))))
-    recipe = Recipe(name=name, what=what, members=members, weights=weights, cv=cv, nested_cv=cv,
-                    holdout_cv=float("nan"))
-    return replace(recipe, holdout_cv=_fold_score(collection, recipe, holdout, metric))
+    blend = oof_blend(collection, list(members))
+    cv = float(metric(collection.y, blend))
+    held = collection.fold == holdout
+    return Recipe(name=name, what=what, members=members, weights=weights, cv=cv, nested_cv=cv,
+                  holdout_cv=float(metric(collection.y[held], blend[held])))
 
 
 def _searched_recipe(collection: Collection, name: str, what: str, result: SearchResult,
@@ -543,15 +539,11 @@ def _remove_stale_level2(root: Path, collection: Collection, keep: set[str], not
 
 # ---------------------------------------------------------------- outputs
 
-def _sidecar(out: Path | str) -> Path:
-    return Path(f"{out}.json")
-
-
 def _made_by_earlier_auto(out: Path | str | None) -> bool:
     if out is None:
         return False
     try:
-        return json.loads(_sidecar(out).read_text(encoding="utf-8")).get("made_by") == MADE_BY
+        return json.loads(sidecar_path(out).read_text(encoding="utf-8")).get("made_by") == MADE_BY
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -559,7 +551,7 @@ def _made_by_earlier_auto(out: Path | str | None) -> bool:
 def _check_outputs(out, report, force: bool) -> None:
     """Refuse to replace a user's file: only ``force`` or an earlier `stack auto`'s own outputs."""
     own = force or _made_by_earlier_auto(out)
-    for path in (out, None if out is None else _sidecar(out), report):
+    for path in (out, None if out is None else sidecar_path(out), report):
         if path is not None and Path(path).exists() and not own:
             raise OutputExistsError(f"{path} exists and was not written by stack auto; pass `force` "
                                     "to replace it or choose another `out`/`report`")
@@ -601,7 +593,7 @@ def _write_outputs(root: Path, everything: Collection, final: Recipe, recipes, s
                                    "auto": asdict(settings), "tuning": tuning})
             update(1, 1)
         files["submission"] = Path(out)
-        files["sidecar"] = _sidecar(out)
+        files["sidecar"] = sidecar_path(out)
     if report is not None:
         from stacker.report import write_report
 
