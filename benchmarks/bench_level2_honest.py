@@ -4,7 +4,10 @@ For each dataset (``benchmarks/mulan_layout.py`` builds or resumes the first-lev
 its held-out test labels) the level-2 MLP is trained on the first-level experiments with:
 
     fold            the old behaviour: fold k early-stops the fold-k model (optimistic CV)
-    inner-0.1/0.2/0.3  early stopping on a seeded, stratified fraction of the training rows
+    inner-0.1/0.2/0.3  early stopping on a seeded, stratified fraction of the training rows;
+                    the early-stopped net predicts (``refit=0``)
+    refit-0.2       the same early stopping, then a fresh net trained on every training row for
+                    the chosen epoch count predicts (``refit=1``, the default)
     inner-folds     K-1 models per fold, each early-stopped on one of the other folds, averaged
                     (geometric mean) on fold k and on the test set
 
@@ -35,7 +38,7 @@ from stacker.level2.inputs import level2_data  # noqa: E402
 from stacker.level2.params import MLPParams  # noqa: E402
 from stacker.metrics import lwlrap  # noqa: E402
 
-OPTIONS = ("fold", "inner-0.1", "inner-0.2", "inner-0.3", "inner-folds")
+OPTIONS = ("fold", "inner-0.1", "inner-0.2", "inner-0.3", "refit-0.2", "inner-folds")
 
 
 def run_option(data, option: str, seed: int, params: MLPParams) -> tuple[np.ndarray, np.ndarray]:
@@ -56,9 +59,10 @@ def run_option(data, option: str, seed: int, params: MLPParams) -> tuple[np.ndar
         if option == "fold":
             fit = train.fit_fold(data, k, params=params, seed=seed, early_stopping="fold")
         else:
-            fraction = float(option.split("-")[1])
+            kind, fraction = option.split("-")
             fit = train.fit_fold(data, k, params=MLPParams(**{**params.to_dict(),
-                                                              "inner_fraction": fraction}),
+                                                              "inner_fraction": float(fraction),
+                                                              "refit": int(kind == "refit")}),
                                  seed=seed)
         oof[mine] = fit.val_probs
         tests.append(fit.test_probs)

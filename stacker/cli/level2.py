@@ -124,8 +124,10 @@ def train_command(
     if early_stop_on_fold:
         console.print(f"[yellow]note:[/] {OPTIMISTIC_NOTE}", highlight=False)
     else:
+        refit = (", then refit on all of them for the chosen epoch count" if chosen.refit
+                 else "")
         console.print(f"early stopping: inner hold-out ({chosen.inner_fraction:.0%} of each fold "
-                      "model's training rows); the CV above is out of fold", highlight=False)
+                      f"model's training rows{refit}); the CV above is out of fold", highlight=False)
     if document:
         note = ("note: these params were chosen by `stack tune` on these folds, so this CV is "
                 "optimistic")

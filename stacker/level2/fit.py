@@ -5,7 +5,10 @@ For fold ``k`` the model trains on the other folds' OOF rows. By default (``earl
 rows is set aside as the early-stopping rows: they choose the best epoch (best weights kept),
 drive ReduceLROnPlateau and stop the training. Fold ``k``'s labels take no part in the fold-``k``
 model, so its fold-``k`` predictions are true out-of-fold predictions and the level-2 CV is as
-honest as a first-level one. ``early_stopping="fold"`` is the old behaviour (fold ``k`` stops its
+honest as a first-level one. Then (``params.refit``, the default) a fresh net trains on *all*
+the other folds' rows for the chosen number of epochs, replaying the early-stopped run's
+learning rates, so the fold model learns from as many rows as a first-level fold model does
+(80% rather than 64% of the data with 5 folds). ``early_stopping="fold"`` is the old behaviour (fold ``k`` stops its
 own model, as the FAT2019 winners did): its CV is optimistic. See :mod:`stacker.level2.inner`.
 The fold-``k`` model predicts the test set from the first-level models' fold-``k`` test
 predictions, so train and test inputs come from the same kind of model.
@@ -56,7 +59,9 @@ class FoldFit:
     val_loss, val_score, lr}, where val_* are measured on the early-stopping rows.
     score: fold ``k``'s score of val_probs; stop_score: the best epoch's score on the
     early-stopping rows (the same as score when early_stopping is "fold").
-    stop_rows: positions (in the data given to :func:`fit_fold`) of the early-stopping rows."""
+    stop_rows: positions (in the data given to :func:`fit_fold`) of the early-stopping rows.
+    refitted: the model (state_dict, predictions) is a fresh net trained on every training row
+    for best_epoch epochs, after the early-stopped run chose that count (``params.refit``)."""
 
     fold: int
     seed: int
@@ -70,6 +75,7 @@ class FoldFit:
     stop_score: float = float("nan")
     early_stopping: str = INNER_HOLDOUT
     stop_rows: np.ndarray | None = None
+    refitted: bool = False
 
     def predict(self, x: np.ndarray, *, single_label: bool, device: str = "cpu") -> np.ndarray:
         """This model's probabilities for x: (n, n_models, n_classes) -> (n, n_classes)."""
@@ -127,81 +133,51 @@ def _fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int, metric:
                                                  fraction=params.inner_fraction, seed=seed)
     torch.manual_seed(fold_seed(seed, k))
     generator = torch.Generator(device=device).manual_seed(fold_seed(seed, k))
-    n_models, n_classes = data.x.shape[1:]
-    n_features = n_models * n_classes
-    n_train = len(train_rows)
-    batch_size = effective_batch_size(params.batch_size, n_train)
-    x_train = torch.as_tensor(data.x[train_rows], device=device)
+    n_features = data.x.shape[1] * data.x.shape[2]
+    run = _Training(data, train_rows, params=params, device=device, generator=generator)
     x_stop = torch.as_tensor(data.x[stop_rows].reshape(len(stop_rows), n_features), device=device)
     y_stop_np = data.y[stop_rows]
-    if data.single_label:
-        loss_fn = nn.CrossEntropyLoss()
-        y_train = torch.as_tensor(data.y[train_rows].argmax(1), device=device)
-        y_stop = torch.as_tensor(y_stop_np.argmax(1), device=device)
-    else:
-        loss_fn = nn.BCEWithLogitsLoss()
-        y_train = torch.as_tensor(data.y[train_rows], dtype=torch.float32, device=device)
-        y_stop = torch.as_tensor(y_stop_np, dtype=torch.float32, device=device)
-    windows = None
-    if data.windows is not None:
-        windows = (torch.as_tensor(data.windows.models, device=device),
-                   torch.as_tensor(data.windows.values[train_rows], device=device),
-                   torch.as_tensor(data.windows.lengths[train_rows], device=device))
-
-    skip = "none" if not params.skip else ("log" if data.single_label else "logit")
-    model = StackMLP(n_features, n_classes, hidden=params.hidden, bottleneck=params.bottleneck,
-                     dropout=params.dropout, skip=skip).to(device)
-    model.set_input_scale(x_train.reshape(n_train, n_features))
-    if skip == "none":
-        _init_head_bias(model, data.y[train_rows], data.single_label)
-    # the skip path is a fixed function of the inputs: compute it once unless windows vary them
-    skip_train = None
-    if skip != "none" and windows is None:
-        with torch.no_grad():
-            skip_train = model.skip_logits(x_train.reshape(n_train, n_features))
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay,
-                                 fused=True)
+    y_stop = run.targets(stop_rows)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max" if metric.greater_is_better else "min",
+        run.optimizer, mode="max" if metric.greater_is_better else "min",
         factor=params.plateau_factor, patience=params.plateau_patience)
     best_score, best_epoch, best_state, stale = float("nan"), 0, None, 0
     history = []
     for epoch in range(1, params.max_epochs + 1):
-        model.train()
-        order = torch.randperm(n_train, generator=generator, device=device)
-        total = torch.zeros((), device=device)
-        for start in range(0, n_train, batch_size):
-            idx = order[start:start + batch_size]
-            xb = x_train.index_select(0, idx)
-            if windows is not None:
-                wm, wv, wl = windows
-                xb = xb.clone()
-                xb[:, wm] = window_means(wv[idx], wl[idx], crop=params.window_crop,
-                                         keep=params.window_keep, generator=generator)
-            logits = model(xb.reshape(len(idx), n_features),
-                           None if skip_train is None else skip_train.index_select(0, idx))
-            loss = loss_fn(logits, y_train.index_select(0, idx))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(idx)
-        model.eval()
+        lr = run.optimizer.param_groups[0]["lr"]
+        train_loss = run.epoch()
+        run.model.eval()
         with torch.no_grad():
-            logits = model(x_stop)
-            val_loss = float(loss_fn(logits, y_stop))
+            logits = run.model(x_stop)
+            val_loss = float(run.loss_fn(logits, y_stop))
         score = metric(y_stop_np, _probs(logits, data.single_label))
-        history.append({"epoch": epoch, "train_loss": float(total) / n_train, "val_loss": val_loss,
-                        "val_score": score, "lr": optimizer.param_groups[0]["lr"]})
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                        "val_score": score, "lr": lr})
         if best_state is None or metric.is_better(score, best_score):
             best_score, best_epoch, stale = score, epoch, 0
-            best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+            best_state = {key: value.detach().clone() for key, value in run.model.state_dict().items()}
         else:
             stale += 1
         if not math.isnan(score):
             scheduler.step(score)
         if stale >= params.patience:
             break
+    model = run.model
     model.load_state_dict(best_state)
+    refitted = bool(params.refit) and early_stopping == INNER_HOLDOUT
+    if refitted:
+        # a fresh net on every training row (fit + early-stopping rows) for the best epoch count,
+        # each epoch at the learning rate the early-stopped run used: still blind to fold k
+        all_rows = np.sort(np.concatenate([train_rows, stop_rows]))
+        torch.manual_seed(fold_seed(seed, k))
+        generator.manual_seed(fold_seed(seed, k))
+        refit = _Training(data, all_rows, params=params, device=device, generator=generator)
+        for entry in history[:best_epoch]:
+            for group in refit.optimizer.param_groups:
+                group["lr"] = entry["lr"]
+            refit.epoch()
+        model = refit.model
+        best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
     model.eval()
     test = data.test_of(k) if with_test else None
     val_probs = predict_array(model, data.x[val_rows], data.single_label, device)
@@ -212,7 +188,71 @@ def _fit_fold(data: Level2Data, k: int, *, params: MLPParams, seed: int, metric:
                    test_probs=test_probs, config=dict(model.config),
                    state_dict={key: value.cpu() for key, value in best_state.items()},
                    history=history, stop_score=best_score, early_stopping=early_stopping,
-                   stop_rows=stop_rows)
+                   stop_rows=stop_rows, refitted=refitted)
+
+
+class _Training:
+    """A fresh :class:`StackMLP` with its optimiser, set up on ``rows`` of ``data``; each
+    :meth:`epoch` is one shuffled pass over those rows (window augmentation included)."""
+
+    def __init__(self, data: Level2Data, rows: np.ndarray, *, params: MLPParams, device: str,
+                 generator: torch.Generator):
+        self.data, self.params, self.device, self.generator = data, params, device, generator
+        n_models, n_classes = data.x.shape[1:]
+        self.n_features = n_models * n_classes
+        self.n_rows = len(rows)
+        self.batch_size = effective_batch_size(params.batch_size, self.n_rows)
+        self.x = torch.as_tensor(data.x[rows], device=device)
+        self.y = self.targets(rows)
+        self.loss_fn = nn.CrossEntropyLoss() if data.single_label else nn.BCEWithLogitsLoss()
+        self.windows = None
+        if data.windows is not None:
+            self.windows = (torch.as_tensor(data.windows.models, device=device),
+                            torch.as_tensor(data.windows.values[rows], device=device),
+                            torch.as_tensor(data.windows.lengths[rows], device=device))
+        skip = "none" if not params.skip else ("log" if data.single_label else "logit")
+        self.model = StackMLP(self.n_features, n_classes, hidden=params.hidden,
+                              bottleneck=params.bottleneck, dropout=params.dropout,
+                              skip=skip).to(device)
+        flat = self.x.reshape(self.n_rows, self.n_features)
+        self.model.set_input_scale(flat)
+        if skip == "none":
+            _init_head_bias(self.model, data.y[rows], data.single_label)
+        # the skip path is a fixed function of the inputs: computed once unless windows vary them
+        self.skip = None
+        if skip != "none" and self.windows is None:
+            with torch.no_grad():
+                self.skip = self.model.skip_logits(flat)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=params.lr,
+                                          weight_decay=params.weight_decay, fused=True)
+
+    def targets(self, rows: np.ndarray) -> torch.Tensor:
+        """The loss's targets for ``rows``: class indices (single-label) or the label matrix."""
+        if self.data.single_label:
+            return torch.as_tensor(self.data.y[rows].argmax(1), device=self.device)
+        return torch.as_tensor(self.data.y[rows], dtype=torch.float32, device=self.device)
+
+    def epoch(self) -> float:
+        """One pass over the rows; the mean training loss."""
+        self.model.train()
+        order = torch.randperm(self.n_rows, generator=self.generator, device=self.device)
+        total = torch.zeros((), device=self.device)
+        for start in range(0, self.n_rows, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            xb = self.x.index_select(0, idx)
+            if self.windows is not None:
+                wm, wv, wl = self.windows
+                xb = xb.clone()
+                xb[:, wm] = window_means(wv[idx], wl[idx], crop=self.params.window_crop,
+                                         keep=self.params.window_keep, generator=self.generator)
+            logits = self.model(xb.reshape(len(idx), self.n_features),
+                                None if self.skip is None else self.skip.index_select(0, idx))
+            loss = self.loss_fn(logits, self.y.index_select(0, idx))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach() * len(idx)
+        return float(total) / self.n_rows
 
 
 def _init_head_bias(model: StackMLP, y: np.ndarray, single_label: bool) -> None:

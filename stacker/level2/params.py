@@ -24,7 +24,10 @@ class MLPParams:
     bound: an epoch always has at least ``stacker.train.MIN_STEPS`` steps, so a few hundred rows
     still train with small batches. ``skip`` (1/0): add the inputs' mean log-odds to the output
     (see :class:`~stacker.level2.net.StackMLP`). ``inner_fraction``: the share of a fold model's
-    training rows set aside to early-stop it (see :mod:`stacker.level2.inner`)."""
+    training rows set aside to early-stop it (see :mod:`stacker.level2.inner`). ``refit`` (1/0):
+    after early stopping has chosen the epoch count, a fresh net trains on *all* of the fold
+    model's training rows for that many epochs, replaying the learning-rate schedule (fold ``k``
+    still unseen); 0 keeps the early-stopped net, which saw ``1 - inner_fraction`` of them."""
 
     hidden: int = 128
     bottleneck: int = 32
@@ -40,6 +43,7 @@ class MLPParams:
     window_keep: float = 0.75
     skip: int = 1
     inner_fraction: float = 0.2
+    refit: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +78,7 @@ class MLPParams:
                   ("window_crop", 0 < params.window_crop <= 1, "in (0, 1]"),
                   ("window_keep", 0 < params.window_keep <= 1, "in (0, 1]"),
                   ("skip", params.skip in (0, 1), "0 or 1"),
+                  ("refit", params.refit in (0, 1), "0 or 1"),
                   ("inner_fraction", 0 < params.inner_fraction <= 0.5, "in (0, 0.5]")]
         for key, ok, allowed in checks:
             if not ok:

@@ -109,6 +109,9 @@ class SearchResult:
     # per-class weights or the linear stacker: {"class_weights": {name: [per class]}} or
     # {"coef": {name: [per class]}, "intercept": [per class]}, plus "classes" (their order)
     combiner: dict = field(default_factory=dict)
+    # (n_rows, n_classes): each fold's rows blended by the selection made without that fold (the
+    # predictions the nested CV scores); None without nesting. Not part of subsets.json.
+    nested_oof: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def gap(self) -> float | None:
@@ -499,23 +502,23 @@ def _report(oof, y, fold, fold_numbers, names, runs, metric, blend, power, eps, 
         total = sum(counts)
         return tuple(names[m] for m in idx), {names[m]: counts[m] / total for m in idx}
 
-    def nested_pooled(choice_of_fold) -> tuple[float, list]:
+    def nested_pooled(choice_of_fold) -> tuple[float, list, np.ndarray]:
         pooled = np.empty(y.shape, dtype=np.float64)
         held = []
         for i, k in enumerate(fold_numbers):
             rows = fold == k
             pooled[rows] = blended(choice_of_fold(i), rows)
             held.append(metric(y[rows], pooled[rows]))
-        return metric(y, pooled), held
+        return metric(y, pooled), held, pooled
 
     main = runs[0]
     members, weights = describe(main.best)
     chosen = blended(main.best)
     cv = metric(y, chosen)
     fold_cv = fold_scores(y, chosen, fold, fold_numbers, metric)
-    nested_cv, nested_folds = None, []
+    nested_cv, nested_folds, nested_oof = None, [], None
     if len(runs) > 1:
-        nested_cv, held = nested_pooled(lambda i: runs[1 + i].best)
+        nested_cv, held, nested_oof = nested_pooled(lambda i: runs[1 + i].best)
         for i, k in enumerate(fold_numbers):
             fm, fw = describe(runs[1 + i].best)
             nested_folds.append(NestedFold(fold=k, members=fm, weights=fw, cv=held[i]))
@@ -527,8 +530,8 @@ def _report(oof, y, fold, fold_numbers, names, runs, metric, blend, power, eps, 
     for size, (counts, _) in main.by_size.items():
         nested_size = None
         if len(runs) > 1 and all(size in runs[1 + i].by_size for i in range(len(fold_numbers))):
-            nested_size, _ = nested_pooled(lambda i: runs[1 + i].by_size[size][0])  # noqa: B023 (called at once)
+            nested_size, _, _ = nested_pooled(lambda i: runs[1 + i].by_size[size][0])  # noqa: B023 (called at once)
         by_size.append(SizeScore(size=size, members=describe(counts)[0],
                                  cv=full_score(counts), nested_cv=nested_size))
     return dict(members=members, weights=weights, cv=cv, fold_cv=fold_cv, nested_cv=nested_cv,
-                nested_folds=nested_folds, top=top_list, by_size=by_size)
+                nested_folds=nested_folds, top=top_list, by_size=by_size, nested_oof=nested_oof)

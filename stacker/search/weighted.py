@@ -401,7 +401,7 @@ def search_weighted(oof, y, fold, fold_numbers, names, *, method: str, metric: M
     chosen = predict(main)
     cv = metric(y, chosen)
     fold_cv = fold_scores(y, chosen, fold, fold_numbers, metric)
-    nested_cv, nested_folds = None, []
+    nested_cv, nested_folds, pooled = None, [], None
     if nested:
         pooled = np.empty(y.shape, dtype=np.float64)
         for i, k in enumerate(fold_numbers):
@@ -423,7 +423,7 @@ def search_weighted(oof, y, fold, fold_numbers, names, *, method: str, metric: M
                 nested_folds=nested_folds,
                 top=[Candidate(members=members, weights=weights, cv=cv)],
                 by_size=[SizeScore(size=len(members), members=members, cv=cv, nested_cv=None)],
-                n_evaluated=n_evaluated, combiner=combiner,
+                n_evaluated=n_evaluated, combiner=combiner, nested_oof=pooled,
                 blend=LINEAR if method == "linear" else blend)
 
 

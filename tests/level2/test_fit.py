@@ -124,11 +124,14 @@ def test_level2_learns_and_beats_its_inputs(tmp_path):
     assert np.all((result.test >= 0) & (result.test <= 1))
 
 
-@pytest.mark.parametrize("early_stopping", ["inner-holdout", "fold"])
-def test_fold_k_model_never_trains_on_fold_k_rows(tmp_path, monkeypatch, early_stopping):
+@pytest.mark.parametrize("early_stopping,refit", [("inner-holdout", 1), ("inner-holdout", 0),
+                                                   ("fold", 1)])
+def test_fold_k_model_never_trains_on_fold_k_rows(tmp_path, monkeypatch, early_stopping, refit):
     """Spy on the network itself: every input row seen in training mode is recorded per model
-    instance, and matched against the fold its evaluation inputs come from. Under inner-holdout
-    the model also evaluates its early-stopping rows (of the other folds), never trained on."""
+    instance. Each net trains on rows of every fold but one (k) and never on a row of fold k;
+    the other-fold rows it evaluates are early-stopping rows, never trained on; together they
+    are all the other folds' rows. With refit the early-stopped net never evaluates fold k, and a
+    second net trains on every other-fold row and predicts fold k."""
     root = make_layout(tmp_path / "l", n_rows=90, n_folds=3)
     col = collect(root)
     seen, alive = {}, []          # keep the models alive so that no id() is reused
@@ -142,29 +145,33 @@ def test_fold_k_model_never_trains_on_fold_k_rows(tmp_path, monkeypatch, early_s
         return original(self, x, skip)
 
     monkeypatch.setattr(StackMLP, "forward", spy)
-    train.train_level2(col, col.names, params=replace(FAST, max_epochs=3), seeds=[0, 1],
+    train.train_level2(col, col.names, params=replace(FAST, max_epochs=3, refit=refit), seeds=[0, 1],
                        early_stopping=early_stopping)
     flat = col.oof.reshape(len(col.oof), -1)
     row_of = {tuple(np.round(r, 6)): i for i, r in enumerate(flat)}
-    folds_checked = []
+    kinds = []
     for record in seen.values():
         if not record["train"]:
             continue   # models rebuilt for prediction only
         evaluated = {row_of.get(tuple(np.round(r, 6))) for x in record["eval"] for r in x.numpy()}
+        evaluated.discard(None)                          # test rows
         trained = {row_of[tuple(np.round(r, 6))] for x in record["train"] for r in x.numpy()}
-        if early_stopping == "inner-holdout":
-            stop = {i for i in evaluated if i is not None and i not in trained and
-                    col.fold[i] in {int(col.fold[j]) for j in trained}}
-            assert stop and not stop & trained               # early-stopping rows never train
-            evaluated -= stop
-            trained |= stop
-        val_folds = {int(col.fold[i]) for i in evaluated if i is not None}
-        assert len(val_folds) == 1                       # validated on exactly one fold
-        k = val_folds.pop()
-        assert not any(col.fold[i] == k for i in trained)
-        assert trained == set(np.flatnonzero(col.fold != k))   # and on all other rows
-        folds_checked.append(k)
-    assert sorted(folds_checked) == [0, 0, 1, 1, 2, 2]
+        missing = set(col.fold_numbers) - {int(col.fold[i]) for i in trained}
+        assert len(missing) == 1                         # trained on every fold but one
+        k = missing.pop()
+        stop = {i for i in evaluated if col.fold[i] != k}
+        assert not stop & trained                        # early-stopping rows never train
+        assert trained | stop == set(np.flatnonzero(col.fold != k))
+        predicts_k = any(col.fold[i] == k for i in evaluated)
+        if early_stopping == "fold":
+            assert not stop and predicts_k
+        elif refit:
+            assert bool(stop) != predicts_k              # the stopped net, or the refit net
+        else:
+            assert stop and predicts_k
+        kinds.append((k, bool(stop), predicts_k))
+    per_fold = 2 * (2 if refit and early_stopping == "inner-holdout" else 1)
+    assert sorted(k for k, _, _ in kinds) == sorted([0, 1, 2] * per_fold)
 
 
 def _shuffled_layout(root, n_rows, seed=0):
@@ -511,7 +518,7 @@ def test_small_data_gets_at_least_min_steps_per_epoch(tmp_path, monkeypatch):
 
     monkeypatch.setattr(StackMLP, "forward", spy)
     data = level2_inputs.level2_data(col, col.names)
-    train.fit_fold(data, 0, params=replace(FAST, batch_size=256, max_epochs=1))
+    train.fit_fold(data, 0, params=replace(FAST, batch_size=256, max_epochs=1, refit=0))
     n_train = len(train.split_rows(data, 0, early_stopping="inner-holdout",
                                    fraction=FAST.inner_fraction, seed=0)[0])
     assert len(sizes) >= train.MIN_STEPS and sum(sizes) == n_train
@@ -530,3 +537,33 @@ def test_without_skip_the_head_starts_at_the_class_prior(tmp_path):
     np.testing.assert_allclose(torch.sigmoid(model.head.bias).detach().numpy(), prior, rtol=1e-5)
     skipping = train.fit_fold(data, 0, params=replace(FAST, max_epochs=2))
     assert skipping.config["skip"] == "logit"
+
+
+def test_refit_trains_a_fresh_net_on_every_training_row_for_the_best_epoch_count(tmp_path, monkeypatch):
+    """The refit net makes best_epoch passes over all of fold 0's training rows at the learning
+    rates the early-stopped run used, and its predictions are the fold's; refit=0 keeps the
+    early-stopped net, which trained on the rows outside the early-stopping part only."""
+    col = collect(make_layout(tmp_path / "l", n_rows=90, n_folds=3))
+    data = level2_inputs.level2_data(col, col.names)
+    rows_seen, original = {}, StackMLP.forward
+
+    def spy(self, x, skip=None):
+        if self.training:
+            rows_seen.setdefault(id(self), []).append(len(x))
+        return original(self, x, skip)
+
+    monkeypatch.setattr(StackMLP, "forward", spy)
+    params = replace(FAST, max_epochs=12, patience=4)
+    fit = train.fit_fold(data, 0, params=params)
+    kept = train.fit_fold(data, 0, params=replace(params, refit=0))
+    assert fit.refitted and not kept.refitted
+    assert fit.best_epoch == kept.best_epoch and fit.history == kept.history
+    n_other = int((data.fold != 0).sum())
+    stopped, refit, _ = rows_seen.values()      # the refit run's net, its fresh net, refit=0's net
+    n_fit = len(train.split_rows(data, 0, early_stopping="inner-holdout",
+                                 fraction=params.inner_fraction, seed=0)[0])
+    assert sum(stopped) == n_fit * len(fit.history)
+    assert sum(refit) == n_other * fit.best_epoch
+    assert not np.allclose(fit.val_probs, kept.val_probs)
+    again = fit.predict(data.x[data.fold == 0], single_label=data.single_label)
+    np.testing.assert_allclose(again, fit.val_probs, atol=1e-6)
