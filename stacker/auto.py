@@ -4,8 +4,11 @@ collect -> first-level recipes (best single, geometric mean of all, subset searc
 selection; each with its nested CV) -> tune the level-2 MLP (Optuna, within the time budget, with
 one fold held out of tuning) -> train the level-2 experiments (the tuned best and a few diverse good
 trials, each averaged over seeds, honest OOF) -> the final recipes over first-level and level-2
-experiments (subset search and ensemble selection, nested) -> the recipe with the best nested CV ->
-``subsets.json``, the submission and the report.
+experiments (subset search, ensemble selection and the linear stacker, nested) -> the final blend,
+their geometric mean, written as the experiment ``auto_blend`` whose OOF is the parts' nested
+predictions -> the final choice: the final blend, unless another recipe's nested CV is better by
+more than ``CLEAR_MARGIN`` standard errors of the per-fold differences -> ``subsets.json``, the
+submission and the report.
 
 What the estimate accounts for (also written into the output):
 
@@ -13,7 +16,10 @@ What the estimate accounts for (also written into the output):
 - the level-2 MLPs never see a fold's labels when predicting that fold (inner early stopping), and
   their hyper-parameters were tuned with one fold (``tuning_holdout_fold``) held out of tuning;
   their predictions on the other folds carry the tuning's (small) optimism;
-- the final recipe is the best of a handful of candidates by nested CV: a declared choice.
+- the final recipe is the final blend, fixed in advance, unless a candidate clearly beats it by
+  nested CV (a declared choice; the output says which happened). Averaging the three final
+  selections, rather than taking the best of a dozen noisy nested CVs, avoids the winner's curse
+  of the choice on small data.
 
 Resuming: finished stages are recorded in ``<root>/.stack/auto/state.json`` under a key made of
 their inputs (the level-1 predictions' content, the folds, the settings). A rerun with the same
@@ -48,6 +54,11 @@ from stacker.submission import sidecar_path
 
 MADE_BY = "stack auto"
 LEVEL2_PREFIX = "auto_mlp_"
+BLEND_NAME = "auto_blend"
+# the final blend averages these recipes (the first-level ones when no level-2 experiment exists)
+BLEND_PARTS = ("final subset", "final GES", "final linear")
+FIRST_LEVEL_BLEND_PARTS = ("first-level subset", "first-level GES", "first-level linear")
+CLEAR_MARGIN = 2.0       # standard errors by which a recipe must beat the final blend to replace it
 Stage = Callable[[str], ContextManager[ProgressCallback]]
 
 
@@ -82,7 +93,8 @@ class Recipe:
 
     nested_cv: the score of the recipe's own choices made without the fold scored (equal to ``cv``
     for a recipe that chooses nothing on the folds). holdout_cv: the score on the fold held out of
-    the level-2 tuning.
+    the level-2 tuning. nested_fold_cv: the nested predictions' score on each fold (folds.csv's
+    fold order). nested_oof: those predictions, (n_rows, n_classes); kept for this run only.
     """
 
     name: str
@@ -94,6 +106,8 @@ class Recipe:
     holdout_cv: float
     search: dict | None = None
     blend: str = "geo-mean"
+    nested_fold_cv: tuple = ()
+    nested_oof: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def blend_options(self, classes: Sequence[str]) -> dict:
         """Keyword arguments of :func:`stacker.blend.oof_blend` / ``test_blend`` / the submission
@@ -109,14 +123,16 @@ class Recipe:
     def to_json(self) -> dict:
         return {"name": self.name, "what": self.what, "members": list(self.members),
                 "weights": dict(self.weights), "cv": self.cv, "nested_cv": self.nested_cv,
-                "holdout_cv": self.holdout_cv, "blend": self.blend, "search": self.search}
+                "holdout_cv": self.holdout_cv, "blend": self.blend, "search": self.search,
+                "nested_fold_cv": list(self.nested_fold_cv)}
 
     @classmethod
     def from_json(cls, record: dict) -> "Recipe":
         return cls(name=record["name"], what=record["what"], members=tuple(record["members"]),
                    weights=dict(record["weights"]), cv=float(record["cv"]),
                    nested_cv=float(record["nested_cv"]), holdout_cv=float(record["holdout_cv"]),
-                   search=record.get("search"), blend=record.get("blend", "geo-mean"))
+                   search=record.get("search"), blend=record.get("blend", "geo-mean"),
+                   nested_fold_cv=tuple(float(v) for v in record.get("nested_fold_cv", ())))
 
 
 @dataclass
@@ -223,9 +239,20 @@ def run_auto(root: Path | str = layout.DEFAULT_ROOT, *, settings: AutoSettings =
     everything = collection.select([*level1, *level2])
     level2_recipes = _level2_recipes(everything, list(level2), list(level1), settings, holdout, stage,
                                      notes)
+    names = BLEND_PARTS if level2 else FIRST_LEVEL_BLEND_PARTS
+    if not level2 and any(r.nested_oof is None for r in recipes if r.name in names):
+        # recipes reused from an earlier run lack their nested predictions: search them again
+        recipes = _level1_recipes(pool1, settings, holdout, stage, [])
     recipes = [*recipes, *level2_recipes]
-    final = _choose(recipes, metric)
-    estimate = _estimate_note(final, recipes, holdout, bool(level2))
+    blend = _final_blend(root, everything, [r for r in recipes if r.name in names], metric, holdout,
+                         key)
+    if blend is not None:
+        recipes.append(blend)
+        with stage(f"collect {BLEND_NAME}") as update:
+            collection = collect(root, on_progress=update)
+        everything = collection.select([*level1, *level2, BLEND_NAME])
+    final = _choose(recipes, metric, default=blend)
+    estimate = _estimate_note(final, recipes, holdout, bool(level2), blend)
     lap("final selection")
     files = _write_outputs(root, everything, final, recipes, settings, tuning, estimate, template,
                            out, report, force, stage)
@@ -275,7 +302,10 @@ def _fixed_recipe(collection: Collection, name: str, what: str, members, metric,
     cv = float(metric(collection.y, blend))
     held = collection.fold == holdout
     return Recipe(name=name, what=what, members=members, weights=weights, cv=cv, nested_cv=cv,
-                  holdout_cv=float(metric(collection.y[held], blend[held])))
+                  holdout_cv=float(metric(collection.y[held], blend[held])),
+                  nested_fold_cv=tuple(fold_scores(collection.y, blend, collection.fold,
+                                                   collection.fold_numbers, metric)),
+                  nested_oof=blend)
 
 
 def _searched_recipe(collection: Collection, name: str, what: str, result: SearchResult,
@@ -287,7 +317,9 @@ def _searched_recipe(collection: Collection, name: str, what: str, result: Searc
     nested = result.nested_cv if result.nested_cv is not None else result.cv
     return Recipe(name=name, what=f"{what} ({result.method})", members=tuple(result.members),
                   weights=dict(result.weights), cv=float(result.cv), nested_cv=float(nested),
-                  holdout_cv=float(holdout_cv), search=result.to_json(), blend=result.blend)
+                  holdout_cv=float(holdout_cv), search=result.to_json(), blend=result.blend,
+                  nested_fold_cv=tuple(float(f.cv) for f in result.nested_folds),
+                  nested_oof=result.nested_oof)
 
 
 def _search(collection: Collection, pool, settings: AutoSettings, stage, description, **options):
@@ -354,24 +386,123 @@ def _level2_recipes(everything: Collection, level2: list[str], level1: list[str]
     return recipes
 
 
-def _choose(recipes: Sequence[Recipe], metric) -> Recipe:
-    """The recipe with the best nested CV; ties go to the earlier (simpler) one."""
+def _choose(recipes: Sequence[Recipe], metric, default: Recipe | None = None) -> Recipe:
+    """The final recipe. With a ``default`` (the final blend): the default, unless another
+    recipe's nested CV is *clearly* better (:func:`_clearly_better`); the best such one then.
+    Without: the recipe with the best nested CV; ties go to the earlier (simpler) one."""
     sign = metric.sign()
-    best = recipes[0]
-    for recipe in recipes[1:]:
-        if not math.isnan(recipe.nested_cv) and sign * recipe.nested_cv > sign * best.nested_cv:
+    best = default if default is not None else recipes[0]
+    for recipe in recipes:
+        if recipe is best or math.isnan(recipe.nested_cv):
+            continue
+        if sign * recipe.nested_cv > sign * best.nested_cv and (
+                default is None or _clearly_better(recipe, default, sign)):
             best = recipe
     return best
 
 
-def _estimate_note(final: Recipe, recipes, holdout: int, tuned: bool) -> str:
+def _clearly_better(recipe: Recipe, default: Recipe, sign: float) -> bool:
+    """Whether ``recipe`` beats ``default`` on the folds by more than CLEAR_MARGIN standard errors
+    of their paired per-fold nested score differences (a one-sided paired t-test, roughly)."""
+    a, b = np.asarray(recipe.nested_fold_cv, float), np.asarray(default.nested_fold_cv, float)
+    if len(a) != len(b) or len(a) < 2 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return False
+    gain = sign * (a - b)
+    return bool(gain.mean() > CLEAR_MARGIN * gain.std(ddof=1) / math.sqrt(len(gain)))
+
+
+def _final_blend(root: Path, everything: Collection, parts: Sequence[Recipe], metric, holdout: int,
+                 key: str) -> Recipe | None:
+    """The geometric mean of ``parts`` (each with its own blend), written into the layout as the
+    experiment ``auto_blend``: its OOF is the geometric mean of the parts' *nested* predictions
+    (each fold's rows from selections made without that fold), so it is as honest as a level-2
+    OOF; its test predictions (the same in every fold folder) blend the parts' selections made on
+    every fold. None (and no experiment) with fewer than two parts."""
+    from stacker.blend import geo_mean, test_blend
+
+    parts = [p for p in parts if p.nested_oof is not None]
+    if len(parts) < 2:
+        _remove_own(root, BLEND_NAME)
+        return None
+    classes = everything.classes
+    selected = np.stack([oof_blend(everything, list(p.members), **p.blend_options(classes))
+                         for p in parts], axis=-2)
+    nested = geo_mean(np.stack([p.nested_oof for p in parts], axis=-2))
+    test = geo_mean(np.stack([test_blend(everything, list(p.members), **p.blend_options(classes))
+                              for p in parts], axis=-2))
+    y, fold = everything.y, everything.fold
+    nested_cv = float(metric(y, nested))
+    fold_cv = fold_scores(y, nested, fold, everything.fold_numbers, metric)
+    held = fold == holdout
+    names = ", ".join(p.name for p in parts)
+    meta = {"model": "stack auto blend", "level": 3, "made_by": MADE_BY, "auto_key": key,
+            "parts": [p.to_json() | {"search": None} for p in parts], "metric": metric.name,
+            "cv": nested_cv,
+            "cv_folds": {str(k): v for k, v in zip(everything.fold_numbers, fold_cv)},
+            "fold_hash": everything.folds.hash,
+            "cv_note": (f"geometric mean of {names}; OOF: each fold's rows from the selections made "
+                        "without that fold (nested); test: the selections made on every fold")}
+    _write_predictions(root, BLEND_NAME, everything, nested, test, meta)
+    return Recipe(name="final blend", what=f"geo-mean of {names}", members=(BLEND_NAME,),
+                  weights={BLEND_NAME: 1.0}, cv=float(metric(y, geo_mean(selected))),
+                  nested_cv=nested_cv, holdout_cv=float(metric(y[held], nested[held])),
+                  nested_fold_cv=tuple(fold_cv), nested_oof=nested)
+
+
+def _write_predictions(root: Path, name: str, collection: Collection, oof: np.ndarray,
+                       test: np.ndarray, meta: dict) -> None:
+    """Experiment ``name`` (val rows of each fold from ``oof``, ``test`` in every fold), staged
+    whole and renamed into place. An existing one not made by `stack auto` is refused."""
+    import uuid
+
+    if layout.experiment_dir(root, name).exists() and not _made_by_auto(layout.read_meta(root, name)):
+        raise OutputExistsError(f"experiment '{name}' exists under {root} and was not made by "
+                                f"stack auto; rename it (stack auto writes {name})")
+    folds = collection.folds
+    staging = workspace.staging_dir(root) / f"{name}-{uuid.uuid4().hex[:8]}"
+    try:
+        for k in collection.fold_numbers:
+            rows = folds.rows_of_fold(k)
+            layout.write_fold_predictions(staging, name, k, "val", folds.ids[rows], oof[rows],
+                                          folds.classes, id_column=folds.id_column)
+            layout.write_fold_predictions(staging, name, k, "test", collection.test_ids, test,
+                                          folds.classes, id_column=folds.id_column)
+        layout.write_meta(staging, name, meta)
+        layout.install_experiment(staging, root, name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_own(root: Path, name: str) -> None:
+    """Delete experiment ``name`` if an earlier `stack auto` made it (it would mislead)."""
+    if layout.experiment_dir(root, name).exists():
+        try:
+            meta = layout.read_meta(root, name)
+        except LayoutError:
+            return
+        if _made_by_auto(meta):
+            shutil.rmtree(layout.experiment_dir(root, name))
+
+
+def _estimate_note(final: Recipe, recipes, holdout: int, tuned: bool, blend: Recipe | None) -> str:
     parts = ["nested CV: every subset/weight selection is repeated without the fold it is scored on"]
     if tuned:
         parts.append(f"the level-2 MLPs predict each fold without its labels (inner early stopping) "
                      f"and were tuned with fold {holdout} held out of tuning; on the other folds "
-                     "their predictions carry the tuning's small optimism")
-    parts.append(f"the final recipe is the best of {len(recipes)} candidates by nested CV "
-                 "(a declared choice)")
+                     "their predictions carry the tuning's small optimism; the selections over them "
+                     "learn from other folds' level-2 predictions, whose models saw the scored "
+                     "fold's labels (as in any stacking CV)")
+    if blend is None:
+        parts.append(f"the final recipe is the best of {len(recipes)} candidates by nested CV "
+                     "(a declared choice)")
+    elif final is blend:
+        parts.append(f"the final recipe is the final blend ({blend.what}), fixed before any score "
+                     f"was seen: no other of the {len(recipes)} candidates beat its nested CV by more "
+                     f"than {CLEAR_MARGIN:g} standard errors of the per-fold differences")
+    else:
+        parts.append(f"the final recipe replaced the final blend because its nested CV is better by "
+                     f"more than {CLEAR_MARGIN:g} standard errors of the per-fold differences (a "
+                     f"declared choice among {len(recipes)} candidates)")
     parts.append(f"on fold {holdout}, which no tuning saw, it scores {final.holdout_cv:.4f}")
     return "; ".join(parts)
 
@@ -573,7 +704,8 @@ def _write_outputs(root: Path, everything: Collection, final: Recipe, recipes, s
     record = dict(final.search or {})
     record.update({
         "method": "auto", "recipe": final.name, "what": final.what, "metric": metric.name,
-        "blend": final.blend, "members": members, "weights": dict(final.weights), "cv": final.cv,
+        "blend": final.blend, "members": members, "weights": dict(final.weights),
+        "cv": float(metric(everything.y, blend)),
         "fold_cv": fold_scores(everything.y, blend, everything.fold, everything.fold_numbers, metric),
         "nested_cv": final.nested_cv, "estimate": estimate, "root": str(root),
         "fold_hash": everything.folds.hash,

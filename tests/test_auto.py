@@ -36,9 +36,12 @@ def test_runs_every_stage_and_writes_what_it_chose(layout_root, tmp_path):
     result = run_auto(layout_root, settings=settings(), out=out, report=report)
     names = [r.name for r in result.recipes]
     assert names[:4] == ["best single", "all first-level", "first-level subset", "first-level GES"]
-    assert {"auto_mlp_1", "auto_mlp_2", "all level-2", "final subset", "final GES"} <= set(names)
-    best = max(r.nested_cv for r in result.recipes)
-    assert result.final.nested_cv == best
+    assert {"auto_mlp_1", "auto_mlp_2", "all level-2", "final subset", "final GES",
+            "final blend"} <= set(names)
+    blend = result.recipes[-1]
+    assert blend.name == "final blend" and blend.members == ("auto_blend",)
+    assert result.final is blend or _clearly_better_than(result.final, blend)
+    best = result.final.nested_cv
     # the final choice is what `stack blend --subset best` will read, and what the submission holds
     subsets = workspace.read_subsets(layout_root)
     assert subsets["members"] == list(result.final.members) and subsets["nested_cv"] == best
@@ -52,7 +55,43 @@ def test_runs_every_stage_and_writes_what_it_chose(layout_root, tmp_path):
         assert meta["level"] == 2 and meta["made_by"] == "stack auto"
         assert meta["inputs"] == ["sim_000", "sim_001", "sim_002"]   # level 1 only
         assert meta["tuning_holdout_fold"] == 2
-    assert "held out of tuning" in result.estimate and "declared" in result.estimate
+    assert "held out of tuning" in result.estimate and "final blend" in result.estimate
+    meta = layout.read_meta(layout_root, "auto_blend")
+    assert meta["level"] == 3 and meta["made_by"] == "stack auto"
+    assert [part["name"] for part in meta["parts"]] == ["final subset", "final GES", "final linear"]
+
+
+def _clearly_better_than(recipe, blend) -> bool:
+    gain = np.subtract(recipe.nested_fold_cv, blend.nested_fold_cv)
+    return gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(len(gain))
+
+
+def test_the_final_blend_is_the_geometric_mean_of_the_parts_nested_predictions(layout_root):
+    """auto_blend's OOF is the geometric mean of the three final selections' nested predictions
+    (honest: each fold's rows from selections made without it); its test predictions blend the
+    selections made on every fold, and its collected CV is the blend recipe's nested CV."""
+    from stacker.blend import geo_mean, test_blend
+    from stacker.layout.collect import collect
+
+    result = run_auto(layout_root, settings=settings(), out=None, report=None)
+    recipes = {r.name: r for r in result.recipes}
+    parts = [recipes[n] for n in ("final subset", "final GES", "final linear")]
+    col = collect(layout_root)
+    written = col.oof[:, col.index(["auto_blend"])[0]]
+    np.testing.assert_allclose(written, geo_mean(np.stack([p.nested_oof for p in parts], axis=-2)),
+                               atol=1e-5)
+    lwlrap = get_metric("lwlrap")
+    assert lwlrap(col.y, written) == pytest.approx(recipes["final blend"].nested_cv, abs=1e-4)
+    expected = geo_mean(np.stack([test_blend(col, list(p.members), **p.blend_options(col.classes))
+                                  for p in parts], axis=-2))
+    np.testing.assert_allclose(test_blend(col, ["auto_blend"]), expected, atol=1e-5)
+    # a rerun gives the same blend, and an experiment of that name not made by stack auto is refused
+    again = run_auto(layout_root, settings=settings(), out=None, report=None)
+    assert again.recipes[-1].to_json() == recipes["final blend"].to_json()
+    meta_path = layout.experiment_dir(layout_root, "auto_blend") / "meta.json"
+    meta_path.write_text(json.dumps({"level": 1}))
+    with pytest.raises(OutputExistsError, match="auto_blend"):
+        run_auto(layout_root, settings=settings(), out=None, report=None)
 
 
 def test_a_rerun_reuses_finished_stages_and_a_changed_input_redoes_them(layout_root, tmp_path):
@@ -109,6 +148,23 @@ def test_choose_takes_the_best_nested_cv_and_the_simpler_on_ties():
     recipes = [recipe("simple", 0.8), recipe("better", 0.85), recipe("tie", 0.85)]
     assert _choose(recipes, lwlrap).name == "better"
     assert _choose(recipes, log_loss).name == "simple"
+
+
+def test_choose_keeps_the_final_blend_unless_a_recipe_is_clearly_better_on_the_folds():
+    def recipe(name, folds):
+        return Recipe(name=name, what="", members=("a",), weights={"a": 1.0}, cv=0.9,
+                      nested_cv=float(np.mean(folds)), holdout_cv=folds[-1],
+                      nested_fold_cv=tuple(folds))
+
+    lwlrap, log_loss = get_metric("lwlrap"), get_metric("log_loss")
+    blend = recipe("final blend", [0.80, 0.82, 0.78, 0.81, 0.79])
+    noisy = recipe("noisy", [0.84, 0.80, 0.81, 0.83, 0.78])          # better mean, within noise
+    steady = recipe("steady", [0.82, 0.84, 0.80, 0.83, 0.81])        # +0.02 on every fold
+    assert _choose([noisy, blend], lwlrap, default=blend) is blend
+    assert _choose([noisy, steady, blend], lwlrap, default=blend) is steady
+    assert _choose([noisy, steady, blend], log_loss, default=blend) is blend   # lower is better
+    # without the blend: the plain best nested CV
+    assert _choose([noisy, steady], lwlrap) is steady
 
 
 def test_cli_ends_with_the_table(layout_root, tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ from first_level.folds import make_folds
 from first_level.runner import run_kfold
 from first_level.sklearn_models import SklearnFoldModel
 from stacker import layout
-from stacker.auto import AutoSettings, run_auto
+from stacker.auto import BLEND_NAME, AutoSettings, run_auto
 from stacker.blend import test_blend
 from stacker.errors import LayoutError, OutputExistsError
 from stacker.layout.collect import Collection, collect
@@ -222,7 +222,9 @@ def run_demo(workdir: Path | str, *, quick: bool = False, seed: int = 0, force: 
     clock = time.perf_counter()
 
     # ---- 4. every recipe and experiment scored on the held-out test labels
-    everything = collect(root).select([*level1_names, *auto.level2])
+    collection = collect(root)
+    blend = [n for n in collection.names if n == BLEND_NAME]
+    everything = collection.select([*level1_names, *auto.level2, *blend])
     truth_ids, truth = _test_truth(dataset)
     test_scores = {name: _test_score(everything, [name], {"blend": "geo-mean"}, truth_ids, truth)
                    for name in everything.names}
