@@ -176,6 +176,16 @@ def test_cli_ends_with_the_table(layout_root, tmp_path, monkeypatch):
     assert "auto_mlp_1" in result.output
     assert json.loads((tmp_path / "submission.csv.json").read_text())["auto"]["n_trials"] == 1
     assert "nested CV" in result.output and (tmp_path / "submission.csv").exists()
+    # `stack blend --subset best --weights` rebuilds the submission from the layout
+    again = CliRunner().invoke(app, ["blend", "--root", str(layout_root), "--subset", "best",
+                                     "--weights", "--out", "again.csv"])
+    assert again.exit_code == 0, again.output
+    import pandas as pd
+
+    submitted, rebuilt = pd.read_csv(tmp_path / "submission.csv"), pd.read_csv(tmp_path / "again.csv")
+    assert list(submitted.columns) == list(rebuilt.columns)
+    np.testing.assert_allclose(rebuilt.iloc[:, 1:].to_numpy(), submitted.iloc[:, 1:].to_numpy(),
+                               rtol=1e-5, atol=1e-7)
     refused = CliRunner().invoke(app, ["auto", "--root", str(layout_root), "--n-level2", "0",
                                        "--report", "submission.csv"])
     assert refused.exit_code == 1 and "--out" in refused.output and "Traceback" not in refused.output
@@ -215,3 +225,17 @@ def test_the_fold_held_out_of_tuning_never_influences_its_own_level2_predictions
                        - layout.read_probs(layout.probs_path(root_b, n, 0, "val")).values).max()
                 for n in a.level2)
     assert moved > 1e-4
+
+
+def test_without_level2_the_final_blend_averages_the_first_level_selections(layout_root):
+    """No level-2 experiment: the blend's parts are the first-level subset, GES and linear stacker,
+    also on a rerun that reuses the cached first-level recipes (searched again for their nested
+    predictions, with the same result)."""
+    first = run_auto(layout_root, settings=settings(n_level2=0), out=None, report=None)
+    again = run_auto(layout_root, settings=settings(n_level2=0), out=None, report=None)
+    for result in (first, again):
+        meta = layout.read_meta(layout_root, "auto_blend")
+        assert [p["name"] for p in meta["parts"]] == ["first-level subset", "first-level GES",
+                                                      "first-level linear"]
+        assert result.recipes[-1].name == "final blend"
+    assert again.recipes[-1].to_json() == first.recipes[-1].to_json()
