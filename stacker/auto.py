@@ -266,8 +266,13 @@ def run_auto(root: Path | str = layout.DEFAULT_ROOT, *, settings: AutoSettings =
 def _input_key(pool: Collection, settings: AutoSettings) -> str:
     """A digest of everything the stages depend on: the level-1 predictions' content, the folds,
     the classes and the settings (not the time budget: a longer budget may reuse finished work)."""
+    from stacker.level2.params import MLPParams
+
     digest = hashlib.blake2b(digest_size=16)
     recorded = {k: v for k, v in asdict(settings).items() if k != "time_budget"}
+    # the level-2 parameters in full: a new stacker version's defaults are a changed input too
+    recorded["level2_params"] = MLPParams.from_dict(settings.level2_params,
+                                                    source="level-2 settings").to_dict()
     digest.update(json.dumps({"names": list(pool.names), "fold_hash": pool.folds.hash,
                               "classes": list(pool.classes), "settings": recorded},
                              sort_keys=True, default=str).encode())
@@ -473,15 +478,19 @@ def _write_predictions(root: Path, name: str, collection: Collection, oof: np.nd
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _remove_own(root: Path, name: str) -> None:
-    """Delete experiment ``name`` if an earlier `stack auto` made it (it would mislead)."""
-    if layout.experiment_dir(root, name).exists():
-        try:
-            meta = layout.read_meta(root, name)
-        except LayoutError:
-            return
-        if _made_by_auto(meta):
-            shutil.rmtree(layout.experiment_dir(root, name))
+def _remove_own(root: Path, name: str) -> bool:
+    """Delete experiment ``name`` if an earlier `stack auto` made it (it would mislead); whether
+    it did."""
+    if not layout.experiment_dir(root, name).exists():
+        return False
+    try:
+        meta = layout.read_meta(root, name)
+    except LayoutError:
+        return False
+    if _made_by_auto(meta):
+        shutil.rmtree(layout.experiment_dir(root, name))
+        return True
+    return False
 
 
 def _estimate_note(final: Recipe, recipes, holdout: int, tuned: bool, blend: Recipe | None) -> str:
@@ -658,14 +667,8 @@ def _train_level2(root: Path, collection: Collection, pool: Collection, configs:
 def _remove_stale_level2(root: Path, collection: Collection, keep: set[str], notes: list) -> None:
     """Level-2 experiments an earlier `stack auto` made from other inputs: they would mislead."""
     for name in layout.list_experiments(root):
-        if name.startswith(LEVEL2_PREFIX) and name not in keep:
-            try:
-                meta = layout.read_meta(root, name)
-            except LayoutError:
-                continue
-            if _made_by_auto(meta):
-                shutil.rmtree(layout.experiment_dir(root, name))
-                notes.append(f"removed {name}, made by an earlier stack auto from other inputs")
+        if name.startswith(LEVEL2_PREFIX) and name not in keep and _remove_own(root, name):
+            notes.append(f"removed {name}, made by an earlier stack auto from other inputs")
 
 
 # ---------------------------------------------------------------- outputs

@@ -239,3 +239,19 @@ def test_without_level2_the_final_blend_averages_the_first_level_selections(layo
                                                       "first-level linear"]
         assert result.recipes[-1].name == "final blend"
     assert again.recipes[-1].to_json() == first.recipes[-1].to_json()
+
+
+def test_new_level2_defaults_redo_the_tuning_instead_of_failing(layout_root, monkeypatch):
+    """A stacker upgrade that changes MLPParams' defaults is a changed input: the rerun tunes a
+    new study and retrains, instead of refusing the old study's other base parameters."""
+    from dataclasses import replace
+
+    from stacker.level2.params import MLPParams
+
+    first = run_auto(layout_root, settings=settings(n_level2=1), out=None, report=None)
+    original = MLPParams.from_dict.__func__
+    monkeypatch.setattr(MLPParams, "from_dict", classmethod(
+        lambda cls, values, source="params": replace(original(cls, values, source=source),
+                                                     inner_fraction=0.25)))
+    again = run_auto(layout_root, settings=settings(n_level2=1), out=None, report=None)
+    assert not again.level2["auto_mlp_1"]["reused"] and first.tuning["study"] != again.tuning["study"]
