@@ -28,6 +28,8 @@ def _shown(path: Path) -> str:
 
 def result_table(result: "DemoResult") -> Table:
     """Every model's CV and held-out test lwlrap, the chosen subsets, the final blend, the files."""
+    from stacker.auto import BLEND_NAME
+
     table = Table(title="stack demo: lwlrap, out-of-fold CV and held-out test", show_lines=False)
     for column, justify in (("", "left"), ("CV", "right"), ("nested CV", "right"),
                             ("test", "right"), ("what", "left")):
@@ -37,7 +39,8 @@ def result_table(result: "DemoResult") -> Table:
         inputs = result.level2_inputs.get(row.experiment)
         what = ("first level" if row.level == 1 else
                 f"level 2 on {'all ' if len(inputs) == n_first else ''}{len(inputs)} first-level models"
-                if inputs else f"level {row.level}")
+                if inputs else "level 3: stack auto's blend of its final selections (nested OOF)"
+                if row.experiment == BLEND_NAME else f"level {row.level}")
         table.add_row(row.experiment, _score(row.cv), "", _score(row.test), what)
     table.add_section()
     table.add_row("first-level subset", _score(result.first_level_subset_cv),
