@@ -14,7 +14,7 @@ Part 2, time. A FAT2019-size layout (the real ``train_curated.csv`` rows and lab
 budget and with ``--time-budget 120``: wall time against the budget.
 
     .venv/bin/python benchmarks/bench_auto.py [--workdir /tmp/stack_bench_auto] [--parts quality,time]
-        [--budget 240] [emotions ...]
+        [--budget 240] [--seed 0] [emotions ...]
 """
 
 from __future__ import annotations
@@ -49,11 +49,12 @@ def held_out(collection, recipe, y_test, order) -> float:
     return lwlrap(y_test, probs[order])
 
 
-def quality(dataset: str, workdir: Path, budget: float) -> dict:
+def quality(dataset: str, workdir: Path, budget: float, seed: int = 0) -> dict:
     root = workdir / dataset
     build_mulan_layout(dataset, root, seed=0)
     began = time.perf_counter()
-    result = run_auto(root, settings=AutoSettings(time_budget=budget), out=None, report=None)
+    result = run_auto(root, settings=AutoSettings(time_budget=budget, seed=seed), out=None,
+                      report=None)
     seconds = time.perf_counter() - began
     collection = collect(root)
     test_ids, y_test = read_test_labels(root)
@@ -145,6 +146,9 @@ def main(argv=None) -> None:
     parser.add_argument("--parts", default="quality,time")
     parser.add_argument("--budget", type=float, default=240.0,
                         help="stack auto's time budget per MULAN dataset (seconds)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="stack auto's seed (tuning, level-2 models, searches); the first "
+                             "level stays the same")
     args = parser.parse_args(argv)
     import optuna
 
@@ -154,7 +158,7 @@ def main(argv=None) -> None:
         if not MULAN_DIR.exists():
             print(f"skip quality: {MULAN_DIR} is absent")
         else:
-            print_quality([quality(d, args.workdir, args.budget) for d in args.datasets])
+            print_quality([quality(d, args.workdir, args.budget, args.seed) for d in args.datasets])
     if "time" in parts:
         timing(args.workdir, [AutoSettings().time_budget, 120.0])
 
