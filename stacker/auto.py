@@ -725,7 +725,9 @@ def _write_outputs(root: Path, everything: Collection, final: Recipe, recipes, s
                                    "holdout_cv": final.holdout_cv, "estimate": estimate,
                                    "report": None if report is None else str(report),
                                    "candidates": [r.to_json() | {"search": None} for r in recipes],
-                                   "auto": asdict(settings), "tuning": tuning})
+                                   "auto": asdict(settings), "tuning": tuning,
+                                   "blend_parts": everything.meta.get(BLEND_NAME, {}).get("parts")
+                                   if BLEND_NAME in members else None})
             update(1, 1)
         files["submission"] = Path(out)
         files["sidecar"] = sidecar_path(out)

@@ -49,6 +49,8 @@ def test_runs_every_stage_and_writes_what_it_chose(layout_root, tmp_path):
     assert sidecar["members"] == list(result.final.members) and sidecar["made_by"] == "stack auto"
     assert {"weights", "cv", "nested_cv", "estimate"} <= set(sidecar)
     assert sidecar["nested_cv"] == pytest.approx(best)
+    parts = [p["name"] for p in sidecar["blend_parts"] or []]   # what the blend is made of
+    assert parts == (["final subset", "final GES", "final linear"] if result.final is blend else [])
     assert report.exists() and out.read_text().count("\n") == 21     # header + 20 test rows
     for name in ("auto_mlp_1", "auto_mlp_2"):
         meta = layout.read_meta(layout_root, name)
