@@ -59,6 +59,26 @@ def subset_curve(result: dict) -> pd.DataFrame:
     return frame.sort_values("size", kind="stable").reset_index(drop=True)
 
 
+def auto_candidates(result: dict) -> pd.DataFrame | None:
+    """`stack auto`'s candidate recipes from subsets.json's ``candidates``: columns recipe, what,
+    cv, nested_cv, holdout_cv, chosen (the submission's recipe); None when the last search was
+    not `stack auto`'s. LayoutError for an entry without name, cv and nested_cv."""
+    records = result.get("candidates")
+    if not isinstance(records, list) or not records:
+        return None
+    rows = []
+    for record in records:
+        try:
+            rows.append({"recipe": str(record["name"]), "what": str(record.get("what", "")),
+                         "cv": float(record["cv"]), "nested_cv": float(record["nested_cv"]),
+                         "holdout_cv": float(record.get("holdout_cv", np.nan)),
+                         "chosen": record["name"] == result.get("recipe")})
+        except (KeyError, TypeError, ValueError):
+            raise LayoutError("'candidates' entries need a name, cv and nested_cv; run `stack auto` "
+                              "again") from None
+    return pd.DataFrame(rows)
+
+
 def best_single(collection: Collection, board: pd.DataFrame) -> str:
     """The best level-1 experiment of the leaderboard (the best of any level if there is none)."""
     level1 = board[board.level == 1]
@@ -138,7 +158,25 @@ def _leaderboard_figure(board: pd.DataFrame, metric: str) -> Figure:
     pad = max(0.01, (high - low) * 0.3)
     # scores in [0, 1] stay there, whiskers or not
     ax.set_xlim(low - pad, min(high + pad, 1.0) if high <= 1 else high + pad)
-    ax.set_xlabel(f"CV {metric} (bars: overall OOF; whiskers: std over folds; red: level 2)")
+    ax.set_xlabel(f"CV {metric} (bars: overall OOF; whiskers: std over folds; red: level 2+)")
+    return fig
+
+
+def _candidates_figure(frame: pd.DataFrame, metric: str) -> Figure:
+    n = len(frame)
+    fig = Figure(figsize=(7, 0.9 + 0.3 * n))
+    ax = fig.add_subplot()
+    order = frame.iloc[::-1]
+    colors = ["#2ca02c" if chosen else "#1f77b4" for chosen in order.chosen]
+    ax.barh(range(n), order.nested_cv, color=colors, alpha=0.85, label="nested CV")
+    ax.plot(order.cv, range(n), "k|", markersize=12, label="CV (selected on every fold)")
+    ax.set_yticks(range(n), order.recipe, fontsize=8)
+    values = np.concatenate([frame.cv.to_numpy(), frame.nested_cv.to_numpy()])
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    pad = max(0.01, (high - low) * 0.3)
+    ax.set_xlim(low - pad, min(high + pad, 1.0) if high <= 1 else high + pad)
+    ax.set_xlabel(f"{metric} (green: the submission)")
+    ax.legend(fontsize=7, loc="lower right")
     return fig
 
 
@@ -306,6 +344,21 @@ def build_report(root: Path | str = layout.DEFAULT_ROOT, *, metric: str = "lwlra
         section("Subset search", missing)
         section("Per-class lwlrap: searched blend vs best single model", missing)
     if result is not None:
+        try:
+            candidates = auto_candidates(result)
+        except LayoutError as error:
+            section("stack auto: the candidate recipes", note(f"{subsets_path(root)}: {error}"))
+        else:
+            if candidates is not None:
+                estimate = result.get("estimate")
+                section("stack auto: the candidate recipes",
+                        f"<p>The submission is <b>{html.escape(str(result.get('recipe')))}</b>. "
+                        "Nested CV is the honest estimate: each choice repeated without the fold "
+                        "it is scored on.</p>",
+                        f"<p>{html.escape(str(estimate))}</p>" if estimate else "",
+                        _png(_candidates_figure(candidates, str(result.get("metric", scorer.name)))),
+                        _table(candidates))
+                images += 1
         members = list(result["members"])
         summary = (f"<p>Chosen by {html.escape(str(result.get('method', '?')))} search with the "
                    f"{html.escape(str(result.get('blend', 'geo-mean')))} blend: "

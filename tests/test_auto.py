@@ -52,6 +52,9 @@ def test_runs_every_stage_and_writes_what_it_chose(layout_root, tmp_path):
     parts = [p["name"] for p in sidecar["blend_parts"] or []]   # what the blend is made of
     assert parts == (["final subset", "final GES", "final linear"] if result.final is blend else [])
     assert report.exists() and out.read_text().count("\n") == 21     # header + 20 test rows
+    page = report.read_text()
+    assert "stack auto: the candidate recipes" in page and "final linear" in page
+    assert f"The submission is <b>{result.final.name}</b>" in page
     for name in ("auto_mlp_1", "auto_mlp_2"):
         meta = layout.read_meta(layout_root, name)
         assert meta["level"] == 2 and meta["made_by"] == "stack auto"
@@ -61,6 +64,19 @@ def test_runs_every_stage_and_writes_what_it_chose(layout_root, tmp_path):
     meta = layout.read_meta(layout_root, "auto_blend")
     assert meta["level"] == 3 and meta["made_by"] == "stack auto"
     assert [part["name"] for part in meta["parts"]] == ["final subset", "final GES", "final linear"]
+
+
+def test_the_report_reads_the_candidates_or_names_what_is_wrong():
+    from stacker.errors import LayoutError
+    from stacker.report import auto_candidates
+
+    assert auto_candidates({"members": ["a"]}) is None              # a plain search's record
+    frame = auto_candidates({"recipe": "b", "candidates": [
+        {"name": "a", "what": "x", "cv": 0.8, "nested_cv": 0.7, "holdout_cv": 0.75},
+        {"name": "b", "cv": 0.9, "nested_cv": 0.8}]})
+    assert frame.chosen.tolist() == [False, True] and np.isnan(frame.holdout_cv.iloc[1])
+    with pytest.raises(LayoutError, match="candidates"):
+        auto_candidates({"candidates": [{"name": "a", "cv": "high"}]})
 
 
 def _clearly_better_than(recipe, blend) -> bool:
