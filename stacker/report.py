@@ -347,32 +347,38 @@ def build_report(root: Path | str = layout.DEFAULT_ROOT, *, metric: str = "lwlra
         try:
             candidates = auto_candidates(result)
         except LayoutError as error:
+            candidates = None
             section("stack auto: the candidate recipes", note(f"{subsets_path(root)}: {error}"))
-        else:
-            if candidates is not None:
-                estimate = result.get("estimate")
-                section("stack auto: the candidate recipes",
-                        f"<p>The submission is <b>{html.escape(str(result.get('recipe')))}</b>. "
-                        "Nested CV is the honest estimate: each choice repeated without the fold "
-                        "it is scored on.</p>",
-                        f"<p>{html.escape(str(estimate))}</p>" if estimate else "",
-                        _png(_candidates_figure(candidates, str(result.get("metric", scorer.name)))),
-                        _table(candidates))
-                images += 1
+        if candidates is not None:
+            estimate = result.get("estimate")
+            section("stack auto: the candidate recipes",
+                    f"<p>The submission is <b>{html.escape(str(result.get('recipe')))}</b>. "
+                    "Nested CV is the honest estimate: each choice repeated without the fold "
+                    "it is scored on.</p>",
+                    f"<p>{html.escape(str(estimate))}</p>" if estimate else "",
+                    _png(_candidates_figure(candidates, str(result.get("metric", scorer.name)))),
+                    _table(candidates))
+            images += 1
         members = list(result["members"])
         summary = (f"<p>Chosen by {html.escape(str(result.get('method', '?')))} search with the "
                    f"{html.escape(str(result.get('blend', 'geo-mean')))} blend: "
                    f"<b>{html.escape(', '.join(members))}</b>; CV "
                    f"{_fmt(result.get('cv'))}, nested CV {_fmt(result.get('nested_cv'))}.</p>")
-        try:
-            curve = subset_curve(result)
+        if candidates is not None and not result.get("by_size"):
             section("Subset search: best score by subset size", summary,
-                    _png(_curve_figure(curve, str(result.get("metric", scorer.name)), len(members))),
-                    _table(curve))
-            images += 1
-        except LayoutError as error:
-            section("Subset search: best score by subset size", summary,
-                    note(f"{subsets_path(root)}: {error}"))
+                    f"<p>The submission is <code>stack auto</code>'s "
+                    f"{html.escape(str(result.get('recipe')))}, not one subset search, so there is "
+                    "no curve by subset size; its candidates are above.</p>")
+        else:
+            try:
+                curve = subset_curve(result)
+                section("Subset search: best score by subset size", summary,
+                        _png(_curve_figure(curve, str(result.get("metric", scorer.name)), len(members))),
+                        _table(curve))
+                images += 1
+            except LayoutError as error:
+                section("Subset search: best score by subset size", summary,
+                        note(f"{subsets_path(root)}: {error}"))
         try:
             blended = searched_blend(collection, result)
         except StackError as error:      # a member gone, or a blend name this version lacks

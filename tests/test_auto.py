@@ -55,6 +55,9 @@ def test_runs_every_stage_and_writes_what_it_chose(layout_root, tmp_path):
     page = report.read_text()
     assert "stack auto: the candidate recipes" in page and "final linear" in page
     assert f"The submission is <b>{result.final.name}</b>" in page
+    # a recipe without a size curve is said so, not reported as a damaged subsets.json
+    assert ("no curve by subset size" in page) == (not subsets.get("by_size"))
+    assert "by_size" not in page
     for name in ("auto_mlp_1", "auto_mlp_2"):
         meta = layout.read_meta(layout_root, name)
         assert meta["level"] == 2 and meta["made_by"] == "stack auto"
