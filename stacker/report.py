@@ -242,11 +242,11 @@ def _history_figure(name: str, folds: dict[int, pd.DataFrame]) -> Figure:
             axes[0].plot(part.epoch, part.val_loss, "--", color=color, alpha=0.8)
             if has_score and "val_score" in part.columns:
                 axes[1].plot(part.epoch, part.val_score, "-", color=color, alpha=0.8)
-    axes[0].set_title(f"{name}: loss (solid train, dashed validation)", fontsize=9)
+    axes[0].set_title(f"{name}: loss (solid train, dashed early-stopping rows)", fontsize=9)
     axes[0].set_xlabel("epoch")
     axes[0].legend(fontsize=7)
     if has_score:
-        axes[1].set_title(f"{name}: validation score", fontsize=9)
+        axes[1].set_title(f"{name}: score on the early-stopping rows", fontsize=9)
         axes[1].set_xlabel("epoch")
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -404,6 +404,12 @@ def build_report(root: Path | str = layout.DEFAULT_ROOT, *, metric: str = "lwlra
     if not curves:
         body.append(note("no level-2 learning curves (no <experiment>/fold_<k>/history.json); "
                          "run `stack train` to make some"))
+    if curves:
+        body.insert(0, "<p>Each fold model's early-stopping rows are a held-out part of its "
+                       "training rows (meta.json <code>early_stopping: inner-holdout</code>), or, "
+                       "with <code>--early-stop-on-fold</code>, the fold it predicts. With "
+                       "<code>refit</code> the predictions come from a fresh net trained on every "
+                       "training row for the best epoch count.</p>")
     section("Level-2 learning curves", *body)
 
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
