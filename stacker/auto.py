@@ -181,6 +181,8 @@ def run_auto(root: Path | str = layout.DEFAULT_ROOT, *, settings: AutoSettings =
     if settings.n_level2 < 0 or settings.max_seeds < 1:
         raise OptionError("`n_level2` must be >= 0 and `max_seeds` >= 1")
     _check_outputs(out, report, force)
+    for name in (BLEND_NAME, *(f"{LEVEL2_PREFIX}{i}" for i in range(1, settings.n_level2 + 1))):
+        _check_own_experiment(root, name)        # refused now, not after minutes of training
     seconds: dict[str, float] = {}
     notes: list[str] = []
     clock = [time.perf_counter()]
@@ -460,9 +462,7 @@ def _write_predictions(root: Path, name: str, collection: Collection, oof: np.nd
     whole and renamed into place. An existing one not made by `stack auto` is refused."""
     import uuid
 
-    if layout.experiment_dir(root, name).exists() and not _made_by_auto(layout.read_meta(root, name)):
-        raise OutputExistsError(f"experiment '{name}' exists under {root} and was not made by "
-                                f"stack auto; rename it (stack auto writes {name})")
+    _check_own_experiment(root, name)
     folds = collection.folds
     staging = workspace.staging_dir(root) / f"{name}-{uuid.uuid4().hex[:8]}"
     try:
@@ -476,6 +476,13 @@ def _write_predictions(root: Path, name: str, collection: Collection, oof: np.nd
         layout.install_experiment(staging, root, name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_own_experiment(root: Path, name: str) -> None:
+    """OutputExistsError when experiment ``name`` exists and an earlier `stack auto` did not make it."""
+    if layout.experiment_dir(root, name).exists() and not _made_by_auto(layout.read_meta(root, name)):
+        raise OutputExistsError(f"experiment '{name}' exists under {root} and was not made by "
+                                f"stack auto; rename it (stack auto writes {name})")
 
 
 def _remove_own(root: Path, name: str) -> bool:

@@ -111,8 +111,11 @@ def test_the_final_blend_is_the_geometric_mean_of_the_parts_nested_predictions(l
     assert again.recipes[-1].to_json() == recipes["final blend"].to_json()
     meta_path = layout.experiment_dir(layout_root, "auto_blend") / "meta.json"
     meta_path.write_text(json.dumps({"level": 1}))
+    state = workspace.auto_state_path(layout_root)
+    stamp = state.stat().st_mtime_ns
     with pytest.raises(OutputExistsError, match="auto_blend"):
         run_auto(layout_root, settings=settings(), out=None, report=None)
+    assert state.stat().st_mtime_ns == stamp        # refused before any stage ran
 
 
 def test_a_rerun_reuses_finished_stages_and_a_changed_input_redoes_them(layout_root, tmp_path):
@@ -158,6 +161,7 @@ def test_refuses_to_replace_a_users_files(layout_root, tmp_path):
     with pytest.raises(OutputExistsError, match="was not made by stack auto"):
         run_auto(layout_root, settings=settings(n_level2=1), out=tmp_path / "s.csv", report=None)
     assert layout.probs_path(layout_root, "auto_mlp_1", 0, "val").exists()
+    assert not workspace.auto_state_path(layout_root).exists()    # refused before any stage ran
 
 
 def test_choose_takes_the_best_nested_cv_and_the_simpler_on_ties():
