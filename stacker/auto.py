@@ -650,7 +650,9 @@ def _train_level2(root: Path, collection: Collection, pool: Collection, configs:
                   "inputs": list(pool.names)}
         meta = collection.meta.get(name)
         exists = layout.experiment_dir(root, name).exists()
-        if exists and not _made_by_auto(layout.read_meta(root, name) if meta is None else meta):
+        if meta is None and exists:     # a collection of the level-1 experiments only (the demo's)
+            meta = layout.read_meta(root, name)
+        if exists and not _made_by_auto(meta):
             raise OutputExistsError(f"experiment '{name}' exists under {root} and was not made by "
                                     "stack auto; rename it (stack auto writes auto_mlp_<i>)")
         if meta is not None and all(meta.get(k) == v for k, v in record.items()):

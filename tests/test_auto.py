@@ -280,3 +280,20 @@ def test_new_level2_defaults_redo_the_tuning_instead_of_failing(layout_root, mon
                                                      inner_fraction=0.25)))
     again = run_auto(layout_root, settings=settings(n_level2=1), out=None, report=None)
     assert not again.level2["auto_mlp_1"]["reused"] and first.tuning["study"] != again.tuning["study"]
+
+
+def test_a_rerun_given_only_the_level1_collection_reuses_its_level2(layout_root):
+    """The demo passes its own level-1 collection: the level-2 experiments on disk are still
+    reused (their meta.json read from the layout), not retrained on every rerun."""
+    from stacker.layout.collect import collect
+
+    def level1():
+        col = collect(layout_root)
+        return col.select([n for n in col.names if col.level(n) == 1])
+
+    first = run_auto(layout_root, settings=settings(n_level2=1), out=None, report=None,
+                     collection=level1())
+    again = run_auto(layout_root, settings=settings(n_level2=1), out=None, report=None,
+                     collection=level1())
+    assert not first.level2["auto_mlp_1"]["reused"] and again.level2["auto_mlp_1"]["reused"]
+    assert again.final.to_json() == first.final.to_json()
