@@ -14,6 +14,7 @@ from stacker.cli.common import (
     SchedulerOption,
     console,
     err_console,
+    metric_option,
     progress_bar,
     refuse_inputs_as_outputs,
     user_errors,
@@ -62,8 +63,7 @@ def auto_table(result: "AutoResult") -> Table:
 @user_errors
 def auto_command(
     root: RootOption = layout.DEFAULT_ROOT,
-    metric: Annotated[str, typer.Option(help="Metric to choose by: lwlrap, lrap, roc_auc, map, "
-                                              "log_loss, accuracy.")] = "lwlrap",
+    metric: metric_option("Metric to choose by") = "lwlrap",
     time_budget: Annotated[float, typer.Option(help="Seconds for the whole run; tuning and level-2 "
                                                      "training adapt to it.")] = 480.0,
     template: Annotated[Optional[Path], typer.Option(help="Submission template CSV (id column + one "

@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from stacker import layout
-from stacker.cli.common import RootOption, console, frame_table, load_collection, user_errors
+from stacker.cli.common import RootOption, console, frame_table, load_collection, metric_option, user_errors
 from stacker.layout import workspace
 from stacker.metrics import get_metric
 
@@ -13,8 +13,7 @@ from stacker.metrics import get_metric
 @user_errors
 def collect_command(
     root: RootOption = layout.DEFAULT_ROOT,
-    metric: Annotated[str, typer.Option(help="Metric for the leaderboard: lwlrap, lrap, roc_auc, "
-                                              "map, log_loss, accuracy.")] = "lwlrap",
+    metric: metric_option("Metric for the leaderboard") = "lwlrap",
     strict: Annotated[bool, typer.Option(help="Fail (exit 1) on the first bad experiment instead "
                                               "of skipping it.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-read every file.")] = False,

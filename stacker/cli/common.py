@@ -25,6 +25,15 @@ console = Console()
 err_console = Console(stderr=True)
 
 RootOption = Annotated[Path, typer.Option("--root", help="Root folder of the prediction layout.")]
+
+
+def metric_option(purpose: str):
+    """``--metric``: ``purpose`` and the names of :data:`stacker.metrics.METRICS` in its help."""
+    from stacker.metrics import METRICS
+
+    return Annotated[str, typer.Option("--metric", help=f"{purpose}: {', '.join(METRICS)}.")]
+
+
 DEFAULT_ROOT_PATH = DEFAULT_ROOT
 SchedulerOption = Annotated[Optional[str], typer.Option(
     "--scheduler", envvar="STACK_SCHEDULER", show_envvar=True,

@@ -13,6 +13,7 @@ from stacker.cli.common import (
     err_console,
     frame_table,
     load_collection,
+    metric_option,
     progress_bar,
     user_errors,
 )
@@ -29,8 +30,7 @@ SubsetOpt = Annotated[Optional[str], typer.Option(
     "--subset", help="Inputs: best (the last `stack search-subsets`), all (every level-1 "
                      "experiment; the default) or NAME,NAME,...")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
-MetricOpt = Annotated[str, typer.Option("--metric", help="Validation metric: lwlrap, lrap, roc_auc, "
-                                                         "map, log_loss, accuracy.")]
+MetricOpt = metric_option("Validation metric")
 EpochsOpt = Annotated[Optional[int], typer.Option("--max-epochs", help="Cap on epochs per fold "
                                                                        "model (overrides params).")]
 

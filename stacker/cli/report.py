@@ -6,15 +6,22 @@ from typing import Annotated
 import typer
 
 from stacker import layout
-from stacker.cli.common import RootOption, console, err_console, progress_bar, refuse_inputs_as_outputs, user_errors
+from stacker.cli.common import (
+    RootOption,
+    console,
+    err_console,
+    metric_option,
+    progress_bar,
+    refuse_inputs_as_outputs,
+    user_errors,
+)
 
 
 @user_errors
 def report_command(
     root: RootOption = layout.DEFAULT_ROOT,
     out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
-    metric: Annotated[str, typer.Option(help="Metric for the leaderboard: lwlrap, lrap, roc_auc, "
-                                              "map, log_loss, accuracy.")] = "lwlrap",
+    metric: metric_option("Metric for the leaderboard") = "lwlrap",
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Leaderboard, OOF correlation heatmap, subset-search curve, per-class scores of the searched

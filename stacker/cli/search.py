@@ -7,7 +7,16 @@ import typer
 
 from stacker import layout
 from stacker.blend import DEFAULT_POWER, EPS
-from stacker.cli.common import RootOption, console, err_console, frame_table, load_collection, progress_bar, user_errors
+from stacker.cli.common import (
+    RootOption,
+    console,
+    err_console,
+    frame_table,
+    load_collection,
+    metric_option,
+    progress_bar,
+    user_errors,
+)
 from stacker.layout import workspace
 from stacker.search.engine import SearchResult, search_subsets
 from stacker.search.subsets import resolve_subset
@@ -65,8 +74,7 @@ def show_result(result: SearchResult, top: int) -> None:
 @user_errors
 def search_subsets_command(
     root: RootOption = layout.DEFAULT_ROOT,
-    metric: Annotated[str, typer.Option(help="Metric to maximise (lwlrap, lrap: fast path; "
-                                              "roc_auc, map, log_loss, accuracy).")] = "lwlrap",
+    metric: metric_option("Metric to maximise (lwlrap and lrap take the fast path)") = "lwlrap",
     blend: Annotated[BlendChoice, typer.Option(help="How members are blended.")] = BlendChoice.geo_mean,
     power: Annotated[float, typer.Option(help="Exponent k of the power blend.")] = DEFAULT_POWER,
     method: Annotated[MethodChoice, typer.Option(help="Search method; auto picks exhaustive when "

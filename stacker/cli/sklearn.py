@@ -8,7 +8,16 @@ import typer
 
 from first_level.sklearn_models import ESTIMATORS, model_factory
 from stacker import layout
-from stacker.cli.common import ProbsFormat, RootOption, SchedulerOption, console, frame_table, progress_bar, user_errors
+from stacker.cli.common import (
+    ProbsFormat,
+    RootOption,
+    SchedulerOption,
+    console,
+    frame_table,
+    metric_option,
+    progress_bar,
+    user_errors,
+)
 from stacker.errors import OptionError
 
 
@@ -38,7 +47,7 @@ def sklearn_command(
     seed: Annotated[int, typer.Option(help="Random seed of the estimator.")] = 0,
     root: RootOption = layout.DEFAULT_ROOT,
     force: Annotated[bool, typer.Option(help="Retrain every fold, replacing what exists.")] = False,
-    metric: Annotated[str, typer.Option(help="Metric for the CV scores.")] = "lwlrap",
+    metric: metric_option("Metric for the CV scores") = "lwlrap",
     threads: Annotated[Optional[int], typer.Option(help="Cap on BLAS/OpenMP threads "
                                                         "(default: all cores).")] = None,
     scheduler: SchedulerOption = None,
