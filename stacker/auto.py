@@ -229,9 +229,9 @@ def run_auto(root: Path | str = layout.DEFAULT_ROOT, *, settings: AutoSettings =
     if settings.n_level2 > 0:
         configs, tuning = _tune(root, pool1, settings, state, holdout, deadline, stage)
         lap("tune")
-        level2 = _train_level2(root, collection, pool1, configs, tuning, settings, key, state, deadline,
+        level2 = _train_level2(root, pool1, configs, tuning, settings, key, state, deadline,
                                stage, notes, scheduler)
-        _remove_stale_level2(root, collection, set(level2), notes)
+        _remove_stale_level2(root, set(level2), notes)
         lap("level 2")
 
     # ---- 4. final recipes over level 1 + level 2, the choice, the outputs
@@ -459,10 +459,9 @@ def _final_blend(root: Path, everything: Collection, parts: Sequence[Recipe], me
 def _write_predictions(root: Path, name: str, collection: Collection, oof: np.ndarray,
                        test: np.ndarray, meta: dict) -> None:
     """Experiment ``name`` (val rows of each fold from ``oof``, ``test`` in every fold), staged
-    whole and renamed into place. An existing one not made by `stack auto` is refused."""
+    whole and renamed into place (`run_auto` refused one it did not make before any stage ran)."""
     import uuid
 
-    _check_own_experiment(root, name)
     folds = collection.folds
     staging = workspace.staging_dir(root) / f"{name}-{uuid.uuid4().hex[:8]}"
     try:
@@ -609,7 +608,7 @@ def _diverse_configs(trials, base, n: int, keys: Sequence[str], seconds: dict) -
     return configs
 
 
-def _train_level2(root: Path, collection: Collection, pool: Collection, configs: list, tuning: dict,
+def _train_level2(root: Path, pool: Collection, configs: list, tuning: dict,
                   settings: AutoSettings, key: str, state: dict, deadline: float, stage,
                   notes: list, scheduler: str | None = None) -> dict:
     """Train (or reuse) ``auto_mlp_<i>`` for each configuration that fits the remaining budget."""
@@ -648,13 +647,10 @@ def _train_level2(root: Path, collection: Collection, pool: Collection, configs:
         name = f"{LEVEL2_PREFIX}{i}"
         record = {"auto_key": key, "params": params.to_dict(), "seeds": seed_list,
                   "inputs": list(pool.names)}
-        meta = collection.meta.get(name)
+        # read from the layout: the caller's collection may hold the level-1 experiments only
+        # (the demo's); one that stack auto did not make was refused before any stage ran
         exists = layout.experiment_dir(root, name).exists()
-        if meta is None and exists:     # a collection of the level-1 experiments only (the demo's)
-            meta = layout.read_meta(root, name)
-        if exists and not _made_by_auto(meta):
-            raise OutputExistsError(f"experiment '{name}' exists under {root} and was not made by "
-                                    "stack auto; rename it (stack auto writes auto_mlp_<i>)")
+        meta = layout.read_meta(root, name) if exists else None
         if meta is not None and all(meta.get(k) == v for k, v in record.items()):
             trained[name] = {**record, "cv": meta.get("cv"), "reused": True}
             continue
@@ -673,7 +669,7 @@ def _train_level2(root: Path, collection: Collection, pool: Collection, configs:
     return trained
 
 
-def _remove_stale_level2(root: Path, collection: Collection, keep: set[str], notes: list) -> None:
+def _remove_stale_level2(root: Path, keep: set[str], notes: list) -> None:
     """Level-2 experiments an earlier `stack auto` made from other inputs: they would mislead."""
     for name in layout.list_experiments(root):
         if name.startswith(LEVEL2_PREFIX) and name not in keep and _remove_own(root, name):
