@@ -70,8 +70,11 @@ def _map_on_cluster(fn, units: list, shared: dict, scheduler: str,
                            "with `dask scheduler` and workers with `dask worker ADDRESS`, or "
                            "drop --scheduler and STACK_SCHEDULER to run here") from None
     with client:
-        # one future per shared value; a list is wrapped so that scatter sends it as one object
-        remote = {key: client.scatter([value], hash=False)[0] for key, value in shared.items()}
+        # one future per shared value; a list is wrapped so that scatter sends it as one object.
+        # Broadcast: scattered data has no lineage, so a single copy dies with its worker and
+        # every unit still waiting on it is cancelled; a copy on each worker survives one death
+        remote = {key: client.scatter([value], hash=False, broadcast=True)[0]
+                  for key, value in shared.items()}
         futures = client.map(_run_unit, units, pure=False, retries=retries, unit_fn=fn, **remote)
         position = {future.key: i for i, future in enumerate(futures)}
         pending = as_completed(futures, loop=client.loop, with_results=True)   # raises errors
@@ -79,7 +82,13 @@ def _map_on_cluster(fn, units: list, shared: dict, scheduler: str,
         results: list = [None] * len(units)
         done = 0
         try:
-            for future, (result, user_error) in pending:
+            for future, outcome in pending:
+                if isinstance(outcome, BaseException):    # cancelled: its inputs were lost
+                    index = position[future.key]
+                    raise ClusterError(f"the task of unit {units[index]!r} was cancelled by the "
+                                       f"cluster ({type(outcome).__name__}): the workers holding "
+                                       "its inputs died; rerun to resume") from None
+                result, user_error = outcome
                 if user_error is not None:
                     raise user_error
                 results[position[future.key]] = result
