@@ -14,7 +14,7 @@ Part 2, time. A FAT2019-size layout (the real ``train_curated.csv`` rows and lab
 budget and with ``--time-budget 120``: wall time against the budget.
 
     .venv/bin/python benchmarks/bench_auto.py [--workdir /tmp/stack_bench_auto] [--parts quality,time]
-        [--budget 240] [--seed 0] [emotions ...]
+        [--budget 240] [--seed 0] [--trials N] [--dump DIR] [emotions ...]
 """
 
 from __future__ import annotations
@@ -49,12 +49,13 @@ def held_out(collection, recipe, y_test, order) -> float:
     return lwlrap(y_test, probs[order])
 
 
-def quality(dataset: str, workdir: Path, budget: float, seed: int = 0) -> dict:
+def quality(dataset: str, workdir: Path, budget: float, seed: int = 0,
+            trials: int | None = None, dump: Path | None = None) -> dict:
     root = workdir / dataset
     build_mulan_layout(dataset, root, seed=0)
     began = time.perf_counter()
-    result = run_auto(root, settings=AutoSettings(time_budget=budget, seed=seed), out=None,
-                      report=None)
+    result = run_auto(root, settings=AutoSettings(time_budget=budget, seed=seed, n_trials=trials),
+                      out=None, report=None)
     seconds = time.perf_counter() - began
     collection = collect(root)
     test_ids, y_test = read_test_labels(root)
@@ -67,6 +68,11 @@ def quality(dataset: str, workdir: Path, budget: float, seed: int = 0) -> dict:
         rows[name] = held_out(collection, recipes[name], y_test, order)
     final = result.final
     rows["stack auto"] = held_out(collection, final, y_test, order)
+    if dump is not None:
+        # the submission's test predictions, to compare two versions of stack auto bit for bit
+        dump.mkdir(parents=True, exist_ok=True)
+        probs = test_blend(collection, list(final.members), **final.blend_options(collection.classes))
+        np.save(dump / f"{dataset}.npy", probs[order])
     return {"dataset": dataset, "test": rows, "nested_cv": final.nested_cv, "chosen": final.name,
             "seconds": seconds, "load": load()}
 
@@ -149,6 +155,13 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="stack auto's seed (tuning, level-2 models, searches); the first "
                              "level stays the same")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="tune exactly this many trials (a reproducible run) instead of the "
+                             "time budget deciding")
+    parser.add_argument("--dump", type=Path, default=None,
+                        help="save each dataset's submission (test rows x classes) as "
+                             "DUMP/<dataset>.npy, to compare two versions bit for bit "
+                             "(benchmarks/compare_dumps.py)")
     args = parser.parse_args(argv)
     import optuna
 
@@ -158,7 +171,8 @@ def main(argv=None) -> None:
         if not MULAN_DIR.exists():
             print(f"skip quality: {MULAN_DIR} is absent")
         else:
-            print_quality([quality(d, args.workdir, args.budget, args.seed) for d in args.datasets])
+            print_quality([quality(d, args.workdir, args.budget, args.seed, args.trials, args.dump)
+                           for d in args.datasets])
     if "time" in parts:
         timing(args.workdir, [AutoSettings().time_budget, 120.0])
 
