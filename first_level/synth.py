@@ -32,8 +32,7 @@ import soundfile as sf
 
 from stacker import layout
 from stacker.errors import OptionError, OutputExistsError
-
-ProgressCallback = Callable[[int, int], None]
+from stacker.runtime import ProgressCallback
 
 SNR_DB = (-8.0, 10.0)            # event RMS over background RMS, drawn per event
 N_EVENTS_P = (0.5, 0.33, 0.17)   # probability of 1, 2 and 3 events in a clip

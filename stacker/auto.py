@@ -35,20 +35,19 @@ import json
 import math
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, ContextManager, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from stacker import layout
 from stacker.blend import oof_blend
 from stacker.errors import LayoutError, OptionError, OutputExistsError
-from stacker.layout import workspace
+from stacker.layout import provenance, workspace
 from stacker.layout.collect import Collection, collect
 from stacker.metrics import fold_scores, get_metric
-from stacker.runtime import ProgressCallback
+from stacker.runtime import Laps, Stage, quiet_stage
 from stacker.search.engine import SearchResult, search_subsets
 from stacker.submission import sidecar_path
 
@@ -59,7 +58,6 @@ BLEND_NAME = "auto_blend"
 BLEND_PARTS = ("final subset", "final GES", "final linear")
 FIRST_LEVEL_BLEND_PARTS = ("first-level subset", "first-level GES", "first-level linear")
 CLEAR_MARGIN = 2.0       # standard errors by which a recipe must beat the final blend to replace it
-Stage = Callable[[str], ContextManager[ProgressCallback]]
 
 
 @dataclass(frozen=True)
@@ -151,11 +149,6 @@ class AutoResult:
     notes: list[str] = field(default_factory=list)
 
 
-@contextmanager
-def _quiet(description: str):
-    yield lambda done, total=None: None
-
-
 def run_auto(root: Path | str = layout.DEFAULT_ROOT, *, settings: AutoSettings = AutoSettings(),
              template: Path | str | None = None, out: Path | str | None = "submission.csv",
              report: Path | str | None = "report.html", force: bool = False,
@@ -173,7 +166,7 @@ def run_auto(root: Path | str = layout.DEFAULT_ROOT, *, settings: AutoSettings =
     """
     started = time.perf_counter()
     deadline = started + settings.time_budget
-    stage = stage or _quiet
+    stage = stage or quiet_stage
     root = Path(root)
     metric = get_metric(settings.metric)
     if settings.time_budget <= 0:
@@ -183,14 +176,9 @@ def run_auto(root: Path | str = layout.DEFAULT_ROOT, *, settings: AutoSettings =
     _check_outputs(out, report, force)
     for name in (BLEND_NAME, *(f"{LEVEL2_PREFIX}{i}" for i in range(1, settings.n_level2 + 1))):
         _check_own_experiment(root, name)        # refused now, not after minutes of training
-    seconds: dict[str, float] = {}
+    laps = Laps()
+    lap, seconds = laps.lap, laps.seconds
     notes: list[str] = []
-    clock = [time.perf_counter()]
-
-    def lap(name: str) -> None:
-        now = time.perf_counter()
-        seconds[name] = seconds.get(name, 0.0) + now - clock[0]
-        clock[0] = now
 
     # ---- 1. collect: the level-1 pool
     if collection is None:
@@ -296,7 +284,7 @@ def _cached_recipes(state: dict, stage_name: str) -> list[Recipe] | None:
 
 
 def _made_by_auto(meta: dict) -> bool:
-    return isinstance(meta, dict) and meta.get("made_by") == MADE_BY
+    return provenance.made_by(meta, MADE_BY)
 
 
 # ---------------------------------------------------------------- recipes
@@ -479,24 +467,13 @@ def _write_predictions(root: Path, name: str, collection: Collection, oof: np.nd
 
 def _check_own_experiment(root: Path, name: str) -> None:
     """OutputExistsError when experiment ``name`` exists and an earlier `stack auto` did not make it."""
-    if layout.experiment_dir(root, name).exists() and not _made_by_auto(layout.read_meta(root, name)):
-        raise OutputExistsError(f"experiment '{name}' exists under {root} and was not made by "
-                                f"stack auto; rename it (stack auto writes {name})")
+    provenance.check_own_experiment(root, name, MADE_BY)
 
 
 def _remove_own(root: Path, name: str) -> bool:
     """Delete experiment ``name`` if an earlier `stack auto` made it (it would mislead); whether
     it did."""
-    if not layout.experiment_dir(root, name).exists():
-        return False
-    try:
-        meta = layout.read_meta(root, name)
-    except LayoutError:
-        return False
-    if _made_by_auto(meta):
-        shutil.rmtree(layout.experiment_dir(root, name))
-        return True
-    return False
+    return provenance.remove_own_experiment(root, name, MADE_BY)
 
 
 def _estimate_note(final: Recipe, recipes, holdout: int, tuned: bool, blend: Recipe | None) -> str:
@@ -679,12 +656,7 @@ def _remove_stale_level2(root: Path, keep: set[str], notes: list) -> None:
 # ---------------------------------------------------------------- outputs
 
 def _made_by_earlier_auto(out: Path | str | None) -> bool:
-    if out is None:
-        return False
-    try:
-        return json.loads(sidecar_path(out).read_text(encoding="utf-8")).get("made_by") == MADE_BY
-    except (OSError, ValueError, AttributeError):
-        return False
+    return out is not None and provenance.sidecar_made_by(sidecar_path(out), MADE_BY)
 
 
 def _check_outputs(out, report, force: bool) -> None:

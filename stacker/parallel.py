@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from stacker.errors import ClusterError, StackError
+from stacker.runtime import ProgressCallback
 
-ProgressCallback = Callable[[int, int], None]
 CONNECT_TIMEOUT_S = 30
 
 

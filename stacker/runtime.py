@@ -1,14 +1,45 @@
-"""How work runs, shared by both levels: seeds per fold, torch's thread count, progress callbacks."""
+"""How work runs, shared by both levels: seeds per fold, torch's thread count, the progress types
+(their one home) and the stopwatch of a staged run."""
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator
 
 import numpy as np
 
 ProgressCallback = Callable[[int, int], None]
 """``on_progress(done, total)``: library functions report progress through it; the CLI draws bars."""
+
+Stage = Callable[[str], ContextManager[ProgressCallback]]
+"""``stage(description)`` returns a context manager that yields an ``update(done, total)``,
+entered once per stage of a long run (the CLI passes a progress bar)."""
+
+
+@contextmanager
+def quiet_stage(description: str) -> Iterator[ProgressCallback]:
+    """The :data:`Stage` that shows nothing (library callers that pass no progress)."""
+    yield lambda done, total=None: None
+
+
+class Laps:
+    """Seconds per named stage of a run: ``lap(name)`` adds the time since the previous lap."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._clock
+        self._clock = now
+
+    def add(self, seconds: dict[str, float]) -> None:
+        """Add another run's laps (timed by it) and start the next lap now."""
+        for name, value in seconds.items():
+            self.seconds[name] = self.seconds.get(name, 0.0) + value
+        self._clock = time.perf_counter()
 
 
 def fold_seed(seed: int, fold: int) -> int:

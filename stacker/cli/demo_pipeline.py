@@ -22,11 +22,8 @@ Workdir::
 from __future__ import annotations
 
 import json
-import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, ContextManager
 
 import numpy as np
 import pandas as pd
@@ -46,10 +43,9 @@ from stacker.errors import LayoutError, OutputExistsError
 from stacker.layout.collect import Collection, collect
 from stacker.leaderboard import leaderboard
 from stacker.metrics import lwlrap
-from stacker.runtime import fold_seed
+from stacker.runtime import Laps, Stage, fold_seed, quiet_stage
 
 DEMO_FILE = "demo.json"
-Stage = Callable[[str], ContextManager[Callable[[int, int], None]]]
 
 
 @dataclass(frozen=True)
@@ -133,11 +129,6 @@ class DemoResult:
         return self.final_cv > self.best_single_cv
 
 
-@contextmanager
-def _quiet(description: str):
-    yield lambda done, total=None: None
-
-
 def _check_workdir(workdir: Path, settings: DemoSettings, force: bool) -> None:
     """A workdir is the demo's own when it holds demo.json; the same settings resume there."""
     marker = workdir / DEMO_FILE
@@ -161,21 +152,15 @@ def run_demo(workdir: Path | str, *, quick: bool = False, seed: int = 0, force: 
     force: regenerate the dataset and retrain every experiment instead of resuming.
     settings: sizes and models (default: :func:`demo_settings` of ``quick`` and ``seed``).
     """
-    stage = stage or _quiet
+    stage = stage or quiet_stage
     workdir = Path(workdir)
     settings = settings or demo_settings(quick=quick, seed=seed)
     seed = settings.seed
     _check_workdir(workdir, settings, force)
     data_dir, root = workdir / "data", workdir / "predictions"
-    seconds: dict[str, float] = {}
+    laps = Laps()
+    lap, seconds = laps.lap, laps.seconds
     notes: list[str] = []
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = seconds.get(name, 0.0) + now - clock
-        clock = now
 
     # ---- 1. the dataset and the folds
     with stage(f"dataset: {settings.n_train} + {settings.n_test} synthetic clips") as update:
@@ -217,9 +202,7 @@ def run_demo(workdir: Path | str, *, quick: bool = False, seed: int = 0, force: 
     auto = run_auto(root, settings=auto_settings(settings), template=dataset.sample_submission,
                     out=submission, report=report, force=True, stage=stage, collection=level1)
     notes.extend(auto.notes)
-    for name, value in auto.seconds.items():
-        seconds[name] = seconds.get(name, 0.0) + value
-    clock = time.perf_counter()
+    laps.add(auto.seconds)
 
     # ---- 4. every recipe and experiment scored on the held-out test labels
     collection = collect(root)
