@@ -58,3 +58,7 @@ class FeatureError(StackError, ValueError):
 class ClusterError(StackError):
     """The dask cluster named by --scheduler cannot be used: not installed, unreachable, or a task
     kept killing its workers."""
+
+
+class LockedError(StackError):
+    """Another command is writing the same layout root (its ``.stack/lock`` is held)."""

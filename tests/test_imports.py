@@ -28,7 +28,8 @@ def loaded_heavy_modules(code: str) -> list[str]:
 @pytest.mark.parametrize("code", [
     "import stacker.layout",
     "import stacker",
-    "import stacker.metrics, stacker.errors, stacker.runtime",
+    "import stacker.metrics, stacker.errors, stacker.runtime, stacker.redaction",
+    "import stacker.layout.lock, stacker.layout.provenance",
     "from stacker.layout import collect, workspace",
 ])
 def test_the_contract_imports_no_heavy_library(code):

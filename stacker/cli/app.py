@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from stacker.errors import StackError
+from stacker.redaction import redact
 
 app = typer.Typer(name="stack", help="Stacking ensembles from K-fold out-of-fold predictions.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -72,7 +73,7 @@ def main() -> None:
     try:
         app()
     except StackError as error:  # a command that forgot @user_errors still prints one line
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {redact(str(error))}", err=True)
         raise SystemExit(1) from None
     except KeyboardInterrupt:    # Ctrl-C outside a command (parsing options, importing one)
         typer.echo("interrupted; rerun to resume", err=True)

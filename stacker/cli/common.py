@@ -20,6 +20,7 @@ from rich.table import Table
 from stacker.errors import StackError
 from stacker.layout import DEFAULT_ROOT
 from stacker.layout.collect import Collection, collect
+from stacker.redaction import redact
 
 console = Console()
 err_console = Console(stderr=True)
@@ -97,7 +98,8 @@ def _caused_by_interrupt(error: BaseException) -> bool:
 
 
 def _error_line(text: str) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    # every message passes the one redaction: a driver's error may quote the storage URL
+    err_console.print(f"[bold red]error:[/] {escape(redact(text))}", highlight=False, soft_wrap=True)
 
 
 def user_errors(func):
