@@ -24,6 +24,7 @@ from stacker.errors import ClusterError, StackError
 from stacker.runtime import ProgressCallback
 
 CONNECT_TIMEOUT_S = 30
+PROBE_TIMEOUT_S = 5        # a plain TCP connect first: a wrong port fails at once, not after 30 s
 
 
 def map_units(fn: Callable[..., Any], units: Sequence[Any], *, shared: dict | None = None,
@@ -43,6 +44,7 @@ def map_units(fn: Callable[..., Any], units: Sequence[Any], *, shared: dict | No
     """
     units = list(units)
     shared = dict(shared or {})
+    scheduler = (scheduler or "").strip() or None     # a blank STACK_SCHEDULER means "here"
     if on_progress is not None:
         on_progress(0, len(units))
     if not scheduler:
@@ -64,6 +66,7 @@ def _map_on_cluster(fn, units: list, shared: dict, scheduler: str,
                            "installed; pip install -e '.[dask]' (or drop --scheduler and "
                            "STACK_SCHEDULER to run here)") from None
     try:
+        _probe(scheduler)
         client = Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as error:
         raise ClusterError(f"cannot reach the dask scheduler at {scheduler} ({error}); start one "
@@ -107,6 +110,24 @@ def _map_on_cluster(fn, units: list, shared: dict, scheduler: str,
             for future in list(pending.futures):
                 future.cancel()
     return results
+
+
+def _probe(address: str) -> None:
+    """OSError at once when nothing listens at a ``tcp://host:port`` address (other protocols are
+    left to dask): without it a wrong port costs the whole connect timeout, and the half-made
+    client prints a traceback when the interpreter exits."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme != "tcp" or not parts.hostname:
+        return
+    try:
+        port = parts.port or 8786
+    except ValueError as error:
+        raise ValueError(f"bad port in {address!r}") from error
+    with socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT_S):
+        pass
 
 
 def _run_unit(unit, *, unit_fn, **shared) -> tuple[Any, StackError | None]:

@@ -116,6 +116,29 @@ def test_unreachable_scheduler_is_one_clear_error(monkeypatch):
         parallel.map_units(abs, [1], scheduler="tcp://127.0.0.1:9")
 
 
+def test_a_refused_connection_fails_at_once_without_a_traceback_at_exit():
+    """Nothing listening on the port: one line within the probe's few seconds (not the 30 s connect
+    timeout), and no traceback from the half-made client when the interpreter exits."""
+    pytest.importorskip("distributed")
+    code = ("import time\n"
+            "from stacker.parallel import map_units\n"
+            "began = time.monotonic()\n"
+            "try:\n"
+            "    map_units(abs, [1], scheduler='tcp://127.0.0.1:9')\n"
+            "except Exception as error:\n"
+            "    print(type(error).__name__, round(time.monotonic() - began))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    name, seconds = done.stdout.split()
+    assert name == "ClusterError" and int(seconds) < parallel.CONNECT_TIMEOUT_S
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t"])
+def test_a_blank_scheduler_address_runs_here(blank, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)    # importing dask would fail
+    assert parallel.map_units(abs, [-1, 2], scheduler=blank) == [1, 2]
+
+
 def write_features(folder: Path, n_rows=60, n_test=15, n_classes=3, seed=0) -> dict:
     rng = np.random.default_rng(seed)
     classes = [f"c{j}" for j in range(n_classes)]
