@@ -38,6 +38,8 @@ def iterative_stratification(y: np.ndarray, n_folds: int, *, groups: Sequence | 
     n_rows = len(y)
     if n_folds < 2:
         raise OptionError(f"`n_folds` must be at least 2, got {n_folds}")
+    if int(seed) < 0:
+        raise OptionError(f"`seed` must be 0 or more, got {seed}")
     if groups is None:
         unit_of_row = np.arange(n_rows)
     else:

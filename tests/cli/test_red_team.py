@@ -358,6 +358,8 @@ ROWS = [
     ("make-folds wrong label column", lambda p: MAKE_FOLDS(p, "--label-column", "label"), nothing,
      1, "no column 'label' for --label-column"),
     ("make-folds one fold", lambda p: MAKE_FOLDS(p, "--n-folds", "1"), nothing, 1, "at least 2"),
+    ("make-folds negative seed", lambda p: MAKE_FOLDS(p, "--seed", "-1"), nothing, 1,
+     "--seed must be 0 or more, got -1"),
     ("make-folds duplicate id", MAKE_FOLDS, replace_text(labels, "row_001.wav", "row_000.wav"), 1,
      "id 'row_000.wav' appears 2 times"),
     ("make-folds over a folds.csv experiments use", lambda p: MAKE_FOLDS(p, root=p.root), nothing,
