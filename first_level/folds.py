@@ -13,6 +13,7 @@ Without groups every row is its own unit and this is exactly the published algor
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -252,18 +253,46 @@ class MadeFolds:
     invalidated: tuple[str, ...]
 
 
+def natural_key(name: str) -> tuple:
+    """Sort key that puts ``label_2`` before ``label_10`` (digit runs compare as numbers)."""
+    parts = re.split(r"(\d+)", str(name))
+    return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)), str(name)
+
+
+def class_order(classes: Sequence[str], template: Path | str | None = None) -> tuple[str, ...]:
+    """The order of classes.txt: the template's class columns (every column after its id column)
+    when a template is given, else natural order. LayoutError when a label is not a template column."""
+    if template is None:
+        return tuple(sorted(classes, key=natural_key))
+    columns = [str(c).strip() for c in layout.read_csv_table(template, what="template").columns[1:]]
+    unknown = [c for c in classes if c not in set(columns)]
+    if unknown:
+        raise LayoutError(f"label '{unknown[0]}' is not a class column of the template "
+                          f"({len(unknown)} such labels); give the template of this competition, "
+                          "or leave `template` out", path=template)
+    return tuple(columns)
+
+
 def make_folds(labels_path: Path | str, root: Path | str, *, n_folds: int = 5,
                group_column: str | None = None, label_column: str = "labels",
-               id_column: str | None = None, seed: int = 0, force: bool = False) -> MadeFolds:
+               id_column: str | None = None, seed: int = 0, force: bool = False,
+               template: Path | str | None = None) -> MadeFolds:
     """Read a labels CSV, stratify it into ``n_folds`` folds and write ``<root>/folds.csv`` and
-    ``classes.txt``. An existing folds.csv that experiments use is replaced only with ``force``
-    (and only when the new folds differ); the experiments it invalidates are returned."""
+    ``classes.txt`` (in the class order of ``template``, a submission template, when given; else
+    in natural order: ``label_2`` before ``label_10``). An existing folds.csv that experiments use
+    is replaced only with ``force`` (and only when the new folds differ); the experiments it
+    invalidates are returned."""
     root = Path(root)
     table = read_label_table(labels_path, label_column=label_column, id_column=id_column,
                              group_column=group_column)
     # a classes.txt of the user's (their submission's class order, classes no row has yet) is
     # an input: it is kept, never rewritten, and every label must be in it
     kept_classes = layout.read_classes_file(root)
+    ordered = class_order(table.classes, template)
+    if kept_classes is not None and template is not None and tuple(kept_classes) != ordered:
+        raise LayoutError(f"the class order of {layout.CLASSES_FILE} differs from the template's "
+                          f"({template}); remove one of them, or make them agree",
+                          path=root / layout.CLASSES_FILE)
     if kept_classes is not None:
         unknown = [c for c in table.classes if c not in set(kept_classes)]
         if unknown:
@@ -283,7 +312,7 @@ def make_folds(labels_path: Path | str, root: Path | str, *, n_folds: int = 5,
                 "`force` to replace it" + (" and retrain them" if users else ""))
         invalidated = tuple(users)
     layout.write_folds(root, table.ids, table.labels, fold, id_column=table.id_column,
-                       classes=None if kept_classes is not None else table.classes)
+                       classes=None if kept_classes is not None else ordered)
     return MadeFolds(path=path, table=table, fold=fold,
                      counts=fold_label_counts(table.y, fold, table.classes),
                      invalidated=invalidated)

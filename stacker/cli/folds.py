@@ -21,6 +21,9 @@ def make_folds_command(
     id_column: Annotated[Optional[str], typer.Option(
         help="Column holding the row id (default: the first column).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the random tie-breaks.")] = 0,
+    template: Annotated[Optional[Path], typer.Option(
+        help="Submission template (id column, then one column per class): classes.txt follows "
+             "its class order. Without it: natural order (label_2 before label_10).")] = None,
     root: RootOption = layout.DEFAULT_ROOT,
     force: Annotated[bool, typer.Option(help="Replace a folds.csv that experiments already use "
                                              "(they must then be retrained).")] = False,
@@ -28,7 +31,8 @@ def make_folds_command(
     """Split LABELS into folds by multi-label iterative stratification and write ROOT/folds.csv."""
     from first_level.folds import make_folds
     made = make_folds(labels, root, n_folds=n_folds, group_column=group_column,
-                      label_column=label_column, id_column=id_column, seed=seed, force=force)
+                      label_column=label_column, id_column=id_column, seed=seed, force=force,
+                      template=template)
     title = f"Rows of each class per fold ({len(made.table.ids)} rows"
     if made.table.groups is not None:
         title += f", groups by '{group_column}'"

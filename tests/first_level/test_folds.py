@@ -176,3 +176,36 @@ def test_make_folds_cli_fat2019_and_errors(tmp_path):
     bad = runner.invoke(app, ["make-folds", str(train), "--label-column", "nope",
                               "--root", str(tmp_path)])
     assert bad.exit_code == 1 and "no column 'nope'" in bad.output and "Traceback" not in bad.output
+
+
+def _numbered_labels(tmp_path: Path) -> Path:
+    rows = [f"c{i},\"label_{i % 12},label_{(i * 7) % 12}\"" for i in range(60)]
+    path = tmp_path / "train.csv"
+    path.write_text("fname,labels\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_classes_txt_is_in_natural_order_not_text_order(tmp_path):
+    """label_2 before label_10: a notebook's arrays follow the competition's numbering."""
+    made = make_folds(_numbered_labels(tmp_path), tmp_path / "p", n_folds=3)
+    assert layout.read_classes_file(tmp_path / "p") == tuple(f"label_{i}" for i in range(12))
+    # the folds themselves are the same as with text order (only classes.txt's order changed)
+    table = read_label_table(tmp_path / "train.csv")
+    assert np.array_equal(made.fold, iterative_stratification(table.y, 3, seed=0))
+
+
+def test_classes_txt_follows_the_templates_class_columns(tmp_path):
+    order = [f"label_{i}" for i in (3, 1, 0, 2, 4, 5, 6, 7, 8, 9, 11, 10)] + ["label_unused"]
+    template = tmp_path / "sample_submission.csv"
+    template.write_text("fname," + ",".join(order) + "\nt0," + ",".join("0.5" for _ in order) + "\n")
+    result = CliRunner().invoke(app, ["make-folds", str(_numbered_labels(tmp_path)), "--n-folds", "3",
+                                      "--template", str(template), "--root", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    assert layout.read_classes_file(tmp_path / "p") == tuple(order)
+    wrong = tmp_path / "other.csv"
+    wrong.write_text("fname,a,b\nt0,0.5,0.5\n")
+    result = CliRunner().invoke(app, ["make-folds", str(tmp_path / "train.csv"), "--template",
+                                      str(wrong), "--root", str(tmp_path / "q")])
+    assert result.exit_code == 1
+    assert "is not a class column of the template" in result.output and "--template" in result.output
+    assert not (tmp_path / "q" / "folds.csv").exists()
