@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Mapping
 
 from stacker.errors import LayoutError, OutputExistsError
-from stacker.layout.files import experiment_dir, read_meta
+from stacker.layout.meta import read_meta
+from stacker.layout.paths import experiment_dir
 
 MADE_BY = "made_by"            # the key of meta.json / a sidecar that names the command that wrote it
 
