@@ -18,7 +18,7 @@ from stacker.errors import LayoutError
 from stacker.layout.atomic import atomic_write_text
 from stacker.layout.paths import CLASSES_FILE, FOLDS_FILE
 from stacker.layout.reading import read_text
-from stacker.layout.tables import _check_unique_ids, read_csv_table
+from stacker.layout.tables import check_unique_ids, read_csv_table
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def read_folds(root: Path | str) -> Folds:
                 f"missing column '{needed}'; the header must be <id>,labels,fold "
                 f"(found {','.join(frame.columns)})", path=path)
     ids = frame[id_column].to_numpy(dtype=str)
-    _check_unique_ids(ids, path=path)
+    check_unique_ids(ids, path=path)
     try:
         fold = pd.to_numeric(frame["fold"], errors="raise").to_numpy()
     except (ValueError, TypeError):

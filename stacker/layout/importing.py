@@ -32,7 +32,8 @@ from stacker.layout.atomic import install_experiment
 from stacker.layout.folds import Folds, read_folds
 from stacker.layout.meta import write_meta
 from stacker.layout.paths import CLASSES_FILE, experiment_dir, probs_file_name
-from stacker.layout.tables import _first_line, read_csv_table, read_parquet_table, write_fold_predictions
+from stacker.layout.reading import first_line
+from stacker.layout.tables import read_csv_table, read_parquet_table, write_fold_predictions
 from stacker.layout.workspace import staging_dir
 
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -163,11 +164,11 @@ def _read_array(path: Path, *, role: str) -> np.ndarray:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as error:
         problem = ("it holds Python objects" if "allow_pickle" in str(error)
-                   else _first_line(error))
+                   else first_line(error))
         raise LayoutError(f"not a readable numpy array ({problem}); save a float array with "
                           "numpy.save", path=path) from None
     except OSError as error:
-        raise LayoutError(f"not a readable numpy file ({_first_line(error)}); save it with "
+        raise LayoutError(f"not a readable numpy file ({first_line(error)}); save it with "
                           "numpy.save or numpy.savez", path=path) from None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:

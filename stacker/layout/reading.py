@@ -79,6 +79,12 @@ def not_utf8(path: Path | str, error: UnicodeDecodeError, *, what: str = "file",
                        f"Windows-1252); {_SAVE_AS}", experiment=experiment, path=path)
 
 
+def first_line(error: Exception) -> str:
+    """The first line of ``error``'s message (its type's name when it has none): a parser's long
+    message shortened to fit the one-line LayoutError that names the file."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 def sniff_text(path: Path | str, *, what: str = "file", experiment: str | None = None,
                tabular: bool = True) -> TextFormat:
     """Check the first bytes of ``path``; a :class:`TextFormat` to read it with, or LayoutError.

@@ -20,7 +20,7 @@ import numpy as np
 from stacker.errors import LayoutError
 from stacker.layout.atomic import atomic_save_npy, atomic_write_bytes, atomic_write_text
 from stacker.layout.paths import PROBS_FILES, probs_path, windows_path
-from stacker.layout.reading import not_utf8, sniff_text
+from stacker.layout.reading import first_line, not_utf8, sniff_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,12 +75,12 @@ def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | No
         raise not_utf8(path, error, what=what, experiment=experiment) from None
     except (pd.errors.ParserError, pd.errors.ParserWarning) as error:
         problem = ("a row has more fields than the header"
-                   if isinstance(error, pd.errors.ParserWarning) else _first_line(error))
+                   if isinstance(error, pd.errors.ParserWarning) else first_line(error))
         raise LayoutError(f"malformed CSV ({problem}); every row needs "
                           f"{len(header)} fields like the header", experiment=experiment,
                           path=path) from None
     except (ValueError, TypeError) as error:
-        raise LayoutError(f"malformed CSV: a value is not a number ({_first_line(error)})",
+        raise LayoutError(f"malformed CSV: a value is not a number ({first_line(error)})",
                           experiment=experiment, path=path) from None
     except pd.errors.EmptyDataError:
         raise LayoutError(f"{what} is empty", experiment=experiment, path=path) from None
@@ -111,10 +111,6 @@ def _raise_if_short_row(path: Path, n_fields: int, *, experiment: str | None = N
                                   experiment=experiment, path=path)
 
 
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
 @dataclass(frozen=True)
 class Probs:
     """One probs.csv: ids (n_rows,) str, columns (class names), values (n_rows, n_columns) float32."""
@@ -132,7 +128,7 @@ def read_probs(path: Path | str, *, experiment: str | None = None) -> Probs:
     if path.suffix == ".parquet":
         id_column, ids, columns, values = read_parquet_table(path, what="predictions file",
                                                              experiment=experiment)
-        _check_unique_ids(ids, path=path, experiment=experiment)
+        check_unique_ids(ids, path=path, experiment=experiment)
         check_probabilities(values, path=path, experiment=experiment, ids=ids, columns=list(columns))
         return Probs(id_column=id_column, ids=ids, columns=columns, values=values, path=path)
     fast = _read_probs_fast(path)
@@ -144,7 +140,7 @@ def read_probs(path: Path | str, *, experiment: str | None = None) -> Probs:
         id_column, columns = frame.columns[0], tuple(frame.columns[1:])
         ids = frame[id_column].to_numpy(dtype=str)
         values = frame.iloc[:, 1:].to_numpy(dtype=np.float32)
-    _check_unique_ids(ids, path=path, experiment=experiment)
+    check_unique_ids(ids, path=path, experiment=experiment)
     check_probabilities(values, path=path, experiment=experiment, ids=ids, columns=list(columns))
     return Probs(id_column=id_column, ids=ids, columns=columns, values=values, path=path)
 
@@ -194,7 +190,8 @@ def check_probabilities(values: np.ndarray, *, path=None, experiment=None, ids=N
                       experiment=experiment, path=path)
 
 
-def _check_unique_ids(ids: np.ndarray, *, path, experiment=None):
+def check_unique_ids(ids: np.ndarray, *, path, experiment=None) -> None:
+    """Raise LayoutError naming the first id of ``ids`` (n_rows,) that appears more than once."""
     unique, counts = np.unique(ids, return_counts=True)
     if len(unique) != len(ids):
         raise LayoutError(f"id '{unique[counts > 1][0]}' appears {counts[counts > 1][0]} times; "
@@ -274,7 +271,7 @@ def read_parquet_table(path: Path | str, *, what: str = "file", experiment: str 
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as error:
-        raise LayoutError(f"not a readable Parquet file ({_first_line(error)}); rewrite it with "
+        raise LayoutError(f"not a readable Parquet file ({first_line(error)}); rewrite it with "
                           "pyarrow or pandas.DataFrame.to_parquet", experiment=experiment,
                           path=path) from None
     names = list(table.column_names)

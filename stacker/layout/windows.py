@@ -10,7 +10,7 @@ import numpy as np
 
 from stacker.errors import LayoutError
 from stacker.layout.paths import fold_dir, windows_path
-from stacker.layout.tables import _first_line
+from stacker.layout.reading import first_line
 
 
 def has_windows(root: Path | str, name: str, fold: int, split: str) -> bool:
@@ -34,7 +34,7 @@ def read_windows(root: Path | str, name: str, fold: int, split: str, ids: Iterab
             array = np.load(path, allow_pickle=False).astype(np.float32, copy=False)
         except (ValueError, OSError, EOFError) as error:
             raise LayoutError(f"per-window file for id '{row_id}' is not a readable .npy array "
-                              f"({_first_line(error)}); rewrite it with numpy.save",
+                              f"({first_line(error)}); rewrite it with numpy.save",
                               experiment=name, path=path) from None
         if array.ndim != 2:
             raise LayoutError(f"per-window array has shape {array.shape}; expected "
