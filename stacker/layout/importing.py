@@ -22,16 +22,16 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from stacker.errors import LayoutError, OptionError, OutputExistsError
+from stacker.errors import LayoutError, OptionError
 from stacker.layout.atomic import install_experiment
 from stacker.layout.folds import Folds, read_folds
 from stacker.layout.meta import write_meta
 from stacker.layout.paths import CLASSES_FILE, experiment_dir, probs_file_name
+from stacker.layout.provenance import check_new_experiment, stamped
 from stacker.layout.reading import first_line
 from stacker.layout.tables import read_csv_table, read_parquet_table, write_fold_predictions
 from stacker.layout.workspace import staging_dir
@@ -106,16 +106,15 @@ def import_experiment(root: Path | str, name: str, *, oof: Path | str, test: Pat
     test_values = to_probabilities(test_values, from_logits, path=test_source.path,
                                    row_ids=test_row_ids, classes=folds.classes)
 
-    meta = {"model": "imported", "level": 1, "fold_hash": folds.hash, "classes": list(folds.classes),
-            "n_train": len(folds.ids), "n_test": len(test_row_ids),
-            "test_predictions": "per-fold" if per_fold else "fold-averaged",
-            "imported": {"oof": str(oof), "test": str(test),
-                         "ids": None if ids is None else str(ids),
-                         "test_ids": (str(test_ids) if test_ids is not None else
-                                      "the test table's ids" if test_source.is_table else "row numbers"),
-                         "columns": list(classes) if classes is not None else None,
-                         "from_logits": from_logits, "format": format},
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    meta = stamped({"model": "imported", "level": 1, "fold_hash": folds.hash, "classes": list(folds.classes),
+                    "n_train": len(folds.ids), "n_test": len(test_row_ids),
+                    "test_predictions": "per-fold" if per_fold else "fold-averaged",
+                    "imported": {"oof": str(oof), "test": str(test),
+                                 "ids": None if ids is None else str(ids),
+                                 "test_ids": (str(test_ids) if test_ids is not None else
+                                              "the test table's ids" if test_source.is_table else "row numbers"),
+                                 "columns": list(classes) if classes is not None else None,
+                                 "from_logits": from_logits, "format": format}})
     test_folds = test_values if per_fold else np.broadcast_to(
         test_values, (folds.n_folds,) + test_values.shape)
     path = _write(root, name, folds, oof_values, test_row_ids, test_folds, meta, format=format,
@@ -130,9 +129,8 @@ def check_name(root: Path, name: str, *, force: bool) -> None:
     if not name or not name.strip() or name.startswith((".", "_")) or "/" in name or "\\" in name:
         raise OptionError(f"name '{name}' is not a usable experiment folder name; use letters, "
                           "digits, '-' and '_' (not starting with '.' or '_')")
-    if experiment_dir(root, name).exists() and not force:
-        raise OutputExistsError(f"experiment '{name}' already exists under {root}; choose another "
-                                "name or pass --force to replace it")
+    check_new_experiment(root, name, force=force,
+                         fix="choose another name or pass --force to replace it")
 
 
 # ---------------------------------------------------------------- reading the inputs
