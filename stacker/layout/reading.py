@@ -6,7 +6,8 @@ a trailing comma on every line), from Windows (latin-1 / cp1252 bytes), from ano
 file that cannot be read). :func:`sniff_text` looks at the first bytes of the file and either
 returns how to read it (:class:`TextFormat`) or raises :class:`~stacker.errors.LayoutError` with one
 line naming the file and the fix. :func:`read_text` decodes a whole small file (classes.txt,
-meta.json) the same way; :func:`not_utf8` turns a parser's ``UnicodeDecodeError`` into that line.
+meta.json) the same way; :func:`not_utf8` turns a parser's ``UnicodeDecodeError`` into that line,
+and :func:`first_line` shortens any other parser error to one.
 
 Only a UTF-8 byte-order mark is decoded silently (Excel's "CSV UTF-8" writes one); everything
 else that is not UTF-8 is refused, since guessing an encoding could change a label or an id.
