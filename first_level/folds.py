@@ -23,6 +23,7 @@ import pandas as pd
 
 from stacker import layout
 from stacker.errors import LayoutError, OptionError, OutputExistsError
+from stacker.layout import provenance
 
 
 def iterative_stratification(y: np.ndarray, n_folds: int, *, groups: Sequence | None = None,
@@ -222,8 +223,7 @@ def experiments_using_folds(root: Path | str) -> list[str]:
         current = None       # an unreadable folds.csv: any experiment may depend on it
     users = []
     for name in layout.list_experiments(root):
-        recorded = layout.read_meta(root, name).get("fold_hash")
-        if recorded is None or current is None or recorded == current:
+        if provenance.made_on_folds(layout.read_meta(root, name), current):
             users.append(name)
     return users
 

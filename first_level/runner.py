@@ -22,15 +22,15 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from stacker import layout
 from stacker.errors import LayoutError, ModelOutputError, OutputExistsError
+from stacker.layout import provenance
 from stacker.metrics import get_metric
 from stacker.parallel import map_units
 
@@ -76,52 +76,94 @@ def take_rows(X, positions: np.ndarray):
     return [X[int(i)] for i in positions]
 
 
-def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel], X,
-              ids: Sequence[str], X_test, test_ids: Sequence[str], *, model: str, params: dict,
-              seed: int, force: bool = False, metric: str = "lwlrap",
-              on_progress: Callable[[int, int], None] | None = None,
-              extra_meta: dict | None = None, scheduler: str | None = None,
-              format: str = "csv") -> RunResult:
-    """Train one model per fold of ``<root>/folds.csv`` and write the experiment ``name``.
+@dataclass(frozen=True)
+class KFoldSettings:
+    """How :func:`run_kfold` trains and records one experiment: every keyword of run_kfold.
 
-    X: array of shape (n_rows, ...) or a sequence of n_rows items, row i having id ``ids[i]``;
-    ``ids`` must be exactly folds.csv's ids as a set (any order). X_test: (n_test, ...) likewise,
-    with ``test_ids``. make_model(fold) returns a fresh, seeded, unfitted model.
+    model: the model's name in meta.json. params, seed: recorded there; with ``model`` they must
+    match on a resumed run. force: retrain every fold, replacing what is on disk.
+    metric: the main CV score. on_progress: ``on_progress(done, n_folds)``.
     extra_meta: more keys for meta.json (e.g. the feature files), recorded but not compared.
     scheduler: a dask.distributed scheduler address: each fold is one task on its workers, which
     write the fold's files themselves (the root must be on a filesystem they all see, at the same
     path); None trains the folds here, one after another.
     format: 'csv' or 'parquet', the file format of the predictions (probs.csv / probs.parquet).
     """
+
+    model: str
+    params: Mapping
+    seed: int
+    force: bool = False
+    metric: str = "lwlrap"
+    on_progress: Callable[[int, int], None] | None = None
+    extra_meta: Mapping | None = None
+    scheduler: str | None = None
+    format: str = "csv"
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """What every fold model reads: folds.csv, the caller's X with ``position`` (X's row
+    ``position[i]`` holds ``folds.ids[i]``), X_test and its ``test_ids`` (n_test,) str."""
+
+    folds: layout.Folds
+    X: Any
+    position: np.ndarray
+    X_test: Any
+    test_ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class FoldTarget:
+    """Where and how each fold's predictions are written: experiment ``name`` under ``root``,
+    in ``format``; ``model`` names the model in errors; ``force`` retrains a finished fold."""
+
+    root: Path
+    name: str
+    model: str
+    format: str = "csv"
+    force: bool = False
+
+
+def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel], X,
+              ids: Sequence[str], X_test, test_ids: Sequence[str], *,
+              settings: KFoldSettings | None = None, **options) -> RunResult:
+    """Train one model per fold of ``<root>/folds.csv`` and write the experiment ``name``.
+
+    X: array of shape (n_rows, ...) or a sequence of n_rows items, row i having id ``ids[i]``;
+    ``ids`` must be exactly folds.csv's ids as a set (any order). X_test: (n_test, ...) likewise,
+    with ``test_ids``. make_model(fold) returns a fresh, seeded, unfitted model.
+    options: the fields of :class:`KFoldSettings` as keywords (``model``, ``params`` and ``seed``
+    are required): ``run_kfold(..., model="my-model", params={}, seed=0, force=True)``; or pass
+    ``settings`` (options then override its fields).
+    """
+    settings = KFoldSettings(**options) if settings is None else replace(settings, **options)
     root = Path(root)
-    scorer = get_metric(metric)
+    scorer = get_metric(settings.metric)
     folds = layout.read_folds(root)
     ids = np.asarray([str(i) for i in ids])
     test_ids = np.asarray([str(i) for i in test_ids])
     position = _align(folds, ids, len(X), what="training")
     _check_test(test_ids, len(X_test))
-    params = _json_normalised(params)
-    layout.probs_file_name(format)          # ValueError for an unknown format, before any work
+    params = _json_normalised(settings.params)
+    layout.probs_file_name(settings.format)   # ValueError for an unknown format, before any work
     data_hash = input_data_hash(X, folds.ids, position, X_test, test_ids)
-    _check_existing(root, name, folds, model=model, params=params, seed=seed, force=force,
-                    data_hash=data_hash)
-    if not force:
-        _check_format(root, name, format)
-    if force:
-        _remove_stale_folds(root, name, folds)
-
-    meta = {"model": model, "params": params, "seed": seed, "level": 1,
+    meta = {"model": settings.model, "params": params, "seed": settings.seed, "level": 1,
             "fold_hash": folds.hash, "data_hash": data_hash, "classes": list(folds.classes),
-            "n_train": int(len(ids)), "n_test": int(len(test_ids)), **(extra_meta or {})}
-    layout.write_meta(root, name, {**meta, "created": _now()})   # claims the name for resume
+            "n_train": int(len(ids)), "n_test": int(len(test_ids)), **(settings.extra_meta or {})}
+    _prepare(root, name, folds, settings, expected={
+        "fold_hash": folds.hash, "classes": list(folds.classes), "data_hash": data_hash,
+        "model": settings.model, "params": params, "seed": settings.seed})
+    layout.write_meta(root, name, provenance.stamped(meta))   # claims the name for resume
 
-    if scheduler:   # workers find the files by absolute path (the root on a shared filesystem)
+    if settings.scheduler:   # workers find the files by absolute path (a shared filesystem)
         root = root.resolve()
-    outcomes = map_units(_fold_unit, folds.fold_numbers, scheduler=scheduler,
-                         on_progress=on_progress,
-                         shared=dict(root=root, name=name, make_model=make_model, folds=folds,
-                                     X=X, X_test=X_test, test_ids=test_ids, position=position,
-                                     model=model, force=force, format=format))
+    target = FoldTarget(root=root, name=name, model=settings.model, format=settings.format,
+                        force=settings.force)
+    data = FoldData(folds=folds, X=X, position=position, X_test=X_test, test_ids=test_ids)
+    outcomes = map_units(_fold_unit, folds.fold_numbers, scheduler=settings.scheduler,
+                         on_progress=settings.on_progress,
+                         shared=dict(make_model=make_model, data=data, target=target))
     oof = np.zeros((len(folds.ids), len(folds.classes)), dtype=np.float32)
     trained, skipped = [], []
     for k, (val_probs, trained_now) in zip(folds.fold_numbers, outcomes):
@@ -129,11 +171,22 @@ def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel
         (trained if trained_now else skipped).append(k)
 
     cv, fold_cv = _scores(folds, oof, scorer)
-    layout.write_meta(root, name, {**meta, "cv": cv, "fold_cv": fold_cv, "metric": scorer.name,
-                                   "created": _now()})
+    layout.write_meta(root, name, provenance.stamped(
+        {**meta, "cv": cv, "fold_cv": fold_cv, "metric": scorer.name}))
     return RunResult(name=name, cv=cv,
                      fold_scores={k: fold_cv[str(k)][scorer.name] for k in folds.fold_numbers},
                      trained_folds=trained, skipped_folds=skipped)
+
+
+def _prepare(root: Path, name: str, folds: layout.Folds, settings: KFoldSettings, *,
+             expected: Mapping) -> None:
+    """Before any training: refuse to resume into an experiment made otherwise than ``expected``
+    says (unless force); under force, drop the folds that folds.csv no longer has."""
+    if settings.force:
+        _remove_stale_folds(root, name, folds)
+        return
+    _check_existing(root, name, expected)
+    _check_format(root, name, settings.format)
 
 
 # ---------------------------------------------------------------- checks before training
@@ -205,40 +258,18 @@ def input_data_hash(X, ids: Sequence[str], position: np.ndarray, X_test,
     return digest.hexdigest()[:16]
 
 
-def _check_existing(root: Path, name: str, folds: layout.Folds, *, model: str, params: dict,
-                    seed: int, force: bool, data_hash: str | None = None) -> None:
-    """Refuse to resume into an experiment made differently (unless force)."""
+def _check_existing(root: Path, name: str, expected: Mapping) -> None:
+    """Refuse to resume into an experiment made otherwise than ``expected`` (fold_hash, classes,
+    data_hash, model, params, seed of this run); the rule is
+    :func:`stacker.layout.provenance.check_resumable`."""
     out = layout.experiment_dir(root, name)
-    if force or not out.exists():
+    if not out.exists():
         return
     # only finished folds would be kept and mixed with new ones; without any, start afresh
     if not any(_fold_written(root, name, k) for k in layout.list_fold_numbers(root, name)):
         return
-    meta = layout.read_meta(root, name)
-    meta_path = out / layout.META_FILE
-    if not meta:
-        raise OutputExistsError(
-            f"experiment '{name}' exists without meta.json, so it cannot be resumed safely; "
-            "pass `force` to retrain it or choose another `name`")
-    if meta.get("fold_hash") and meta["fold_hash"] != folds.hash:
-        raise OutputExistsError(
-            f"{meta_path}: experiment '{name}' was made on other folds (fold_hash "
-            f"{meta['fold_hash']}, folds.csv has {folds.hash}); pass `force` to retrain every "
-            "fold or choose another `name`")
-    if meta.get("classes") is not None and list(meta["classes"]) != list(folds.classes):
-        raise OutputExistsError(
-            f"{meta_path}: experiment '{name}' was made with other classes; pass `force` to "
-            "retrain it or choose another `name`")
-    if data_hash is not None and meta.get("data_hash") not in (None, data_hash):
-        raise OutputExistsError(
-            f"{meta_path}: experiment '{name}' was made on other input data (data_hash "
-            f"{meta['data_hash']}, the data given now has {data_hash}); resuming would mix "
-            "folds trained on both. Pass `force` to retrain every fold or choose another `name`")
-    for key, value in (("model", model), ("params", params), ("seed", seed)):
-        if key in meta and meta[key] != value:
-            raise OutputExistsError(
-                f"{meta_path}: experiment '{name}' was made with {key} {json.dumps(meta[key])}, "
-                f"not {json.dumps(value)}; pass `force` to retrain it or choose another `name`")
+    provenance.check_resumable(layout.read_meta(root, name), expected,
+                               where=out / layout.META_FILE, name=name)
 
 
 def _check_format(root: Path, name: str, format: str) -> None:
@@ -276,10 +307,6 @@ def _json_normalised(params: dict) -> dict:
     return json.loads(json.dumps(dict(params or {}), sort_keys=True, default=layout.json_default))
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 # ---------------------------------------------------------------- one fold
 
 
@@ -304,41 +331,40 @@ def _read_back(root: Path, name: str, k: int, folds: layout.Folds, val_rows: np.
     return val.values[np.array([row[i] for i in wanted])][:, [column[c] for c in folds.classes]]
 
 
-def _fold_unit(k: int, *, root: Path, name: str, make_model, folds: layout.Folds, X, X_test,
-               test_ids: np.ndarray, position: np.ndarray, model: str,
-               force: bool, format: str = "csv") -> tuple[np.ndarray, bool]:
+def _fold_unit(k: int, *, make_model, data: FoldData, target: FoldTarget) -> tuple[np.ndarray, bool]:
     """Fold k, here or on a cluster worker: (its validation probs (n_fold_k, n_classes), whether
     it was trained now). A fold already written is read back, never retrained (unless force):
     so a task that dask reruns after its worker died does not redo a finished fold."""
-    val_rows = folds.rows_of_fold(k)
-    if not force and _fold_written(root, name, k):
-        return _read_back(root, name, k, folds, val_rows, test_ids), False
-    train_rows = np.flatnonzero(folds.fold != k)
-    return _train_fold(root, name, k, make_model, folds, X, X_test, test_ids, position,
-                       train_rows, val_rows, model=model, format=format), True
+    if not target.force and _fold_written(target.root, target.name, k):
+        return _read_back(target.root, target.name, k, data.folds, data.folds.rows_of_fold(k),
+                          data.test_ids), False
+    return _train_fold(k, make_model, data, target), True
 
 
-def _train_fold(root: Path, name: str, k: int, make_model, folds: layout.Folds, X, X_test,
-                test_ids: np.ndarray, position: np.ndarray, train_rows: np.ndarray,
-                val_rows: np.ndarray, *, model: str, format: str = "csv") -> np.ndarray:
+def _train_fold(k: int, make_model, data: FoldData, target: FoldTarget) -> np.ndarray:
     """Fit the fold-k model on the other folds, write val and test predictions; returns val probs."""
+    folds, root, name = data.folds, target.root, target.name
+    val_rows = folds.rows_of_fold(k)
+    train_rows = np.flatnonzero(folds.fold != k)
     fitted = make_model(k)
-    X_val = take_rows(X, position[val_rows])
-    fitted = fitted.fit(take_rows(X, position[train_rows]), folds.y[train_rows].copy(),
+    X_val = take_rows(data.X, data.position[val_rows])
+    fitted = fitted.fit(take_rows(data.X, data.position[train_rows]), folds.y[train_rows].copy(),
                         X_val, folds.y[val_rows].copy()) or fitted
     n_classes = len(folds.classes)
     # test before val: val/probs.csv is written last, so a fold counts as done only when complete
-    for split, data, split_ids in (("test", X_test, test_ids), ("val", X_val, folds.ids[val_rows])):
+    for split, rows, split_ids in (("test", data.X_test, data.test_ids),
+                                   ("val", X_val, folds.ids[val_rows])):
         folder = layout.fold_dir(root, name, k, split)
         if folder.exists():   # per-window files and temporary files of an interrupted run
             for entry in os.scandir(folder):
                 if entry.name.endswith(".npy") or (entry.name.startswith(".")
                                                    and entry.name.endswith(".tmp")):
                     os.unlink(entry.path)
-        probs, windows = _predict(fitted, data, split_ids, n_classes, model=model, fold=k,
+        probs, windows = _predict(fitted, rows, split_ids, n_classes, model=target.model, fold=k,
                                   split=split)
         layout.write_fold_predictions(root, name, k, split, split_ids, probs, folds.classes,
-                                      id_column=folds.id_column, windows=windows, format=format)
+                                      id_column=folds.id_column, windows=windows,
+                                      format=target.format)
     return probs
 
 

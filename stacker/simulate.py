@@ -28,14 +28,25 @@ def simulated_probs(y: np.ndarray, *, skill: float, rng: np.random.Generator,
 
 
 def write_simulated_layout(root: Path | str, ids: Sequence[str], labels: Sequence[Sequence[str]],
-                           fold: Sequence[int], *, n_experiments: int = 5, n_test: int = 200,
-                           classes: Sequence[str] | None = None, id_column: str = "fname",
-                           seed: int = 0, skills: Sequence[float] | None = None,
-                           test_ids: Sequence[str] | None = None) -> list[str]:
-    """Write folds.csv and ``n_experiments`` simulated experiments under ``root``; returns names."""
+                           fold: Sequence[int], *, classes: Sequence[str] | None = None,
+                           id_column: str = "fname", **experiments) -> list[str]:
+    """Write folds.csv and simulated experiments under ``root``; returns their names.
+
+    experiments: the keywords of :func:`write_simulated_experiments` (n_experiments, n_test,
+    seed, skills, test_ids).
+    """
+    layout.write_folds(root, ids, labels, fold, id_column=id_column, classes=classes)
+    return write_simulated_experiments(root, **experiments)
+
+
+def write_simulated_experiments(root: Path | str, *, n_experiments: int = 5, n_test: int = 200,
+                                seed: int = 0, skills: Sequence[float] | None = None,
+                                test_ids: Sequence[str] | None = None) -> list[str]:
+    """Write ``n_experiments`` simulated experiments (``sim_000``, ...) on ``<root>/folds.csv``,
+    one per skill of ``skills`` when given; returns their names. Test rows: ``test_ids``, or
+    ``n_test`` rows named ``test_00000``, ..."""
     rng = np.random.default_rng(seed)
     root = Path(root)
-    layout.write_folds(root, ids, labels, fold, id_column=id_column, classes=classes)
     folds = layout.read_folds(root)
     if test_ids is None:
         test_ids = [f"test_{i:05d}" for i in range(n_test)]

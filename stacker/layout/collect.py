@@ -23,8 +23,28 @@ from typing import Sequence
 
 import numpy as np
 
+import stacker.layout.pool as pool
+import stacker.layout.windows as windows
+import stacker.layout.workspace as workspace
 from stacker.errors import LayoutError
-from stacker.layout import files, pool, workspace
+from stacker.layout.atomic import atomic_save_npy, atomic_write_text
+from stacker.layout.folds import Folds, read_folds
+from stacker.layout.meta import read_meta
+from stacker.layout.paths import (
+    CLASSES_FILE,
+    DEFAULT_ROOT,
+    FOLDS_FILE,
+    META_FILE,
+    PARQUET_PROBS_FILE,
+    PROBS_FILES,
+    SPLITS,
+    experiment_dir,
+    find_probs,
+    list_experiments,
+    list_fold_numbers,
+    probs_path,
+)
+from stacker.layout.tables import Probs, read_probs
 from stacker.runtime import ProgressCallback
 
 CACHE_VERSION = 3
@@ -40,7 +60,7 @@ class Collection:
     """
 
     root: Path
-    folds: files.Folds
+    folds: Folds
     names: tuple[str, ...]
     oof: np.ndarray
     test_ids: np.ndarray
@@ -125,7 +145,7 @@ class _Experiment:
         return oof, test
 
 
-def collect(root: Path | str = files.DEFAULT_ROOT, *, strict: bool = False,
+def collect(root: Path | str = DEFAULT_ROOT, *, strict: bool = False,
             use_cache: bool = True, n_jobs: int = 2,
             on_progress: ProgressCallback | None = None) -> Collection:
     """Read, validate and align every experiment under ``root``.
@@ -135,12 +155,12 @@ def collect(root: Path | str = files.DEFAULT_ROOT, *, strict: bool = False,
     on_progress: called as ``on_progress(done, total)`` after each experiment.
     """
     root = Path(root)
-    folds = files.read_folds(root)
-    names = files.list_experiments(root)
+    folds = read_folds(root)
+    names = list_experiments(root)
     if not names:
         raise LayoutError(f"no experiments under {root}: expected <root>/<name>/fold_<k>/val/probs.csv "
                           "(see predictions/README.md)")
-    folds_key = _signature([root / files.FOLDS_FILE, root / files.CLASSES_FILE])
+    folds_key = _signature([root / FOLDS_FILE, root / CLASSES_FILE])
     cache_dir = workspace.cache_dir(root)
     keys = {name: _experiment_key(root, name, folds_key) for name in names}
     if use_cache:
@@ -250,7 +270,7 @@ def _check_same_test_ids(root, fold: int, first: _Experiment, other: _Experiment
         return LayoutError(
             f"test ids differ from experiment '{first.name}' ({example}); every experiment must "
             "predict the same test rows", experiment=other.name,
-            path=files.probs_path(root, other.name, fold, "test"))
+            path=probs_path(root, other.name, fold, "test"))
     order = np.array([position[i] for i in first.test_ids])
     return replace(other, test_ids=first.test_ids, test_order=order)
 
@@ -258,34 +278,34 @@ def _check_same_test_ids(root, fold: int, first: _Experiment, other: _Experiment
 # ---------------------------------------------------------------- one experiment
 
 
-def load_experiment(root: Path | str, name: str, folds: files.Folds):
+def load_experiment(root: Path | str, name: str, folds: Folds):
     """Validate and align one experiment. Returns an ``_Experiment``; raises LayoutError."""
     root = Path(root)
-    meta = files.read_meta(root, name)
+    meta = read_meta(root, name)
     _check_fold_hash(root, name, meta, folds)
-    present = files.list_fold_numbers(root, name)
+    present = list_fold_numbers(root, name)
     expected = folds.fold_numbers
     missing = [k for k in expected if k not in present]
     if missing:
         raise LayoutError(f"fold_{missing[0]} is missing; folds.csv has folds "
                           f"{expected[0]}-{expected[-1]} and every one needs fold_<k>/val and "
                           "fold_<k>/test", experiment=name,
-                          path=files.experiment_dir(root, name) / f"fold_{missing[0]}")
+                          path=experiment_dir(root, name) / f"fold_{missing[0]}")
     extra = [k for k in present if k not in expected]
     if extra:
         raise LayoutError(f"fold_{extra[0]} is not a fold of folds.csv (folds {expected}); these "
                           "predictions were made on other folds: remove the folder or rebuild the "
                           "experiment on folds.csv", experiment=name,
-                          path=files.experiment_dir(root, name) / f"fold_{extra[0]}")
-    paths = {(k, split): files.find_probs(root, name, k, split)
-             for k in expected for split in files.SPLITS}
+                          path=experiment_dir(root, name) / f"fold_{extra[0]}")
+    paths = {(k, split): find_probs(root, name, k, split)
+             for k in expected for split in SPLITS}
     formats = sorted({path.suffix for path in paths.values() if path.exists()})
     if len(formats) > 1:
         raise LayoutError("mixes probs.csv and probs.parquet across its folds; an experiment keeps "
                           "one format: rewrite it in one", experiment=name,
-                          path=files.experiment_dir(root, name))
+                          path=experiment_dir(root, name))
     if formats == [".parquet"]:   # a missing file is named in the format of the others
-        paths = {where: path.with_name(files.PARQUET_PROBS_FILE) for where, path in paths.items()}
+        paths = {where: path.with_name(PARQUET_PROBS_FILE) for where, path in paths.items()}
     row_of = {row_id: i for i, row_id in enumerate(folds.ids)}
     oof = np.empty((len(folds.ids), len(folds.classes)), dtype=np.float32)
     test_ids = None
@@ -293,7 +313,7 @@ def load_experiment(root: Path | str, name: str, folds: files.Folds):
     has_windows = False
     for k in expected:
         path = paths[(k, "val")]
-        val = files.read_probs(path, experiment=name)
+        val = read_probs(path, experiment=name)
         order = _class_order(val, folds, name)
         fold_rows = folds.rows_of_fold(k)
         rows = np.array([row_of.get(i, -1) for i in val.ids])
@@ -310,7 +330,7 @@ def load_experiment(root: Path | str, name: str, folds: files.Folds):
                               "the same folds.csv", experiment=name, path=path)
         oof[rows] = val.values[:, order]
         tpath = paths[(k, "test")]
-        test = files.read_probs(tpath, experiment=name)
+        test = read_probs(tpath, experiment=name)
         torder = _class_order(test, folds, name)
         if test_ids is None:
             test_ids = test.ids
@@ -324,12 +344,12 @@ def load_experiment(root: Path | str, name: str, folds: files.Folds):
             position = {row_id: i for i, row_id in enumerate(test.ids)}
             reorder = np.array([position[i] for i in test_ids])
             tests.append(test.values[reorder][:, torder])
-        has_windows = has_windows or files.has_windows(root, name, k, "val")
+        has_windows = has_windows or windows.has_windows(root, name, k, "val")
     return _Experiment(name=name, oof=oof, test_ids=test_ids, test=np.stack(tests), meta=meta,
                        has_windows=has_windows)
 
 
-def _class_order(probs: files.Probs, folds: files.Folds, name: str) -> np.ndarray:
+def _class_order(probs: Probs, folds: Folds, name: str) -> np.ndarray:
     """Indices that reorder the file's class columns into folds order; checks the id header."""
     if probs.id_column != folds.id_column:
         raise LayoutError(f"first column is '{probs.id_column}' but folds.csv calls the id "
@@ -345,7 +365,7 @@ def _class_order(probs: files.Probs, folds: files.Folds, name: str) -> np.ndarra
     unknown = [c for c in probs.columns if c not in set(folds.classes)]
     if unknown:
         raise LayoutError(f"column '{unknown[0]}' is not a class of folds.csv; rename it or add "
-                          f"the class to {files.CLASSES_FILE}", experiment=name, path=probs.path)
+                          f"the class to {CLASSES_FILE}", experiment=name, path=probs.path)
     return np.array([position[c] for c in folds.classes])
 
 
@@ -354,7 +374,7 @@ def _check_fold_hash(root, name, meta, folds):
     if recorded and recorded != folds.hash:
         raise LayoutError(f"made on other folds (fold_hash {recorded}, folds.csv has {folds.hash}); "
                           "retrain it on the current folds.csv", experiment=name,
-                          path=files.experiment_dir(root, name) / files.META_FILE)
+                          path=experiment_dir(root, name) / META_FILE)
 
 
 # ---------------------------------------------------------------- cold loading and cache
@@ -372,7 +392,7 @@ def _load_one(args):
     except OSError as error:   # a folder where a file should be, permissions, a symlink loop
         unreadable = LayoutError(
             f"cannot be read ({error.strerror or error}); fix or remove that file",
-            experiment=name, path=error.filename or files.experiment_dir(root, name))
+            experiment=name, path=error.filename or experiment_dir(root, name))
         unreadable.transient = True   # fixing permissions changes no mtime: never cache it
         return name, unreadable
     if cache_dir is not None:
@@ -408,14 +428,14 @@ def _signature(paths) -> list:
 def _experiment_key(root: Path, name: str, folds_key) -> str:
     """A hash of the size and mtime of every file collect reads for ``name`` and of the folders
     holding them (a folder's mtime changes when an entry is added, removed or renamed)."""
-    folder = files.experiment_dir(root, name)
-    paths = [folder, folder / files.META_FILE]
+    folder = experiment_dir(root, name)
+    paths = [folder, folder / META_FILE]
     for entry in sorted(e.name for e in os.scandir(folder)
                         if e.name.startswith("fold_") and e.is_dir()):
         paths.append(folder / entry)
-        for split in files.SPLITS:
+        for split in SPLITS:
             paths += [folder / entry / split]
-            paths += [folder / entry / split / file for file in files.PROBS_FILES.values()]
+            paths += [folder / entry / split / file for file in PROBS_FILES.values()]
     text = json.dumps([CACHE_VERSION, folds_key, _signature(paths)])
     return hashlib.sha1(text.encode()).hexdigest()
 
@@ -463,9 +483,9 @@ def _write_cached(cache_dir: Path, name: str, key: str, outcome) -> None:
     else:
         index["arrays"] = {}
         for part in ("oof", "test"):
-            path = files.atomic_save_npy(cache_dir / f"{name}.{part}.npy", getattr(outcome, part))
+            path = atomic_save_npy(cache_dir / f"{name}.{part}.npy", getattr(outcome, part))
             st = os.stat(path)
             index["arrays"][part] = [st.st_size, st.st_mtime_ns]
         index.update(meta=outcome.meta, test_ids=outcome.test_ids.tolist(),
                      has_windows=bool(outcome.has_windows))
-    files.atomic_write_text(cache_dir / f"{name}.json", json.dumps(index, default=str))
+    atomic_write_text(cache_dir / f"{name}.json", json.dumps(index, default=str))

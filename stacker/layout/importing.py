@@ -22,13 +22,19 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from stacker.errors import LayoutError, OptionError, OutputExistsError
-from stacker.layout import files, workspace
+from stacker.errors import LayoutError, OptionError
+from stacker.layout.atomic import install_experiment
+from stacker.layout.folds import Folds, read_folds
+from stacker.layout.meta import write_meta
+from stacker.layout.paths import CLASSES_FILE, experiment_dir, probs_file_name
+from stacker.layout.provenance import check_new_experiment, stamped
+from stacker.layout.reading import first_line
+from stacker.layout.tables import read_csv_table, read_parquet_table, write_fold_predictions
+from stacker.layout.workspace import staging_dir
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -75,9 +81,9 @@ def import_experiment(root: Path | str, name: str, *, oof: Path | str, test: Pat
     format: 'csv' or 'parquet'. force: replace an existing experiment ``name``.
     """
     root = Path(root)
-    folds = files.read_folds(root)
+    folds = read_folds(root)
     check_name(root, name, force=force)
-    files.probs_file_name(format)
+    probs_file_name(format)
     if from_logits is not None and from_logits not in LINKS:
         raise OptionError(f"--from-logits '{from_logits}' is unknown; use sigmoid (multi-label or "
                           "binary) or softmax (single-label)")
@@ -100,16 +106,15 @@ def import_experiment(root: Path | str, name: str, *, oof: Path | str, test: Pat
     test_values = to_probabilities(test_values, from_logits, path=test_source.path,
                                    row_ids=test_row_ids, classes=folds.classes)
 
-    meta = {"model": "imported", "level": 1, "fold_hash": folds.hash, "classes": list(folds.classes),
-            "n_train": len(folds.ids), "n_test": len(test_row_ids),
-            "test_predictions": "per-fold" if per_fold else "fold-averaged",
-            "imported": {"oof": str(oof), "test": str(test),
-                         "ids": None if ids is None else str(ids),
-                         "test_ids": (str(test_ids) if test_ids is not None else
-                                      "the test table's ids" if test_source.is_table else "row numbers"),
-                         "columns": list(classes) if classes is not None else None,
-                         "from_logits": from_logits, "format": format},
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    meta = stamped({"model": "imported", "level": 1, "fold_hash": folds.hash, "classes": list(folds.classes),
+                    "n_train": len(folds.ids), "n_test": len(test_row_ids),
+                    "test_predictions": "per-fold" if per_fold else "fold-averaged",
+                    "imported": {"oof": str(oof), "test": str(test),
+                                 "ids": None if ids is None else str(ids),
+                                 "test_ids": (str(test_ids) if test_ids is not None else
+                                              "the test table's ids" if test_source.is_table else "row numbers"),
+                                 "columns": list(classes) if classes is not None else None,
+                                 "from_logits": from_logits, "format": format}})
     test_folds = test_values if per_fold else np.broadcast_to(
         test_values, (folds.n_folds,) + test_values.shape)
     path = _write(root, name, folds, oof_values, test_row_ids, test_folds, meta, format=format,
@@ -124,9 +129,8 @@ def check_name(root: Path, name: str, *, force: bool) -> None:
     if not name or not name.strip() or name.startswith((".", "_")) or "/" in name or "\\" in name:
         raise OptionError(f"name '{name}' is not a usable experiment folder name; use letters, "
                           "digits, '-' and '_' (not starting with '.' or '_')")
-    if files.experiment_dir(root, name).exists() and not force:
-        raise OutputExistsError(f"experiment '{name}' already exists under {root}; choose another "
-                                "name or pass --force to replace it")
+    check_new_experiment(root, name, force=force,
+                         fix="choose another name or pass --force to replace it")
 
 
 # ---------------------------------------------------------------- reading the inputs
@@ -143,12 +147,12 @@ def read_source(path: Path | str, *, role: str) -> Source:
         raise LayoutError(f"{role} file is missing; check the path", path=path)
     what = f"{role} predictions file"
     if suffix == ".csv":
-        frame = files.read_csv_table(path, what=what, float_columns=True)
+        frame = read_csv_table(path, what=what, float_columns=True)
         return Source(path=path, ids=frame.iloc[:, 0].to_numpy(dtype=str),
                       columns=tuple(map(str, frame.columns[1:])),
                       values=frame.iloc[:, 1:].to_numpy(dtype=np.float32))
     if suffix in (".parquet", ".pq"):
-        _, row_ids, columns, values = files.read_parquet_table(path, what=what)
+        _, row_ids, columns, values = read_parquet_table(path, what=what)
         return Source(path=path, ids=row_ids, columns=columns, values=values)
     return Source(path=path, values=_read_array(path, role=role))
 
@@ -158,11 +162,11 @@ def _read_array(path: Path, *, role: str) -> np.ndarray:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as error:
         problem = ("it holds Python objects" if "allow_pickle" in str(error)
-                   else files._first_line(error))
+                   else first_line(error))
         raise LayoutError(f"not a readable numpy array ({problem}); save a float array with "
                           "numpy.save", path=path) from None
     except OSError as error:
-        raise LayoutError(f"not a readable numpy file ({files._first_line(error)}); save it with "
+        raise LayoutError(f"not a readable numpy file ({first_line(error)}); save it with "
                           "numpy.save or numpy.savez", path=path) from None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
@@ -185,7 +189,7 @@ def read_ids_file(path: Path | str, *, option: str) -> np.ndarray:
     path = Path(path)
     if path.suffix.lower() != ".csv":
         raise OptionError(f"{option} {path}: expected a .csv file whose first column holds the ids")
-    frame = files.read_csv_table(path, what="ids file")
+    frame = read_csv_table(path, what="ids file")
     row_ids = frame.iloc[:, 0]
     if row_ids.isna().any() or row_ids.eq("").any():
         bad = int(np.flatnonzero(row_ids.isna() | row_ids.eq(""))[0])
@@ -232,7 +236,7 @@ def _columns(source: Source, classes: Sequence[str], order: np.ndarray | None,
         unknown = [c for c in source.columns if c not in wanted]
         if unknown:
             raise LayoutError(f"column '{unknown[0]}' is not a class of folds.csv; rename it or add "
-                              f"the class to {files.CLASSES_FILE}", path=source.path)
+                              f"the class to {CLASSES_FILE}", path=source.path)
         return values[:, [position[c] for c in classes]]
     if values.shape[-1] != n:
         raise LayoutError(f"array has {values.shape[-1]} columns but folds.csv has {n} classes; "
@@ -241,7 +245,7 @@ def _columns(source: Source, classes: Sequence[str], order: np.ndarray | None,
     return values if order is None else values[..., order]
 
 
-def _oof_in_folds_order(source: Source, folds: files.Folds, order, ids_file) -> np.ndarray:
+def _oof_in_folds_order(source: Source, folds: Folds, order, ids_file) -> np.ndarray:
     """The OOF predictions, (n_rows, n_classes) float32 in folds.csv row order."""
     values = source.values
     binary = len(folds.classes) == 1
@@ -286,7 +290,7 @@ def _oof_in_folds_order(source: Source, folds: files.Folds, order, ids_file) -> 
     return np.ascontiguousarray(values[rows], dtype=np.float32)
 
 
-def _test_predictions(source: Source, folds: files.Folds, order, ids_file
+def _test_predictions(source: Source, folds: Folds, order, ids_file
                       ) -> tuple[np.ndarray, np.ndarray, bool]:
     """(test ids (n_test,), values, per_fold): values (n_test, n_classes) fold-averaged, or
     (n_folds, n_test, n_classes) per fold when ``per_fold``."""
@@ -367,21 +371,21 @@ def to_probabilities(values: np.ndarray, link: str | None, *, path: Path, row_id
 # ---------------------------------------------------------------- writing
 
 
-def _write(root: Path, name: str, folds: files.Folds, oof: np.ndarray, test_ids: np.ndarray,
+def _write(root: Path, name: str, folds: Folds, oof: np.ndarray, test_ids: np.ndarray,
            test: np.ndarray, meta: dict, *, format: str, force: bool) -> Path:
     """Write the experiment into ``<root>/.stack/staging`` and rename it into place."""
-    staging = workspace.staging_dir(root) / f"{name}-{uuid.uuid4().hex[:8]}"
+    staging = staging_dir(root) / f"{name}-{uuid.uuid4().hex[:8]}"
     try:
         for i, k in enumerate(folds.fold_numbers):
             rows = folds.rows_of_fold(k)
-            files.write_fold_predictions(staging, name, k, "val", folds.ids[rows], oof[rows],
+            write_fold_predictions(staging, name, k, "val", folds.ids[rows], oof[rows],
                                          folds.classes, id_column=folds.id_column, format=format)
-            files.write_fold_predictions(staging, name, k, "test", test_ids, test[i],
+            write_fold_predictions(staging, name, k, "test", test_ids, test[i],
                                          folds.classes, id_column=folds.id_column, format=format)
-        files.write_meta(staging, name, meta)
-        if files.experiment_dir(root, name).exists():
+        write_meta(staging, name, meta)
+        if experiment_dir(root, name).exists():
             check_name(root, name, force=force)
-        target = files.install_experiment(staging, root, name)
+        target = install_experiment(staging, root, name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stacker.layout import files
+from stacker.layout.atomic import atomic_write_text
 
 POOL_VERSION = 1
 POOL_PREFIX = "_pool"
@@ -95,7 +95,7 @@ def write_pool(cache_dir: Path, *, keys: Mapping[str, str], experiments: Sequenc
                  "test_ids": experiments[0].test_ids.tolist(),
                  "meta": {e.name: e.meta for e in experiments},
                  "windows": [e.name for e in experiments if e.has_windows]}
-        files.atomic_write_text(paths["index"], json.dumps(index, default=str))
+        atomic_write_text(paths["index"], json.dumps(index, default=str))
     except BaseException:
         for handle in handles.values():
             handle.close()

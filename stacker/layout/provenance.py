@@ -1,21 +1,47 @@
-"""Who made a file of the layout, and whether a command may replace or remove it.
+"""Who made a file of the layout, and whether a command may replace, resume or remove it.
 
-Every writer records what it made (``meta.json``'s ``made_by`` for an experiment, the sidecar's
-``made_by`` for a submission) and asks here before it replaces or removes anything. The rules live
-in this one module so that every command applies the same ones.
+Every writer records what it made (``meta.json``'s ``created`` and, for a command's own outputs,
+``made_by``; the sidecar's ``made_by`` for a submission) and asks here before it replaces, resumes
+into or removes anything. The rules live in this one module so that every command applies the
+same ones:
+
+- a new experiment may take the place of an existing one only with ``force``
+  (:func:`check_new_experiment`);
+- a command replaces or removes only what it made itself (:func:`check_own_experiment`,
+  :func:`remove_own_experiment`, :func:`sidecar_made_by`);
+- a run resumes into an experiment only when its ``meta.json`` says it was made the same way: the
+  same folds, classes, input data, model, params and seed (:func:`check_resumable`), since mixing
+  fold models of two set-ups gives out-of-fold predictions no single model made;
+- an experiment counts as made on folds.csv when its recorded ``fold_hash`` is folds.csv's, or
+  either is unknown (:func:`made_on_folds`).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
 from stacker.errors import LayoutError, OutputExistsError
-from stacker.layout.files import experiment_dir, read_meta
+from stacker.layout.meta import read_meta
+from stacker.layout.paths import experiment_dir
 
 MADE_BY = "made_by"            # the key of meta.json / a sidecar that names the command that wrote it
+CREATED = "created"            # the key of meta.json / a sidecar that says when it was written
+_RETRAIN = "pass `force` to retrain it or choose another `name`"
+_RETRAIN_EVERY_FOLD = "pass `force` to retrain every fold or choose another `name`"
+
+
+def created_now() -> str:
+    """When a writer records that it made something: UTC, ISO 8601, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def stamped(meta: Mapping) -> dict:
+    """``meta`` with ``created`` set to now: what a writer puts in meta.json."""
+    return {**meta, CREATED: created_now()}
 
 
 def made_by(meta: Mapping | None, command: str) -> bool:
@@ -57,3 +83,53 @@ def sidecar_made_by(sidecar: Path | str | None, command: str) -> bool:
         return made_by(json.loads(Path(sidecar).read_text(encoding="utf-8")), command)
     except (OSError, ValueError):
         return False
+
+
+def check_new_experiment(root: Path | str, name: str, *, force: bool,
+                         fix: str = "choose another `name` or pass `force` to replace it") -> None:
+    """OutputExistsError when experiment ``name`` already exists under ``root`` and ``force`` is
+    not set; ``fix`` ends the message (how the caller's user chooses another name or replaces it)."""
+    if experiment_dir(root, name).exists() and not force:
+        raise OutputExistsError(f"experiment '{name}' already exists under {root}; {fix}")
+
+
+def made_on_folds(meta: Mapping, fold_hash: str | None) -> bool:
+    """Whether an experiment whose meta.json holds ``meta`` was made on the folds whose hash is
+    ``fold_hash``; an experiment that records no hash, or an unknown ``fold_hash`` (None: an
+    unreadable folds.csv), counts as made on them: it may depend on them."""
+    recorded = meta.get("fold_hash")
+    return recorded is None or fold_hash is None or recorded == fold_hash
+
+
+def check_resumable(meta: Mapping, expected: Mapping, *, where: Path | str, name: str) -> None:
+    """OutputExistsError unless experiment ``name``, whose meta.json (at ``where``) holds ``meta``,
+    was made the way ``expected`` describes, so that a run may keep its finished folds.
+
+    expected: meta.json values of the run about to resume, any of ``fold_hash``, ``classes``,
+    ``data_hash`` (None: unknown), ``model``, ``params``, ``seed``. Each is compared only when
+    ``meta`` records it too (older experiments lack some keys). An empty ``meta`` (no meta.json)
+    cannot be checked and is refused.
+    """
+    if not meta:
+        raise OutputExistsError(
+            f"experiment '{name}' exists without meta.json, so it cannot be resumed safely; "
+            + _RETRAIN)
+    if "fold_hash" in expected and meta.get("fold_hash") and meta["fold_hash"] != expected["fold_hash"]:
+        raise OutputExistsError(
+            f"{where}: experiment '{name}' was made on other folds (fold_hash "
+            f"{meta['fold_hash']}, folds.csv has {expected['fold_hash']}); " + _RETRAIN_EVERY_FOLD)
+    if "classes" in expected and meta.get("classes") is not None \
+            and list(meta["classes"]) != list(expected["classes"]):
+        raise OutputExistsError(
+            f"{where}: experiment '{name}' was made with other classes; " + _RETRAIN)
+    data_hash = expected.get("data_hash")
+    if data_hash is not None and meta.get("data_hash") not in (None, data_hash):
+        raise OutputExistsError(
+            f"{where}: experiment '{name}' was made on other input data (data_hash "
+            f"{meta['data_hash']}, the data given now has {data_hash}); resuming would mix "
+            "folds trained on both. Pass `force` to retrain every fold or choose another `name`")
+    for key in ("model", "params", "seed"):
+        if key in expected and key in meta and meta[key] != expected[key]:
+            raise OutputExistsError(
+                f"{where}: experiment '{name}' was made with {key} {json.dumps(meta[key])}, "
+                f"not {json.dumps(expected[key])}; " + _RETRAIN)

@@ -6,7 +6,8 @@ a trailing comma on every line), from Windows (latin-1 / cp1252 bytes), from ano
 file that cannot be read). :func:`sniff_text` looks at the first bytes of the file and either
 returns how to read it (:class:`TextFormat`) or raises :class:`~stacker.errors.LayoutError` with one
 line naming the file and the fix. :func:`read_text` decodes a whole small file (classes.txt,
-meta.json) the same way; :func:`not_utf8` turns a parser's ``UnicodeDecodeError`` into that line.
+meta.json) the same way; :func:`not_utf8` turns a parser's ``UnicodeDecodeError`` into that line,
+and :func:`first_line` shortens any other parser error to one.
 
 Only a UTF-8 byte-order mark is decoded silently (Excel's "CSV UTF-8" writes one); everything
 else that is not UTF-8 is refused, since guessing an encoding could change a label or an id.
@@ -77,6 +78,12 @@ def not_utf8(path: Path | str, error: UnicodeDecodeError, *, what: str = "file",
     where = f"line {line}" if line else f"byte {position}"
     return LayoutError(f"{what} is not UTF-8 text (byte 0x{byte} on {where}, probably latin-1 or "
                        f"Windows-1252); {_SAVE_AS}", experiment=experiment, path=path)
+
+
+def first_line(error: Exception) -> str:
+    """The first line of ``error``'s message (its type's name when it has none): a parser's long
+    message shortened to fit the one-line LayoutError that names the file."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def sniff_text(path: Path | str, *, what: str = "file", experiment: str | None = None,

@@ -23,7 +23,8 @@ import json
 from pathlib import Path
 
 from stacker.errors import LayoutError
-from stacker.layout import files
+from stacker.layout.atomic import atomic_write_json, atomic_write_text
+from stacker.layout.paths import STACK_DIR
 
 CACHE_DIR = "cache"
 LEADERBOARD_FILE = "leaderboard.csv"
@@ -38,7 +39,7 @@ AUTO_STATE_FILE = "state.json"
 
 def workspace_dir(root: Path | str) -> Path:
     """``<root>/.stack`` (not created)."""
-    return Path(root) / files.STACK_DIR
+    return Path(root) / STACK_DIR
 
 
 def cache_dir(root: Path | str) -> Path:
@@ -88,18 +89,18 @@ def read_auto_state(root: Path | str) -> dict:
 
 
 def write_auto_state(root: Path | str, state: dict) -> Path:
-    return files.atomic_write_json(auto_state_path(root), state)
+    return atomic_write_json(auto_state_path(root), state)
 
 
 def write_leaderboard(root: Path | str, csv_text: str) -> Path:
-    return files.atomic_write_text(leaderboard_path(root), csv_text)
+    return atomic_write_text(leaderboard_path(root), csv_text)
 
 
 def write_subsets(root: Path | str, record: dict) -> Path:
     """Save a subset search's result (:meth:`stacker.search.SearchResult.to_json` plus context).
     Its keys are listed in :mod:`stacker.search.subsets`, with the per-class weights
     (``class_weights``) and the linear stacker (``coef``, ``intercept``) of the weighted methods."""
-    return files.atomic_write_json(subsets_path(root), record)
+    return atomic_write_json(subsets_path(root), record)
 
 
 def read_subsets(root: Path | str) -> dict:

@@ -528,7 +528,7 @@ def full_disk(p: P):
         def write(self, data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    p.monkeypatch.setattr(layout.files.os, "fdopen", lambda fd, mode="r", *a, **k:
+    p.monkeypatch.setattr(layout.atomic.os, "fdopen", lambda fd, mode="r", *a, **k:
                           Full(real(fd, mode, *a, **k)))
 
 
@@ -661,7 +661,7 @@ def test_a_failed_rename_names_the_users_file_not_the_temporary_one(tmp_path, mo
     def refuse(src, dst):
         raise PermissionError(errno.EACCES, "Permission denied", src)
 
-    monkeypatch.setattr(layout.files.os, "replace", refuse)
+    monkeypatch.setattr(layout.atomic.os, "replace", refuse)
     with pytest.raises(PermissionError) as error:
         layout.atomic_write_text(tmp_path / "submission.csv", "x\n")
     assert error.value.filename == str(tmp_path / "submission.csv")

@@ -251,3 +251,21 @@ def test_resume_in_the_other_format_is_refused_unless_forced(tmp_path):
     folder = layout.fold_dir(tmp_path, "spy", 0, "val")
     assert sorted(p.name for p in folder.iterdir()) == ["probs.parquet"]   # the csv is replaced
     collect(tmp_path, strict=True, use_cache=False)
+
+
+def test_settings_can_travel_as_one_value_and_keywords_override_them(tmp_path):
+    from first_level.runner import KFoldSettings
+
+    folds = write_small_folds(tmp_path)
+    settings = KFoldSettings(model="spy", params={"p": 1}, seed=0, metric="lwlrap")
+    ids = list(folds.ids)
+    test_ids = [f"t{i}" for i in range(7)]
+    first = run_kfold(tmp_path, "spy", spy_factory(folds), ids, ids, test_ids, test_ids,
+                      settings=settings)
+    assert first.trained_folds == [0, 1, 2]
+    again = run_kfold(tmp_path, "spy", spy_factory(folds), ids, ids, test_ids, test_ids,
+                      settings=settings, force=True)
+    assert again.trained_folds == [0, 1, 2] and again.cv == pytest.approx(first.cv)
+    with pytest.raises(OutputExistsError, match="seed"):
+        run_kfold(tmp_path, "spy", spy_factory(folds), ids, ids, test_ids, test_ids,
+                  settings=settings, seed=1)

@@ -13,7 +13,7 @@ import pytest
 
 from stacker import layout
 from stacker.errors import LayoutError
-from stacker.layout import files
+from stacker.layout import atomic
 from stacker.layout.collect import Collection, collect
 
 # the module, not the function that the package re-exports under the same name
@@ -540,7 +540,7 @@ def test_unwritable_cache_only_costs_speed(small_layout, monkeypatch):
     def refuse(path, data):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(files, "atomic_write_bytes", refuse)  # the cache writes through files
+    monkeypatch.setattr(atomic, "atomic_write_bytes", refuse)  # the cache writes through atomic
     result = collect(root, n_jobs=1)
     np.testing.assert_array_equal(result.oof, expected.oof)
     assert not (root / ".stack" / "cache").exists() or not os.listdir(root / ".stack" / "cache")

@@ -11,7 +11,7 @@ import pytest
 
 from stacker import layout
 from stacker.errors import LayoutError
-from stacker.layout import files
+from stacker.layout import tables
 
 
 def _files(folder):
@@ -286,7 +286,7 @@ def test_stack_dir_is_created_on_demand(tmp_path):
 def test_fast_probs_reader_equals_the_strict_one(tmp_path, text):
     path = tmp_path / "probs.csv"
     path.write_bytes(text.encode())
-    fast = files._read_probs_fast(path)
+    fast = tables._read_probs_fast(path)
     assert fast is not None
     id_column, ids, columns, values = fast
     strict = layout.read_csv_table(path, float_columns=True)
@@ -303,7 +303,7 @@ def test_fast_probs_reader_equals_the_strict_one(tmp_path, text):
 def test_fast_probs_reader_leaves_anything_odd_to_the_strict_one(tmp_path, text):
     path = tmp_path / "probs.csv"
     path.write_text(text)
-    assert files._read_probs_fast(path) is None
+    assert tables._read_probs_fast(path) is None
     with pytest.raises(LayoutError):
         layout.read_probs(path)
 
@@ -312,7 +312,7 @@ def test_fast_probs_reader_leaves_anything_odd_to_the_strict_one(tmp_path, text)
 
 
 def test_parquet_probs_round_trip_exact_float32(tmp_path):
-    from stacker.layout import files as layout_files
+    from stacker.layout import tables as layout_files
 
     values = np.random.default_rng(0).uniform(size=(7, 3)).astype(np.float32)
     path = layout_files.write_probs(tmp_path / "probs.parquet", [f"r{i}" for i in range(7)], values,
@@ -326,7 +326,7 @@ def test_parquet_probs_round_trip_exact_float32(tmp_path):
 def test_parquet_pandas_index_counts_as_the_id_column(tmp_path):
     import pandas as pd
 
-    from stacker.layout import files as layout_files
+    from stacker.layout import tables as layout_files
 
     frame = pd.DataFrame({"a": [0.1, 0.2], "b": [0.9, 0.8]}, index=pd.Index(["x", "y"], name="fname"))
     frame.to_parquet(tmp_path / "probs.parquet")
@@ -344,7 +344,7 @@ def test_parquet_refusals_name_the_file(tmp_path, table, message):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from stacker.layout import files as layout_files
+    from stacker.layout import tables as layout_files
 
     path = tmp_path / "probs.parquet"
     pq.write_table(pa.table(table), path)

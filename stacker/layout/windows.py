@@ -1,0 +1,57 @@
+"""Per-window predictions: one ``<id>.npy`` array (n_windows, n_classes) per row beside probs.csv."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from stacker.errors import LayoutError
+from stacker.layout.paths import fold_dir, windows_path
+from stacker.layout.reading import first_line
+
+
+def has_windows(root: Path | str, name: str, fold: int, split: str) -> bool:
+    folder = fold_dir(root, name, fold, split)
+    return folder.is_dir() and any(e.name.endswith(".npy") for e in os.scandir(folder))
+
+
+def read_windows(root: Path | str, name: str, fold: int, split: str, ids: Iterable[str],
+                 column_order: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Per-window predictions of ``ids``: a list of (n_windows, n_classes) float32 arrays.
+
+    column_order: indices that reorder the file's columns (its probs.csv order) into the caller's.
+    """
+    arrays = []
+    for row_id in ids:
+        path = windows_path(root, name, fold, split, row_id)
+        if not path.exists():
+            raise LayoutError(f"per-window file for id '{row_id}' is missing; write one .npy per "
+                              "row or none at all", experiment=name, path=path)
+        try:
+            array = np.load(path, allow_pickle=False).astype(np.float32, copy=False)
+        except (ValueError, OSError, EOFError) as error:
+            raise LayoutError(f"per-window file for id '{row_id}' is not a readable .npy array "
+                              f"({first_line(error)}); rewrite it with numpy.save",
+                              experiment=name, path=path) from None
+        if array.ndim != 2:
+            raise LayoutError(f"per-window array has shape {array.shape}; expected "
+                              "(windows, classes)", experiment=name, path=path)
+        check_window_values(array, path=path, experiment=name)
+        arrays.append(array if column_order is None else array[:, column_order])
+    return arrays
+
+
+def check_window_values(array: np.ndarray, *, path=None, experiment=None) -> None:
+    """Raise LayoutError at the first NaN/inf or value outside [0, 1] of a per-window array
+    (n_windows, n_classes), naming its window and column."""
+    in_range = np.isfinite(array) & (array >= 0) & (array <= 1)
+    if in_range.all():
+        return
+    window, col = np.argwhere(~in_range)[0]
+    value = array[window, col]
+    problem = "is NaN or infinite" if not np.isfinite(value) else f"is {str(value)}, outside [0, 1]"
+    raise LayoutError(f"window {window}, column {col}: value {problem}; per-window predictions "
+                      "must be probabilities in [0, 1]", experiment=experiment, path=path)
