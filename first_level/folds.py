@@ -13,7 +13,6 @@ Without groups every row is its own unit and this is exactly the published algor
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +23,7 @@ import pandas as pd
 from stacker import layout
 from stacker.errors import LayoutError, OptionError, OutputExistsError
 from stacker.layout import provenance
+from stacker.layout.column_order import natural_key
 
 
 def iterative_stratification(y: np.ndarray, n_folds: int, *, groups: Sequence | None = None,
@@ -251,12 +251,6 @@ class MadeFolds:
     fold: np.ndarray
     counts: pd.DataFrame
     invalidated: tuple[str, ...]
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key that puts ``label_2`` before ``label_10`` (digit runs compare as numbers)."""
-    parts = re.split(r"(\d+)", str(name))
-    return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)), str(name)
 
 
 def class_order(classes: Sequence[str], template: Path | str | None = None) -> tuple[str, ...]:

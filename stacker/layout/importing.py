@@ -28,6 +28,12 @@ import numpy as np
 
 from stacker.errors import LayoutError, OptionError
 from stacker.layout.atomic import install_experiment
+from stacker.layout.column_order import (
+    check_column_order,
+    plausible_orders,
+    resolve_column_order,
+    template_classes,
+)
 from stacker.layout.folds import Folds, read_folds
 from stacker.layout.meta import write_meta
 from stacker.layout.paths import CLASSES_FILE, experiment_dir, probs_file_name
@@ -90,7 +96,6 @@ def import_experiment(root: Path | str, name: str, *, oof: Path | str, test: Pat
     if from_logits == "softmax" and len(folds.classes) < 2:
         raise OptionError("--from-logits softmax needs two or more classes; a binary task's "
                           "single score takes --from-logits sigmoid")
-    order = _class_order(classes, folds.classes)
     oof_source, test_source = read_source(oof, role="oof"), read_source(test, role="test")
     for option, value, source in (("--ids", ids, oof_source), ("--test-ids", test_ids, test_source)):
         if value is not None and source.is_table:
@@ -98,6 +103,9 @@ def import_experiment(root: Path | str, name: str, *, oof: Path | str, test: Pat
                               "first column already holds the ids")
     if classes is not None and oof_source.is_table and test_source.is_table:
         raise OptionError("--classes is for .npy/.npz arrays; tables name their class columns")
+    template = template_classes(test_ids, folds.classes) if len(folds.classes) > 1 else None
+    columns, columns_from = resolve_column_order(classes, template, folds.classes)
+    order = _class_order(columns if columns_from != "classes.txt" else None, folds.classes)
 
     oof_values = _oof_in_folds_order(oof_source, folds, order, ids)
     test_row_ids, test_values, per_fold = _test_predictions(test_source, folds, order, test_ids)
@@ -105,6 +113,12 @@ def import_experiment(root: Path | str, name: str, *, oof: Path | str, test: Pat
                                   row_ids=folds.ids, classes=folds.classes)
     test_values = to_probabilities(test_values, from_logits, path=test_source.path,
                                    row_ids=test_row_ids, classes=folds.classes)
+    if not oof_source.is_table and len(folds.classes) > 1:
+        # the array's own column order again (column j is class columns[j]), checked on the labels
+        index = {c: j for j, c in enumerate(folds.classes)}
+        check_column_order(oof_values[:, [index[c] for c in columns]], folds, columns, columns_from,
+                           path=oof_source.path,
+                           alternatives=plausible_orders(folds.classes, template))
 
     meta = stamped({"model": "imported", "level": 1, "fold_hash": folds.hash, "classes": list(folds.classes),
                     "n_train": len(folds.ids), "n_test": len(test_row_ids),
@@ -114,6 +128,8 @@ def import_experiment(root: Path | str, name: str, *, oof: Path | str, test: Pat
                                  "test_ids": (str(test_ids) if test_ids is not None else
                                               "the test table's ids" if test_source.is_table else "row numbers"),
                                  "columns": list(classes) if classes is not None else None,
+                                 "column_order": None if oof_source.is_table and test_source.is_table
+                                 else columns_from,
                                  "from_logits": from_logits, "format": format}})
     test_folds = test_values if per_fold else np.broadcast_to(
         test_values, (folds.n_folds,) + test_values.shape)
