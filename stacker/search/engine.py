@@ -11,8 +11,8 @@ gives every fold-held-out selection for free), ``greedy`` (forward, with backwar
 (width ``beam_width``), ``ges`` (Caruana et al. 2004 selection with replacement -> weights) and
 ``auto`` (exhaustive when its measured cost fits ``time_budget``, else beam, else greedy).
 Weighted methods beyond GES (``ges-bagged``, ``cmaes``, ``per-class``, ``linear``) live in
-:mod:`stacker.search.weighted`; ``ges_init`` gives GES a sorted initialisation
-(:mod:`stacker.search.ges_variants`).
+:mod:`stacker.search.methods.weighted`; ``ges_init`` gives GES a sorted initialisation
+(:mod:`stacker.search.methods.ges`).
 
 The fast scores steer the search; every number reported (cv, top, by_size, nested) is recomputed
 from scratch with :func:`stacker.blend.blend_arrays` and the metric, exactly what ``stack blend`` prints.
@@ -33,18 +33,18 @@ from typing import Sequence
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+import stacker.search.methods.core as sm
 from stacker.blend import DEFAULT_POWER, EPS, check_blend, check_weights, finalize, transform
 from stacker.errors import OptionError
 from stacker.layout.collect import Collection
 from stacker.metrics import check_defined, fold_scores, get_metric
 from stacker.runtime import ProgressCallback
-from stacker.search import methods as sm
 from stacker.search.backends import make_walker
 from stacker.search.scoring import RankScorer, make_scorer, quantize
 
 METHODS = ("auto", "exhaustive", "greedy", "beam", "ges", "ges-bagged", "cmaes", "per-class",
            "linear")
-WEIGHTED_METHODS = METHODS[5:]          # stacker.search.weighted
+WEIGHTED_METHODS = METHODS[5:]          # stacker.search.methods.weighted
 MAX_EXHAUSTIVE_SUBSETS = 1 << 22
 # below this many scored array elements (~1 s of work) starting processes costs more than it saves
 PARALLEL_MIN_WORK = 500_000_000
@@ -227,7 +227,7 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
                   n_jobs=n_jobs, prune=prune, patience=patience, ges_iterations=ges_iterations,
                   time_budget=time_budget, ges_init=ges_init, device=device)
     if method in WEIGHTED_METHODS:
-        from stacker.search import weighted
+        from stacker.search.methods import weighted
 
         with threadpool_limits(1):          # one thread: the same sums, so the same result
             fields = weighted.search_weighted(
@@ -267,7 +267,7 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
                     "beam": dict(max_size=max_size, width=beam_width, patience=patience),
                     "ges": dict(iterations=ges_iterations, max_size=max_size)}[method]
         if method == "ges" and ges_init:
-            from stacker.search.ges_variants import sorted_init
+            from stacker.search.methods.ges import sorted_init
 
             settings["init"] = sorted_init(sm.Evaluator(ctx), targets, ges_init, max_size=max_size)
         steps = ges_iterations if method == "ges" else max_size

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
+import stacker.search.methods.core as sm
 from stacker.errors import OptionError
 from stacker.search import backends, kernel
-from stacker.search import methods as sm
 from stacker.search.engine import search_arrays
 from stacker.search.scoring import make_scorer, quantize
 from stacker.simulate import simulated_probs

@@ -10,9 +10,9 @@ from test_search import noise_pool, planted_pool, random_pool
 from stacker.blend import blend_arrays, logit_linear
 from stacker.errors import OptionError
 from stacker.metrics import get_metric
-from stacker.search import weighted
 from stacker.search.engine import search_arrays
-from stacker.search.ges_variants import bag_pools
+from stacker.search.methods import weighted
+from stacker.search.methods.ges import bag_pools
 
 EPS = 1e-7
 lwlrap = get_metric("lwlrap")

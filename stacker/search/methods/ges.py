@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stacker.search import methods as sm
+import stacker.search.methods.core as sm
 
 
 def sorted_init(ev: sm.Evaluator, targets: list, n_init: int, *,

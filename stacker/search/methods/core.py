@@ -416,7 +416,7 @@ def ges(ev: Evaluator, targets: list, *, iterations: int = 50, max_size: int | N
     the counts become weights. Keeps the best bag over the iterations (the paper's 'select the
     best-performing ensemble size'). ``max_size`` caps the number of distinct members.
     init: {target: counts} to start from instead of the empty bag (the paper's sorted
-    initialisation, :mod:`stacker.search.ges_variants`); the initial bag is a candidate too.
+    initialisation, :mod:`stacker.search.methods.ges`); the initial bag is a candidate too.
     Returns {target: Run}."""
     n = ev.n_models
     max_size = n if max_size is None else max_size

@@ -6,7 +6,7 @@ row but fold ``i``'s, and its fit predicts fold ``i`` (pooled over the folds: th
 fit never sees its held-out fold's labels: the scorer's target ``1 + i`` sums over the other folds
 only, and the per-class statistics and the linear stacker are computed on the target's rows only.
 
-* ``ges-bagged``: bagged ensemble selection (:mod:`stacker.search.ges_variants`).
+* ``ges-bagged``: bagged ensemble selection (:mod:`stacker.search.methods.ges`).
 * ``cmaes``: CMA-ES (the ``cma`` package) over the blend weights, started from the GES weights
   (Purucker & Beel, AutoML-Conf 2023). A candidate ``x`` becomes weights ``max(x, 0) / sum``
   (GES-style: non-negative, summing to 1); weights under ``TRIM`` are set to 0 at the end. Pools
@@ -36,11 +36,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import stacker.search.methods.core as sm
+import stacker.search.methods.ges as ges_variants
 from stacker.blend import LINEAR, combine, logit, transform
 from stacker.errors import OptionError
 from stacker.metrics import Metric, fold_scores
-from stacker.search import ges_variants
-from stacker.search import methods as sm
 from stacker.search.scoring import make_scorer, quantize
 
 WEIGHTED_METHODS = ("ges-bagged", "cmaes", "per-class", "linear")

@@ -1,0 +1,1 @@
+"""The selection methods of the subset search, one module per family."""
