@@ -1,9 +1,10 @@
-"""The selection methods of the subset search, on quantized members (see :mod:`subset_scoring`).
+"""The core of the subset methods: integer-count ensembles of quantized members.
 
 Each method works on a :class:`Context` (the int64 transforms ``q`` of shape
-(n_models, n_rows, n_classes) and a scorer) for ``targets``: which entries of the scorer's output
-they maximise (0 = all rows; 1 + i = every fold but fold i, for nested CV). A candidate ensemble is
-a tuple of member counts, one per model (0/1 for subsets, any count for GES).
+(n_models, n_rows, n_classes) of :mod:`stacker.search.scoring`, a scorer, the fast walker) for
+``targets``: which entries of the scorer's output they maximise (0 = all rows; 1 + i = every fold
+but fold i, for nested CV). A candidate ensemble is a tuple of member counts, one per model (0/1
+for subsets, any count for GES); :class:`CountBlends` turns counts into the blend they stand for.
 
 Ties between candidates are broken the same way everywhere (and by the brute-force oracle in the
 tests): scores rounded to 12 decimals, then fewer distinct members, then fewer picks, then the
@@ -13,13 +14,18 @@ lexicographically smallest member indices.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
-from itertools import combinations, compress
+from itertools import compress
 from typing import Callable
 
 import numpy as np
 
-from stacker.search.scoring import Scorer
+from stacker.blend import check_weights, finalize, transform
+from stacker.search.backends import make_walker
+from stacker.search.problem import Problem
+from stacker.search.result import Selection
+from stacker.search.scoring import Scorer, make_scorer, quantize
 
 Counts = tuple  # tuple[int, ...] of length n_models
 Tick = Callable[[int], None]
@@ -32,10 +38,67 @@ class Context:
     # a fast path for the RankScorer (stacker.search.kernel.KernelWalker or
     # stacker.search.torch_scoring.TorchWalker); None: the scorer's numpy path
     walker: object | None = None
+    backend: str = ""      # what scores the candidates (recorded in the result's params)
+    n_jobs: int = 1        # threads of the walker, or processes of the numpy scorer
 
     @property
     def n_models(self) -> int:
         return self.q.shape[0]
+
+
+def subset_context(problem: Problem, max_terms: int) -> Context:
+    """The quantized pool on the scorer's rows (sums of up to ``max_terms`` members cannot
+    overflow) and the walker of the config's device."""
+    config = problem.config
+    scorer = make_scorer(problem.y, problem.fold, problem.fold_numbers, config.metric,
+                         blend=config.blend, power=config.power)
+    q, scale = quantize(problem.oof, config.blend, max_terms=max_terms, power=config.power,
+                        eps=config.eps, rows=scorer.rows)
+    scorer.scale = scale
+    n_jobs = max(1, min(int(config.n_jobs), os.cpu_count() or 1))
+    walker, backend = make_walker(q, scorer, config.device, n_jobs)
+    # the context holds the only reference to q: the worker pool may swap it for its
+    # memory-mapped twin
+    return Context(q=q, scorer=scorer, walker=walker, backend=backend, n_jobs=n_jobs)
+
+
+class CountBlends:
+    """:func:`stacker.blend.blend_arrays` of count ensembles (integer counts as weights: the
+    division by their sum comes last, which keeps exact ties), the same operations in the same
+    order, with each member's transform computed once for the whole result."""
+
+    def __init__(self, problem: Problem):
+        self.oof, self.names = problem.oof, problem.names
+        self.config = problem.config
+        self._transforms: dict = {}
+
+    def predict(self, counts: Counts, rows=slice(None)) -> np.ndarray:
+        config = self.config
+        idx = [m for m, c in enumerate(counts) if c]
+        for m in idx:
+            if m not in self._transforms:
+                self._transforms[m] = transform(self.oof[:, m], config.blend, power=config.power,
+                                                eps=config.eps)
+        t = np.stack([self._transforms[m][rows] for m in idx], axis=-2)   # (rows, members, classes)
+        w = check_weights([counts[m] for m in idx], len(idx))
+        return finalize(np.sum(t * w.reshape(1, -1, 1), axis=-2) / w.sum(), config.blend,
+                        power=config.power)
+
+    def describe(self, counts: Counts) -> tuple[tuple[str, ...], dict]:
+        idx = [m for m, c in enumerate(counts) if c]
+        total = sum(counts)
+        return tuple(self.names[m] for m in idx), {self.names[m]: counts[m] / total for m in idx}
+
+    def combiner(self, counts: Counts) -> dict:
+        return {}
+
+
+def count_selection(problem: Problem, ctx: Context, runs: dict, n_evaluated: int,
+                    method: str) -> Selection:
+    """The Selection of a subset method (or GES) from its {target: Run}."""
+    return Selection(choices={t: run.best for t, run in runs.items()},
+                     blends=CountBlends(problem), n_evaluated=n_evaluated, method=method,
+                     params={"backend": ctx.backend}, ranked=runs)
 
 
 @dataclass
@@ -72,7 +135,7 @@ def counts_of(members, n_models: int) -> Counts:
     return tuple(counts)
 
 
-def _best_by_size(found: list) -> dict:
+def best_by_size(found: list) -> dict:
     by_size: dict = {}
     for counts, score in found:
         size = sum(1 for c in counts if c)
@@ -81,117 +144,7 @@ def _best_by_size(found: list) -> dict:
     return dict(sorted(by_size.items()))
 
 
-# ---------------------------------------------------------------- exhaustive
-
-
-def n_subsets(n_models: int, max_size: int) -> int:
-    return sum(math.comb(n_models, k) for k in range(1, max_size + 1))
-
-
-def exhaustive_chunks(n_models: int, max_size: int, prefix_len: int = 3) -> list[list]:
-    """Split the subsets of size 1..max_size into chunks of work.
-
-    A chunk is a list of (prefix, extend): the subset ``prefix`` itself and, when ``extend``, every
-    subset that adds models numbered above the prefix's last one. Chunks of long prefixes come
-    largest first, so that processes share the work evenly.
-    """
-    length = max(1, min(prefix_len, max_size, n_models))
-    short = [(combo, False) for k in range(1, length) for combo in combinations(range(n_models), k)]
-    long = [[(combo, True)] for combo in combinations(range(n_models), length)]
-    long.sort(key=lambda chunk: -(n_models - 1 - chunk[0][0][-1]))
-    return ([short] if short else []) + long
-
-
-def chunk_size(chunk, n_models: int, max_size: int) -> int:
-    total = 0
-    for prefix, extend in chunk:
-        total += 1
-        if extend:
-            rest = n_models - 1 - prefix[-1]
-            total += sum(math.comb(rest, k) for k in range(1, max_size - len(prefix) + 1))
-    return total
-
-
-def run_exhaustive_chunk(ctx: Context, chunk, max_size: int,
-                         nested: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Score every subset of ``chunk``. Returns (masks (n,), int64 bitmask of the members;
-    scores (n, n_outputs), or (n, 1) without ``nested``: the all-rows score only).
-
-    Depth-first: the sum of a subset is its parent's sum plus one member, kept in one buffer per
-    depth, so each subset costs a single array addition (like a Gray-code walk, without
-    subtractions).
-    """
-    q, scorer, n = ctx.q, ctx.scorer, ctx.n_models
-    if ctx.walker is not None:
-        masks, sums = ctx.walker.exhaustive(chunk, max_size)
-        scores = scorer.outputs_from_fold_sums(sums)
-        return masks, (scores if nested else scores[:, :1])
-    buffers = np.empty((max_size + 1,) + q.shape[1:], dtype=np.int64)
-    masks: list[int] = []
-    scores: list = []
-    width = scorer.n_outputs if nested else 1
-
-    def evaluate(S, n_terms):
-        return scorer.evaluate(S, n_terms) if nested else scorer.evaluate_one(S, n_terms, 0)
-
-    def visit(depth: int, last: int, mask: int) -> None:
-        masks.append(mask)
-        scores.append(evaluate(buffers[depth], depth))
-        if depth == max_size:
-            return
-        for j in range(last + 1, n):
-            np.add(buffers[depth], q[j], out=buffers[depth + 1])
-            visit(depth + 1, j, mask | (1 << j))
-
-    for prefix, extend in chunk:
-        depth = len(prefix)
-        buffers[depth] = q[prefix[0]]
-        for m in prefix[1:]:
-            buffers[depth] += q[m]
-        mask = sum(1 << m for m in prefix)
-        if extend:
-            visit(depth, prefix[-1], mask)
-        else:
-            masks.append(mask)
-            scores.append(evaluate(buffers[depth], depth))
-    return (np.asarray(masks, dtype=np.int64),
-            np.asarray(scores, dtype=np.float64).reshape(len(masks), width))
-
-
-def order_subsets(masks: np.ndarray, values: np.ndarray, n_models: int) -> np.ndarray:
-    """Indices of ``masks`` sorted best first by :func:`key`'s rule."""
-    sizes = np.zeros(len(masks), dtype=np.int64)
-    reversed_bits = np.zeros(len(masks), dtype=np.int64)
-    for m in range(n_models):
-        bit = (masks >> m) & 1
-        sizes += bit
-        # model 0 as the most significant bit: a larger value is a lexicographically smaller set
-        reversed_bits |= bit << (n_models - 1 - m)
-    r = np.round(np.where(np.isnan(values), -np.inf, values), 12)
-    return np.lexsort((-reversed_bits, sizes, -r))
-
-
-def mask_counts(mask: int, n_models: int) -> Counts:
-    return tuple((int(mask) >> m) & 1 for m in range(n_models))
-
-
-def exhaustive_run(masks: np.ndarray, scores: np.ndarray, target: int, n_models: int,
-                   top: int) -> Run:
-    """The best subset, best by size and top list for ``target`` from all scored subsets."""
-    values = scores[:, target]
-    order = order_subsets(masks, values, n_models)
-    sizes = np.array([bin(int(m)).count("1") for m in masks[order]])
-    first_of_size = {}
-    for pos, size in enumerate(sizes):
-        first_of_size.setdefault(int(size), pos)
-    pick = lambda pos: (mask_counts(masks[order[pos]], n_models), float(values[order[pos]]))
-    best = pick(0)
-    return Run(target=target, best=best[0], score=best[1],
-               by_size={s: pick(p) for s, p in sorted(first_of_size.items())},
-               top=[pick(p) for p in range(min(top, len(order)))], n_evaluated=len(masks))
-
-
-# ---------------------------------------------------------------- greedy, beam, GES
+# ---------------------------------------------------------------- scoring candidates
 
 
 class Evaluator:
@@ -285,14 +238,14 @@ def score_extensions(ctx: Context, base: Counts, candidates, targets) -> np.ndar
     return out
 
 
-def _pick(candidates: list, scores: np.ndarray) -> tuple[int, float]:
+def pick(candidates: list, scores: np.ndarray) -> tuple[int, float]:
     """The best candidate (first on ties: candidates come in model order)."""
     r = np.round(np.where(np.isnan(scores), -np.inf, scores), 12)
     i = int(np.argmax(r))
     return candidates[i], float(scores[i])
 
 
-def _group(states: dict, attribute: str) -> dict:
+def group_states(states: dict, attribute: str) -> dict:
     groups: dict = {}
     for t, state in states.items():
         if state["active"]:
@@ -300,153 +253,7 @@ def _group(states: dict, attribute: str) -> dict:
     return groups
 
 
-def greedy(ev: Evaluator, targets: list, *, max_size: int, prune: bool = True,
-           patience: int = 2, tick: Tick | None = None) -> dict:
-    """Forward selection for each target: add the model that helps most; stop after
-    ``patience`` additions without a new best or at ``max_size``; keep the best subset on the
-    path. With ``prune``, then drop members one at a time while that does not lower the score
-    (backward pruning). Returns {target: Run}."""
-    n = ev.n_models
-    limit = min(max_size, n)
-    states = {t: {"counts": counts_of((), n), "path": [], "best": -math.inf, "stale": 0,
-                  "active": limit > 0} for t in targets}
-    while any(state["active"] for state in states.values()):
-        requests = [(base, [j for j in range(n) if not base[j]], group)
-                    for base, group in _group(states, "counts").items()]
-        for (base, candidates, group), scores in zip(requests, ev.extend_many(requests)):
-            for col, t in enumerate(group):
-                state = states[t]
-                choice, score = _pick(candidates, scores[:, col])
-                state["counts"] = plus_one(base, choice)
-                state["path"].append((state["counts"], score))
-                if rounded(score) > rounded(state["best"]):
-                    state["best"], state["stale"] = score, 0
-                else:
-                    state["stale"] += 1
-                if state["stale"] >= patience or sum(state["counts"]) >= limit:
-                    state["active"] = False
-        if tick:
-            tick(1)
-    runs = {}
-    for t, state in states.items():
-        found = list(state["path"])
-        best_counts, best = min(found, key=lambda item: key(*item))
-        if prune:
-            while sum(best_counts) > 1:
-                chosen = [m for m, c in enumerate(best_counts) if c]
-                smaller = [tuple(0 if m == drop else c for m, c in enumerate(best_counts))
-                           for drop in chosen]
-                scores = ev.sets(smaller, [t])[:, 0]
-                drop, score = _pick(list(range(len(smaller))), scores)
-                if rounded(score) < rounded(best):
-                    break
-                best_counts, best = smaller[drop], score
-                found.append((best_counts, best))
-        found.sort(key=lambda item: key(*item))
-        runs[t] = Run(target=t, best=best_counts, score=best, by_size=_best_by_size(found),
-                      top=_unique(found))
-    return runs
-
-
-def beam(ev: Evaluator, targets: list, *, max_size: int, width: int = 5, patience: int = 2,
-         tick: Tick | None = None) -> dict:
-    """Beam search for each target: keep the ``width`` best subsets of each size, extend each
-    by every other model, keep the ``width`` best of the next size; stop ``patience`` sizes after
-    the last new best or at ``max_size``. Returns {target: Run}."""
-    n = ev.n_models
-    states = {t: {"beams": [counts_of((), n)], "found": [], "best": -math.inf, "stale": 0,
-                  "active": max_size > 0} for t in targets}
-    for size in range(1, min(max_size, n) + 1):
-        # every (parent, targets) to extend this level, each child scored once per target
-        parents: dict = {}
-        for t, state in states.items():
-            if state["active"]:
-                for parent in state["beams"]:
-                    parents.setdefault(parent, []).append(t)
-        children: dict = {t: {} for t, state in states.items() if state["active"]}   # child -> score
-        planned: dict = {t: set() for t in children}
-        requests, plans = [], []
-        for parent, group in parents.items():
-            # a child reached from an earlier parent (for these targets) is not scored again
-            candidates, kids = [], []
-            for j in range(n):
-                if parent[j]:
-                    continue
-                child = plus_one(parent, j)
-                if any(child not in planned[t] for t in group):
-                    candidates.append(j)
-                    kids.append(child)
-            for t in group:
-                planned[t].update(kids)
-            if candidates:
-                requests.append((parent, candidates, group))
-                plans.append(kids)
-        for (parent, candidates, group), kids, scores in zip(requests, plans,
-                                                             ev.extend_many(requests)):
-            for i, child in enumerate(kids):
-                for col, t in enumerate(group):
-                    children[t].setdefault(child, float(scores[i, col]))
-        for t, scored in children.items():
-            state = states[t]
-            ranked = sorted(scored.items(), key=lambda item: key(*item))[:width]
-            state["beams"] = [counts for counts, _ in ranked]
-            state["found"] += ranked
-            if rounded(ranked[0][1]) > rounded(state["best"]):
-                state["best"], state["stale"] = ranked[0][1], 0
-            else:
-                state["stale"] += 1
-                if state["stale"] >= patience:
-                    state["active"] = False
-        if tick:
-            tick(1)
-        if not any(state["active"] for state in states.values()):
-            break
-    runs = {}
-    for t, state in states.items():
-        found = sorted(state["found"], key=lambda item: key(*item))
-        runs[t] = Run(target=t, best=found[0][0], score=found[0][1],
-                      by_size=_best_by_size(found), top=_unique(found))
-    return runs
-
-
-def ges(ev: Evaluator, targets: list, *, iterations: int = 50, max_size: int | None = None,
-        tick: Tick | None = None, init: dict | None = None) -> dict:
-    """Ensemble selection with replacement (Caruana et al., ICML 2004) for each target: start
-    from an empty bag, add at each step the model (possibly again) whose addition scores best;
-    the counts become weights. Keeps the best bag over the iterations (the paper's 'select the
-    best-performing ensemble size'). ``max_size`` caps the number of distinct members.
-    init: {target: counts} to start from instead of the empty bag (the paper's sorted
-    initialisation, :mod:`stacker.search.methods.ges`); the initial bag is a candidate too.
-    Returns {target: Run}."""
-    n = ev.n_models
-    max_size = n if max_size is None else max_size
-    states = {t: {"counts": counts_of((), n), "history": [], "active": True} for t in targets}
-    for t, counts in (init or {}).items():
-        if t in states and sum(counts):
-            states[t]["counts"] = tuple(counts)
-            states[t]["history"].append((tuple(counts), float(ev.sets([tuple(counts)], [t])[0, 0])))
-    for _ in range(iterations):
-        requests = []
-        for base, group in _group(states, "counts").items():
-            distinct = sum(1 for c in base if c)
-            requests.append((base, [j for j in range(n) if base[j] or distinct < max_size], group))
-        for (base, candidates, group), scores in zip(requests, ev.extend_many(requests)):
-            for col, t in enumerate(group):
-                choice, score = _pick(candidates, scores[:, col])
-                counts = plus_one(base, choice)
-                states[t]["counts"] = counts
-                states[t]["history"].append((counts, score))
-        if tick:
-            tick(1)
-    runs = {}
-    for t, state in states.items():
-        ordered = sorted(state["history"], key=lambda item: key(*item))
-        runs[t] = Run(target=t, best=ordered[0][0], score=ordered[0][1],
-                      by_size=_best_by_size(state["history"]), top=_unique(ordered))
-    return runs
-
-
-def _unique(found: list) -> list:
+def unique(found: list) -> list:
     seen, out = set(), []
     for counts, score in found:
         if counts not in seen:
