@@ -18,7 +18,9 @@ from stacker.cli.common import (
     user_errors,
 )
 from stacker.layout import workspace
-from stacker.search.engine import SearchResult, search_subsets
+from stacker.search.config import CmaesConfig, GesConfig, SearchConfig, WalkConfig
+from stacker.search.engine import search_subsets
+from stacker.search.result import SearchResult
 from stacker.search.subsets import resolve_subset
 
 
@@ -109,13 +111,13 @@ def search_subsets_command(
     collection = load_collection(root)
     pool = resolve_subset(root, subset, collection.names)
     with progress_bar("searching subsets") as update:
-        result = search_subsets(collection, pool=pool, metric=metric, blend=blend.value,
-                                power=power, method=method.value, max_size=max_size, top=top,
-                                beam_width=beam_width, nested=nested, seed=seed, n_jobs=n_jobs,
-                                eps=eps, ges_iterations=ges_iterations, time_budget=time_budget,
-                                ges_init=ges_init, ges_bags=ges_bags,
-                                cmaes_evaluations=cmaes_evaluations, device=device,
-                                on_progress=update)
+        config = SearchConfig(
+            metric=metric, blend=blend.value, power=power, eps=eps, method=method.value,
+            max_size=max_size, top=top, nested=nested, seed=seed, n_jobs=n_jobs,
+            time_budget=time_budget, device=device, walk=WalkConfig(beam_width=beam_width),
+            ges=GesConfig(iterations=ges_iterations, init=ges_init, bags=ges_bags),
+            cmaes=CmaesConfig(evaluations=cmaes_evaluations))
+        result = search_subsets(collection, pool=pool, config=config, on_progress=update)
     show_result(result, top)
     record = result.to_json()
     record["root"] = str(root)

@@ -70,7 +70,7 @@ def make_walker(q: np.ndarray, scorer, device: str = "auto", n_jobs: int = 1):
 
         walker = TorchWalker(q, scorer, device=torch_device)
         return walker, walker.name
-    from stacker.search import kernel
+    import stacker.search.kernel as kernel
 
     if kernel.available():
         return kernel.KernelWalker(q, scorer, n_jobs=n_jobs), "numba"

@@ -11,8 +11,9 @@ import pytest
 
 from stacker.errors import OptionError
 from stacker.search import backends, kernel
-from stacker.search import methods as sm
 from stacker.search.engine import search_arrays
+from stacker.search.methods import core as sm
+from stacker.search.methods import exhaustive
 from stacker.search.scoring import make_scorer, quantize
 from stacker.simulate import simulated_probs
 
@@ -50,7 +51,7 @@ def prepared(metric="lwlrap", blend="geo-mean", **kwargs):
 
 def numpy_exhaustive(q, scorer, max_size):
     ctx = sm.Context(q=q, scorer=scorer)
-    return sm.run_exhaustive_chunk(ctx, [((m,), True) for m in range(q.shape[0])], max_size)
+    return exhaustive.run_exhaustive_chunk(ctx, [((m,), True) for m in range(q.shape[0])], max_size)
 
 
 def walkers(q, scorer):
@@ -106,7 +107,7 @@ def test_kernel_scores_several_bases_at_once_like_numpy(n_jobs, monkeypatch):
 
 @needs_numba
 def test_exhaustive_steps_visit_every_subset_once():
-    chunks = sm.exhaustive_chunks(6, 4)
+    chunks = exhaustive.exhaustive_chunks(6, 4)
     masks = np.concatenate([kernel.exhaustive_steps(c, 6, 4)[1] for c in chunks])
     expected = [m for m in range(1, 64) if m.bit_count() <= 4]
     assert sorted(masks.tolist()) == expected

@@ -182,8 +182,8 @@ def test_ges_puts_its_weight_on_the_planted_subset():
 
 
 def test_parallel_runs_equal_serial_runs(monkeypatch):
-    monkeypatch.setattr("stacker.search.engine.PARALLEL_MIN_WORK", 0)   # processes even for small work
-    monkeypatch.setattr("stacker.search.engine.PARALLEL_MIN_BATCH", 0)
+    monkeypatch.setattr("stacker.search.methods.workers.PARALLEL_MIN_WORK", 0)   # processes even for small work
+    monkeypatch.setattr("stacker.search.methods.workers.PARALLEL_MIN_BATCH", 0)
     oof, y, fold, names, _ = planted_pool(seed=1)
     for method in ("ges", "beam", "greedy"):
         one = search_arrays(oof, y, fold, names=names, method=method, n_jobs=1, ges_iterations=15)
@@ -205,7 +205,7 @@ def noise_pool(n_models=12, seed=0):
 
 
 def test_nested_cv_exposes_an_overfit_selection_and_uses_held_out_folds_only(monkeypatch):
-    monkeypatch.setattr("stacker.search.engine.PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr("stacker.search.methods.workers.PARALLEL_MIN_WORK", 0)
     oof, y, fold, names = noise_pool()
     result = search_arrays(oof, y, fold, names=names, method="exhaustive", n_jobs=2)
     serial = search_arrays(oof, y, fold, names=names, method="exhaustive", n_jobs=1)

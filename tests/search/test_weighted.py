@@ -10,14 +10,23 @@ from test_search import noise_pool, planted_pool, random_pool
 from stacker.blend import blend_arrays, logit_linear
 from stacker.errors import OptionError
 from stacker.metrics import get_metric
-from stacker.search import weighted
+from stacker.search.config import SearchConfig
 from stacker.search.engine import search_arrays
-from stacker.search.ges_variants import bag_pools
+from stacker.search.methods import SELECTORS, WEIGHTED_METHODS, cmaes, linear
+from stacker.search.methods.ges import bag_pools
+from stacker.search.problem import prepare
 
 EPS = 1e-7
 lwlrap = get_metric("lwlrap")
 SETTINGS = dict(metric=lwlrap, blend="geo-mean", power=2.0, eps=EPS, seed=0, max_size=99,
                 ges_iterations=20, ges_init=0, ges_bags=4, cmaes_evaluations=200)
+
+
+def fit_targets(oof, y, fold, method):
+    """{target: Fit} of ``method``'s selector alone (no result around it), nested."""
+    config = SearchConfig.from_options(method=method, nested=True, **SETTINGS)
+    problem = prepare(oof, y, fold, names=[f"m{m}" for m in range(oof.shape[1])], config=config)
+    return SELECTORS[method].select(problem).choices
 
 
 def sigmoid(x):
@@ -101,7 +110,7 @@ def test_cmaes_scores_at_least_as_well_as_its_ges_start_and_is_seeded():
                           cmaes_evaluations=300, nested=False, n_jobs=1, seed=7)
     assert one.cv >= ges.cv - 1e-12
     assert (one.members, one.weights, one.cv) == (again.members, again.weights, again.cv)
-    assert all(w >= weighted.TRIM for w in one.weights.values())     # tiny weights trimmed
+    assert all(w >= cmaes.TRIM for w in one.weights.values())     # tiny weights trimmed
     assert sum(one.weights[m] for m in planted) > 0.8
 
 
@@ -140,14 +149,14 @@ def test_linear_stacker_equals_sklearn_logistic_regression_where_coefficients_ar
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 3))
     positive = rng.random(300) < sigmoid(X @ np.array([1.0, 0.5, 2.0]) - 0.5)
-    coef, intercept = weighted._fit_logistic(X, positive, weighted.LINEAR_L2)
+    coef, intercept = linear._fit_logistic(X, positive, linear.LINEAR_L2)
     # ours: mean loss + l2 |w|^2 == (sum loss + 0.5 |w|^2 / C) / n with C = 1 / (2 n l2)
-    reference = LogisticRegression(C=1 / (2 * 300 * weighted.LINEAR_L2), tol=1e-10,
+    reference = LogisticRegression(C=1 / (2 * 300 * linear.LINEAR_L2), tol=1e-10,
                                    max_iter=10_000).fit(X, positive)
     np.testing.assert_allclose(coef, reference.coef_[0], atol=1e-4)
     assert intercept == pytest.approx(reference.intercept_[0], abs=1e-4)
     # a feature that would want a negative coefficient gets 0 instead
-    flipped, _ = weighted._fit_logistic(np.c_[X, -X[:, 2]], positive, weighted.LINEAR_L2)
+    flipped, _ = linear._fit_logistic(np.c_[X, -X[:, 2]], positive, linear.LINEAR_L2)
     assert flipped[3] == 0.0 and np.all(flipped[:3] >= 0)
 
 
@@ -168,7 +177,7 @@ def test_linear_result_is_the_logit_stacker_of_its_coefficients():
 # ---------------------------------------------------------------- honesty and seeds
 
 
-@pytest.mark.parametrize("method", weighted.WEIGHTED_METHODS)
+@pytest.mark.parametrize("method", WEIGHTED_METHODS)
 def test_a_folds_labels_never_reach_its_nested_predictions(method):
     """Permute the labels of fold 1's rows: the selection made without fold 1, and so its
     predictions for fold 1, stay exactly the same; the all-rows selection may change."""
@@ -179,10 +188,8 @@ def test_a_folds_labels_never_reach_its_nested_predictions(method):
     rows = np.flatnonzero(fold == 1)
     permuted[rows] = y[np.random.default_rng(0).permutation(rows)]
     assert not np.array_equal(permuted, y)
-    fits, _ = weighted.fit_targets(oof, y, fold, fold_numbers, method=method, nested=True,
-                                   **SETTINGS)
-    again, _ = weighted.fit_targets(oof, permuted, fold, fold_numbers, method=method,
-                                    nested=True, **SETTINGS)
+    fits = fit_targets(oof, y, fold, method)
+    again = fit_targets(oof, permuted, fold, method)
     target = 1 + fold_numbers.index(1)
     options = dict(blend="geo-mean", power=2.0, eps=EPS)
     np.testing.assert_array_equal(fits[target].predict(oof[rows], **options),
@@ -193,7 +200,7 @@ def test_a_folds_labels_never_reach_its_nested_predictions(method):
                for t in fits if t != target)
 
 
-@pytest.mark.parametrize("method", weighted.WEIGHTED_METHODS)
+@pytest.mark.parametrize("method", WEIGHTED_METHODS)
 def test_nested_cv_is_below_the_selected_cv_when_selection_fits_noise(method):
     oof, y, fold, names = noise_pool(n_models=8)
     if method == "per-class":        # noise_pool has too few positives per class for it
@@ -205,7 +212,7 @@ def test_nested_cv_is_below_the_selected_cv_when_selection_fits_noise(method):
     assert len(result.nested_folds) == len(set(fold.tolist()))
 
 
-@pytest.mark.parametrize("method", weighted.WEIGHTED_METHODS)
+@pytest.mark.parametrize("method", WEIGHTED_METHODS)
 def test_each_method_is_deterministic_for_a_seed(method):
     oof, y, fold, names = specialist_pool(seed=4)
     runs = [search_arrays(oof, y, fold, names=names, method=method, n_jobs=1, seed=3,

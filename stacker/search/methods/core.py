@@ -1,0 +1,262 @@
+"""The core of the subset methods: integer-count ensembles of quantized members.
+
+Each method works on a :class:`Context` (the int64 transforms ``q`` of shape
+(n_models, n_rows, n_classes) of :mod:`stacker.search.scoring`, a scorer, the fast walker) for
+``targets``: which entries of the scorer's output they maximise (0 = all rows; 1 + i = every fold
+but fold i, for nested CV). A candidate ensemble is a tuple of member counts, one per model (0/1
+for subsets, any count for GES); :class:`CountBlends` turns counts into the blend they stand for.
+
+Ties between candidates are broken the same way everywhere (and by the brute-force oracle in the
+tests): scores rounded to 12 decimals, then fewer distinct members, then fewer picks, then the
+lexicographically smallest member indices.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from itertools import compress
+from typing import Callable
+
+import numpy as np
+
+from stacker.blend import check_weights, finalize, transform
+from stacker.search.backends import make_walker
+from stacker.search.problem import Problem
+from stacker.search.result import Selection
+from stacker.search.scoring import Scorer, make_scorer, quantize
+
+Counts = tuple  # tuple[int, ...] of length n_models
+Tick = Callable[[int], None]
+
+
+@dataclass
+class Context:
+    q: np.ndarray          # (n_models, n_rows, n_classes) int64
+    scorer: Scorer
+    # a fast path for the RankScorer (stacker.search.kernel.KernelWalker or
+    # stacker.search.torch_scoring.TorchWalker); None: the scorer's numpy path
+    walker: object | None = None
+    backend: str = ""      # what scores the candidates (recorded in the result's params)
+    n_jobs: int = 1        # threads of the walker, or processes of the numpy scorer
+
+    @property
+    def n_models(self) -> int:
+        return self.q.shape[0]
+
+
+def subset_context(problem: Problem, max_terms: int) -> Context:
+    """The quantized pool on the scorer's rows (sums of up to ``max_terms`` members cannot
+    overflow) and the walker of the config's device."""
+    config = problem.config
+    scorer = make_scorer(problem.y, problem.fold, problem.fold_numbers, config.metric,
+                         blend=config.blend, power=config.power)
+    q, scale = quantize(problem.oof, config.blend, max_terms=max_terms, power=config.power,
+                        eps=config.eps, rows=scorer.rows)
+    scorer.scale = scale
+    n_jobs = max(1, min(int(config.n_jobs), os.cpu_count() or 1))
+    walker, backend = make_walker(q, scorer, config.device, n_jobs)
+    # the context holds the only reference to q: the worker pool may swap it for its
+    # memory-mapped twin
+    return Context(q=q, scorer=scorer, walker=walker, backend=backend, n_jobs=n_jobs)
+
+
+class CountBlends:
+    """:func:`stacker.blend.blend_arrays` of count ensembles (integer counts as weights: the
+    division by their sum comes last, which keeps exact ties), the same operations in the same
+    order, with each member's transform computed once for the whole result."""
+
+    def __init__(self, problem: Problem):
+        self.oof, self.names = problem.oof, problem.names
+        self.config = problem.config
+        self._transforms: dict = {}
+
+    def predict(self, counts: Counts, rows=slice(None)) -> np.ndarray:
+        config = self.config
+        idx = [m for m, c in enumerate(counts) if c]
+        for m in idx:
+            if m not in self._transforms:
+                self._transforms[m] = transform(self.oof[:, m], config.blend, power=config.power,
+                                                eps=config.eps)
+        t = np.stack([self._transforms[m][rows] for m in idx], axis=-2)   # (rows, members, classes)
+        w = check_weights([counts[m] for m in idx], len(idx))
+        return finalize(np.sum(t * w.reshape(1, -1, 1), axis=-2) / w.sum(), config.blend,
+                        power=config.power)
+
+    def describe(self, counts: Counts) -> tuple[tuple[str, ...], dict]:
+        idx = [m for m, c in enumerate(counts) if c]
+        total = sum(counts)
+        return tuple(self.names[m] for m in idx), {self.names[m]: counts[m] / total for m in idx}
+
+    def combiner(self, counts: Counts) -> dict:
+        return {}
+
+
+def count_selection(problem: Problem, ctx: Context, runs: dict, n_evaluated: int,
+                    method: str) -> Selection:
+    """The Selection of a subset method (or GES) from its {target: Run}."""
+    return Selection(choices={t: run.best for t, run in runs.items()},
+                     blends=CountBlends(problem), n_evaluated=n_evaluated, method=method,
+                     params={"backend": ctx.backend}, ranked=runs)
+
+
+@dataclass
+class Run:
+    """The outcome of one selection: the best candidate, the best of each size, the top list."""
+
+    target: int
+    best: Counts
+    score: float
+    by_size: dict = field(default_factory=dict)     # n distinct -> (counts, score)
+    top: list = field(default_factory=list)         # [(counts, score)], best first
+    n_evaluated: int = 0
+
+
+def rounded(score: float) -> float:
+    return -math.inf if score is None or math.isnan(score) else round(float(score), 12)
+
+
+def key(counts: Counts, score: float) -> tuple:
+    """Sort key: best candidate first."""
+    members = tuple(compress(range(len(counts)), counts))
+    return (-rounded(score), len(members), sum(counts), members)
+
+
+def plus_one(counts: Counts, m: int) -> Counts:
+    """``counts`` with one more of model ``m``."""
+    return counts[:m] + (counts[m] + 1,) + counts[m + 1:]
+
+
+def counts_of(members, n_models: int) -> Counts:
+    counts = [0] * n_models
+    for m in members:
+        counts[m] += 1
+    return tuple(counts)
+
+
+def best_by_size(found: list) -> dict:
+    by_size: dict = {}
+    for counts, score in found:
+        size = sum(1 for c in counts if c)
+        if size not in by_size or key(counts, score) < key(*by_size[size]):
+            by_size[size] = (counts, score)
+    return dict(sorted(by_size.items()))
+
+
+# ---------------------------------------------------------------- scoring candidates
+
+
+class Evaluator:
+    """Scores candidates for several targets at once; counts how many it scored.
+
+    The selection methods below run the selections of all targets (all rows, and each fold held
+    out) in lockstep: while two targets' ensembles are equal, each candidate is scored once and
+    the fast scorer's one pass gives every target's score, so nested CV costs little more than
+    the selection itself. Subclasses may spread a batch over processes.
+    """
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.n_evaluated = 0
+        self._previous_sums: dict = {}      # the bases of the last extend_many: counts -> sum
+
+    @property
+    def n_models(self) -> int:
+        return self.ctx.n_models
+
+    def extend(self, base: Counts, candidates: list, targets: list) -> np.ndarray:
+        """Scores of ``base`` plus one more of each candidate model: (len(candidates),
+        len(targets))."""
+        if self.ctx.walker is not None:
+            return self.extend_many([(base, candidates, targets)])[0]
+        self.n_evaluated += len(candidates)
+        return score_extensions(self.ctx, base, candidates, targets)
+
+    def extend_many(self, requests: list) -> list:
+        """:meth:`extend` for several ``(base, candidates, targets)`` at once: a list of arrays
+        (len(candidates), len(targets)). The compiled path reads each candidate model once for
+        every base (the nested selections' bases differ once they diverge), and forms each base's
+        sum from the previous call's bases (one addition, not one per member)."""
+        walker = self.ctx.walker
+        if walker is None:
+            return [self.extend(base, candidates, targets) for base, candidates, targets in requests]
+        self.n_evaluated += sum(len(candidates) for _, candidates, _ in requests)
+        sums = {base: self._base_sum(base) for base, _, _ in requests}
+        self._previous_sums = sums
+        bases = [sums[base] for base, _, _ in requests]
+        lists = [candidates for _, candidates, _ in requests]
+        if hasattr(walker, "extensions_many"):
+            parts = walker.extensions_many(bases, lists)
+        else:
+            parts = [walker.extensions(S, candidates) for S, candidates in zip(bases, lists)]
+        return [self.ctx.scorer.outputs_from_fold_sums(part)[:, list(targets)]
+                for part, (_, _, targets) in zip(parts, requests)]
+
+    def _base_sum(self, counts: Counts) -> np.ndarray:
+        """The int64 sum of ``counts``: a base of the previous call plus one member when one is a
+        member away (exact, like every sum here), else from scratch."""
+        previous = self._previous_sums
+        if counts in previous:
+            return previous[counts]
+        for m, c in enumerate(counts):
+            if c:
+                smaller = counts[:m] + (c - 1,) + counts[m + 1:]
+                if smaller in previous:
+                    return previous[smaller] + self.ctx.q[m]
+        return ensemble_sum(self.ctx.q, counts)
+
+    def sets(self, ensembles: list, targets: list) -> np.ndarray:
+        """Scores of whole ensembles (counts): (len(ensembles), len(targets))."""
+        self.n_evaluated += len(ensembles)
+        out = np.empty((len(ensembles), len(targets)))
+        for i, counts in enumerate(ensembles):
+            out[i] = self.ctx.scorer.evaluate_targets(ensemble_sum(self.ctx.q, counts),
+                                                      sum(counts), targets)
+        return out
+
+
+def ensemble_sum(q: np.ndarray, counts: Counts) -> np.ndarray:
+    S = np.zeros(q.shape[1:], dtype=np.int64)
+    for m, c in enumerate(counts):
+        if c:
+            S += q[m] if c == 1 else c * q[m]
+    return S
+
+
+def score_extensions(ctx: Context, base: Counts, candidates, targets) -> np.ndarray:
+    S = ensemble_sum(ctx.q, base)
+    if ctx.walker is not None:
+        sums = ctx.walker.extensions(S, candidates)
+        return ctx.scorer.outputs_from_fold_sums(sums)[:, list(targets)]
+    buffer = np.empty_like(S)
+    n_terms = sum(base) + 1
+    out = np.empty((len(candidates), len(targets)))
+    for i, j in enumerate(candidates):
+        np.add(S, ctx.q[j], out=buffer)
+        out[i] = ctx.scorer.evaluate_targets(buffer, n_terms, targets)
+    return out
+
+
+def pick(candidates: list, scores: np.ndarray) -> tuple[int, float]:
+    """The best candidate (first on ties: candidates come in model order)."""
+    r = np.round(np.where(np.isnan(scores), -np.inf, scores), 12)
+    i = int(np.argmax(r))
+    return candidates[i], float(scores[i])
+
+
+def group_states(states: dict, attribute: str) -> dict:
+    groups: dict = {}
+    for t, state in states.items():
+        if state["active"]:
+            groups.setdefault(state[attribute], []).append(t)
+    return groups
+
+
+def unique(found: list) -> list:
+    seen, out = set(), []
+    for counts, score in found:
+        if counts not in seen:
+            seen.add(counts)
+            out.append((counts, score))
+    return out

@@ -1,0 +1,243 @@
+"""What a subset search returns: :class:`SearchResult` and the one builder of it.
+
+A selector (:mod:`stacker.search.methods`) returns a :class:`Selection`: one choice per target
+(target 0: every OOF row; target ``1 + i``: every row but fold ``i``'s) and the :class:`Blends` that
+turn a choice into predictions. :func:`build_result` scores it the one canonical way: every number
+reported (cv, fold_cv, top, by_size, nested) is recomputed from scratch with the blend and the
+metric, exactly what ``stack blend`` prints; the fast scores of the search only steered it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from stacker.metrics import fold_scores, get_metric
+
+if TYPE_CHECKING:
+    from stacker.search.problem import Problem
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A scored ensemble: members (names), weights summing to 1, CV on every OOF row."""
+
+    members: tuple[str, ...]
+    weights: dict
+    cv: float
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+
+@dataclass(frozen=True)
+class SizeScore:
+    """The best ensemble of ``size`` members (selected on all rows) and the nested CV of picking
+    the best of that size on the other folds."""
+
+    size: int
+    members: tuple[str, ...]
+    cv: float
+    nested_cv: float | None
+
+
+@dataclass(frozen=True)
+class NestedFold:
+    """The selection made without fold ``fold`` and its score on that fold's rows."""
+
+    fold: int
+    members: tuple[str, ...]
+    weights: dict
+    cv: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    method: str
+    method_reason: str
+    metric: str
+    blend: str
+    power: float
+    eps: float
+    members: tuple[str, ...]
+    weights: dict
+    cv: float
+    fold_cv: list
+    nested_cv: float | None
+    nested_folds: list
+    top: list
+    by_size: list
+    pool: tuple[str, ...]
+    n_evaluated: int
+    seconds: float
+    params: dict = field(default_factory=dict)
+    # per-class weights or the linear stacker: {"class_weights": {name: [per class]}} or
+    # {"coef": {name: [per class]}, "intercept": [per class]}, plus "classes" (their order)
+    combiner: dict = field(default_factory=dict)
+    # (n_rows, n_classes): each fold's rows blended by the selection made without that fold (the
+    # predictions the nested CV scores); None without nesting. Not part of subsets.json.
+    nested_oof: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def gap(self) -> float | None:
+        """How much better the selected CV is than the nested CV (positive = optimistic)."""
+        if self.nested_cv is None or math.isnan(self.nested_cv):
+            return None
+        return get_metric(self.metric).sign() * (self.cv - self.nested_cv)
+
+    def gap_warning(self) -> str | None:
+        """A sentence when the gap is large: over 0.01, or over twice the std of the fold scores."""
+        gap = self.gap
+        if gap is None:
+            return None
+        std = float(np.std(self.fold_cv)) if self.fold_cv else 0.0
+        if gap > 0.01 or (std > 0 and gap > 2 * std):
+            return (f"selected CV {self.cv:.4f} is {gap:.4f} better than the nested CV "
+                    f"{self.nested_cv:.4f} (fold std {std:.4f}): the selection overfits the OOF "
+                    "rows; expect the nested CV on new data, or prefer a smaller subset")
+        return None
+
+    def to_json(self) -> dict:
+        """The content of ``<root>/.stack/subsets.json`` (keys of :mod:`stacker.search.subsets`)."""
+        return {
+            "method": self.method, "method_reason": self.method_reason, "metric": self.metric,
+            "blend": self.blend, "power": self.power, "eps": self.eps,
+            "members": list(self.members), "weights": dict(self.weights),
+            "cv": self.cv, "fold_cv": list(self.fold_cv), "nested_cv": self.nested_cv,
+            "nested_folds": [{"fold": f.fold, "members": list(f.members), "weights": f.weights,
+                              "cv": f.cv} for f in self.nested_folds],
+            "top": [{"members": list(c.members), "size": c.size, "weights": c.weights, "cv": c.cv}
+                    for c in self.top],
+            "by_size": [{"size": s.size, "members": list(s.members), "cv": s.cv,
+                         "nested_cv": s.nested_cv} for s in self.by_size],
+            "pool": list(self.pool), "n_evaluated": self.n_evaluated, "seconds": self.seconds,
+            "params": dict(self.params), **self.combiner,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+# ---------------------------------------------------------------- what a selector returns
+
+
+class Blends(Protocol):
+    """How the choices of one selector predict rows and read in a result."""
+
+    def predict(self, choice, rows=slice(None)) -> np.ndarray:
+        """The blend of ``choice`` on ``rows`` of the OOF pool: (n_rows, n_classes)."""
+
+    def describe(self, choice) -> tuple[tuple[str, ...], dict]:
+        """(member names, {name: weight}, weights summing to 1)."""
+
+    def combiner(self, choice) -> dict:
+        """The entries beyond one weight per member (per-class weights, coefficients), or {}."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A selector's fit.
+
+    choices: {target: choice}: member counts (subset methods, GES) or a weighted fit.
+    n_evaluated: candidates scored. method: the method that ran (auto: the one it chose);
+    reason: why, when not asked for. params: what the method adds to the recorded params (its
+    backend, or its fixed settings). ranked: {target: Run} with each target's ``top`` list and
+    ``by_size`` ({size: (choice, score)}), or None: the fit is the one candidate. blend: how it
+    blends when not the config's (linear).
+    """
+
+    choices: dict
+    blends: Blends
+    n_evaluated: int
+    method: str
+    reason: str = ""
+    params: dict = field(default_factory=dict)
+    ranked: dict | None = None
+    blend: str | None = None
+
+
+# ---------------------------------------------------------------- the canonical scores
+
+
+class _Scores:
+    """The metric of blended choices on the problem's rows; whole-pool scores are cached."""
+
+    def __init__(self, problem: Problem, blends: Blends):
+        self.problem, self.blends = problem, blends
+        self._full: dict = {}
+
+    def full(self, choice) -> float:
+        """The metric on every row (choice: hashable counts)."""
+        if choice not in self._full:
+            self._full[choice] = self.problem.metric(self.problem.y, self.blends.predict(choice))
+        return self._full[choice]
+
+    def pooled(self, fold_choices: list) -> tuple[float, list, np.ndarray]:
+        """Each fold's rows blended by its own choice (fold_choices[i] for fold_numbers[i]):
+        (the metric of the pooled predictions, each fold's score, the pooled (n_rows, n_classes))."""
+        p = self.problem
+        pooled = np.empty(p.y.shape, dtype=np.float64)
+        held = []
+        for choice, k in zip(fold_choices, p.fold_numbers):
+            rows = p.fold == k
+            pooled[rows] = self.blends.predict(choice, rows)
+            held.append(p.metric(p.y[rows], pooled[rows]))
+        return p.metric(p.y, pooled), held, pooled
+
+
+def _ranked(scores: _Scores, runs: dict, top: int) -> tuple[list, list]:
+    """The top list and the best of each size of target 0, with the nested CV of picking the
+    best of a size when every fold's selection has one."""
+    describe = scores.blends.describe
+    n_folds = len(scores.problem.fold_numbers)
+    main = runs[0]
+    top_list = []
+    for counts, _ in main.top[:top]:
+        members, weights = describe(counts)
+        top_list.append(Candidate(members=members, weights=weights, cv=scores.full(counts)))
+    by_size = []
+    for size, (counts, _) in main.by_size.items():
+        nested_size = None
+        if len(runs) > 1 and all(size in runs[1 + i].by_size for i in range(n_folds)):
+            nested_size, _, _ = scores.pooled([runs[1 + i].by_size[size][0]
+                                               for i in range(n_folds)])
+        by_size.append(SizeScore(size=size, members=describe(counts)[0],
+                                 cv=scores.full(counts), nested_cv=nested_size))
+    return top_list, by_size
+
+
+def build_result(problem: Problem, selection: Selection, *, started: float) -> SearchResult:
+    """The SearchResult of ``selection`` (``started``: its time.perf_counter() at the start)."""
+    p, config, blends = problem, problem.config, selection.blends
+    main = selection.choices[0]
+    members, weights = blends.describe(main)
+    chosen = blends.predict(main)
+    cv = p.metric(p.y, chosen)
+    fold_cv = fold_scores(p.y, chosen, p.fold, p.fold_numbers, p.metric)
+    nested_cv, nested_folds, nested_oof = None, [], None
+    if len(selection.choices) > 1:
+        nested_cv, held, nested_oof = _Scores(p, blends).pooled(
+            [selection.choices[1 + i] for i in range(len(p.fold_numbers))])
+        for i, k in enumerate(p.fold_numbers):
+            fm, fw = blends.describe(selection.choices[1 + i])
+            nested_folds.append(NestedFold(fold=k, members=fm, weights=fw, cv=held[i]))
+    if selection.ranked is None:
+        top = [Candidate(members=members, weights=weights, cv=cv)]
+        by_size = [SizeScore(size=len(members), members=members, cv=cv, nested_cv=None)]
+    else:
+        top, by_size = _ranked(_Scores(p, blends), selection.ranked, config.top)
+    params = config.params(max_size=p.max_size, nested=p.nested)
+    params["method"] = selection.method
+    params.update(selection.params)
+    return SearchResult(
+        method=selection.method, method_reason=selection.reason or f"asked for {selection.method}",
+        metric=p.metric.name, blend=selection.blend or config.blend, power=config.power,
+        eps=config.eps, members=members, weights=weights, cv=cv, fold_cv=fold_cv,
+        nested_cv=nested_cv, nested_folds=nested_folds, top=top, by_size=by_size,
+        pool=tuple(p.names), n_evaluated=selection.n_evaluated,
+        seconds=time.perf_counter() - started, params=params, combiner=blends.combiner(main),
+        nested_oof=nested_oof)
