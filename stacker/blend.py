@@ -454,20 +454,19 @@ def _per_class_table(record: dict, table: dict, members: Sequence[str], classes:
 def oof_blend(collection: Collection, members: Sequence[str], *, blend: str = "geo-mean",
               weights=None, intercept: Sequence[float] | None = None,
               power: float = DEFAULT_POWER, eps: float = EPS) -> np.ndarray:
-    """The blend of the members' OOF predictions, shape (n_rows, n_classes), folds.csv order.
-    weights: (k,), or (k, n_classes) per class; with ``blend="linear"`` the stacker's
-    coefficients (k, n_classes) and ``intercept`` (n_classes,) (:func:`combine`)."""
-    idx = collection.index(members)
-    return combine(collection.oof[:, idx], blend, weights=weights, intercept=intercept,
-                   power=power, eps=eps)
+    """:meth:`Blend.oof` of the blend of these keyword arguments (:meth:`Blend.from_options`):
+    shape (n_rows, n_classes), folds.csv order."""
+    return Blend.from_options(members, blend=blend, weights=weights, intercept=intercept,
+                              power=power, eps=eps).oof(collection)
 
 
 def test_blend(collection: Collection, members: Sequence[str], *, blend: str = "geo-mean",
                weights=None, intercept: Sequence[float] | None = None,
                power: float = DEFAULT_POWER, eps: float = EPS) -> np.ndarray:
-    """Test predictions, shape (n_test, n_classes) in ``collection.test_ids`` order: per member
-    the geometric mean of its fold models, then the members blended (as :func:`oof_blend`)."""
-    idx = collection.index(members)
-    per_member = geo_mean(collection.test[:, :, idx], axis=0, eps=eps)   # (n_test, k, n_classes)
-    return combine(per_member, blend, weights=weights, intercept=intercept, axis=1, power=power,
-                   eps=eps)
+    """:meth:`Blend.test` of the blend of these keyword arguments (:meth:`Blend.from_options`):
+    shape (n_test, n_classes) in ``collection.test_ids`` order."""
+    return Blend.from_options(members, blend=blend, weights=weights, intercept=intercept,
+                              power=power, eps=eps).test(collection)
+
+
+test_blend.__test__ = False  # a library function named test_*: pytest must not collect it

@@ -27,14 +27,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from stacker import layout
-from stacker.blend import oof_blend
+from stacker.blend import Blend
 from stacker.errors import LayoutError, OutputExistsError, StackError
 from stacker.layout.collect import Collection, collect
 from stacker.layout.workspace import read_subsets, subsets_path
 from stacker.leaderboard import leaderboard, oof_correlation
 from stacker.metrics import get_metric, per_class_lwlrap
 from stacker.runtime import ProgressCallback
-from stacker.search.subsets import searched_weights
 
 HISTORY_FILE = "history.json"
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss")
@@ -86,16 +85,10 @@ def best_single(collection: Collection, board: pd.DataFrame) -> str:
 
 
 def searched_blend(collection: Collection, result: dict) -> np.ndarray:
-    """The OOF blend of subsets.json's members with its blend method (geometric mean by default),
-    power, eps and weights: array of shape (n_rows, n_classes). LayoutError when a member is not
-    collected."""
-    members = list(result["members"])
-    weights, intercept = None, None
-    if isinstance(result.get("weights"), dict) and result["weights"]:
-        weights, intercept = searched_weights(result, members, collection.classes)
-    options = {key: float(result[key]) for key in ("power", "eps") if result.get(key) is not None}
-    return oof_blend(collection, members, blend=result.get("blend") or "geo-mean",
-                     weights=weights, intercept=intercept, **options)
+    """The OOF blend of a subsets.json record (:meth:`stacker.blend.Blend.from_record`: its
+    members, blend method, power, eps and weights): array of shape (n_rows, n_classes).
+    LayoutError when a member is not collected."""
+    return Blend.from_record(result, collection.classes).oof(collection)
 
 
 def per_class_comparison(y: np.ndarray, blended: np.ndarray, single: np.ndarray,
