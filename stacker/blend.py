@@ -35,6 +35,14 @@ Linear stacker (``LINEAR``). :func:`logit_linear` is not a mean: per class ``c``
 ``sigmoid(b_c + sum_m W[m, c] * logit(clip(p_m, eps, 1 - eps)))`` with non-negative ``W``
 (``search-subsets --method linear``). :func:`combine` applies either kind.
 
+The :class:`Blend` value type is one chosen blend (members, method, weights / per-class weights /
+coefficients and intercepts, power, eps): what the search, ``stack blend``, the submission and the
+report pass around. It computes its OOF and test predictions from a collection
+(:meth:`Blend.oof`, :meth:`Blend.test`), round-trips through JSON (:meth:`Blend.to_json`,
+:meth:`Blend.from_json`) and reads a search record of ``subsets.json`` (:meth:`Blend.from_record`),
+the one place that parses weights out of such a record. :func:`oof_blend` / :func:`test_blend`
+take the older loose keyword arguments (:meth:`Blend.from_options`).
+
 Inputs are never modified; every function returns a new float64 array.
 """
 
