@@ -42,7 +42,7 @@ from typing import Sequence
 import numpy as np
 
 from stacker import layout
-from stacker.blend import oof_blend
+from stacker.blend import Blend, oof_blend
 from stacker.errors import LayoutError, OptionError, OutputExistsError
 from stacker.layout import provenance, workspace
 from stacker.layout.collect import Collection, collect
@@ -696,7 +696,7 @@ def _write_outputs(root: Path, everything: Collection, final: Recipe, recipes, s
     workspace.write_subsets(root, record)
     if out is not None:
         with stage("submission") as update:
-            make_submission(everything, members, out=out, **options,
+            make_submission(everything, Blend.from_options(members, **options), out=out,
                             template=template, force=own, metric=metric.name,
                             extra={"made_by": MADE_BY, "recipe": final.name, "nested_cv": final.nested_cv,
                                    "holdout_cv": final.holdout_cv, "estimate": estimate,

@@ -35,16 +35,25 @@ Linear stacker (``LINEAR``). :func:`logit_linear` is not a mean: per class ``c``
 ``sigmoid(b_c + sum_m W[m, c] * logit(clip(p_m, eps, 1 - eps)))`` with non-negative ``W``
 (``search-subsets --method linear``). :func:`combine` applies either kind.
 
+The :class:`Blend` value type is one chosen blend (members, method, weights / per-class weights /
+coefficients and intercepts, power, eps): what the search, ``stack blend``, the submission and the
+report pass around. It computes its OOF and test predictions from a collection
+(:meth:`Blend.oof`, :meth:`Blend.test`), round-trips through JSON (:meth:`Blend.to_json`,
+:meth:`Blend.from_json`) and reads a search record of ``subsets.json`` (:meth:`Blend.from_record`),
+the one place that parses weights out of such a record. :func:`oof_blend` / :func:`test_blend`
+take the older loose keyword arguments (:meth:`Blend.from_options`).
+
 Inputs are never modified; every function returns a new float64 array.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from stacker.errors import OptionError
+from stacker.errors import LayoutError, OptionError, StackError
 
 if TYPE_CHECKING:
     from stacker.layout import Collection
@@ -164,12 +173,25 @@ def blend_arrays(probs: np.ndarray, method: str = "geo-mean", *, weights: Sequen
 
 
 LINEAR = "linear"
+_LINEAR_NEEDS = ("the linear stacker needs its coefficients and intercepts (from "
+                 "`stack search-subsets --method linear`)")
 
 
 def logit(probs: np.ndarray, *, eps: float = EPS) -> np.ndarray:
     """log(p / (1 - p)) of probabilities clipped to [eps, 1 - eps] (a new float64 array)."""
     p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1.0 - eps)
     return np.log(p) - np.log1p(-p)
+
+
+def check_linear(coef: np.ndarray, intercept: np.ndarray, n_models: int, n_classes: int) -> None:
+    """OptionError unless ``coef`` has shape (n_models, n_classes) and is finite and non-negative
+    and ``intercept`` has shape (n_classes,) and is finite."""
+    if coef.shape != (n_models, n_classes) or intercept.shape != (n_classes,):
+        raise OptionError(f"the linear stacker needs coefficients of shape ({n_models}, "
+                          f"{n_classes}) and {n_classes} intercepts; got {coef.shape} and "
+                          f"{intercept.shape}")
+    if not (np.all(np.isfinite(coef)) and np.all(coef >= 0) and np.all(np.isfinite(intercept))):
+        raise OptionError("linear stacker coefficients must be finite and non-negative")
 
 
 def logit_linear(probs: np.ndarray, coef: np.ndarray, intercept: Sequence[float], *,
@@ -185,12 +207,7 @@ def logit_linear(probs: np.ndarray, coef: np.ndarray, intercept: Sequence[float]
     coef = np.asarray(coef, dtype=np.float64)
     intercept = np.asarray(intercept, dtype=np.float64)
     n_models, n_classes = probs.shape[axis], probs.shape[-1]
-    if coef.shape != (n_models, n_classes) or intercept.shape != (n_classes,):
-        raise OptionError(f"the linear stacker needs coefficients of shape ({n_models}, "
-                          f"{n_classes}) and {n_classes} intercepts; got {coef.shape} and "
-                          f"{intercept.shape}")
-    if not (np.all(np.isfinite(coef)) and np.all(coef >= 0) and np.all(np.isfinite(intercept))):
-        raise OptionError("linear stacker coefficients must be finite and non-negative")
+    check_linear(coef, intercept, n_models, n_classes)
     shape = [1] * probs.ndim
     shape[axis], shape[-1] = n_models, n_classes
     z = intercept + np.sum(logit(probs, eps=eps) * coef.reshape(shape), axis=axis)
@@ -204,8 +221,7 @@ def combine(probs: np.ndarray, method: str = "geo-mean", *, weights=None,
     ``LINEAR``."""
     if method == LINEAR:
         if weights is None or intercept is None:
-            raise OptionError("the linear stacker needs its coefficients and intercepts (from "
-                              "`stack search-subsets --method linear`)")
+            raise OptionError(_LINEAR_NEEDS)
         return logit_linear(probs, weights, intercept, axis=axis, eps=eps)
     return blend_arrays(probs, method, weights=weights, axis=axis, power=power, eps=eps)
 
@@ -234,23 +250,231 @@ def power_mean(probs: np.ndarray, *, power: float = DEFAULT_POWER, axis: int = -
     return blend_arrays(probs, "power", weights=weights, axis=axis, power=power)
 
 
+def _tuples(array: np.ndarray | None):
+    """A float64 array as (nested) tuples of Python floats, or None."""
+    if array is None:
+        return None
+    return tuple(float(v) for v in array) if array.ndim == 1 else tuple(_tuples(r) for r in array)
+
+
+def _check_parts(members: tuple, method: str, *, weights, class_weights, coef, intercept,
+                 power: float, eps: float) -> None:
+    """OptionError unless the parts of a :class:`Blend` (float64 arrays or None) make one."""
+    k = len(members)
+    if method == LINEAR:
+        if coef is None or intercept is None:
+            raise OptionError(_LINEAR_NEEDS)
+        if weights is not None or class_weights is not None:
+            raise OptionError("the linear stacker has coefficients, not weights; give `coef` and "
+                              "`intercept` only")
+        n_classes = intercept.size if intercept.ndim == 1 else (coef.shape[-1] if coef.ndim else 0)
+        check_linear(coef, intercept, k, n_classes)
+        return
+    check_blend(method, power=power, eps=eps)
+    if coef is not None or intercept is not None:
+        raise OptionError(f"only the linear stacker has coefficients and intercepts, not the "
+                          f"{method} blend")
+    if weights is not None and class_weights is not None:
+        raise OptionError("give `weights` (one per member) or `class_weights` (members x classes), "
+                          "not both")
+    if k == 0:
+        raise OptionError("nothing to blend: no model selected")
+    if class_weights is None:
+        check_weights(weights, k)
+    elif class_weights.ndim != 2:
+        raise OptionError(f"expected per-class weights of shape ({k}, n_classes) (models x "
+                          f"classes), got {class_weights.shape}")
+    else:
+        check_weights(class_weights, k, class_weights.shape[1])
+
+
+
+@dataclass(frozen=True)
+class Blend:
+    """A blend of experiments: which ones, how they combine, with what weights.
+
+    members: experiment names, in the order of the weights. method: one of :data:`BLENDS`, or
+    :data:`LINEAR` for the logit stacker. At most one of ``weights`` (one per member, any
+    non-negative scale; None for equal weights) and ``class_weights`` (members x classes, each
+    class's column normalised separately); the linear stacker has ``coef`` (members x classes,
+    non-negative) and ``intercept`` (one per class) instead. ``power``: the exponent of the power
+    mean; ``eps``: the clip of probabilities for logs (module docstring).
+
+    Values are stored as tuples of floats, so a Blend is hashable and compares by value; build it
+    from arrays or lists alike. OptionError (the messages of :func:`check_blend`,
+    :func:`check_weights`, :func:`check_linear`) when the parts do not make a blend.
+    """
+
+    members: tuple[str, ...]
+    method: str = "geo-mean"
+    weights: tuple[float, ...] | None = None
+    class_weights: tuple[tuple[float, ...], ...] | None = None
+    coef: tuple[tuple[float, ...], ...] | None = None
+    intercept: tuple[float, ...] | None = None
+    power: float = DEFAULT_POWER
+    eps: float = EPS
+
+    def __post_init__(self):
+        if isinstance(self.members, str):
+            raise OptionError(f"`members` must be a list of experiment names, got '{self.members}'")
+        members = tuple(self.members)
+        arrays = {key: None if getattr(self, key) is None
+                  else np.asarray(getattr(self, key), dtype=np.float64)
+                  for key in ("weights", "class_weights", "coef", "intercept")}
+        _check_parts(members, self.method, power=float(self.power), eps=float(self.eps), **arrays)
+        set_ = object.__setattr__           # frozen: normalise once, here
+        set_(self, "members", members)
+        for key, array in arrays.items():
+            set_(self, key, _tuples(array))
+        set_(self, "power", float(self.power))
+        set_(self, "eps", float(self.eps))
+
+    @classmethod
+    def from_options(cls, members: Sequence[str], *, blend: str = "geo-mean", weights=None,
+                     intercept: Sequence[float] | None = None, power: float = DEFAULT_POWER,
+                     eps: float = EPS) -> "Blend":
+        """The Blend of the older keyword arguments (:func:`oof_blend`, ``Recipe.blend_options``):
+        ``weights`` of shape (k,), (k, n_classes) for per-class weights, or the linear
+        stacker's coefficients with ``blend="linear"`` and ``intercept``; an ``intercept`` of
+        another blend is ignored, as :func:`combine` ignores it."""
+        if blend == LINEAR:
+            return cls(tuple(members), LINEAR, coef=weights, intercept=intercept, power=power,
+                       eps=eps)
+        per_class = weights is not None and np.ndim(weights) == 2
+        return cls(tuple(members), blend, weights=None if per_class else weights,
+                   class_weights=weights if per_class else None, power=power, eps=eps)
+
+    @property
+    def matrix(self) -> np.ndarray | None:
+        """The weights :func:`combine` takes: (k,) weights, (k, n_classes) per-class weights or
+        coefficients, or None for equal weights (a new float64 array)."""
+        values = self.coef if self.coef is not None else (
+            self.class_weights if self.class_weights is not None else self.weights)
+        return None if values is None else np.array(values, dtype=np.float64)
+
+    @property
+    def per_class(self) -> bool:
+        """Whether the weights differ by class (per-class weights or the linear stacker)."""
+        return self.class_weights is not None or self.coef is not None
+
+    def summary_weights(self) -> dict[str, float]:
+        """One weight per member summing to 1, for display: the weights, or the mean over
+        classes of per-class weights or coefficients."""
+        w = np.ones(len(self.members)) if self.matrix is None else self.matrix
+        summary = w if w.ndim == 1 else w.mean(axis=1)
+        return {m: float(x) for m, x in zip(self.members, summary / summary.sum())}
+
+    def combine(self, probs: np.ndarray, *, axis: int = -2) -> np.ndarray:
+        """This blend of ``probs``, whose ``axis`` indexes the members (in order) and whose last
+        axis is the classes, e.g. (n_rows, k, n_classes): a float64 array without ``axis``."""
+        return combine(probs, self.method, weights=self.matrix, intercept=self.intercept,
+                       axis=axis, power=self.power, eps=self.eps)
+
+    def oof(self, collection: Collection) -> np.ndarray:
+        """The blend of the members' OOF predictions, shape (n_rows, n_classes), folds.csv
+        order. LayoutError names a member the collection lacks."""
+        return self.combine(collection.oof[:, collection.index(self.members)])
+
+    def test(self, collection: Collection) -> np.ndarray:
+        """Test predictions, shape (n_test, n_classes) in ``collection.test_ids`` order: per
+        member the geometric mean of its fold models, then the members blended (as :meth:`oof`)."""
+        idx = collection.index(self.members)
+        per_member = geo_mean(collection.test[:, :, idx], axis=0, eps=self.eps)  # (n_test, k, C)
+        return self.combine(per_member, axis=1)
+
+    def to_json(self) -> dict:
+        """A JSON-ready record: members, method, power, eps and the weights that are set
+        (``weights``, ``class_weights``, or ``coef`` and ``intercept``), lists in members order.
+        :meth:`from_json` reads it back to an equal Blend."""
+        record: dict = {"members": list(self.members), "method": self.method}
+        for key in ("weights", "intercept"):
+            if getattr(self, key) is not None:
+                record[key] = list(getattr(self, key))
+        for key in ("class_weights", "coef"):
+            if getattr(self, key) is not None:
+                record[key] = [list(row) for row in getattr(self, key)]
+        record.update(power=self.power, eps=self.eps)
+        return record
+
+    @classmethod
+    def from_json(cls, record: dict, *, path=None) -> "Blend":
+        """The Blend of a :meth:`to_json` record; LayoutError (naming ``path``) when it is not one."""
+        if not isinstance(record, dict) or not isinstance(record.get("members"), list):
+            raise LayoutError("is not a blend record (no list of members)", path=path)
+        keys = ("weights", "class_weights", "coef", "intercept")
+        try:
+            return cls(tuple(record["members"]), record.get("method", "geo-mean"),
+                       **{k: record.get(k) for k in keys},
+                       power=record.get("power", DEFAULT_POWER), eps=record.get("eps", EPS))
+        except (TypeError, ValueError) as error:
+            if isinstance(error, StackError):
+                raise
+            raise LayoutError(f"is not a blend record ({error})", path=path) from None
+
+    @classmethod
+    def from_record(cls, record: dict, classes: Sequence[str], *, path=None) -> "Blend":
+        """The blend of a search record (``<root>/.stack/subsets.json``, ``SearchResult.to_json()``,
+        the keys of :mod:`stacker.search.subsets`): its members, ``blend`` (geo-mean when
+        absent), ``power``, ``eps``, and ``weights`` ({name: weight}; equal weights when absent or
+        empty), ``class_weights`` or ``coef`` + ``intercept`` ({name: [one per class]}, for the
+        record's ``classes``). ``path`` (the record's file) names it in errors.
+
+        LayoutError when per-class lists are for other classes than ``classes`` or miss a member;
+        OptionError when the parts do not make a blend.
+        """
+        members = tuple(record["members"])
+        options = {key: float(record[key]) for key in ("power", "eps")
+                   if record.get(key) is not None}
+        method = record.get("blend") or "geo-mean"
+        table = record.get("coef") or record.get("class_weights")
+        if table is None:
+            weights = record.get("weights")
+            if not (isinstance(weights, dict) and weights):
+                return cls(members, method, **options)
+            return cls(members, method, weights=[float(weights.get(m, 0.0)) for m in members],
+                       **options)
+        matrix = _per_class_table(record, table, members, classes, path)
+        if "coef" in record:
+            return cls(members, method, coef=matrix,
+                       intercept=[float(b) for b in record["intercept"]], **options)
+        return cls(members, method, class_weights=matrix, **options)
+
+
+def _per_class_table(record: dict, table: dict, members: Sequence[str], classes: Sequence[str],
+                     path) -> np.ndarray:
+    """The (k, n_classes) matrix of a record's per-class lists (``class_weights`` or ``coef``)."""
+    where = "the per-class weights" if "class_weights" in record else "the linear stacker"
+    if list(record.get("classes") or []) != list(classes):
+        raise LayoutError(f"{where} of the last search are for other classes than folds.csv's; "
+                          "run `stack search-subsets` again", path=path)
+    missing = [m for m in members if m not in table]
+    if missing:
+        raise LayoutError(f"{where} of the last search have no entry for '{missing[0]}'; use "
+                          "--subset best or run `stack search-subsets` again", path=path)
+    wrong = [len(table[m]) for m in members if len(table[m]) != len(classes)]
+    if wrong:
+        raise LayoutError(f"{where} of the last search hold {wrong[0]} values per member, "
+                          f"not one per class ({len(classes)}); run `stack search-subsets` again",
+                          path=path)
+    return np.array([[float(v) for v in table[m]] for m in members])
+
+
 def oof_blend(collection: Collection, members: Sequence[str], *, blend: str = "geo-mean",
               weights=None, intercept: Sequence[float] | None = None,
               power: float = DEFAULT_POWER, eps: float = EPS) -> np.ndarray:
-    """The blend of the members' OOF predictions, shape (n_rows, n_classes), folds.csv order.
-    weights: (k,), or (k, n_classes) per class; with ``blend="linear"`` the stacker's
-    coefficients (k, n_classes) and ``intercept`` (n_classes,) (:func:`combine`)."""
-    idx = collection.index(members)
-    return combine(collection.oof[:, idx], blend, weights=weights, intercept=intercept,
-                   power=power, eps=eps)
+    """:meth:`Blend.oof` of the blend of these keyword arguments (:meth:`Blend.from_options`):
+    shape (n_rows, n_classes), folds.csv order."""
+    return Blend.from_options(members, blend=blend, weights=weights, intercept=intercept,
+                              power=power, eps=eps).oof(collection)
 
 
 def test_blend(collection: Collection, members: Sequence[str], *, blend: str = "geo-mean",
                weights=None, intercept: Sequence[float] | None = None,
                power: float = DEFAULT_POWER, eps: float = EPS) -> np.ndarray:
-    """Test predictions, shape (n_test, n_classes) in ``collection.test_ids`` order: per member
-    the geometric mean of its fold models, then the members blended (as :func:`oof_blend`)."""
-    idx = collection.index(members)
-    per_member = geo_mean(collection.test[:, :, idx], axis=0, eps=eps)   # (n_test, k, n_classes)
-    return combine(per_member, blend, weights=weights, intercept=intercept, axis=1, power=power,
-                   eps=eps)
+    """:meth:`Blend.test` of the blend of these keyword arguments (:meth:`Blend.from_options`):
+    shape (n_test, n_classes) in ``collection.test_ids`` order."""
+    return Blend.from_options(members, blend=blend, weights=weights, intercept=intercept,
+                              power=power, eps=eps).test(collection)
+
+
+test_blend.__test__ = False  # a library function named test_*: pytest must not collect it

@@ -27,14 +27,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from stacker import layout
-from stacker.blend import oof_blend
+from stacker.blend import Blend
 from stacker.errors import LayoutError, OutputExistsError, StackError
 from stacker.layout.collect import Collection, collect
 from stacker.layout.workspace import read_subsets, subsets_path
 from stacker.leaderboard import leaderboard, oof_correlation
 from stacker.metrics import get_metric, per_class_lwlrap
 from stacker.runtime import ProgressCallback
-from stacker.search.subsets import searched_weights
 
 HISTORY_FILE = "history.json"
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss")
@@ -86,16 +85,10 @@ def best_single(collection: Collection, board: pd.DataFrame) -> str:
 
 
 def searched_blend(collection: Collection, result: dict) -> np.ndarray:
-    """The OOF blend of subsets.json's members with its blend method (geometric mean by default),
-    power, eps and weights: array of shape (n_rows, n_classes). LayoutError when a member is not
-    collected."""
-    members = list(result["members"])
-    weights, intercept = None, None
-    if isinstance(result.get("weights"), dict) and result["weights"]:
-        weights, intercept = searched_weights(result, members, collection.classes)
-    options = {key: float(result[key]) for key in ("power", "eps") if result.get(key) is not None}
-    return oof_blend(collection, members, blend=result.get("blend") or "geo-mean",
-                     weights=weights, intercept=intercept, **options)
+    """The OOF blend of a subsets.json record (:meth:`stacker.blend.Blend.from_record`: its
+    members, blend method, power, eps and weights): array of shape (n_rows, n_classes).
+    LayoutError when a member is not collected."""
+    return Blend.from_record(result, collection.classes).oof(collection)
 
 
 def per_class_comparison(y: np.ndarray, blended: np.ndarray, single: np.ndarray,
@@ -292,6 +285,27 @@ img { max-width: 100%; display: block; margin: .5em 0; }
 """
 
 
+class _Page:
+    """The sections of the page as they are built, the notes they raised and the figures drawn."""
+
+    def __init__(self):
+        self.parts: list[str] = []
+        self.notes: list[str] = []
+        self.images = 0
+
+    def section(self, title: str, *body: str) -> None:
+        self.parts.append(f"<section><h2>{html.escape(title)}</h2>{''.join(body)}</section>")
+
+    def note(self, text: str) -> str:
+        """The note as HTML, recorded for Report.notes."""
+        self.notes.append(text)
+        return _note(text)
+
+    def figure(self, fig: Figure) -> str:
+        self.images += 1
+        return _png(fig)
+
+
 def build_report(root: Path | str = layout.DEFAULT_ROOT, *, metric: str = "lwlrap",
                  collection: Collection | None = None,
                  on_progress: ProgressCallback | None = None) -> Report:
@@ -304,124 +318,144 @@ def build_report(root: Path | str = layout.DEFAULT_ROOT, *, metric: str = "lwlra
     scorer = get_metric(metric)
     if collection is None:
         collection = collect(root, on_progress=on_progress)
-    notes: list[str] = []
-    parts: list[str] = []
-    images = 0
-
-    def section(title: str, *body: str) -> None:
-        parts.append(f"<section><h2>{html.escape(title)}</h2>{''.join(body)}</section>")
-
-    def note(text: str) -> str:
-        notes.append(text)
-        return _note(text)
-
-    board = leaderboard(collection, scorer)
-    single = best_single(collection, board)
-    shown = board.drop(columns=[c for c in board.columns if c.startswith("fold_")
-                                and c not in ("fold_mean", "fold_std")])
-    body = [_png(_leaderboard_figure(board, scorer.name)), _table(shown)]
-    images += 1
-    if collection.skipped:
-        body.append(note(f"{len(collection.skipped)} experiment(s) skipped by collect: "
-                         + " | ".join(collection.skipped)))
-    section(f"Leaderboard ({scorer.name}, {'higher' if scorer.greater_is_better else 'lower'} "
-            "is better)", *body)
-
-    if collection.n_models >= 2:
-        section("Correlation of the experiments' OOF predictions",
-                "<p>Models that disagree (lower correlation) at a similar score blend best.</p>",
-                _png(_correlation_figure(oof_correlation(collection))))
-        images += 1
-    else:
-        section("Correlation of the experiments' OOF predictions",
-                note("only one experiment: no correlation to show"))
-
+    page = _Page()
+    single = _leaderboard_section(page, collection, scorer)
+    _correlation_section(page, collection)
     try:
         result = read_subsets(root)
     except LayoutError as error:
-        result = None
-        missing = note(str(error))
-        section("Subset search", missing)
-        section("Per-class lwlrap: searched blend vs best single model", missing)
-    if result is not None:
-        try:
-            candidates = auto_candidates(result)
-        except LayoutError as error:
-            candidates = None
-            section("stack auto: the candidate recipes", note(f"{subsets_path(root)}: {error}"))
-        if candidates is not None:
-            estimate = result.get("estimate")
-            section("stack auto: the candidate recipes",
-                    f"<p>The submission is <b>{html.escape(str(result.get('recipe')))}</b>. "
-                    "Nested CV is the honest estimate: each choice repeated without the fold "
-                    "it is scored on.</p>",
-                    f"<p>{html.escape(str(estimate))}</p>" if estimate else "",
-                    _png(_candidates_figure(candidates, str(result.get("metric", scorer.name)))),
-                    _table(candidates))
-            images += 1
-        members = list(result["members"])
-        summary = (f"<p>Chosen by {html.escape(str(result.get('method', '?')))} search with the "
-                   f"{html.escape(str(result.get('blend', 'geo-mean')))} blend: "
-                   f"<b>{html.escape(', '.join(members))}</b>; CV "
-                   f"{_fmt(result.get('cv'))}, nested CV {_fmt(result.get('nested_cv'))}.</p>")
-        if candidates is not None and not result.get("by_size"):
-            section("Subset search: best score by subset size", summary,
-                    f"<p>The submission is <code>stack auto</code>'s "
-                    f"{html.escape(str(result.get('recipe')))}, not one subset search, so there is "
-                    "no curve by subset size; its candidates are above.</p>")
-        else:
-            try:
-                curve = subset_curve(result)
-                section("Subset search: best score by subset size", summary,
-                        _png(_curve_figure(curve, str(result.get("metric", scorer.name)), len(members))),
-                        _table(curve))
-                images += 1
-            except LayoutError as error:
-                section("Subset search: best score by subset size", summary,
-                        note(f"{subsets_path(root)}: {error}"))
-        try:
-            blended = searched_blend(collection, result)
-        except StackError as error:      # a member gone, or a blend name this version lacks
-            section("Per-class lwlrap: searched blend vs best single model",
-                    note(f"{subsets_path(root)}: {error}"))
-        else:
-            single_probs = collection.oof[:, collection.index([single])[0]]
-            table = per_class_comparison(collection.y, blended, single_probs, collection.classes)
-            overall = (f"<p>lwlrap of the blend {(table.blend * table.weight).sum():.4f} vs "
-                       f"{html.escape(single)} {(table.single * table.weight).sum():.4f}; the blend "
-                       f"is better on {(table.gain > 0).sum()} of {len(table)} classes, worse on "
-                       f"{(table.gain < 0).sum()}.</p>")
-            section("Per-class lwlrap: searched blend vs best single model", overall,
-                    _png(_per_class_figure(table, single)),
-                    _table(table.sort_values("gain", ascending=False, kind="stable")))
-            images += 1
+        missing = page.note(str(error))
+        page.section("Subset search", missing)
+        page.section(_PER_CLASS_TITLE, missing)
+    else:
+        where = subsets_path(root)
+        candidates = _candidates_section(page, result, scorer, where)
+        _curve_section(page, result, scorer, where, auto=candidates is not None)
+        _per_class_section(page, collection, result, single, where)
+    _history_section(page, root, collection)
+    return Report(html=_page_html(root, collection, scorer, page.parts), notes=page.notes,
+                  n_images=page.images)
 
+
+_PER_CLASS_TITLE = "Per-class lwlrap: searched blend vs best single model"
+
+
+def _leaderboard_section(page: _Page, collection: Collection, scorer) -> str:
+    """The leaderboard and the experiments collect skipped; returns the best single model."""
+    board = leaderboard(collection, scorer)
+    shown = board.drop(columns=[c for c in board.columns if c.startswith("fold_")
+                                and c not in ("fold_mean", "fold_std")])
+    body = [page.figure(_leaderboard_figure(board, scorer.name)), _table(shown)]
+    if collection.skipped:
+        body.append(page.note(f"{len(collection.skipped)} experiment(s) skipped by collect: "
+                              + " | ".join(collection.skipped)))
+    page.section(f"Leaderboard ({scorer.name}, {'higher' if scorer.greater_is_better else 'lower'} "
+                 "is better)", *body)
+    return best_single(collection, board)
+
+
+def _correlation_section(page: _Page, collection: Collection) -> None:
+    title = "Correlation of the experiments' OOF predictions"
+    if collection.n_models >= 2:
+        page.section(title, "<p>Models that disagree (lower correlation) at a similar score blend "
+                     "best.</p>", page.figure(_correlation_figure(oof_correlation(collection))))
+    else:
+        page.section(title, page.note("only one experiment: no correlation to show"))
+
+
+def _candidates_section(page: _Page, result: dict, scorer, where: Path) -> pd.DataFrame | None:
+    """`stack auto`'s candidate recipes, when the last search was its; returns them (or None)."""
+    title = "stack auto: the candidate recipes"
+    try:
+        candidates = auto_candidates(result)
+    except LayoutError as error:
+        page.section(title, page.note(f"{where}: {error}"))
+        return None
+    if candidates is not None:
+        estimate = result.get("estimate")
+        page.section(title,
+                     f"<p>The submission is <b>{html.escape(str(result.get('recipe')))}</b>. "
+                     "Nested CV is the honest estimate: each choice repeated without the fold "
+                     "it is scored on.</p>",
+                     f"<p>{html.escape(str(estimate))}</p>" if estimate else "",
+                     page.figure(_candidates_figure(candidates,
+                                                    str(result.get("metric", scorer.name)))),
+                     _table(candidates))
+    return candidates
+
+
+def _curve_section(page: _Page, result: dict, scorer, where: Path, *, auto: bool) -> None:
+    """The best score by subset size (none for a `stack auto` record without one)."""
+    title = "Subset search: best score by subset size"
+    members = list(result["members"])
+    summary = (f"<p>Chosen by {html.escape(str(result.get('method', '?')))} search with the "
+               f"{html.escape(str(result.get('blend', 'geo-mean')))} blend: "
+               f"<b>{html.escape(', '.join(members))}</b>; CV "
+               f"{_fmt(result.get('cv'))}, nested CV {_fmt(result.get('nested_cv'))}.</p>")
+    if auto and not result.get("by_size"):
+        page.section(title, summary,
+                     f"<p>The submission is <code>stack auto</code>'s "
+                     f"{html.escape(str(result.get('recipe')))}, not one subset search, so there "
+                     "is no curve by subset size; its candidates are above.</p>")
+        return
+    try:
+        curve = subset_curve(result)
+    except LayoutError as error:
+        page.section(title, summary, page.note(f"{where}: {error}"))
+        return
+    page.section(title, summary,
+                 page.figure(_curve_figure(curve, str(result.get("metric", scorer.name)),
+                                           len(members))),
+                 _table(curve))
+
+
+def _per_class_section(page: _Page, collection: Collection, result: dict, single: str,
+                       where: Path) -> None:
+    """Per-class lwlrap of the searched blend against the best single model."""
+    try:
+        blended = searched_blend(collection, result)
+    except StackError as error:      # a member gone, or a blend name this version lacks
+        page.section(_PER_CLASS_TITLE, page.note(f"{where}: {error}"))
+        return
+    single_probs = collection.oof[:, collection.index([single])[0]]
+    table = per_class_comparison(collection.y, blended, single_probs, collection.classes)
+    overall = (f"<p>lwlrap of the blend {(table.blend * table.weight).sum():.4f} vs "
+               f"{html.escape(single)} {(table.single * table.weight).sum():.4f}; the blend "
+               f"is better on {(table.gain > 0).sum()} of {len(table)} classes, worse on "
+               f"{(table.gain < 0).sum()}.</p>")
+    page.section(_PER_CLASS_TITLE, overall, page.figure(_per_class_figure(table, single)),
+                 _table(table.sort_values("gain", ascending=False, kind="stable")))
+
+
+def _history_section(page: _Page, root: Path, collection: Collection) -> None:
+    """The level-2 learning curves of every experiment that has them."""
     curves, problems = read_histories(root, collection.names)
-    body = [note(p) for p in problems]
+    body = [page.note(p) for p in problems]
     for name, folds in curves.items():
-        body.append(_png(_history_figure(name, folds)))
-        images += 1
+        body.append(page.figure(_history_figure(name, folds)))
     if not curves:
-        body.append(note("no level-2 learning curves (no <experiment>/fold_<k>/history.json); "
-                         "run `stack train` to make some"))
+        body.append(page.note("no level-2 learning curves (no <experiment>/fold_<k>/history.json); "
+                              "run `stack train` to make some"))
     if curves:
         body.insert(0, "<p>Each fold model's early-stopping rows are a held-out part of its "
                        "training rows (meta.json <code>early_stopping: inner-holdout</code>), or, "
                        "with <code>--early-stop-on-fold</code>, the fold it predicts. With "
                        "<code>refit</code> the predictions come from a fresh net trained on every "
                        "training row for the best epoch count.</p>")
-    section("Level-2 learning curves", *body)
+    page.section("Level-2 learning curves", *body)
 
+
+def _page_html(root: Path, collection: Collection, scorer, parts: Sequence[str]) -> str:
+    """The whole HTML document around the sections."""
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"<h1>Stacking report</h1><p class=meta>root {html.escape(str(root.resolve()))} · "
               f"metric {scorer.name} · {collection.n_models} experiments, {len(collection.ids)} "
               f"rows, {len(collection.test_ids)} test rows, {len(collection.classes)} classes, "
               f"{len(collection.fold_numbers)} folds · made {created} by `stack report`</p>")
-    page = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+    return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             f'<meta name="generator" content="stack report --root {html.escape(str(root))} '
             f'--metric {scorer.name}"><title>Stacking report: {html.escape(root.name)}</title>'
             f"<style>{_STYLE}</style></head><body>{header}{''.join(parts)}</body></html>\n")
-    return Report(html=page, notes=notes, n_images=images)
 
 
 def _fmt(value) -> str:

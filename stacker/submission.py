@@ -3,8 +3,8 @@
 Test predictions: each experiment has one test prediction per fold model (``Collection.test``,
 shape (n_folds, n_test, n_models, n_classes)). They are combined per experiment by a geometric
 mean over the fold models (as the FAT2019 winners did), then the experiments are blended with the
-chosen blend and weights, exactly as their OOF predictions were when the CV was measured. Level-2
-experiments are ordinary experiments here.
+chosen :class:`stacker.blend.Blend`, exactly as their OOF predictions were when the CV was measured.
+Level-2 experiments are ordinary experiments here.
 
 Submission: the template (e.g. Kaggle's ``sample_submission.csv``) fixes the id column name, the
 row order and the class columns and their order; its ids must be exactly the layout's test ids and
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from stacker import layout
-from stacker.blend import DEFAULT_POWER, EPS, LINEAR, check_blend, oof_blend, test_blend
+from stacker.blend import Blend
 from stacker.errors import OutputExistsError, TemplateError
 from stacker.layout import reading
 from stacker.layout.collect import Collection
@@ -147,51 +147,47 @@ def _inputs(collection: Collection, template) -> list:
     return [template, root / layout.FOLDS_FILE, root / layout.CLASSES_FILE]
 
 
-def make_submission(collection: Collection, members: Sequence[str], *, out: Path | str,
-                    blend: str = "geo-mean", weights=None,
-                    intercept: Sequence[float] | None = None,
+def make_submission(collection: Collection, blend: Blend, *, out: Path | str,
                     template: Path | str | None = None, force: bool = False,
-                    power: float = DEFAULT_POWER, eps: float = EPS, metric: str = "lwlrap",
-                    extra: dict | None = None) -> dict:
-    """Blend ``members`` on the test set, write the submission and its sidecar ``<out>.json``.
+                    metric: str = "lwlrap", extra: dict | None = None) -> dict:
+    """Apply ``blend`` to the test set, write the submission and its sidecar ``<out>.json``.
 
-    Returns the sidecar's record: members, weights, blend, eps, power, metric, cv (the same blend
-    of the members' OOF predictions), fold_cv, the template, n_test and ``extra``.
+    Returns the sidecar's record: members, weights (:meth:`Blend.summary_weights`), blend, eps,
+    power, metric, cv (the same blend of the members' OOF predictions), fold_cv, the template,
+    n_test, the per-class weights or the linear stacker's coefficients and intercepts, and ``extra``.
     """
-    if blend != LINEAR:
-        check_blend(blend, power=power, eps=eps)
-    members = list(members)
+    members = list(blend.members)
     scorer = get_metric(metric)
     check_outputs(out, force=force, inputs=_inputs(collection, template))
     shape = (default_template(collection) if template is None
              else read_template(template, collection.test_ids, collection.classes))
-    oof = oof_blend(collection, members, blend=blend, weights=weights, intercept=intercept,
-                    power=power, eps=eps)
+    oof = blend.oof(collection)
     cv = scorer(collection.y, oof)
     fold_cv = fold_scores(collection.y, oof, collection.fold, collection.fold_numbers, scorer)
-    probs = test_blend(collection, members, blend=blend, weights=weights, intercept=intercept,
-                       power=power, eps=eps)
-    written = write_submission(out, shape, collection.test_ids, collection.classes, probs,
-                               force=force)
-    w = np.ones(len(members)) if weights is None else np.asarray(weights, dtype=np.float64)
-    summary = w if w.ndim == 1 else w.mean(axis=1)       # per-class: the mean over classes
+    written = write_submission(out, shape, collection.test_ids, collection.classes,
+                               blend.test(collection), force=force)
     record = {
         "submission": str(written), "root": str(collection.root),
-        "members": members, "weights": {m: float(x) for m, x in zip(members, summary / summary.sum())},
-        "blend": blend, "eps": eps, "power": power, "metric": scorer.name, "cv": cv,
-        "fold_cv": fold_cv, "fold_hash": collection.folds.hash,
+        "members": members, "weights": blend.summary_weights(),
+        "blend": blend.method, "eps": blend.eps, "power": blend.power, "metric": scorer.name,
+        "cv": cv, "fold_cv": fold_cv, "fold_hash": collection.folds.hash,
         "template": None if template is None else str(template),
         "id_column": shape.id_column, "n_test": int(len(shape.ids)),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    if w.ndim == 2:                        # per-class weights, or the linear stacker's
-        table = {m: [float(x) for x in row] for m, row in zip(members, w)}
-        record["coef" if intercept is not None else "class_weights"] = table
-    if intercept is not None:
-        record["intercept"] = [float(b) for b in intercept]
+    record.update(_per_class_record(blend))
     record.update(extra or {})
     layout.atomic_write_json(sidecar_path(out), record)
     return record
 
 
-test_blend.__test__ = False  # a library function named test_*: pytest must not collect it
+def _per_class_record(blend: Blend) -> dict:
+    """The sidecar's ``class_weights`` or ``coef`` + ``intercept`` ({member: [per class]}); {}
+    for one weight per member."""
+    record: dict = {}
+    if blend.class_weights is not None:
+        record["class_weights"] = dict(zip(blend.members, map(list, blend.class_weights)))
+    if blend.coef is not None:
+        record["coef"] = dict(zip(blend.members, map(list, blend.coef)))
+        record["intercept"] = list(blend.intercept)
+    return record

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stacker.blend import oof_blend
+from stacker.blend import Blend, oof_blend
 from stacker.blend import test_blend as blend_of_test  # not named test_*: pytest would collect it
 from stacker.errors import OutputExistsError, TemplateError
 from stacker.layout.collect import collect
@@ -62,7 +62,7 @@ def test_submission_matches_the_real_fat2019_template(tmp_path):
     collection = collect(tmp_path / "fat")
     assert list(collection.test_ids) != template_ids          # the layout's order differs
     out = tmp_path / "submission.csv"
-    make_submission(collection, ["sim_000", "sim_001"], out=out, template=template)
+    make_submission(collection, Blend(["sim_000", "sim_001"]), out=out, template=template)
     written = pd.read_csv(out, dtype={header[0]: str})
     assert list(written.columns) == header
     assert written[header[0]].tolist() == template_ids
@@ -92,8 +92,8 @@ def test_without_template_layout_order_and_sidecar(tmp_path):
     collection = layout_of(tmp_path / "l")
     before = collection.test.copy()
     out = tmp_path / "sub.csv"
-    record = make_submission(collection, ["sim_000", "sim_001"], out=out, blend="mean",
-                             weights=[1, 3])
+    record = make_submission(collection, Blend(["sim_000", "sim_001"], "mean", weights=[1, 3]),
+                             out=out)
     np.testing.assert_array_equal(collection.test, before)
     written = pd.read_csv(out, dtype={"fname": str})
     assert list(written.columns) == ["fname", *collection.classes]
@@ -112,14 +112,14 @@ def test_existing_output_is_refused_unless_force(tmp_path):
     out = tmp_path / "sub.csv"
     out.write_text("mine\n")
     with pytest.raises(OutputExistsError, match="`force`"):
-        make_submission(collection, ["sim_000"], out=out)
+        make_submission(collection, Blend(["sim_000"]), out=out)
     assert out.read_text() == "mine\n"
-    make_submission(collection, ["sim_000"], out=out, force=True)
+    make_submission(collection, Blend(["sim_000"]), out=out, force=True)
     assert out.read_text().startswith("fname,")
     other = tmp_path / "other.csv"
     Path(f"{other}.json").write_text("{}")                    # a sidecar alone is also kept
     with pytest.raises(OutputExistsError, match="other.csv.json"):
-        make_submission(collection, ["sim_000"], out=other)
+        make_submission(collection, Blend(["sim_000"]), out=other)
     assert not other.exists()
 
 
@@ -137,7 +137,7 @@ def test_a_template_that_does_not_fit_is_refused(tmp_path, change, message):
     with pytest.raises(TemplateError, match=message):
         read_template(template, collection.test_ids, collection.classes)
     with pytest.raises(TemplateError):
-        make_submission(collection, ["sim_000"], out=tmp_path / "sub.csv", template=template)
+        make_submission(collection, Blend(["sim_000"]), out=tmp_path / "sub.csv", template=template)
     assert not (tmp_path / "sub.csv").exists()
 
 
@@ -146,7 +146,7 @@ def test_template_order_and_id_column_are_kept(tmp_path):
     ids = list(reversed(collection.test_ids))
     classes = ["d", "b", "a", "c"]
     template = write_template(tmp_path / "t.csv", ids, classes, id_column="clip")
-    make_submission(collection, ["sim_001"], out=tmp_path / "s.csv", template=template)
+    make_submission(collection, Blend(["sim_001"]), out=tmp_path / "s.csv", template=template)
     written = pd.read_csv(tmp_path / "s.csv", dtype={"clip": str})
     assert list(written.columns) == ["clip", *classes]
     assert written["clip"].tolist() == ids
@@ -159,5 +159,5 @@ def test_template_order_and_id_column_are_kept(tmp_path):
 def test_missing_template_file(tmp_path):
     collection = layout_of(tmp_path / "l")
     with pytest.raises(TemplateError, match="template file not found"):
-        make_submission(collection, ["sim_000"], out=tmp_path / "s.csv",
+        make_submission(collection, Blend(["sim_000"]), out=tmp_path / "s.csv",
                         template=tmp_path / "nope.csv")

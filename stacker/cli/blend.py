@@ -1,16 +1,17 @@
 """`stack blend`: blend the chosen experiments on the test set and write the submission."""
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from stacker import layout
-from stacker.blend import EPS
+from stacker.blend import EPS, Blend
 from stacker.cli.common import RootOption, console, frame_table, load_collection, user_errors
 from stacker.errors import OptionError
 from stacker.layout.workspace import read_subsets, subsets_path
-from stacker.search.subsets import resolve_subset, searched_weights
+from stacker.search.subsets import resolve_subset
 
 
 def _nested_cv_of_search(search: dict | None, spec: str, blend: str, weighted: bool, eps: float,
@@ -65,27 +66,24 @@ def blend_command(
     search = read_subsets(root) if subsets_path(root).exists() else None
     spec = subset if subset is not None else ("best" if search is not None else "all")
     members = resolve_subset(root, spec, collection.names)
-    power = 2.0
     if weights:
         if search is None or spec.strip() != "best":
             raise OptionError("--weights uses the members and weights of the last "
                               "`stack search-subsets`; run it first and use --subset best")
-        blend = search["blend"]
-        power = float(search.get("power", power))
-        member_weights, intercept = searched_weights(search, members, collection.classes,
-                                                     path=subsets_path(root))
+        # the search's members, blend, weights and power; the clip is this command's --eps
+        chosen_blend = replace(Blend.from_record(search, collection.classes,
+                                                 path=subsets_path(root)), eps=eps)
     else:
-        blend = chosen[0]
-        member_weights, intercept = None, None
+        chosen_blend = Blend(tuple(members), chosen[0], eps=eps)
+    blend = chosen_blend.method
     metric = metric or (search.get("metric") if search else None) or "lwlrap"
     nested_cv, why = _nested_cv_of_search(search, spec.strip(), blend, weights, eps, metric)
     extra = {"subset": spec, "nested_cv": nested_cv}
     if search is not None and spec.strip() == "best":
         extra["search"] = {k: search.get(k) for k in ("method", "metric", "blend", "cv",
                                                       "nested_cv", "created")}
-    record = make_submission(collection, members, out=out, blend=blend, weights=member_weights,
-                             intercept=intercept, template=template, force=force, power=power, eps=eps, metric=metric,
-                             extra=extra)
+    record = make_submission(collection, chosen_blend, out=out, template=template, force=force,
+                             metric=metric, extra=extra)
     table = pd.DataFrame({"member": members, "weight": list(record["weights"].values()),
                           "level": [collection.level(m) for m in members]})
     kind = ("linear stacker (weight: mean coefficient)" if blend == "linear" else

@@ -5,7 +5,8 @@
 ``method, metric, blend, members (list of names), weights ({name: weight}), cv, nested_cv,
 top (list of {members, size, cv}), by_size (list of {size, cv, nested_cv}), params, created``.
 
-Weighted methods beyond one weight per member add (:func:`searched_weights` reads them):
+Weighted methods beyond one weight per member add (:meth:`stacker.blend.Blend.from_record` reads
+them, with the members, ``blend``, ``power`` and ``eps``, into a :class:`stacker.blend.Blend`):
 
 * ``--method per-class``: ``class_weights`` ({name: [one weight per class]}, each class's column
   summing to 1) and ``classes`` (their order); ``weights`` is then the mean over classes.
@@ -22,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from stacker.blend import Blend
 from stacker.errors import LayoutError, OptionError
 from stacker.layout.workspace import read_subsets, subsets_path
 
@@ -51,28 +53,12 @@ def resolve_subset(root: Path | str, spec: str | None, available: Sequence[str])
 
 def searched_weights(record: dict, members: Sequence[str], classes: Sequence[str], *,
                      path: Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The weights of a subsets.json ``record`` for ``members`` (in that order): shape (k,), or
-    (k, n_classes) for per-class weights and the linear stacker's coefficients, and the linear
-    stacker's intercepts (n_classes,) or None. ``path`` (the record's file) names it in errors.
-    LayoutError when the record's per-class lists are
-    for other classes or miss a member."""
-    table = record.get("coef") or record.get("class_weights")
-    if table is None:
-        weights = record.get("weights") or {}
-        return np.array([float(weights.get(m, 0.0)) for m in members]), None
-    where = "the per-class weights" if "class_weights" in record else "the linear stacker"
-    if list(record.get("classes") or []) != list(classes):
-        raise LayoutError(f"{where} of the last search are for other classes than folds.csv's; "
-                          "run `stack search-subsets` again", path=path)
-    missing = [m for m in members if m not in table]
-    if missing:
-        raise LayoutError(f"{where} of the last search have no entry for '{missing[0]}'; use "
-                          "--subset best or run `stack search-subsets` again", path=path)
-    matrix = np.array([[float(v) for v in table[m]] for m in members])
-    if matrix.shape[1] != len(classes):
-        raise LayoutError(f"{where} of the last search hold {matrix.shape[1]} values per member, "
-                          f"not one per class ({len(classes)}); run `stack search-subsets` again",
-                          path=path)
-    if "coef" in record:
-        return matrix, np.array([float(b) for b in record["intercept"]])
-    return matrix, None
+    """The weights of a subsets.json ``record`` for ``members`` (in that order), as arrays: (k,),
+    or (k, n_classes) for per-class weights and the linear stacker's coefficients, and the linear
+    stacker's intercepts (n_classes,) or None. A shim over :meth:`stacker.blend.Blend.from_record`
+    (which see for the errors) for the callers of the older API (``Recipe.blend_options`` of
+    :mod:`stacker.auto`, ``benchmarks/bench_weights.py``); new code takes the Blend itself."""
+    chosen = Blend.from_record({**record, "members": list(members)}, classes, path=path)
+    weights = chosen.matrix
+    intercept = None if chosen.intercept is None else np.array(chosen.intercept)
+    return (np.ones(len(chosen.members)) if weights is None else weights), intercept
