@@ -42,6 +42,7 @@ from stacker.level2.fit import fit_fold, geometric_mean
 from stacker.level2.inner import INNER_HOLDOUT
 from stacker.level2.inputs import Level2Data, level2_data
 from stacker.level2.params import MLPParams, best_params_path
+from stacker.level2.space import TUNED_PARAMS, suggest
 from stacker.level2.storage import storage_url
 from stacker.metrics import Metric, check_defined, get_metric
 from stacker.runtime import ProgressCallback
@@ -50,25 +51,10 @@ HONESTY_NOTE = ("the tuned CV chose these params on the same folds, so it is opt
                 "a held-out fold (`holdout_fold` K) gives an untouched estimate")
 
 
-TUNED_PARAMS = ("hidden", "bottleneck", "dropout", "lr", "weight_decay", "batch_size", "patience",
-                "plateau_factor", "skip")
-
-
 def suggest_params(trial: optuna.Trial, base: MLPParams) -> MLPParams:
-    """The search space (the issue's eight hyper-parameters plus the skip path on/off);
-    everything else (max_epochs, window settings) comes from ``base``."""
-    return replace(
-        base,
-        hidden=trial.suggest_int("hidden", 32, 512, log=True),
-        bottleneck=trial.suggest_int("bottleneck", 4, 128, log=True),
-        dropout=trial.suggest_float("dropout", 0.0, 0.5),
-        lr=trial.suggest_float("lr", 3e-4, 3e-2, log=True),
-        weight_decay=trial.suggest_float("weight_decay", 1e-7, 1e-3, log=True),
-        batch_size=trial.suggest_categorical("batch_size", [32, 64, 128, 256]),
-        patience=trial.suggest_int("patience", 4, 20),
-        plateau_factor=trial.suggest_float("plateau_factor", 0.1, 0.8),
-        skip=trial.suggest_categorical("skip", [0, 1]),
-    )
+    """``base`` with the tuned parameters of :data:`~stacker.level2.space.SPACE` drawn for
+    ``trial``; everything else (max_epochs, window settings) comes from ``base``."""
+    return replace(base, **suggest(trial))
 
 
 def default_storage(root: Path | str) -> str:
