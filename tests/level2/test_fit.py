@@ -567,3 +567,23 @@ def test_refit_trains_a_fresh_net_on_every_training_row_for_the_best_epoch_count
     assert not np.allclose(fit.val_probs, kept.val_probs)
     again = fit.predict(data.x[data.fold == 0], single_label=data.single_label)
     np.testing.assert_allclose(again, fit.val_probs, atol=1e-6)
+
+
+def test_a_train_config_and_prebuilt_inputs_give_the_keyword_calls_result(tmp_path):
+    root = make_layout(tmp_path / "l", n_rows=60)
+    add_windowed_experiment(root)
+    col = collect(root)
+    options = dict(params=replace(FAST, max_epochs=3), seeds=[0, 2])
+    by_keyword = train.train_level2(col, col.names, **options)
+    config = train.TrainConfig(**options)
+    data = level2_inputs.level2_data(col, col.names)
+    by_config = train.train_level2(col, col.names, config, data=data)
+    assert np.array_equal(by_keyword.oof, by_config.oof)
+    assert np.array_equal(by_keyword.test, by_config.test)
+    # use_windows=False leaves the given inputs' windows out, as if they were read without them
+    plain = train.train_level2(col, col.names, config, use_windows=False)
+    shared = train.train_level2(col, col.names, config, data=data, use_windows=False)
+    assert not shared.window_augmentation and np.array_equal(plain.oof, shared.oof)
+    with pytest.raises(OptionError, match="the given level-2 inputs hold"):
+        train.train_level2(col, col.names[:2], config, data=data)
+
