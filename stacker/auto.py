@@ -557,16 +557,13 @@ def _diverse_configs(trials, base, n: int, keys: Sequence[str], seconds: dict) -
     parameter space) from those already taken. "Good": the better half of the finished trials (at
     least ``n``). Returns [(params, seconds per fold model in its trial)].
     """
+    from stacker.level2.space import normalised
+
     if n <= 0 or trials is None or not len(trials):
         return []
     good = trials.iloc[:max(n, math.ceil(len(trials) / 2))]
     columns = [k for k in keys if k in good.columns]
-    values = good[columns].astype(float).to_numpy()
-    logs = [i for i, k in enumerate(columns) if k in ("hidden", "bottleneck", "lr", "weight_decay",
-                                                      "batch_size")]
-    values[:, logs] = np.log(np.maximum(values[:, logs], 1e-12))
-    spread = values.max(axis=0) - values.min(axis=0)
-    unit = (values - values.min(axis=0)) / np.where(spread > 0, spread, 1.0)
+    unit = normalised(good[columns])
     chosen = [0]
     while len(chosen) < min(n, len(good)):
         distance = np.min([np.abs(unit - unit[c]).sum(axis=1) for c in chosen], axis=0)

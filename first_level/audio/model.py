@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Sequence
 
 import numpy as np
@@ -48,54 +49,68 @@ MODEL_PRESETS = {
 }
 
 
-class AudioCNNModel:
-    """A seeded, self-describing fold model; ``params()`` is what meta.json records.
+@dataclass(frozen=True)
+class CNNSettings:
+    """The network and its training: everything that changes a fold model's predictions.
 
     channels: conv block widths; crop_frames: training crop and inference window (frames);
     epochs: the most epochs; patience: epochs without a better lwlrap on the inner hold-out before
-    stopping; inner_fraction: the share of the training rows held out for that (0 < f <= 0.5);
-    refit: retrain on every training row for the best epoch count (else keep the best weights);
-    mixup_alpha: Beta(alpha, alpha) mixing weights (0 turns mixup off); freq_mask / time_mask:
-    the widest SpecAugment mask on each axis (0 turns it off).
+    stopping; plateau_patience / plateau_factor: ReduceLROnPlateau's; inner_fraction: the share of
+    the training rows held out for early stopping (0 < f <= 0.5); refit: retrain on every training
+    row for the best epoch count (else keep the best weights); mixup_alpha: Beta(alpha, alpha)
+    mixing weights (0 turns mixup off); freq_mask / time_mask: the widest SpecAugment mask on each
+    axis (0 turns it off). The defaults are the "fast" preset's.
     """
 
-    def __init__(self, *, channels: Sequence[int] = (8, 16, 32, 64), crop_frames: int = 40,
-                 batch_size: int = 32, epochs: int = 12, lr: float = 2e-3,
-                 weight_decay: float = 0.0, patience: int = 4, plateau_patience: int = 2,
-                 plateau_factor: float = 0.5, mixup_alpha: float = 0.1, freq_mask: int = 6,
-                 time_mask: int = 5, dropout: float = 0.1, inner_fraction: float = 0.25,
-                 refit: bool = True, seed: int = 0, device: str | None = None, num_threads: int | None = None):
-        if not 0 < inner_fraction <= 0.5:
-            raise ValueError(f"inner_fraction must be in (0, 0.5], got {inner_fraction}")
-        self.channels = tuple(int(c) for c in channels)
-        self.crop_frames = int(crop_frames)
-        self.batch_size = int(batch_size)
-        self.epochs = int(epochs)
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
-        self.patience = int(patience)
-        self.plateau_patience = int(plateau_patience)
-        self.plateau_factor = float(plateau_factor)
-        self.mixup_alpha = float(mixup_alpha)
-        self.freq_mask = int(freq_mask)
-        self.time_mask = int(time_mask)
-        self.dropout = float(dropout)
-        self.inner_fraction = float(inner_fraction)
-        self.refit = bool(refit)
+    channels: Sequence[int] = (8, 16, 32, 64)
+    crop_frames: int = 40
+    batch_size: int = 32
+    epochs: int = 12
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    patience: int = 4
+    plateau_patience: int = 2
+    plateau_factor: float = 0.5
+    mixup_alpha: float = 0.1
+    freq_mask: int = 6
+    time_mask: int = 5
+    dropout: float = 0.1
+    inner_fraction: float = 0.25
+    refit: bool = True
+
+    def __post_init__(self):
+        if not 0 < self.inner_fraction <= 0.5:
+            raise ValueError(f"inner_fraction must be in (0, 0.5], got {self.inner_fraction}")
+        # numbers from JSON or the command line arrive as any numeric type: store them as declared
+        kinds = {"channels": lambda c: tuple(int(w) for w in c), "refit": bool}
+        for item in fields(self):
+            kind = kinds.get(item.name, int if item.type == "int" else float)
+            object.__setattr__(self, item.name, kind(getattr(self, item.name)))
+
+    def to_dict(self) -> dict:
+        """The settings as meta.json records them (channels as a list)."""
+        return {**asdict(self), "channels": list(self.channels)}
+
+
+class AudioCNNModel:
+    """A seeded, self-describing fold model; ``params()`` is what meta.json records.
+
+    settings: the network and its training (:class:`CNNSettings`); ``overrides`` are its fields
+    by keyword (``AudioCNNModel(**MODEL_PRESETS["fat2019"], seed=1)``), applied over ``settings``.
+    seed: the weights, crops, augmentation and hold-out; device: torch's (None: CUDA when there
+    is one); num_threads: torch's CPU threads (None: half the cores, at most 8).
+    """
+
+    def __init__(self, settings: CNNSettings | None = None, *, seed: int = 0,
+                 device: str | None = None, num_threads: int | None = None, **overrides):
+        self.settings = replace(settings or CNNSettings(), **overrides)
         self.seed = int(seed)
         self.device = device
         self.num_threads = num_threads
 
     def params(self) -> dict:
         """The settings that change the predictions (not device or threads)."""
-        return {"channels": list(self.channels), "crop_frames": self.crop_frames,
-                "batch_size": self.batch_size, "epochs": self.epochs, "lr": self.lr,
-                "weight_decay": self.weight_decay, "patience": self.patience,
-                "plateau_patience": self.plateau_patience, "plateau_factor": self.plateau_factor,
-                "mixup_alpha": self.mixup_alpha, "freq_mask": self.freq_mask,
-                "time_mask": self.time_mask, "dropout": self.dropout,
-                "inner_fraction": self.inner_fraction, "refit": self.refit,
-                "early_stopping": "inner-holdout"}
+        return {**self.settings.to_dict(), "early_stopping": "inner-holdout"}
 
     # ------------------------------------------------------------ fit
 
@@ -126,14 +141,13 @@ class AudioCNNModel:
         rng = np.random.default_rng(self.seed)
         with _threads(self.num_threads, self.device_):
             torch.manual_seed(self.seed)
-            self.net_ = AudioCNN(self.n_classes_, self.channels, self.dropout).to(self.device_)
-            optimiser = torch.optim.Adam(self.net_.parameters(), lr=self.lr,
-                                         weight_decay=self.weight_decay)
+            optimiser = self._fresh_net()
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimiser, mode="max", factor=self.plateau_factor, patience=self.plateau_patience)
+                optimiser, mode="max", factor=self.settings.plateau_factor,
+                patience=self.settings.plateau_patience)
             best, best_state, since_best, best_epoch = (-np.inf, -np.inf), None, 0, 0
             self.history_ = []
-            for epoch in range(self.epochs):
+            for epoch in range(self.settings.epochs):
                 lr = optimiser.param_groups[0]["lr"]
                 loss = self._train_epoch(train, y_fit, optimiser, rng)
                 if held:
@@ -150,10 +164,10 @@ class AudioCNNModel:
                     best_state = copy.deepcopy(self.net_.state_dict())
                 else:
                     since_best += 1
-                    if since_best >= self.patience:
+                    if since_best >= self.settings.patience:
                         break
             self.best_score_, self.best_epoch_ = float(best[0]), best_epoch
-            if self.refit and held:
+            if self.settings.refit and held:
                 self._refit(train + [self._normalise(x) for x in held],
                             np.concatenate([y_fit, y_held]))
             else:
@@ -165,13 +179,17 @@ class AudioCNNModel:
         learning rate the hold-out run used (the schedule replayed)."""
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        self.net_ = AudioCNN(self.n_classes_, self.channels, self.dropout).to(self.device_)
-        optimiser = torch.optim.Adam(self.net_.parameters(), lr=self.lr,
-                                     weight_decay=self.weight_decay)
+        optimiser = self._fresh_net()
         for entry in self.history_[:self.best_epoch_]:
             for group in optimiser.param_groups:
                 group["lr"] = entry["lr"]
             self._train_epoch(train, y, optimiser, rng)
+
+    def _fresh_net(self) -> torch.optim.Adam:
+        """A new net (``net_``, initialised from torch's seeded generator) and its optimiser."""
+        self.net_ = AudioCNN(self.n_classes_, self.settings.channels, self.settings.dropout).to(self.device_)
+        return torch.optim.Adam(self.net_.parameters(), lr=self.settings.lr,
+                                weight_decay=self.settings.weight_decay)
 
     def _loss_of(self, y: np.ndarray, probs: np.ndarray) -> float:
         """The training loss (BCE, or cross-entropy for single-label data) of probabilities."""
@@ -183,7 +201,7 @@ class AudioCNNModel:
     def inner_holdout(self, y: np.ndarray) -> np.ndarray:
         """Bool (n_rows,): the training rows held out to early-stop on; about
         ``inner_fraction`` of each class, seeded; none when there are too few rows."""
-        n_parts = max(2, round(1 / self.inner_fraction))
+        n_parts = max(2, round(1 / self.settings.inner_fraction))
         if len(y) < 2 * n_parts:
             return np.zeros(len(y), dtype=bool)
         return iterative_stratification(y, n_parts, seed=self.seed) == 0
@@ -193,18 +211,20 @@ class AudioCNNModel:
 
     def _train_epoch(self, train: list[np.ndarray], y: np.ndarray, optimiser,
                      rng: np.random.Generator) -> float:
+        settings = self.settings
         self.net_.train()
         order = rng.permutation(len(train))
         total, seen = 0.0, 0
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
+        for start in range(0, len(order), settings.batch_size):
+            rows = order[start:start + settings.batch_size]
             if len(rows) < 2 and len(order) >= 2:
                 continue   # a batch of one breaks batch norm; its row comes again next epoch
-            batch = np.stack([_crop(train[i], self.crop_frames, rng) for i in rows])
+            batch = np.stack([_crop(train[i], settings.crop_frames, rng) for i in rows])
             target = y[rows].copy()
-            _spec_augment(batch, self.freq_mask, self.time_mask, rng)
-            if self.mixup_alpha > 0:
-                lam = rng.beta(self.mixup_alpha, self.mixup_alpha, size=len(rows)).astype(np.float32)
+            _spec_augment(batch, settings.freq_mask, settings.time_mask, rng)
+            if settings.mixup_alpha > 0:
+                alpha = settings.mixup_alpha
+                lam = rng.beta(alpha, alpha, size=len(rows)).astype(np.float32)
                 partner = rng.permutation(len(rows))
                 batch = lam[:, None, None] * batch + (1 - lam[:, None, None]) * batch[partner]
                 target = lam[:, None] * target + (1 - lam[:, None]) * target[partner]
@@ -232,9 +252,9 @@ class AudioCNNModel:
                 starts_of.append(None)
                 continue
             spec = self._normalise(spec)
-            starts = window_starts(spec.shape[1], self.crop_frames)
+            starts = window_starts(spec.shape[1], self.settings.crop_frames)
             starts_of.append(len(starts))
-            windows.extend(_window(spec, s, self.crop_frames) for s in starts)
+            windows.extend(_window(spec, s, self.settings.crop_frames) for s in starts)
         probs = self._forward(windows) if windows else np.zeros((0, self.n_classes_), np.float32)
         out, at = [], 0
         for count in starts_of:

@@ -75,13 +75,11 @@ def train_command(
 
     Each fold model is early-stopped on an inner hold-out of its training rows, never on the
     fold it predicts, so the level-2 OOF and CV are as honest as a first-level experiment's."""
-    import pandas as pd
-
-    from stacker.level2.fit import train_level2
-    from stacker.level2.inner import INNER_HOLDOUT, ON_FOLD, OPTIMISTIC_NOTE
+    from stacker.level2.fit import TrainConfig
+    from stacker.level2.inner import INNER_HOLDOUT, ON_FOLD
     from stacker.level2.inputs import choose_inputs
     from stacker.level2.params import read_params, resolve_device
-    from stacker.level2.store import check_output, write_level2
+    from stacker.level2.store import check_output, train_and_write
 
     scorer = get_metric(metric)
     device = resolve_device(device)
@@ -92,33 +90,47 @@ def train_command(
         chosen = type(chosen).from_dict(chosen.to_dict(), source="--max-epochs")
     collection = load_collection(root)
     inputs = choose_inputs(collection, subset)
-    outputs = [f"{name}_seed{s}" for s in seed_list] if per_seed else [name]
+    outputs = ({f"{name}_seed{s}": [s] for s in seed_list} if per_seed else {name: seed_list})
     for out in outputs:
         check_output(root, out, force=force, inputs=inputs)
     if document.get("inputs") and list(document["inputs"]) != inputs:
         err_console.print("[yellow]warning:[/] the params were tuned on other inputs "
                           f"({', '.join(document['inputs'])})", highlight=False)
-    with progress_bar(f"training {len(inputs)} inputs, folds x seeds"
-                      + (f" on {scheduler}" if scheduler else "")) as update:
-        result = train_level2(collection, inputs, params=chosen, seeds=seed_list, metric=scorer,
-                              device=device, use_windows=not no_windows, on_progress=update,
-                              scheduler=scheduler,
-                              early_stopping=ON_FOLD if early_stop_on_fold else INNER_HOLDOUT)
+    config = TrainConfig(params=chosen, seeds=seed_list, metric=scorer, device=device,
+                         use_windows=not no_windows, scheduler=scheduler,
+                         early_stopping=ON_FOLD if early_stop_on_fold else INNER_HOLDOUT)
     extra = {"params_source": str(params) if params else "defaults"}
     if document:
         extra["tuning"] = {k: document.get(k) for k in ("study", "cv", "holdout_fold",
                                                         "holdout_score")}
+    with progress_bar(f"training {len(inputs)} inputs, folds x seeds"
+                      + (f" on {scheduler}" if scheduler else "")) as update:
+        result, paths = train_and_write(root, collection, inputs, outputs, config, force=force,
+                                        extra_meta=extra, on_progress=update)
+    _print_trained(result, outputs, paths, scorer.name)
+    _print_notes(result, chosen, document, early_stop_on_fold)
+
+
+def _print_trained(result, outputs: dict, paths: dict, metric: str) -> None:
+    """The folder of each experiment written, then one table of their per-fold and overall CV."""
+    import pandas as pd
+
     rows = []
-    for out, group in zip(outputs, [[s] for s in seed_list] if per_seed else [seed_list]):
-        path = write_level2(root, out, result, collection, seeds=group, force=force, extra_meta=extra)
+    for out, group in outputs.items():
         cv, per_fold = result.scores(group)
         for k, score in per_fold.items():
             epochs = ",".join(str(result.fits[(s, k)].best_epoch) for s in group)
-            rows.append({"experiment": out, "fold": str(k), scorer.name: score, "best epoch": epochs})
-        rows.append({"experiment": out, "fold": "overall", scorer.name: cv, "best epoch": ""})
-        console.print(f"wrote {path}", highlight=False)
-    console.print(frame_table(pd.DataFrame(rows), title=f"Level-2 CV ({scorer.name}; inputs: "
-                                                        f"{', '.join(inputs)})"))
+            rows.append({"experiment": out, "fold": str(k), metric: score, "best epoch": epochs})
+        rows.append({"experiment": out, "fold": "overall", metric: cv, "best epoch": ""})
+        console.print(f"wrote {paths[out]}", highlight=False)
+    console.print(frame_table(pd.DataFrame(rows), title=f"Level-2 CV ({metric}; inputs: "
+                                                        f"{', '.join(result.names)})"))
+
+
+def _print_notes(result, chosen, document: dict, early_stop_on_fold: bool) -> None:
+    """What the CV above means: window augmentation, the early stopping, tuned params."""
+    from stacker.level2.inner import OPTIMISTIC_NOTE
+
     if result.window_augmentation:
         console.print("window augmentation: on (per-window predictions found)")
     if early_stop_on_fold:

@@ -28,7 +28,7 @@ writing and reloading a trained run in :mod:`stacker.level2.store`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -39,7 +39,7 @@ from stacker.blend import geo_mean
 from stacker.errors import OptionError
 from stacker.layout.collect import Collection
 from stacker.level2.inner import INNER_HOLDOUT, ON_FOLD, check_mode, inner_holdout_mask
-from stacker.level2.inputs import Level2Data, level2_data, window_means
+from stacker.level2.inputs import Level2Data, shared_or_built, window_means
 from stacker.level2.net import StackMLP
 from stacker.level2.params import MLPParams
 from stacker.metrics import Metric, check_defined, fold_scores, get_metric
@@ -331,41 +331,62 @@ def _fit_unit(unit: tuple[int, int], *, data: Level2Data, params: MLPParams, met
                     early_stopping=early_stopping)
 
 
-def train_level2(collection: Collection, names: Sequence[str], *, params: MLPParams = MLPParams(),
-                 seeds: Sequence[int] = (0,), metric: str | Metric = "lwlrap", device: str = "cpu",
-                 use_windows: bool = True, early_stopping: str = INNER_HOLDOUT,
-                 on_progress: ProgressCallback | None = None,
-                 scheduler: str | None = None) -> Level2Result:
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How :func:`train_level2` trains: the MLP's ``params``; ``seeds`` (each trains every fold);
+    the validation ``metric``; the torch ``device``; ``use_windows`` (window augmentation when an
+    input saved per-window predictions); ``early_stopping`` ("inner-holdout", the default: honest
+    OOF, or "fold": optimistic; see :func:`fit_fold`); ``scheduler``: a dask.distributed scheduler
+    address, where each (seed, fold) model is one task on its workers (same results as here), or
+    None to train them here, one after another."""
+
+    params: MLPParams = MLPParams()
+    seeds: Sequence[int] = (0,)
+    metric: str | Metric = "lwlrap"
+    device: str = "cpu"
+    use_windows: bool = True
+    early_stopping: str = INNER_HOLDOUT
+    scheduler: str | None = None
+
+
+def train_level2(collection: Collection, names: Sequence[str], config: TrainConfig | None = None, *,
+                 data: Level2Data | None = None, on_progress: ProgressCallback | None = None,
+                 **options) -> Level2Result:
     """Train one model per (seed, fold) on the inputs ``names`` of ``collection``.
 
-    early_stopping: "inner-holdout" (default: honest OOF) or "fold" (optimistic); see :func:`fit_fold`.
+    config: how to train (:class:`TrainConfig`); ``options`` are its fields by keyword
+    (``train_level2(col, names, params=..., seeds=[1, 2])``), applied over ``config`` if given.
+    data: the inputs already in memory (``level2_data(collection, names)``), so that one run that
+    tunes and trains reads them once; None reads them here. See :func:`~stacker.level2.inputs.
+    shared_or_built` for how ``use_windows`` applies to them.
     on_progress: called as ``on_progress(done, n_seeds * n_folds)`` after each model.
-    scheduler: a dask.distributed scheduler address: each (seed, fold) model is one task on its
-    workers (same results as here); None trains them here, one after another.
     """
-    metric = get_metric(metric)
+    config = TrainConfig(**options) if config is None else replace(config, **options)
+    seeds, early_stopping = config.seeds, config.early_stopping
+    metric = get_metric(config.metric)
     check_mode(early_stopping)
     if not names:
         raise OptionError("no input experiments; pass `subset` NAME,... or add level-1 experiments")
     if len(set(seeds)) != len(seeds) or not seeds:
         raise OptionError(f"`seeds` must list distinct integers, got {list(seeds)}")
     check_defined(metric, collection.y, collection.fold, collection.fold_numbers)
-    data = level2_data(collection, names, use_windows=use_windows)
+    data = shared_or_built(collection, names, data, use_windows=config.use_windows)
     folds = data.fold_numbers
     n_rows, n_classes = data.y.shape
     oof = np.zeros((len(seeds), n_rows, n_classes), dtype=np.float32)
     test = np.zeros((len(seeds), len(folds), data.test.shape[1], n_classes), dtype=np.float32)
     units = [(seed, k) for seed in seeds for k in folds]
-    fitted = map_units(_fit_unit, units, scheduler=scheduler, on_progress=on_progress,
-                       shared=dict(data=data, params=params, metric=metric, device=device,
-                                   early_stopping=early_stopping))
+    fitted = map_units(_fit_unit, units, scheduler=config.scheduler, on_progress=on_progress,
+                       shared=dict(data=data, params=config.params, metric=metric,
+                                   device=config.device, early_stopping=early_stopping))
     fits = dict(zip(units, fitted))
     for s, seed in enumerate(seeds):
         for i, k in enumerate(folds):
             oof[s, data.fold == k] = fits[(seed, k)].val_probs
             test[s, i] = fits[(seed, k)].test_probs
-    return Level2Result(names=tuple(names), params=params, seeds=tuple(int(s) for s in seeds),
-                        metric=metric.name, single_label=data.single_label,
-                        fold_numbers=tuple(folds), fold=data.fold, y=data.y, oof=oof, test=test,
-                        fits=fits, window_augmentation=data.windows is not None,
+    return Level2Result(names=tuple(names), params=config.params,
+                        seeds=tuple(int(s) for s in seeds), metric=metric.name,
+                        single_label=data.single_label, fold_numbers=tuple(folds), fold=data.fold,
+                        y=data.y, oof=oof, test=test, fits=fits,
+                        window_augmentation=data.windows is not None,
                         early_stopping=early_stopping)

@@ -78,6 +78,21 @@ def level2_data(collection: Collection, names: Sequence[str], *, use_windows: bo
                       test_folds=tuple(sub.fold_numbers), windows=windows)
 
 
+def shared_or_built(collection: Collection, names: Sequence[str], data: Level2Data | None, *,
+                    use_windows: bool = True) -> Level2Data:
+    """``data`` when the caller built it already (one run that tunes and trains reads its inputs
+    once), else :func:`level2_data` of ``collection``. A given ``data`` must hold the inputs
+    ``names`` on every row of ``collection``; with ``use_windows`` False its windows are left out
+    (with True it keeps what it was built with)."""
+    if data is None:
+        return level2_data(collection, names, use_windows=use_windows)
+    if tuple(data.names) != tuple(names) or len(data.y) != len(collection.ids):
+        raise OptionError(f"the given level-2 inputs hold {', '.join(data.names)} on {len(data.y)} "
+                          f"rows, not {', '.join(names)} on {len(collection.ids)}; build them with "
+                          "level2_data(collection, names)")
+    return data if use_windows or data.windows is None else replace(data, windows=None)
+
+
 def _header_columns(path: Path, name: str) -> list[str]:
     """The class columns of a probs.csv or probs.parquet, in file order."""
     if path.suffix == ".parquet":

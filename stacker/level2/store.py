@@ -1,5 +1,6 @@
-"""Writing a trained level-2 run as an experiment (predictions, weights, params, history), and
-reloading its weights to predict again."""
+"""Writing a trained level-2 run as an experiment (predictions, weights, params, history),
+training and writing one in a single call (:func:`train_and_write`, what ``stack train`` does),
+and reloading its weights to predict again."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ from stacker import layout
 from stacker.errors import LayoutError, OptionError, OutputExistsError
 from stacker.layout import workspace
 from stacker.layout.collect import Collection
-from stacker.level2.fit import Level2Result, geometric_mean, predict_array
+from stacker.level2 import fit as level2_fit
+from stacker.level2.fit import Level2Result, TrainConfig, geometric_mean, predict_array
 from stacker.level2.inner import ON_FOLD, OPTIMISTIC_NOTE
+from stacker.level2.inputs import Level2Data
 from stacker.level2.net import StackMLP
+from stacker.runtime import ProgressCallback
 
 MODEL_FILE = "model.pt"
 PARAMS_FILE = "params.json"
@@ -93,6 +97,30 @@ def write_level2(root: Path | str, name: str, result: Level2Result, collection: 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def train_and_write(root: Path | str, collection: Collection, names: Sequence[str],
+                    outputs: Mapping[str, Sequence[int] | None], config: TrainConfig, *,
+                    force: bool = False, extra_meta: Mapping | None = None,
+                    data: Level2Data | None = None,
+                    on_progress: ProgressCallback | None = None) -> tuple[Level2Result, dict[str, Path]]:
+    """Train the level-2 MLP on the inputs ``names`` once and write it as one or more experiments.
+
+    outputs: {experiment name: the seeds whose geometric mean it holds (None: all of
+    ``config.seeds``)}, e.g. ``{"mlp": None}``, or one experiment per seed. Every name is checked
+    (:func:`check_output`) before any training. data, on_progress: as for
+    :func:`~stacker.level2.fit.train_level2`; force, extra_meta: as for :func:`write_level2`.
+    Returns (the trained run, {name: experiment folder}).
+    """
+    for name in outputs:
+        check_output(root, name, force=force, inputs=names)
+    # looked up on the module when called, so that a replaced train_level2 (tests that interrupt a
+    # command) is the one that runs
+    result = level2_fit.train_level2(collection, names, config, data=data, on_progress=on_progress)
+    paths = {name: write_level2(root, name, result, collection, seeds=seeds, force=force,
+                                extra_meta=extra_meta)
+             for name, seeds in outputs.items()}
+    return result, paths
 
 
 def load_fold_model(root: Path | str, name: str, fold: int, *, device: str = "cpu") -> tuple[list, dict]:

@@ -40,8 +40,9 @@ from stacker.layout import workspace
 from stacker.layout.collect import Collection
 from stacker.level2.fit import fit_fold, geometric_mean
 from stacker.level2.inner import INNER_HOLDOUT
-from stacker.level2.inputs import Level2Data, level2_data
+from stacker.level2.inputs import Level2Data, shared_or_built
 from stacker.level2.params import MLPParams, best_params_path
+from stacker.level2.space import TUNED_PARAMS, suggest
 from stacker.level2.storage import storage_url
 from stacker.metrics import Metric, check_defined, get_metric
 from stacker.runtime import ProgressCallback
@@ -50,25 +51,10 @@ HONESTY_NOTE = ("the tuned CV chose these params on the same folds, so it is opt
                 "a held-out fold (`holdout_fold` K) gives an untouched estimate")
 
 
-TUNED_PARAMS = ("hidden", "bottleneck", "dropout", "lr", "weight_decay", "batch_size", "patience",
-                "plateau_factor", "skip")
-
-
 def suggest_params(trial: optuna.Trial, base: MLPParams) -> MLPParams:
-    """The search space (the issue's eight hyper-parameters plus the skip path on/off);
-    everything else (max_epochs, window settings) comes from ``base``."""
-    return replace(
-        base,
-        hidden=trial.suggest_int("hidden", 32, 512, log=True),
-        bottleneck=trial.suggest_int("bottleneck", 4, 128, log=True),
-        dropout=trial.suggest_float("dropout", 0.0, 0.5),
-        lr=trial.suggest_float("lr", 3e-4, 3e-2, log=True),
-        weight_decay=trial.suggest_float("weight_decay", 1e-7, 1e-3, log=True),
-        batch_size=trial.suggest_categorical("batch_size", [32, 64, 128, 256]),
-        patience=trial.suggest_int("patience", 4, 20),
-        plateau_factor=trial.suggest_float("plateau_factor", 0.1, 0.8),
-        skip=trial.suggest_categorical("skip", [0, 1]),
-    )
+    """``base`` with the tuned parameters of :data:`~stacker.level2.space.SPACE` drawn for
+    ``trial``; everything else (max_epochs, window settings) comes from ``base``."""
+    return replace(base, **suggest(trial))
 
 
 def default_storage(root: Path | str) -> str:
@@ -242,48 +228,84 @@ def holdout_score(data: Level2Data, k: int, params: MLPParams, *, metric: Metric
     return metric(held.y, geometric_mean(np.stack(preds), single_label=data.single_label))
 
 
-def tune(collection: Collection, names: Sequence[str], *, n_trials: int, timeout: float | None = None,
-         storage: str | None = None, study_name: str | None = None, n_jobs: int = 1, seed: int = 0,
-         holdout_fold: int | None = None, metric: str | Metric = "lwlrap",
-         base_params: MLPParams = MLPParams(), device: str = "cpu", enqueue_base: bool = False,
-         score_holdout: bool = True, on_progress: ProgressCallback | None = None) -> TuneResult:
-    """Run ``n_trials`` more trials (or until ``timeout`` seconds) of the study, then summarise it.
+@dataclass(frozen=True, kw_only=True)
+class TuneConfig:
+    """One :func:`tune` run. n_trials: trials to run now (they add to the study's earlier ones);
+    timeout: stop starting trials after this many seconds (None: no limit). storage: an Optuna
+    storage URL (None: ``sqlite:///<root>/.stack/tune.db``); study_name: None derives one from the
+    inputs, metric and folds; n_jobs: trials in parallel threads; seed: the sampler's and the
+    models'. holdout_fold: tune on the other folds only. metric: the CV metric; base_params: every
+    parameter the space does not tune; device: torch's. enqueue_base: a new study's first trial is
+    ``base_params`` itself, so the best trial is never worse than the defaults on the tuning folds.
+    score_holdout: with ``holdout_fold``, also score the best and the default params on the
+    held-out fold (2 x (K-1) more fits)."""
 
-    enqueue_base: a new study's first trial is ``base_params`` itself, so the best trial is never
-    worse than the defaults on the tuning folds. score_holdout: with ``holdout_fold``, also score the
-    best and the default params on the held-out fold (2 x (K-1) more fits).
+    n_trials: int
+    timeout: float | None = None
+    storage: str | None = None
+    study_name: str | None = None
+    n_jobs: int = 1
+    seed: int = 0
+    holdout_fold: int | None = None
+    metric: str | Metric = "lwlrap"
+    base_params: MLPParams = MLPParams()
+    device: str = "cpu"
+    enqueue_base: bool = False
+    score_holdout: bool = True
+
+
+def tune(collection: Collection, names: Sequence[str], config: TuneConfig | None = None, *,
+         data: Level2Data | None = None, on_progress: ProgressCallback | None = None,
+         **options) -> TuneResult:
+    """Run ``config.n_trials`` more trials (or until its timeout) of the study, then summarise it.
+
+    config: the run (:class:`TuneConfig`); ``options`` are its fields by keyword
+    (``tune(col, names, n_trials=20, holdout_fold=0)``), applied over ``config`` if given.
+    data: the inputs already in memory (``level2_data(collection, names)``), so that one run that
+    tunes and trains reads them once; None reads them here.
     on_progress: ``on_progress(done, n_trials)`` after each finished trial of this run.
     """
-    metric = get_metric(metric)
-    if n_trials < 0:
-        raise OptionError(f"`trials` must be >= 0, got {n_trials}")
-    if n_jobs < 1:
-        raise OptionError(f"`n_jobs` must be >= 1, got {n_jobs}")
+    config = TuneConfig(**options) if config is None else replace(config, **options)
+    metric = get_metric(config.metric)
+    if config.n_trials < 0:
+        raise OptionError(f"`trials` must be >= 0, got {config.n_trials}")
+    if config.n_jobs < 1:
+        raise OptionError(f"`n_jobs` must be >= 1, got {config.n_jobs}")
     if not names:
         raise OptionError("no input experiments; pass `subset` NAME,... or add level-1 experiments")
     check_defined(metric, collection.y, collection.fold, collection.fold_numbers)
-    full = level2_data(collection, names)
+    full = shared_or_built(collection, names, data)
+    holdout_fold = config.holdout_fold
     if holdout_fold is not None and holdout_fold not in full.fold_numbers:
         raise OptionError(f"`holdout_fold` {holdout_fold} is not a fold of folds.csv "
                           f"(folds {full.fold_numbers})")
-    data = full.rows(full.fold != holdout_fold) if holdout_fold is not None else full
-    if len(data.fold_numbers) < 2:
+    tuning = full.rows(full.fold != holdout_fold) if holdout_fold is not None else full
+    if len(tuning.fold_numbers) < 2:
         raise OptionError("tuning needs at least 2 folds besides the held-out one")
     attrs = {"inputs": list(names), "metric": metric.name, "fold_hash": collection.folds.hash,
-             "holdout_fold": holdout_fold, "base_params": base_params.to_dict(),
+             "holdout_fold": holdout_fold, "base_params": config.base_params.to_dict(),
              "early_stopping": INNER_HOLDOUT}
-    storage = storage_url(storage) if storage else default_storage(collection.root)
-    study_name = study_name or default_study_name(attrs)
+    storage = storage_url(config.storage) if config.storage else default_storage(collection.root)
+    study_name = config.study_name or default_study_name(attrs)
     direction = "maximize" if metric.greater_is_better else "minimize"
-    study = open_study(storage, study_name, direction=direction, seed=seed, attrs=attrs)
+    study = open_study(storage, study_name, direction=direction, seed=config.seed, attrs=attrs)
+    n_this_run = _optimise(study, tuning, config, metric, on_progress)
+    return _summarise(study, config, storage=storage, metric=metric, names=names, full=full,
+                      n_this_run=n_this_run)
 
-    if enqueue_base and not study.trials:
+
+def _optimise(study: optuna.Study, data: Level2Data, config: TuneConfig, metric: Metric,
+              on_progress: ProgressCallback | None) -> int:
+    """Run the config's trials on ``data`` (the tuning folds); how many finished."""
+    base_params, n_trials = config.base_params, config.n_trials
+    if config.enqueue_base and not study.trials:
         study.enqueue_trial({k: getattr(base_params, k) for k in TUNED_PARAMS})
     done = [0]
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial, base_params)
-        return cv_objective(data, params, metric=metric, seed=seed, device=device, trial=trial)
+        return cv_objective(data, params, metric=metric, seed=config.seed, device=config.device,
+                            trial=trial)
 
     def progress(_study, _trial) -> None:
         done[0] += 1
@@ -293,15 +315,15 @@ def tune(collection: Collection, names: Sequence[str], *, n_trials: int, timeout
     if on_progress:
         on_progress(0, n_trials)
     if n_trials:
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs,
+        study.optimize(objective, n_trials=n_trials, timeout=config.timeout, n_jobs=config.n_jobs,
                        callbacks=[progress], gc_after_trial=False)
-    return _summarise(study, storage, metric, names, data, full, holdout_fold if score_holdout else None,
-                      base_params, seed=seed, device=device, n_this_run=done[0],
-                      recorded_holdout=holdout_fold)
+    return done[0]
 
 
-def _summarise(study, storage, metric, names, data, full, holdout_fold, base_params, *, seed,
-               device, n_this_run, recorded_holdout=None) -> TuneResult:
+def _summarise(study: optuna.Study, config: TuneConfig, *, storage: str, metric: Metric,
+               names: Sequence[str], full: Level2Data, n_this_run: int) -> TuneResult:
+    """The study's state as a :class:`TuneResult`; with ``config.score_holdout``, the best and the
+    base params scored on the held-out fold of ``full`` (every fold's rows)."""
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
@@ -316,19 +338,20 @@ def _summarise(study, storage, metric, names, data, full, holdout_fold, base_par
     if len(frame):
         frame = frame.sort_values(["state", "cv"], ascending=[True, not metric.greater_is_better],
                                   kind="stable").reset_index(drop=True)
+    base_params, holdout_fold = config.base_params, config.holdout_fold
     best_params = best_value = held = held_default = None
     if complete:
         best = study.best_trial
         best_params = replace(base_params, **best.params)
         best_value = float(best.value)
-        if holdout_fold is not None:
-            held = holdout_score(full, holdout_fold, best_params, metric=metric, seed=seed, device=device)
-            held_default = holdout_score(full, holdout_fold, base_params, metric=metric, seed=seed,
-                                         device=device)
+        if holdout_fold is not None and config.score_holdout:
+            options = dict(metric=metric, seed=config.seed, device=config.device)
+            held = holdout_score(full, holdout_fold, best_params, **options)
+            held_default = holdout_score(full, holdout_fold, base_params, **options)
     return TuneResult(study_name=study.study_name, storage=redact(storage), metric=metric.name,
                       inputs=tuple(names), best_params=best_params, best_value=best_value,
                       trials=frame, n_complete=len(complete), n_pruned=int(pruned),
-                      n_this_run=n_this_run, holdout_fold=recorded_holdout, holdout_score=held,
+                      n_this_run=n_this_run, holdout_fold=holdout_fold, holdout_score=held,
                       holdout_default_score=held_default,
                       seconds={t.number: t.duration.total_seconds() for t in trials if t.duration})
 

@@ -567,3 +567,44 @@ def test_refit_trains_a_fresh_net_on_every_training_row_for_the_best_epoch_count
     assert not np.allclose(fit.val_probs, kept.val_probs)
     again = fit.predict(data.x[data.fold == 0], single_label=data.single_label)
     np.testing.assert_allclose(again, fit.val_probs, atol=1e-6)
+
+
+def test_a_train_config_and_prebuilt_inputs_give_the_keyword_calls_result(tmp_path):
+    root = make_layout(tmp_path / "l", n_rows=60)
+    add_windowed_experiment(root)
+    col = collect(root)
+    options = dict(params=replace(FAST, max_epochs=3), seeds=[0, 2])
+    by_keyword = train.train_level2(col, col.names, **options)
+    config = train.TrainConfig(**options)
+    data = level2_inputs.level2_data(col, col.names)
+    by_config = train.train_level2(col, col.names, config, data=data)
+    assert np.array_equal(by_keyword.oof, by_config.oof)
+    assert np.array_equal(by_keyword.test, by_config.test)
+    # use_windows=False leaves the given inputs' windows out, as if they were read without them
+    plain = train.train_level2(col, col.names, config, use_windows=False)
+    shared = train.train_level2(col, col.names, config, data=data, use_windows=False)
+    assert not shared.window_augmentation and np.array_equal(plain.oof, shared.oof)
+    with pytest.raises(OptionError, match="the given level-2 inputs hold"):
+        train.train_level2(col, col.names[:2], config, data=data)
+
+
+def test_train_and_write_checks_every_name_first_then_writes_each_seed_group(tmp_path, monkeypatch):
+    root = make_layout(tmp_path / "l", n_rows=60)
+    col = collect(root)
+    config = train.TrainConfig(params=replace(FAST, max_epochs=2), seeds=[0, 1])
+    layout.experiment_dir(root, "b").mkdir(parents=True)
+    calls, original = [], train.train_level2
+    monkeypatch.setattr(train, "train_level2", lambda *a, **k: calls.append(a) or original(*a, **k))
+    with pytest.raises(OutputExistsError, match="experiment 'b' already exists"):
+        level2_io.train_and_write(root, col, col.names, {"a": None, "b": [1]}, config)
+    assert not calls and not layout.experiment_dir(root, "a").exists()
+    result, paths = level2_io.train_and_write(root, col, col.names, {"a": None, "b": [1]},
+                                              config, force=True, extra_meta={"note": "x"})
+    assert len(calls) == 1 and set(paths) == {"a", "b"}
+    again = collect(root, use_cache=False)
+    oof_a, _ = result.combined()
+    oof_b, _ = result.combined([1])
+    for name, oof in (("a", oof_a), ("b", oof_b)):
+        assert again.meta[name]["note"] == "x" and paths[name] == layout.experiment_dir(root, name)
+        np.testing.assert_allclose(again.oof[:, again.index([name])[0]], oof, atol=1e-6)
+    assert again.meta["a"]["seeds"] == [0, 1] and again.meta["b"]["seeds"] == [1]

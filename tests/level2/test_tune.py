@@ -266,3 +266,21 @@ def test_bad_options(tmp_path):
 def test_redact_hides_passwords():
     assert "secret" not in tune.redact("postgresql://user:secret@host/db")
     assert tune.redact("sqlite:///a/b.db") == "sqlite:///a/b.db"
+
+
+def test_a_tune_config_and_prebuilt_inputs_give_the_keyword_calls_result(tmp_path, monkeypatch):
+    col = collect(make_layout(tmp_path / "l", n_folds=3))
+    options = dict(n_trials=2, base_params=TINY, seed=2, holdout_fold=0, enqueue_base=True)
+    by_keyword = tune.tune(col, col.names, storage=f"sqlite:///{tmp_path / 'a.db'}", **options)
+    config = tune.TuneConfig(storage=f"sqlite:///{tmp_path / 'b.db'}", **options)
+    data = level2_inputs.level2_data(col, col.names)
+    reads, original = [], level2_inputs.level2_data
+    monkeypatch.setattr(level2_inputs, "level2_data", lambda *a, **k: reads.append(a) or original(*a, **k))
+    by_config = tune.tune(col, col.names, config, data=data)
+    more = tune.tune(col, col.names, config, data=data, n_trials=1)   # options over config
+    assert not reads                                   # the given inputs were used, not re-read
+    pd.testing.assert_frame_equal(by_keyword.trials, by_config.trials)
+    assert by_keyword.holdout_score == by_config.holdout_score
+    assert more.n_this_run == 1 and more.n_complete == 3
+    with pytest.raises(OptionError, match="the given level-2 inputs hold"):
+        tune.tune(col, col.names[:2], config, data=data)

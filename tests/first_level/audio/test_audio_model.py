@@ -221,3 +221,17 @@ def test_refit_trains_every_training_row_for_the_best_epoch_count(monkeypatch):
     calls.clear()
     kept = AudioCNNModel(**TINY_NET, epochs=3, refit=False, seed=0).fit(specs, y)
     assert len(calls) == len(kept.history_) and kept.params()["refit"] is False
+
+
+def test_settings_and_keyword_overrides_make_the_same_model():
+    from first_level.audio.model import MODEL_PRESETS, CNNSettings
+    by_keyword = AudioCNNModel(**{**MODEL_PRESETS["fast"], "epochs": 3}, seed=2)
+    settings = CNNSettings(**{**MODEL_PRESETS["fast"], "epochs": 3})
+    assert AudioCNNModel(settings, seed=2).params() == by_keyword.params()
+    assert AudioCNNModel(settings, epochs=5).settings.epochs == 5 and settings.epochs == 3
+    assert AudioCNNModel().params() == {**CNNSettings().to_dict(), "early_stopping": "inner-holdout"}
+    numbers = CNNSettings(channels=[8.0, 16], epochs=3.0, lr=1, refit=0)
+    assert numbers.channels == (8, 16) and type(numbers.epochs) is int
+    assert type(numbers.lr) is float and numbers.refit is False
+    with pytest.raises(TypeError):
+        AudioCNNModel(no_such_setting=1)
