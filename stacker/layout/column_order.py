@@ -86,19 +86,21 @@ def check_column_order(values: np.ndarray, folds: Folds, columns: Sequence[str],
     classes ``columns`` (from ``source``), do not fit the labels of folds.csv: most classes at
     below chance, or another plausible order (``alternatives``: name -> column classes) clearly
     better by mean AUC."""
-    def mean_auc(order: Sequence[str]) -> float:
+    def aucs_of(order: Sequence[str]) -> np.ndarray:
         position = {c: j for j, c in enumerate(order)}
-        aucs = class_aucs(folds.y, values[:, [position[c] for c in folds.classes]])
+        return class_aucs(folds.y, values[:, [position[c] for c in folds.classes]])
+
+    def mean_auc(order: Sequence[str]) -> float:
+        aucs = aucs_of(order)
         return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
 
-    chosen = mean_auc(columns)
-    if not np.isfinite(chosen):
+    aucs = aucs_of(columns)
+    if not np.isfinite(aucs).any():
         return
+    chosen = float(np.nanmean(aucs))
     scores = {name: mean_auc(order) for name, order in alternatives.items()
               if tuple(order) != tuple(columns)}
     best_name = max(scores, key=lambda n: scores[n], default=None)
-    position = {c: j for j, c in enumerate(columns)}
-    aucs = class_aucs(folds.y, values[:, [position[c] for c in folds.classes]])
     below = int(np.sum(aucs[np.isfinite(aucs)] < CHANCE))
     n_scored = int(np.isfinite(aucs).sum())
     better = best_name is not None and scores[best_name] > chosen + CLEARLY_BETTER
