@@ -298,7 +298,10 @@ class Blend:
     non-negative scale; None for equal weights) and ``class_weights`` (members x classes, each
     class's column normalised separately); the linear stacker has ``coef`` (members x classes,
     non-negative) and ``intercept`` (one per class) instead. ``power``: the exponent of the power
-    mean; ``eps``: the clip of probabilities for logs (module docstring).
+    mean; ``eps``: the clip of probabilities for logs (module docstring). ``class_bias`` (one
+    per class, or None): a shift of each class's logit after the members are combined,
+    ``sigmoid(logit(blend) + class_bias)`` (fitted inside the nesting by
+    :mod:`stacker.search.class_bias`).
 
     Values are stored as tuples of floats, so a Blend is hashable and compares by value; build it
     from arrays or lists alike. OptionError (the messages of :func:`check_blend`,
@@ -313,6 +316,7 @@ class Blend:
     intercept: tuple[float, ...] | None = None
     power: float = DEFAULT_POWER
     eps: float = EPS
+    class_bias: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if isinstance(self.members, str):
@@ -328,6 +332,11 @@ class Blend:
             set_(self, key, _tuples(array))
         set_(self, "power", float(self.power))
         set_(self, "eps", float(self.eps))
+        if self.class_bias is not None:
+            bias = np.asarray(self.class_bias, dtype=np.float64)
+            if bias.ndim != 1 or not np.all(np.isfinite(bias)):
+                raise OptionError("`class_bias` must be one finite number per class")
+            set_(self, "class_bias", _tuples(bias))
 
     @classmethod
     def from_options(cls, members: Sequence[str], *, blend: str = "geo-mean", weights=None,
@@ -367,8 +376,16 @@ class Blend:
     def combine(self, probs: np.ndarray, *, axis: int = -2) -> np.ndarray:
         """This blend of ``probs``, whose ``axis`` indexes the members (in order) and whose last
         axis is the classes, e.g. (n_rows, k, n_classes): a float64 array without ``axis``."""
-        return combine(probs, self.method, weights=self.matrix, intercept=self.intercept,
-                       axis=axis, power=self.power, eps=self.eps)
+        out = combine(probs, self.method, weights=self.matrix, intercept=self.intercept,
+                      axis=axis, power=self.power, eps=self.eps)
+        if self.class_bias is None:
+            return out
+        if len(self.class_bias) != out.shape[-1]:
+            raise OptionError(f"the blend's class bias has {len(self.class_bias)} values for "
+                              f"{out.shape[-1]} classes")
+        # sigmoid(logit(p) + b): the per-class shift fitted inside the nesting (search.class_bias)
+        z = logit(out, eps=self.eps) + np.asarray(self.class_bias)
+        return 0.5 * (1.0 + np.tanh(0.5 * z))
 
     def oof(self, collection: Collection) -> np.ndarray:
         """The blend of the members' OOF predictions, shape (n_rows, n_classes), folds.csv
@@ -387,7 +404,7 @@ class Blend:
         (``weights``, ``class_weights``, or ``coef`` and ``intercept``), lists in members order.
         :meth:`from_json` reads it back to an equal Blend."""
         record: dict = {"members": list(self.members), "method": self.method}
-        for key in ("weights", "intercept"):
+        for key in ("weights", "intercept", "class_bias"):
             if getattr(self, key) is not None:
                 record[key] = list(getattr(self, key))
         for key in ("class_weights", "coef"):
@@ -405,7 +422,8 @@ class Blend:
         try:
             return cls(tuple(record["members"]), record.get("method", "geo-mean"),
                        **{k: record.get(k) for k in keys},
-                       power=record.get("power", DEFAULT_POWER), eps=record.get("eps", EPS))
+                       power=record.get("power", DEFAULT_POWER), eps=record.get("eps", EPS),
+                       class_bias=record.get("class_bias"))
         except (TypeError, ValueError) as error:
             if isinstance(error, StackError):
                 raise
@@ -417,7 +435,7 @@ class Blend:
         the keys of :mod:`stacker.search.subsets`): its members, ``blend`` (geo-mean when
         absent), ``power``, ``eps``, and ``weights`` ({name: weight}; equal weights when absent or
         empty), ``class_weights`` or ``coef`` + ``intercept`` ({name: [one per class]}, for the
-        record's ``classes``). ``path`` (the record's file) names it in errors.
+        record's ``classes``), and ``class_bias`` (one per class) when present. ``path`` (the record's file) names it in errors.
 
         LayoutError when per-class lists are for other classes than ``classes`` or miss a member;
         OptionError when the parts do not make a blend.
@@ -425,6 +443,8 @@ class Blend:
         members = tuple(record["members"])
         options = {key: float(record[key]) for key in ("power", "eps")
                    if record.get(key) is not None}
+        if record.get("class_bias") is not None:
+            options["class_bias"] = [float(b) for b in record["class_bias"]]
         method = record.get("blend") or "geo-mean"
         table = record.get("coef") or record.get("class_weights")
         if table is None:
