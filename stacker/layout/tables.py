@@ -9,6 +9,7 @@ functions that use them, so that importing the layout stays light.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -153,14 +154,16 @@ def _read_probs_fast(path: Path) -> tuple[str, np.ndarray, tuple[str, ...], np.n
     :func:`read_csv_table` reads it again and raises the precise error."""
     import pandas as pd  # on first use: importing the layout stays light
     try:
-        if path.stat().st_size == 0:
+        # one open: the header and the table are parsed from the same bytes
+        data = path.read_bytes()
+        if not data:
             return None
-        with open(path, newline="", encoding="utf-8") as handle:
-            header = next(csv.reader(handle), [])
+        text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="")
+        header = next(csv.reader(text), [])
         if len(header) < 2 or not header[0].strip() or len(set(header)) != len(header):
             return None
-        frame = pd.read_csv(path, index_col=0, dtype={header[0]: str}, na_filter=False,
-                            engine="c", low_memory=False)
+        frame = pd.read_csv(io.BytesIO(data), index_col=0, dtype={header[0]: str},
+                            na_filter=False, engine="c", low_memory=False)
     except (OSError, ValueError):
         return None
     # a first row with one field too many makes pandas shift the header: names then differ
@@ -173,6 +176,20 @@ def _read_probs_fast(path: Path) -> tuple[str, np.ndarray, tuple[str, ...], np.n
     if np.isnan(values).any():
         return None
     return header[0], frame.index.to_numpy(dtype=str), tuple(header[1:]), values
+
+
+def as_stored(probs: np.ndarray) -> np.ndarray:
+    """The float32 values that a probs.csv written from ``probs`` (any shape, classes last) reads
+    back as: :func:`write_probs`' ``PROB_FORMAT`` text parsed the way :func:`read_probs` parses
+    it, without a file. A command that writes predictions and keeps using them holds these, so
+    that its results equal those of a later command that reads the files."""
+    import pandas as pd  # on first use: importing the layout stays light
+    values = np.asarray(probs)
+    flat = values.reshape(-1, values.shape[-1])
+    text = pd.DataFrame(flat).to_csv(index=False, header=False, float_format=PROB_FORMAT)
+    back = pd.read_csv(io.StringIO(text), header=None, na_filter=False, engine="c",
+                       low_memory=False)
+    return back.to_numpy(dtype=np.float32).reshape(values.shape)
 
 
 def check_probabilities(values: np.ndarray, *, path=None, experiment=None, ids=None, columns=None):
