@@ -138,8 +138,9 @@ def level1_step(run: Run) -> None:
 
 def _restored_recipes(state: StateStore, stage: str) -> list[Recipe] | None:
     """The saved recipes of ``stage``, each with its nested predictions; None unless all are."""
-    records, arrays = state.record(stage), state.arrays(stage)
-    if not isinstance(records, list) or arrays is None or len(arrays) != len(records):
+    records = state.record(stage)
+    arrays = state.arrays(stage) if isinstance(records, list) else None
+    if arrays is None or len(arrays) != len(records):
         return None
     try:
         return [Recipe.from_json(r, arrays[str(i)]) for i, r in enumerate(records)]
