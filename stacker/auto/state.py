@@ -51,7 +51,9 @@ class StateStore:
     def __init__(self, root: Path, key: str):
         self.root, self.key = Path(root), key
         state = workspace.read_auto_state(root)
-        stages = state.get("stages") if state.get("key") == key else None
+        stages = state.get("stages", None) if state.get("key") == key else {}
+        if stages is None:    # an earlier version kept the stages beside the key
+            stages = {k: v for k, v in state.items() if k != "key"}
         self._stages: dict = dict(stages) if isinstance(stages, dict) else {}
 
     def record(self, stage: str):

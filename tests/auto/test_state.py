@@ -67,3 +67,18 @@ def test_a_resumed_run_restores_the_first_level_recipes_without_searching(small_
     (layout.stack_dir(root) / "auto" / "level1.npz").write_bytes(b"not an archive")
     with pytest.raises(AssertionError, match="searched again"):
         run_auto(root, settings=settings, out=None, report=None)
+
+
+def test_a_state_file_of_the_earlier_layout_keeps_its_tuning_and_plan(tmp_path):
+    from stacker.auto.state import StateStore
+    from stacker.layout import workspace
+
+    workspace.write_auto_state(tmp_path, {"key": "k", "tune": {"n_complete": 4},
+                                          "plan": {"seeds": 2}, "level1": [{"name": "x"}]})
+    store = StateStore(tmp_path, "k")
+    assert store.record("tune") == {"n_complete": 4} and store.record("plan") == {"seeds": 2}
+    assert store.arrays("level1") is None          # no nested predictions: searched again
+    assert StateStore(tmp_path, "other").record("tune") is None
+    store.save("plan", {"seeds": 1})
+    assert workspace.read_auto_state(tmp_path) == {"key": "k", "stages": {
+        "tune": {"n_complete": 4}, "plan": {"seeds": 1}, "level1": [{"name": "x"}]}}
