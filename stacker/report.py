@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -101,6 +101,15 @@ def per_class_comparison(y: np.ndarray, blended: np.ndarray, single: np.ndarray,
                          "single": single_scores, "gain": blend_scores - single_scores})
 
 
+def _history_frame(entries: list) -> pd.DataFrame:
+    """One fold's learning curves as a frame; ValueError when the entries lack a column."""
+    frame = pd.DataFrame(entries)
+    missing = [key for key in HISTORY_KEYS if key not in frame.columns]
+    if missing or frame.empty:
+        raise ValueError(f"entries lack '{missing[0] if missing else 'epoch'}'")
+    return frame
+
+
 def read_histories(root: Path | str, names: Sequence[str]) -> tuple[dict, list[str]]:
     """Learning curves of the experiments that have ``fold_<k>/history.json``.
 
@@ -115,10 +124,7 @@ def read_histories(root: Path | str, names: Sequence[str]) -> tuple[dict, list[s
             if not path.exists():
                 continue
             try:
-                frame = pd.DataFrame(json.loads(path.read_text(encoding="utf-8")))
-                missing = [key for key in HISTORY_KEYS if key not in frame.columns]
-                if missing or frame.empty:
-                    raise ValueError(f"entries lack '{missing[0] if missing else 'epoch'}'")
+                frame = _history_frame(json.loads(path.read_text(encoding="utf-8")))
             except (ValueError, TypeError) as error:
                 problems.append(f"{path}: {error}; expected a list of {{epoch, train_loss, "
                                 "val_loss, val_score, lr}}")
@@ -307,10 +313,14 @@ class _Page:
 
 
 def build_report(root: Path | str = layout.DEFAULT_ROOT, *, metric: str = "lwlrap",
-                 collection: Collection | None = None,
+                 collection: Collection | None = None, record: dict | None = None,
+                 histories: Mapping[str, Mapping[int, list]] | None = None,
                  on_progress: ProgressCallback | None = None) -> Report:
     """Collect ``root`` (unless ``collection`` is given) and build the page.
 
+    record: the subsets.json content (read from ``root`` when None); histories: {experiment:
+    {fold: its history.json entries}} a caller holds already (the others are read from ``root``):
+    a command that has just written them passes them instead of reading them back.
     Raises LayoutError only when the layout itself cannot be collected; every other missing input
     becomes a note in its section.
     """
@@ -322,7 +332,7 @@ def build_report(root: Path | str = layout.DEFAULT_ROOT, *, metric: str = "lwlra
     single = _leaderboard_section(page, collection, scorer)
     _correlation_section(page, collection)
     try:
-        result = read_subsets(root)
+        result = read_subsets(root) if record is None else record
     except LayoutError as error:
         missing = page.note(str(error))
         page.section("Subset search", missing)
@@ -332,7 +342,7 @@ def build_report(root: Path | str = layout.DEFAULT_ROOT, *, metric: str = "lwlra
         candidates = _candidates_section(page, result, scorer, where)
         _curve_section(page, result, scorer, where, auto=candidates is not None)
         _per_class_section(page, collection, result, single, where)
-    _history_section(page, root, collection)
+    _history_section(page, root, collection, histories or {})
     return Report(html=_page_html(root, collection, scorer, page.parts), notes=page.notes,
                   n_images=page.images)
 
@@ -427,9 +437,13 @@ def _per_class_section(page: _Page, collection: Collection, result: dict, single
                  _table(table.sort_values("gain", ascending=False, kind="stable")))
 
 
-def _history_section(page: _Page, root: Path, collection: Collection) -> None:
-    """The level-2 learning curves of every experiment that has them."""
-    curves, problems = read_histories(root, collection.names)
+def _history_section(page: _Page, root: Path, collection: Collection,
+                     known: Mapping[str, Mapping[int, list]]) -> None:
+    """The level-2 learning curves of every experiment that has them (``known``: held already)."""
+    curves, problems = read_histories(root, [n for n in collection.names if n not in known])
+    held = {name: {k: _history_frame(entries) for k, entries in folds.items()}
+            for name, folds in known.items() if name in collection.names}
+    curves = {n: curves.get(n) or held[n] for n in collection.names if n in curves or n in held}
     body = [page.note(p) for p in problems]
     for name, folds in curves.items():
         body.append(page.figure(_history_figure(name, folds)))
@@ -463,12 +477,15 @@ def _fmt(value) -> str:
 
 
 def write_report(root: Path | str, out: Path | str, *, metric: str = "lwlrap", force: bool = False,
-                 collection: Collection | None = None,
+                 collection: Collection | None = None, record: dict | None = None,
+                 histories: Mapping[str, Mapping[int, list]] | None = None,
                  on_progress: ProgressCallback | None = None) -> Report:
-    """Build the report and write it to ``out`` atomically; OutputExistsError unless ``force``."""
+    """Build the report (:func:`build_report`) and write it to ``out`` atomically;
+    OutputExistsError unless ``force``."""
     out = Path(out)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists; pass `force` to replace it or `out` another path")
-    report = build_report(root, metric=metric, collection=collection, on_progress=on_progress)
+    report = build_report(root, metric=metric, collection=collection, record=record,
+                          histories=histories, on_progress=on_progress)
     layout.atomic_write_text(out, report.html)
     return report

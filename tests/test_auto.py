@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from stacker import layout
-from stacker.auto import AutoSettings, Recipe, _choose, run_auto
+from stacker.auto import AutoSettings, Recipe, run_auto
+from stacker.auto import choose as _choose
 from stacker.cli.app import app
 from stacker.errors import OutputExistsError
 from stacker.layout import workspace

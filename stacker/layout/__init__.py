@@ -51,6 +51,7 @@ from stacker.layout.paths import (
 from stacker.layout.tables import (
     PROB_FORMAT,
     Probs,
+    as_stored,
     check_probabilities,
     read_csv_table,
     read_parquet_table,
@@ -72,7 +73,7 @@ __all__ = [
     "PROBS_FILES", "SPLITS", "STACK_DIR", "check_experiment_name", "experiment_dir", "find_probs",
     "fold_dir", "list_experiments", "list_fold_numbers", "probs_file_name", "probs_path",
     "stack_dir", "windows_path",
-    "PROB_FORMAT", "Probs", "check_probabilities", "read_csv_table", "read_parquet_table",
+    "PROB_FORMAT", "Probs", "as_stored", "check_probabilities", "read_csv_table", "read_parquet_table",
     "read_probs", "write_fold_predictions", "write_parquet_probs", "write_probs",
     "has_windows", "read_windows",
 ]

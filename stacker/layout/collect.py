@@ -27,7 +27,7 @@ import stacker.layout.pool as pool
 import stacker.layout.windows as windows
 import stacker.layout.workspace as workspace
 from stacker.errors import LayoutError
-from stacker.layout.atomic import atomic_save_npy, atomic_write_text
+from stacker.layout.atomic import atomic_save_npy, atomic_write_text, json_default
 from stacker.layout.folds import Folds, read_folds
 from stacker.layout.meta import read_meta
 from stacker.layout.paths import (
@@ -115,6 +115,38 @@ class Collection:
         return replace(self, names=tuple(names), oof=self.oof[:, idx], test=self.test[:, :, idx],
                        meta={n: self.meta.get(n, {}) for n in names},
                        windows=tuple(n for n in self.windows if n in names))
+
+    def with_experiment(self, name: str, oof: np.ndarray, test: np.ndarray,
+                        meta: dict) -> "Collection":
+        """This collection with experiment ``name`` added last (one of that name is replaced), as
+        a command that has just made it holds it: oof (n_rows, n_classes) in folds.csv order,
+        test (n_folds, n_test, n_classes) in ``test_ids`` order, both the values its files store
+        (:func:`stacker.layout.tables.as_stored`), and its meta.json record. New arrays."""
+        keep = [n for n in self.names if n != name]
+        base = self.select(keep) if len(keep) < len(self.names) else self
+        oof = np.asarray(oof, dtype=np.float32)
+        test = np.asarray(test, dtype=np.float32)
+        if oof.shape != base.oof[:, 0].shape or test.shape != base.test[:, :, 0].shape:
+            raise ValueError(f"experiment '{name}': arrays of shape {oof.shape} and {test.shape}, "
+                             f"expected {base.oof[:, 0].shape} and {base.test[:, :, 0].shape}")
+        return replace(base, names=(*base.names, name),
+                       oof=np.concatenate([base.oof, oof[:, None]], axis=1),
+                       test=np.concatenate([base.test, test[:, :, None]], axis=2),
+                       meta={**base.meta, name: json.loads(json.dumps(meta, sort_keys=True,
+                                                                default=json_default))})
+
+    def with_layout_experiment(self, name: str) -> "Collection":
+        """This collection with experiment ``name`` read from the layout (validated as
+        :func:`collect` does, its test rows put in ``test_ids`` order); LayoutError when it is
+        not valid or predicts other test rows."""
+        found = load_experiment(self.root, name, self.folds)
+        reference = _Experiment(name=self.names[0], oof=None, test_ids=self.test_ids, test=None,
+                                meta={}, has_windows=False)
+        found = _check_same_test_ids(self.root, self.fold_numbers[0], reference, found)
+        if isinstance(found, LayoutError):
+            raise found
+        oof, test = found.arrays()
+        return self.with_experiment(name, oof, test, found.meta)
 
 
 @dataclass(frozen=True)

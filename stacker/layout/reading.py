@@ -34,10 +34,16 @@ class TextFormat:
     trailing_comma: bool = False
 
 
-def _read_head(path: Path, *, what: str, experiment: str | None) -> bytes:
+def read_bytes(path: Path | str, *, what: str = "file", experiment: str | None = None) -> bytes:
+    """The whole content of ``path`` in one open; LayoutError (as :func:`sniff_text` words it)
+    when it is a folder, missing or unreadable. Pass it as ``head`` to :func:`sniff_text`."""
+    return _read_head(Path(path), what=what, experiment=experiment, size=-1)
+
+
+def _read_head(path: Path, *, what: str, experiment: str | None, size: int = HEAD_BYTES) -> bytes:
     try:
         with open(path, "rb") as handle:
-            return handle.read(HEAD_BYTES)
+            return handle.read(size)
     except IsADirectoryError:
         raise LayoutError(f"{what} is a folder, not a file; remove or rename the folder",
                           experiment=experiment, path=path) from None
@@ -87,14 +93,17 @@ def first_line(error: Exception) -> str:
 
 
 def sniff_text(path: Path | str, *, what: str = "file", experiment: str | None = None,
-               tabular: bool = True) -> TextFormat:
+               tabular: bool = True, head: bytes | None = None) -> TextFormat:
     """Check the first bytes of ``path``; a :class:`TextFormat` to read it with, or LayoutError.
 
     tabular: the file is a CSV whose header must be comma-separated (a header with no comma but
-    a ';', a tab or a '|' is refused, naming the delimiter).
+    a ';', a tab or a '|' is refused, naming the delimiter). head: the file's bytes when the
+    caller has read them already (:func:`read_bytes`), so that the file is opened once.
     """
     path = Path(path)
-    head = _read_head(path, what=what, experiment=experiment)
+    if head is None:
+        head = _read_head(path, what=what, experiment=experiment)
+    head = head[:HEAD_BYTES]
     _refuse_binary(head, path, what=what, experiment=experiment)
     encoding = "utf-8-sig" if head.startswith(b"\xef\xbb\xbf") else "utf-8"
     body = head[3:] if encoding == "utf-8-sig" else head

@@ -9,6 +9,7 @@ functions that use them, so that importing the layout stays light.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import numpy as np
 from stacker.errors import LayoutError
 from stacker.layout.atomic import atomic_save_npy, atomic_write_bytes, atomic_write_text
 from stacker.layout.paths import PROBS_FILES, probs_path, windows_path
-from stacker.layout.reading import first_line, not_utf8, sniff_text
+from stacker.layout.reading import first_line, not_utf8, read_bytes, sniff_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,10 +31,11 @@ PROB_FORMAT = "%.7g"
 
 
 def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | None = None,
-                   float_columns: bool = False) -> pd.DataFrame:
+                   float_columns: bool = False, data: bytes | None = None) -> pd.DataFrame:
     """Read a CSV whose first column is a string id; raise LayoutError for empty/malformed files.
 
-    With ``float_columns`` every column after the first is parsed as float32.
+    With ``float_columns`` every column after the first is parsed as float32. data: the file's
+    bytes when the caller has read them (else read here): the file is opened once either way.
     """
     import pandas as pd  # on first use: importing the layout stays light
     path = Path(path)
@@ -42,9 +44,10 @@ def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | No
     if path.is_file() and path.stat().st_size == 0:
         raise LayoutError(f"{what} is empty; rewrite it with a header and rows",
                           experiment=experiment, path=path)
-    fmt = sniff_text(path, what=what, experiment=experiment)
-    with open(path, newline="", encoding=fmt.encoding) as handle:
-        header = next(csv.reader(handle), [])
+    if data is None:
+        data = read_bytes(path, what=what, experiment=experiment)
+    fmt = sniff_text(path, what=what, experiment=experiment, head=data)
+    header = next(csv.reader(_text(data, fmt.encoding)), [])
     if fmt.trailing_comma:      # Excel's "a,b," on every line: an empty last column, dropped
         header = header[:-1]
     if not header or not header[0].strip():
@@ -65,7 +68,7 @@ def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | No
         # turned into the malformed-CSV error below.
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values={
+            frame = pd.read_csv(io.BytesIO(data), dtype=dtype, keep_default_na=False, na_values={
                 name: ["", "nan", "NaN", "NA"] for name in header[1:]} if float_columns else None,
                 engine="c", index_col=False, encoding=fmt.encoding,
                 usecols=list(range(len(header))) if fmt.trailing_comma else None)
@@ -91,7 +94,8 @@ def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | No
                                                    and last.eq("").any())):
         # pandas fills a short row with NaN (or "" in text columns); tell that apart from a
         # real NaN or empty value
-        _raise_if_short_row(path, len(header), experiment=experiment, encoding=fmt.encoding)
+        _raise_if_short_row(path, data, len(header), experiment=experiment,
+                            encoding=fmt.encoding)
     if not float_columns:
         for name in header[1:]:
             if name != "fold":
@@ -99,10 +103,16 @@ def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | No
     return frame
 
 
-def _raise_if_short_row(path: Path, n_fields: int, *, experiment: str | None = None,
-                       encoding: str = "utf-8") -> None:
-    """Raise LayoutError at the first non-blank line with fewer fields than the header."""
-    with open(path, newline="", encoding=encoding) as handle:
+def _text(data: bytes, encoding: str) -> io.TextIOWrapper:
+    """``data`` as a text file opened with ``newline=""`` (what the csv module wants)."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding=encoding, newline="")
+
+
+def _raise_if_short_row(path: Path, data: bytes, n_fields: int, *, experiment: str | None = None,
+                        encoding: str = "utf-8") -> None:
+    """Raise LayoutError at the first non-blank line of ``data`` (the file at ``path``) with fewer
+    fields than the header."""
+    with _text(data, encoding) as handle:
         reader = csv.reader(handle)
         for fields in reader:
             if fields and len(fields) < n_fields:
@@ -131,12 +141,16 @@ def read_probs(path: Path | str, *, experiment: str | None = None) -> Probs:
         check_unique_ids(ids, path=path, experiment=experiment)
         check_probabilities(values, path=path, experiment=experiment, ids=ids, columns=list(columns))
         return Probs(id_column=id_column, ids=ids, columns=columns, values=values, path=path)
-    fast = _read_probs_fast(path)
+    try:
+        data = path.read_bytes()         # the one open of the file
+    except OSError:
+        data = None                      # the strict reader names the problem
+    fast = _read_probs_fast(path, data) if data is not None else None
     if fast is not None:
         id_column, ids, columns, values = fast
     else:  # something is off: the strict reader names the problem
         frame = read_csv_table(path, what="predictions file", experiment=experiment,
-                               float_columns=True)
+                               float_columns=True, data=data)
         id_column, columns = frame.columns[0], tuple(frame.columns[1:])
         ids = frame[id_column].to_numpy(dtype=str)
         values = frame.iloc[:, 1:].to_numpy(dtype=np.float32)
@@ -145,7 +159,8 @@ def read_probs(path: Path | str, *, experiment: str | None = None) -> Probs:
     return Probs(id_column=id_column, ids=ids, columns=columns, values=values, path=path)
 
 
-def _read_probs_fast(path: Path) -> tuple[str, np.ndarray, tuple[str, ...], np.ndarray] | None:
+def _read_probs_fast(path: Path, data: bytes | None = None
+                    ) -> tuple[str, np.ndarray, tuple[str, ...], np.ndarray] | None:
     """The common case of :func:`read_probs` at about half the cost: ids as the index, no NA
     matching, float64 columns cast to float32 (tests check that both readers agree). Returns
     (id column, ids, class columns, values (n_rows, n_columns) float32), or None for anything
@@ -153,14 +168,15 @@ def _read_probs_fast(path: Path) -> tuple[str, np.ndarray, tuple[str, ...], np.n
     :func:`read_csv_table` reads it again and raises the precise error."""
     import pandas as pd  # on first use: importing the layout stays light
     try:
-        if path.stat().st_size == 0:
+        # one open: the header and the table are parsed from the same bytes
+        data = path.read_bytes() if data is None else data
+        if not data:
             return None
-        with open(path, newline="", encoding="utf-8") as handle:
-            header = next(csv.reader(handle), [])
+        header = next(csv.reader(_text(data, "utf-8")), [])
         if len(header) < 2 or not header[0].strip() or len(set(header)) != len(header):
             return None
-        frame = pd.read_csv(path, index_col=0, dtype={header[0]: str}, na_filter=False,
-                            engine="c", low_memory=False)
+        frame = pd.read_csv(io.BytesIO(data), index_col=0, dtype={header[0]: str},
+                            na_filter=False, engine="c", low_memory=False)
     except (OSError, ValueError):
         return None
     # a first row with one field too many makes pandas shift the header: names then differ
@@ -173,6 +189,20 @@ def _read_probs_fast(path: Path) -> tuple[str, np.ndarray, tuple[str, ...], np.n
     if np.isnan(values).any():
         return None
     return header[0], frame.index.to_numpy(dtype=str), tuple(header[1:]), values
+
+
+def as_stored(probs: np.ndarray) -> np.ndarray:
+    """The float32 values that a probs.csv written from ``probs`` (any shape, classes last) reads
+    back as: :func:`write_probs`' ``PROB_FORMAT`` text parsed the way :func:`read_probs` parses
+    it, without a file. A command that writes predictions and keeps using them holds these, so
+    that its results equal those of a later command that reads the files."""
+    import pandas as pd  # on first use: importing the layout stays light
+    values = np.asarray(probs)
+    flat = values.reshape(-1, values.shape[-1])
+    text = pd.DataFrame(flat).to_csv(index=False, header=False, float_format=PROB_FORMAT)
+    back = pd.read_csv(io.StringIO(text), header=None, na_filter=False, engine="c",
+                       low_memory=False)
+    return back.to_numpy(dtype=np.float32).reshape(values.shape)
 
 
 def check_probabilities(values: np.ndarray, *, path=None, experiment=None, ids=None, columns=None):

@@ -15,6 +15,7 @@ wrote it.
 | ``staging/``                  | level-2 writers (renamed into place)     | nothing                        |
 | ``auto/state.json``           | ``stack auto``                           | ``stack auto`` (resume)        |
 | ``auto/tune.db``              | ``stack auto`` (its Optuna study)        | ``stack auto`` (resume)        |
+| ``auto/<stage>.npz``          | ``stack auto`` (a stage's arrays)        | ``stack auto`` (resume)        |
 """
 
 from __future__ import annotations

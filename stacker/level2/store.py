@@ -52,7 +52,6 @@ def write_level2(root: Path | str, name: str, result: Level2Result, collection: 
     seeds = list(result.seeds if seeds is None else seeds)
     check_output(root, name, force=force, inputs=result.names)
     oof, test = result.combined(seeds)
-    cv, per_fold = result.scores(seeds)
     staging = workspace.staging_dir(root) / f"{name}-{uuid.uuid4().hex[:8]}"
     folds = collection.folds
     try:
@@ -78,25 +77,39 @@ def write_level2(root: Path | str, name: str, result: Level2Result, collection: 
                 "stop_scores": {str(f.seed): f.stop_score for f in fits},
                 "n_stop_rows": int(len(fits[0].stop_rows)) if fits[0].stop_rows is not None
                 else None, "model": fits[0].config})
-            layout.atomic_write_json(fold_folder / HISTORY_FILE, [
-                {**entry, "seed": f.seed} for f in fits for entry in f.history])
-        meta = {"model": "stack_mlp", "level": 2, "inputs": list(result.names),
-                "params": result.params.to_dict(), "seeds": seeds, "seed": seeds[0],
-                "fold_hash": folds.hash, "metric": result.metric, "cv": cv,
-                "cv_folds": {str(k): v for k, v in per_fold.items()},
-                "window_augmentation": result.window_augmentation,
-                "early_stopping": result.early_stopping,
-                "single_label": result.single_label}
-        if result.early_stopping == ON_FOLD:
-            meta["cv_note"] = OPTIMISTIC_NOTE
-        meta.update(extra_meta or {})
-        layout.write_meta(staging, name, meta)
+            layout.atomic_write_json(fold_folder / HISTORY_FILE, fold_history(result, seeds, k))
+        layout.write_meta(staging, name, level2_meta(result, folds.hash, seeds=seeds,
+                                                     extra_meta=extra_meta))
         if layout.experiment_dir(root, name).exists():
             check_output(root, name, force=force, inputs=result.names)
         target = layout.install_experiment(staging, root, name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def fold_history(result: Level2Result, seeds: Sequence[int], fold: int) -> list[dict]:
+    """The learning curves of fold ``fold``'s models, one entry per (seed, epoch): the content of
+    its ``history.json``."""
+    return [{**entry, "seed": f.seed} for f in (result.fits[(s, fold)] for s in seeds)
+            for entry in f.history]
+
+
+def level2_meta(result: Level2Result, fold_hash: str, *, seeds: Sequence[int],
+                extra_meta: Mapping | None = None) -> dict:
+    """The meta.json record of ``result`` written as the geometric mean over ``seeds``."""
+    cv, per_fold = result.scores(seeds)
+    meta = {"model": "stack_mlp", "level": 2, "inputs": list(result.names),
+            "params": result.params.to_dict(), "seeds": list(seeds), "seed": seeds[0],
+            "fold_hash": fold_hash, "metric": result.metric, "cv": cv,
+            "cv_folds": {str(k): v for k, v in per_fold.items()},
+            "window_augmentation": result.window_augmentation,
+            "early_stopping": result.early_stopping,
+            "single_label": result.single_label}
+    if result.early_stopping == ON_FOLD:
+        meta["cv_note"] = OPTIMISTIC_NOTE
+    meta.update(extra_meta or {})
+    return meta
 
 
 def train_and_write(root: Path | str, collection: Collection, names: Sequence[str],

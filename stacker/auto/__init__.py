@@ -1,0 +1,29 @@
+"""`stack auto`: the whole second level in one honest run (stack auto, the demo, stacker.auto).
+
+The stages, in order, are :data:`stacker.auto.pipeline.STEPS`; :func:`run_auto` runs them.
+
+    settings.py   AutoSettings and the names of what a run makes
+    budget.py     the time-budget rules, each constant with its reason
+    state.py      .stack/auto/state.json: each stage's saved result, for resuming
+    recipes.py    the candidate recipes, the final blend and the choice (pure functions)
+    context.py    the run context every stage reads and fills
+    mlp.py        tune, plan and train level 2
+    outputs.py    auto_blend, subsets.json, the submission and the report
+    pipeline.py   the stages and run_auto
+"""
+
+from stacker.auto.budget import COST_MARGIN, RESERVE_SHARE, TUNING_SHARE
+from stacker.auto.pipeline import STEPS, AutoResult, Step, run_auto
+from stacker.auto.recipes import CLEAR_MARGIN, Recipe, choose
+from stacker.auto.settings import (
+    BLEND_NAME,
+    BLEND_PARTS,
+    FIRST_LEVEL_BLEND_PARTS,
+    LEVEL2_PREFIX,
+    MADE_BY,
+    AutoSettings,
+)
+
+__all__ = ["BLEND_NAME", "BLEND_PARTS", "CLEAR_MARGIN", "COST_MARGIN", "FIRST_LEVEL_BLEND_PARTS",
+           "LEVEL2_PREFIX", "MADE_BY", "RESERVE_SHARE", "STEPS", "TUNING_SHARE", "AutoResult",
+           "AutoSettings", "Recipe", "Step", "choose", "run_auto"]

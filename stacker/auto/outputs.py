@@ -1,0 +1,116 @@
+"""What `stack auto` writes: the final blend as an experiment, subsets.json, the submission with
+its sidecar, and the report, each from what the run holds in memory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from stacker import layout
+from stacker.auto.context import OutputPaths, Run
+from stacker.auto.settings import BLEND_NAME, MADE_BY
+from stacker.errors import OptionError, OutputExistsError
+from stacker.layout import provenance, workspace
+from stacker.layout.collect import Collection
+from stacker.metrics import fold_scores
+from stacker.submission import sidecar_path
+
+
+def made_by_earlier_auto(out: Path | str | None) -> bool:
+    return out is not None and provenance.sidecar_made_by(sidecar_path(out), MADE_BY)
+
+
+def check_outputs(paths: OutputPaths) -> None:
+    """Refuse to replace a user's file: only ``force`` or an earlier `stack auto`'s own outputs."""
+    out, report = paths.out, paths.report
+    own = paths.force or made_by_earlier_auto(out)
+    for path in (out, None if out is None else sidecar_path(out), report):
+        if path is not None and Path(path).exists() and not own:
+            raise OutputExistsError(f"{path} exists and was not written by stack auto; pass `force` "
+                                    "to replace it or choose another `out`/`report`")
+    if out is not None and report is not None and Path(out).resolve() == Path(report).resolve():
+        raise OptionError("`out` and `report` are the same file; give each its own path")
+
+
+def write_experiment(root: Path, name: str, collection: Collection, oof: np.ndarray,
+                     test: np.ndarray, meta: dict) -> None:
+    """Experiment ``name`` (val rows of each fold from ``oof`` (n_rows, n_classes), ``test``
+    (n_test, n_classes) in every fold), staged whole and renamed into place (`run_auto` refused
+    one it did not make before any stage ran)."""
+    folds = collection.folds
+    staging = workspace.staging_dir(root) / f"{name}-{uuid.uuid4().hex[:8]}"
+    try:
+        for k in collection.fold_numbers:
+            rows = folds.rows_of_fold(k)
+            layout.write_fold_predictions(staging, name, k, "val", folds.ids[rows], oof[rows],
+                                          folds.classes, id_column=folds.id_column)
+            layout.write_fold_predictions(staging, name, k, "test", collection.test_ids, test,
+                                          folds.classes, id_column=folds.id_column)
+        layout.write_meta(staging, name, meta)
+        layout.install_experiment(staging, root, name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def subsets_record(run: Run) -> dict:
+    """subsets.json for the final recipe: what `stack blend --subset best` and the report read."""
+    final, everything, metric = run.final, run.everything, run.metric
+    blend = final.combination.oof(everything)
+    record = dict(final.search or {})
+    record.update({
+        "method": "auto", "recipe": final.name, "what": final.what, "metric": metric.name,
+        "blend": final.blend, "members": list(final.members), "weights": dict(final.weights),
+        "cv": float(metric(everything.y, blend)),
+        "fold_cv": fold_scores(everything.y, blend, everything.fold, everything.fold_numbers, metric),
+        "nested_cv": final.nested_cv, "estimate": run.estimate, "root": str(run.root),
+        "fold_hash": everything.folds.hash,
+        "candidates": [r.summary() for r in run.recipes],
+        "params": {"auto": asdict(run.settings), "tuning": run.tuning}})
+    record.setdefault("top", [])
+    record.setdefault("by_size", [])
+    return record
+
+
+def as_json(record: dict) -> dict:
+    """``record`` as a JSON file of it reads back (lists for tuples, plain floats)."""
+    return json.loads(json.dumps(record, sort_keys=True, default=layout.json_default))
+
+
+def write_outputs(run: Run) -> None:
+    """subsets.json, then the submission and its sidecar, then the report (``run.files``)."""
+    from stacker.submission import make_submission
+
+    paths, final, everything = run.outputs, run.final, run.everything
+    own = paths.force or made_by_earlier_auto(paths.out)
+    run.files = {"layout": run.root, "subsets": workspace.subsets_path(run.root),
+                 "state": workspace.auto_state_path(run.root)}
+    record = subsets_record(run)
+    workspace.write_subsets(run.root, record)
+    if paths.out is not None:
+        blend_parts = (everything.meta.get(BLEND_NAME, {}).get("parts")
+                       if BLEND_NAME in final.members else None)
+        with run.stage("submission") as update:
+            make_submission(everything, final.combination, out=paths.out,
+                            template=paths.template, force=own, metric=run.metric.name,
+                            extra={"made_by": MADE_BY, "recipe": final.name,
+                                   "nested_cv": final.nested_cv, "holdout_cv": final.holdout_cv,
+                                   "estimate": run.estimate,
+                                   "report": None if paths.report is None else str(paths.report),
+                                   "candidates": [r.summary() for r in run.recipes],
+                                   "auto": asdict(run.settings), "tuning": run.tuning,
+                                   "blend_parts": blend_parts})
+            update(1, 1)
+        run.files["submission"] = Path(paths.out)
+        run.files["sidecar"] = sidecar_path(paths.out)
+    if paths.report is not None:
+        from stacker.report import write_report
+
+        with run.stage("report") as update:
+            write_report(run.root, paths.report, force=own, collection=everything,
+                         record=as_json(record), histories=run.histories, on_progress=update)
+        run.files["report"] = Path(paths.report)
