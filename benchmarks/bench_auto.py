@@ -33,7 +33,6 @@ if str(ROOT_DIR) not in sys.path:
 
 from benchmarks.mulan_layout import DATASETS, MULAN_DIR, build_mulan_layout, read_test_labels  # noqa: E402
 from stacker.auto import AutoSettings, run_auto  # noqa: E402
-from stacker.blend import test_blend  # noqa: E402
 from stacker.layout.collect import collect  # noqa: E402
 from stacker.metrics import lwlrap  # noqa: E402
 
@@ -45,7 +44,7 @@ def load() -> str:
 
 
 def held_out(collection, recipe, y_test, order) -> float:
-    probs = test_blend(collection, list(recipe.members), **recipe.blend_options(collection.classes))
+    probs = recipe.combination.test(collection)
     return lwlrap(y_test, probs[order])
 
 
@@ -71,7 +70,7 @@ def quality(dataset: str, workdir: Path, budget: float, seed: int = 0,
     if dump is not None:
         # the submission's test predictions, to compare two versions of stack auto bit for bit
         dump.mkdir(parents=True, exist_ok=True)
-        probs = test_blend(collection, list(final.members), **final.blend_options(collection.classes))
+        probs = final.combination.test(collection)
         np.save(dump / f"{dataset}.npy", probs[order])
     return {"dataset": dataset, "test": rows, "nested_cv": final.nested_cv, "chosen": final.name,
             "seconds": seconds, "load": load()}

@@ -93,13 +93,10 @@ def stacker_level1(root: Path) -> dict:
 def stacker_recipe_tests(root: Path, recipes: dict) -> tuple[np.ndarray, dict]:
     """(test ids (n_test,), {label: the recipe's test predictions (n_test, C)}) on the layout at
     ``root``, for ``recipes`` {label: Recipe}."""
-    from stacker.blend import test_blend
     from stacker.layout.collect import collect
 
     collection = collect(root)
-    probs = {label: np.asarray(test_blend(collection, list(r.members),
-                                          **r.blend_options(collection.classes)))
-             for label, r in recipes.items()}
+    probs = {label: np.asarray(r.combination.test(collection)) for label, r in recipes.items()}
     return np.asarray(collection.test_ids), probs
 
 

@@ -342,7 +342,7 @@ class Blend:
     def from_options(cls, members: Sequence[str], *, blend: str = "geo-mean", weights=None,
                      intercept: Sequence[float] | None = None, power: float = DEFAULT_POWER,
                      eps: float = EPS) -> "Blend":
-        """The Blend of the older keyword arguments (:func:`oof_blend`, ``Recipe.blend_options``):
+        """The Blend of the older keyword arguments (:func:`oof_blend`, :func:`test_blend`):
         ``weights`` of shape (k,), (k, n_classes) for per-class weights, or the linear
         stacker's coefficients with ``blend="linear"`` and ``intercept``; an ``intercept`` of
         another blend is ignored, as :func:`combine` ignores it."""

@@ -14,7 +14,7 @@ The stages, in order, are :data:`stacker.auto.pipeline.STEPS`; :func:`run_auto` 
 
 from stacker.auto.budget import COST_MARGIN, RESERVE_SHARE, TUNING_SHARE
 from stacker.auto.pipeline import STEPS, AutoResult, Step, run_auto
-from stacker.auto.recipes import CLEAR_MARGIN, Recipe, choose
+from stacker.auto.recipes import CLEAR_MARGIN, Recipe, choose, gate_level2
 from stacker.auto.settings import (
     BLEND_NAME,
     BLEND_PARTS,
@@ -26,4 +26,4 @@ from stacker.auto.settings import (
 
 __all__ = ["BLEND_NAME", "BLEND_PARTS", "CLEAR_MARGIN", "COST_MARGIN", "FIRST_LEVEL_BLEND_PARTS",
            "LEVEL2_PREFIX", "MADE_BY", "RESERVE_SHARE", "STEPS", "TUNING_SHARE", "AutoResult",
-           "AutoSettings", "Recipe", "Step", "choose", "run_auto"]
+           "AutoSettings", "Recipe", "Step", "choose", "gate_level2", "run_auto"]

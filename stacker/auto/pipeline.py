@@ -53,8 +53,6 @@ from stacker.auto.recipes import (
 )
 from stacker.auto.settings import (
     BLEND_NAME,
-    BLEND_PARTS,
-    FIRST_LEVEL_BLEND_PARTS,
     MADE_BY,
     AutoSettings,
 )
@@ -162,11 +160,9 @@ def final_step(run: Run) -> None:
 
 
 def blend_step(run: Run) -> None:
-    """The final blend of the three final selections, written as ``auto_blend`` and joined to the
+    """The final blend (:func:`~stacker.auto.recipes.final_blend`), written as ``auto_blend`` and joined to the
     pool as its files store it; without one, an earlier run's ``auto_blend`` is removed."""
-    names = BLEND_PARTS if run.level2 else FIRST_LEVEL_BLEND_PARTS
-    made = final_blend(run.everything, [r for r in run.recipes if r.name in names], run.metric,
-                       run.holdout, run.key)
+    made = final_blend(run.everything, run.recipes, run.metric, run.holdout, run.key)
     if made is None:
         provenance.remove_own_experiment(run.root, BLEND_NAME, MADE_BY)
         return
@@ -181,7 +177,9 @@ def blend_step(run: Run) -> None:
 
 
 def choice_step(run: Run) -> None:
-    run.final = choose(run.recipes, run.metric, default=run.blend)
+    # the final blend is fixed in advance (its one choice, the gate, is nested); without one
+    # (fewer than two selections) the best nested CV, a declared choice
+    run.final = run.blend if run.blend is not None else choose(run.recipes, run.metric)
     run.estimate = estimate_note(run.final, run.recipes, run.holdout, bool(run.level2), run.blend)
 
 

@@ -1,22 +1,29 @@
-"""The candidate recipes of `stack auto`, the final blend of the three final selections, and the
-choice among them (pure functions of a collection: nothing here reads or writes files)."""
+"""The candidate recipes of `stack auto`, the final blend (a first-level hedge, or the hedge over
+both levels where the nested gate lets level 2 in), and the choice when there is no blend (pure
+functions of a collection: nothing here reads or writes files)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
 
-from stacker.auto.settings import BLEND_NAME, MADE_BY, AutoSettings
+from stacker.auto.settings import (
+    BLEND_NAME,
+    BLEND_PARTS,
+    FIRST_LEVEL_BLEND_PARTS,
+    MADE_BY,
+    AutoSettings,
+)
 from stacker.blend import Blend, geo_mean
 from stacker.errors import OptionError
 from stacker.layout.collect import Collection
 from stacker.metrics import fold_scores, get_metric
 from stacker.search.engine import SearchResult, search_subsets
 
-CLEAR_MARGIN = 2.0       # standard errors by which a recipe must beat the final blend to replace it
+CLEAR_MARGIN = 2.0       # standard errors by which a recipe must beat another (clearly_better)
 
 
 @dataclass(frozen=True)
@@ -48,13 +55,6 @@ class Recipe:
         if self.combination is None:
             object.__setattr__(self, "combination", Blend(
                 tuple(self.members), self.blend, weights=[self.weights[m] for m in self.members]))
-
-    def blend_options(self, classes: Sequence[str] = ()) -> dict:
-        """The older keyword arguments of :func:`stacker.blend.oof_blend` / ``test_blend`` that
-        rebuild ``combination`` (the demo's); new code takes ``combination`` itself."""
-        intercept = self.combination.intercept
-        return {"blend": self.combination.method, "weights": self.combination.matrix,
-                "intercept": None if intercept is None else np.array(intercept)}
 
     def to_json(self) -> dict:
         return {"name": self.name, "what": self.what, "members": list(self.members),
@@ -142,6 +142,37 @@ class Searches:
                                   time_budget=self.settings.search_budget, on_progress=update,
                                   **options)
 
+    def with_class_bias(self, collection: Collection, name: str, base: Recipe,
+                        result: SearchResult) -> Recipe:
+        """``base`` (the recipe of the geo-mean search ``result``) with a per-class logit bias
+        fitted inside the nesting (:mod:`stacker.search.class_bias`: each fold's bias comes from
+        the same search run again without that fold)."""
+        from stacker.search.class_bias import searched_class_bias
+        from stacker.search.config import SearchConfig
+
+        settings = self.settings
+        metric = get_metric(settings.metric)
+        config = SearchConfig.from_options(metric=settings.metric, blend="geo-mean",
+                                           seed=settings.seed, time_budget=settings.search_budget,
+                                           method=result.method)
+        names = list(result.pool)
+        with self.stage(f"class bias of {base.name} (its search again without each fold)") as update:
+            bias = searched_class_bias(collection.oof[:, collection.index(names)], collection.y,
+                                       collection.fold, names=names,
+                                       fold_numbers=collection.fold_numbers, config=config,
+                                       nested_oof=result.nested_oof)
+            update(1, 1)
+        combination = replace(base.combination, class_bias=tuple(bias.bias))
+        search = {**(base.search or {}), "class_bias": [float(b) for b in bias.bias],
+                  "class_bias_strength": bias.strength,
+                  "class_bias_fold_strengths": list(bias.fold_strengths)}
+        held = collection.fold == self.holdout
+        return replace(base, name=name, what=f"{base.what} + class bias", search=search,
+                       cv=float(metric(collection.y, combination.oof(collection))),
+                       nested_cv=bias.nested_cv, nested_fold_cv=bias.nested_fold_cv,
+                       holdout_cv=float(metric(collection.y[held], bias.nested_oof[held])),
+                       nested_oof=bias.nested_oof, combination=combination)
+
     def optional(self, collection: Collection, pool, description: str, **options):
         """A candidate the data may not support (the method refuses it): a note instead."""
         try:
@@ -152,14 +183,17 @@ class Searches:
 
     def selections(self, collection: Collection, names: list[str], where: str, prefix: str,
                    suffix: str) -> list[Recipe]:
-        """The subset search, ensemble selection and (when the data allow) linear stacker over
-        ``names``, as the recipes '<prefix> subset', '<prefix> GES', '<prefix> linear'."""
+        """The subset search, ensemble selection (also with its class bias) and (when the data
+        allow) linear stacker over ``names``, as the recipes '<prefix> subset', '<prefix> GES',
+        '<prefix> GES+bias', '<prefix> linear'."""
         subset = self.search(collection, names, f"subset search over {where}", method="auto")
         ges = self.search(collection, names, f"ensemble selection over {where}", method="ges")
+        ges_recipe = searched_recipe(collection, f"{prefix} GES", f"weighted selection{suffix}",
+                                     ges, self.holdout)
         recipes = [searched_recipe(collection, f"{prefix} subset", f"geo-mean subset{suffix}",
                                    subset, self.holdout),
-                   searched_recipe(collection, f"{prefix} GES", f"weighted selection{suffix}",
-                                   ges, self.holdout)]
+                   ges_recipe,
+                   self.with_class_bias(collection, f"{prefix} GES+bias", ges_recipe, ges)]
         linear = self.optional(collection, names, f"linear stacker over {where}", method="linear")
         if linear is not None:
             recipes.append(searched_recipe(collection, f"{prefix} linear",
@@ -209,33 +243,76 @@ class BlendExperiment:
     meta: dict
 
 
-def final_blend(everything: Collection, parts: Sequence[Recipe], metric, holdout: int,
-                key: str) -> tuple[Recipe, BlendExperiment] | None:
-    """The geometric mean of ``parts`` (each with its own blend), as the recipe 'final blend' of
-    the experiment ``auto_blend``: its OOF is the geometric mean of the parts' *nested*
-    predictions (each fold's rows from selections made without that fold), so it is as honest as
-    a level-2 OOF; its test predictions blend the parts' selections made on every fold. None with
-    fewer than two parts (with nested predictions)."""
+def _hedge(everything: Collection, parts: Sequence[Recipe]) -> tuple | None:
+    """(parts, in-sample OOF, nested OOF, test) of the geometric mean of ``parts``, each with its
+    own blend; None unless there are two or more, each with its nested predictions."""
     parts = [p for p in parts if p.nested_oof is not None]
     if len(parts) < 2:
         return None
-    selected = np.stack([p.combination.oof(everything) for p in parts], axis=-2)
-    nested = geo_mean(np.stack([p.nested_oof for p in parts], axis=-2))
-    test = geo_mean(np.stack([p.combination.test(everything) for p in parts], axis=-2))
-    y, fold = everything.y, everything.fold
+    return (tuple(parts), geo_mean(np.stack([p.combination.oof(everything) for p in parts], axis=-2)),
+            geo_mean(np.stack([p.nested_oof for p in parts], axis=-2)),
+            geo_mean(np.stack([p.combination.test(everything) for p in parts], axis=-2)))
+
+
+def gate_level2(first: np.ndarray, second: np.ndarray, y: np.ndarray, fold: np.ndarray,
+                fold_numbers: Sequence[int], metric) -> tuple[np.ndarray, list[bool], bool]:
+    """The stacked-overfitting gate between the first-level blend's nested predictions ``first``
+    and the level-2 blend's ``second`` (n_rows, n_classes): fold ``k``'s rows come from the
+    level-2 blend only when its mean per-fold score on the *other* folds beats the first-level
+    blend's, so the choice for fold ``k`` never sees fold ``k``'s labels. Returns (the gated
+    nested predictions, the choice per fold, the choice on every fold: the test predictions')."""
+    sign = metric.sign()
+    gain = sign * (np.asarray(fold_scores(y, second, fold, fold_numbers, metric))
+                   - np.asarray(fold_scores(y, first, fold, fold_numbers, metric)))
+    out = np.array(first, dtype=np.float64)
+    chosen = []
+    for i, k in enumerate(fold_numbers):
+        use = bool(np.delete(gain, i).mean() > 0)
+        chosen.append(use)
+        if use:
+            out[fold == k] = second[fold == k]
+    return out, chosen, bool(gain.mean() > 0)
+
+
+def final_blend(everything: Collection, recipes: Sequence[Recipe], metric, holdout: int,
+                key: str) -> tuple[Recipe, BlendExperiment] | None:
+    """The recipe 'final blend' of the experiment ``auto_blend``: the first-level blend (the
+    geometric mean of FIRST_LEVEL_BLEND_PARTS) or, on the folds where the level-2 blend (of
+    BLEND_PARTS) beats it on the other folds, the level-2 blend (:func:`gate_level2`). Its OOF is
+    made of the parts' *nested* predictions (each fold's rows from selections, class biases and a
+    gate made without that fold), so it is as honest as a level-2 OOF; its test predictions blend
+    the chosen parts' selections made on every fold. None without a first-level blend."""
+    by_name = {r.name: r for r in recipes}
+    first = _hedge(everything, [by_name[n] for n in FIRST_LEVEL_BLEND_PARTS if n in by_name])
+    second = _hedge(everything, [by_name[n] for n in BLEND_PARTS if n in by_name])
+    if first is None:
+        return None
+    y, fold, folds = everything.y, everything.fold, everything.fold_numbers
+    chosen, nested, gate = first, first[2], None
+    if second is not None:
+        nested, per_fold, use_second = gate_level2(first[2], second[2], y, fold, folds, metric)
+        chosen = second if use_second else first
+        gate = {"level2_folds": [int(k) for k, use in zip(folds, per_fold) if use],
+                "level2_test": use_second, "first_level_parts": [p.name for p in first[0]],
+                "level2_parts": [p.name for p in second[0]]}
+    parts, selected, _, test = chosen
     nested_cv = float(metric(y, nested))
-    fold_cv = fold_scores(y, nested, fold, everything.fold_numbers, metric)
+    fold_cv = fold_scores(y, nested, fold, folds, metric)
     held = fold == holdout
     names = ", ".join(p.name for p in parts)
     meta = {"model": "stack auto blend", "level": 3, "made_by": MADE_BY, "auto_key": key,
-            "parts": [p.summary() for p in parts], "metric": metric.name,
-            "cv": nested_cv,
-            "cv_folds": {str(k): v for k, v in zip(everything.fold_numbers, fold_cv)},
+            "parts": [p.summary() for p in parts], "metric": metric.name, "cv": nested_cv,
+            "gate": gate, "cv_folds": {str(k): v for k, v in zip(folds, fold_cv)},
             "fold_hash": everything.folds.hash,
             "cv_note": (f"geometric mean of {names}; OOF: each fold's rows from the selections made "
-                        "without that fold (nested); test: the selections made on every fold")}
-    recipe = Recipe(name="final blend", what=f"geo-mean of {names}", members=(BLEND_NAME,),
-                    weights={BLEND_NAME: 1.0}, cv=float(metric(y, geo_mean(selected))),
+                        "without that fold (nested; the level-2 gate too); test: the selections "
+                        "made on every fold")}
+    what = f"geo-mean of {names}"
+    if gate is not None:
+        what += (f" (level 2 {'in' if gate['level2_test'] else 'out'}: the level-2 blend led on "
+                 f"the other folds for {len(gate['level2_folds'])} of {len(folds)} folds)")
+    recipe = Recipe(name="final blend", what=what, members=(BLEND_NAME,),
+                    weights={BLEND_NAME: 1.0}, cv=float(metric(y, selected)),
                     nested_cv=nested_cv, holdout_cv=float(metric(y[held], nested[held])),
                     nested_fold_cv=tuple(fold_cv), nested_oof=nested)
     return recipe, BlendExperiment(oof=nested, test=test, meta=meta)
@@ -278,13 +355,14 @@ def estimate_note(final: Recipe, recipes, holdout: int, tuned: bool, blend: Reci
     if blend is None:
         parts.append(f"the final recipe is the best of {len(recipes)} candidates by nested CV "
                      "(a declared choice)")
-    elif final is blend:
-        parts.append(f"the final recipe is the final blend ({blend.what}), fixed before any score "
-                     f"was seen: no other of the {len(recipes)} candidates beat its nested CV by more "
-                     f"than {CLEAR_MARGIN:g} standard errors of the per-fold differences")
     else:
-        parts.append(f"the final recipe replaced the final blend because its nested CV is better by "
-                     f"more than {CLEAR_MARGIN:g} standard errors of the per-fold differences (a "
-                     f"declared choice among {len(recipes)} candidates)")
+        parts.append(f"the final recipe is the final blend ({blend.what}), fixed before any score "
+                     "was seen; its class biases were fitted without the fold they predict, and its "
+                     "one choice, whether level 2 is used, is nested too (made for each fold on the "
+                     f"other folds); the other {len(recipes) - 1} candidates are shown for comparison "
+                     "only")
+    parts.append("the test predictions come from selections made on every fold (more rows than "
+                 "any nested selection saw), so the held-out score tends to be higher than the "
+                 "nested CV")
     parts.append(f"on fold {holdout}, which no tuning saw, it scores {final.holdout_cv:.4f}")
     return "; ".join(parts)

@@ -9,9 +9,11 @@ from stacker.errors import OptionError
 MADE_BY = "stack auto"
 LEVEL2_PREFIX = "auto_mlp_"
 BLEND_NAME = "auto_blend"
-# the final blend averages these recipes (the first-level ones when no level-2 experiment exists)
-BLEND_PARTS = ("final subset", "final GES", "final linear")
-FIRST_LEVEL_BLEND_PARTS = ("first-level subset", "first-level GES", "first-level linear")
+# the final blend is one of two hedges, each the geometric mean of two differently made, class-
+# calibrated selections (a weighted selection with its class bias, and the logistic stacker): the
+# first-level one, or the one over first level + level 2 where the gate lets level 2 in
+FIRST_LEVEL_BLEND_PARTS = ("first-level GES+bias", "first-level linear")
+BLEND_PARTS = ("final GES+bias", "final linear")
 
 
 @dataclass(frozen=True)

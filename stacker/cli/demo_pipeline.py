@@ -38,7 +38,7 @@ from first_level.runner import run_kfold
 from first_level.sklearn_models import SklearnFoldModel
 from stacker import layout
 from stacker.auto import BLEND_NAME, AutoSettings, run_auto
-from stacker.blend import test_blend
+from stacker.blend import Blend
 from stacker.errors import LayoutError, OutputExistsError
 from stacker.layout.collect import Collection, collect
 from stacker.leaderboard import leaderboard
@@ -209,7 +209,7 @@ def run_demo(workdir: Path | str, *, quick: bool = False, seed: int = 0, force: 
     blend = [n for n in collection.names if n == BLEND_NAME]
     everything = collection.select([*level1_names, *auto.level2, *blend])
     truth_ids, truth = _test_truth(dataset)
-    test_scores = {name: _test_score(everything, [name], {"blend": "geo-mean"}, truth_ids, truth)
+    test_scores = {name: _test_score(everything, Blend((name,)), truth_ids, truth)
                    for name in everything.names}
     recipes = {r.name: r for r in auto.recipes}
     first = recipes.get("first-level subset", recipes["best single"])
@@ -223,13 +223,11 @@ def run_demo(workdir: Path | str, *, quick: bool = False, seed: int = 0, force: 
         workdir=workdir, models=board[["experiment", "level", "cv", "test"]].reset_index(drop=True),
         best_single=best, first_level_subset=list(first.members), first_level_subset_cv=first.cv,
         first_level_subset_nested_cv=first.nested_cv,
-        first_level_subset_test=_test_score(everything, list(first.members),
-                                            first.blend_options(everything.classes), truth_ids, truth),
+        first_level_subset_test=_test_score(everything, first.combination, truth_ids, truth),
         level2_cv={n: v["cv"] for n, v in auto.level2.items()},
         level2_inputs={n: v["inputs"] for n, v in auto.level2.items()},
         final_members=list(final.members), final_cv=final.cv, final_nested_cv=final.nested_cv,
-        final_test=_test_score(everything, list(final.members), final.blend_options(everything.classes),
-                               truth_ids, truth),
+        final_test=_test_score(everything, final.combination, truth_ids, truth),
         best_single_cv=float(level1_board.cv.iloc[0]), best_single_test=test_scores[best],
         files={"dataset": data_dir, "layout": root, **{k: v for k, v in auto.files.items()
                                                      if k != "layout"}},
@@ -283,10 +281,10 @@ def _test_truth(dataset: synth.SynthDataset):
     return ids, labels
 
 
-def _test_score(collection: Collection, members, options: dict, truth_ids, truth_labels) -> float:
-    """lwlrap on the held-out test labels of the test blend of ``members`` (``options``: the blend,
-    weights and intercept of :meth:`stacker.auto.Recipe.blend_options`)."""
-    probs = test_blend(collection, members, **options)
+def _test_score(collection: Collection, blend: Blend, truth_ids, truth_labels) -> float:
+    """lwlrap on the held-out test labels of the test predictions of ``blend`` (a recipe's
+    :attr:`~stacker.auto.Recipe.combination`)."""
+    probs = blend.test(collection)
     position = {i: p for p, i in enumerate(collection.test_ids)}
     rows = [position[i] for i in truth_ids]
     y = layout.labels_to_matrix(truth_labels, collection.classes)

@@ -56,7 +56,7 @@ def searched_weights(record: dict, members: Sequence[str], classes: Sequence[str
     """The weights of a subsets.json ``record`` for ``members`` (in that order), as arrays: (k,),
     or (k, n_classes) for per-class weights and the linear stacker's coefficients, and the linear
     stacker's intercepts (n_classes,) or None. A shim over :meth:`stacker.blend.Blend.from_record`
-    (which see for the errors) for the callers of the older API (``Recipe.blend_options`` of
+    (which see for the errors) for the callers of the older API (older callers of
     :mod:`stacker.auto`, ``benchmarks/bench_weights.py``); new code takes the Blend itself."""
     chosen = Blend.from_record({**record, "members": list(members)}, classes, path=path)
     weights = chosen.matrix
