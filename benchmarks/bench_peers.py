@@ -3,7 +3,8 @@
 For each development set (the MULAN sets of ``../shared/data/mulan``: emotions, birds, medical,
 bibtex, tmc2007) ``benchmarks/mulan_layout.py`` builds one first-level layout (scikit-learn
 experiments, 5 folds of the train split, the test split's real labels kept aside; cached under
-``--workdir``). Every method below is fitted on the same first-level OOF predictions and scored
+``--workdir``); for ``audio``, the demo's synthetic clips, ``benchmarks/audio_layout.py`` runs
+the demo's first level (four scikit-learn models on log-mel statistics and the audio CNN). Every method below is fitted on the same first-level OOF predictions and scored
 (lwlrap) on the held-out test labels:
 
     best single       the best experiment by CV                    } `stack auto`'s own first-level
@@ -50,7 +51,10 @@ ROOT_DIR = Path(__file__).resolve().parents[1]
 if str(ROOT_DIR) not in sys.path:
     sys.path.insert(0, str(ROOT_DIR))
 
+from benchmarks.audio_layout import AUDIO, build_audio_layout  # noqa: E402
 from benchmarks.mulan_layout import ALL_DATASETS, MULAN_DIR, build_mulan_layout, read_test_labels  # noqa: E402
+
+SETS = (*ALL_DATASETS, AUDIO)          # the five MULAN sets and the demo's audio set
 
 # ================================================================= the calls into stacker
 # Every use of the stacker library is in these few functions, so that when its API moves only they
@@ -293,8 +297,11 @@ def run_set(name: str, args) -> dict:
     """Every method on one set: {'scores', 'rows' (per-row lwlrap parts), 'auto', 'seconds', ...}."""
     workdir = args.workdir / name
     seconds, began = {}, time.perf_counter()
-    layout_root = workdir / "layout"
-    build_mulan_layout(args.data / name, layout_root, seed=0)
+    if name == AUDIO:
+        layout_root = build_audio_layout(workdir / "demo")
+    else:
+        layout_root = workdir / "layout"
+        build_mulan_layout(args.data / name, layout_root, seed=0)
     seconds["layout"] = time.perf_counter() - began
     test_ids, y_test = read_test_labels(layout_root)
     level1 = stacker_level1(layout_root)
@@ -417,8 +424,8 @@ def versions() -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default=",".join(ALL_DATASETS),
-                        help=f"comma-separated, of {', '.join(ALL_DATASETS)}")
+    parser.add_argument("--sets", default=",".join(SETS),
+                        help=f"comma-separated, of {', '.join(SETS)}")
     parser.add_argument("--data", type=Path, default=MULAN_DIR,
                         help="the MULAN folder (one sub-folder per set; default ../shared/data/mulan)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/stack_bench_peers"),
