@@ -54,6 +54,7 @@ def test_runs_every_stage_and_writes_what_it_chose(layout_root, tmp_path):
     parts = [p["name"] for p in sidecar["blend_parts"] or []]   # what the blend is made of
     gate = layout.read_meta(layout_root, "auto_blend")["gate"]
     assert parts == list(BLEND_PARTS if gate["level2_test"] else FIRST_LEVEL_BLEND_PARTS)
+    assert sidecar["level2_gate"] == gate          # the sidecar says what the gate chose
     assert report.exists() and out.read_text().count("\n") == 21     # header + 20 test rows
     page = report.read_text()
     assert "stack auto: the candidate recipes" in page and "final linear" in page

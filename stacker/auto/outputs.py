@@ -92,8 +92,8 @@ def write_outputs(run: Run) -> None:
     record = subsets_record(run)
     workspace.write_subsets(run.root, record)
     if paths.out is not None:
-        blend_parts = (everything.meta.get(BLEND_NAME, {}).get("parts")
-                       if BLEND_NAME in final.members else None)
+        blend_meta = everything.meta.get(BLEND_NAME, {}) if BLEND_NAME in final.members else {}
+        blend_parts, gate = blend_meta.get("parts"), blend_meta.get("gate")
         with run.stage("submission") as update:
             make_submission(everything, final.combination, out=paths.out,
                             template=paths.template, force=own, metric=run.metric.name,
@@ -103,7 +103,7 @@ def write_outputs(run: Run) -> None:
                                    "report": None if paths.report is None else str(paths.report),
                                    "candidates": [r.summary() for r in run.recipes],
                                    "auto": asdict(run.settings), "tuning": run.tuning,
-                                   "blend_parts": blend_parts})
+                                   "blend_parts": blend_parts, "level2_gate": gate})
             update(1, 1)
         run.files["submission"] = Path(paths.out)
         run.files["sidecar"] = sidecar_path(paths.out)
