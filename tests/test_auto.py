@@ -350,3 +350,20 @@ def test_the_gate_of_a_fold_does_not_see_that_folds_labels():
         permuted[rows] = y[np.random.default_rng(k).permutation(rows)]
         again, _, _ = gate_level2(first, second, permuted, fold, folds, lwlrap)
         np.testing.assert_array_equal(again[fold == k], out[fold == k])
+
+
+def test_without_level2_no_folds_labels_move_its_own_final_blend_predictions(small_layout):
+    """The whole first-level path (selections, class biases, their strengths, the blend) is
+    nested: permuting one fold's labels leaves auto_blend's OOF of that fold unchanged, while the
+    other folds' predictions move (so the test can fail)."""
+    blends = []
+    for name, permute in (("same", False), ("permuted", True)):
+        root = small_layout(name)
+        if permute:
+            permute_fold_labels(root, fold=1)
+        run_auto(root, settings=settings(n_level2=0), out=None, report=None)
+        blends.append([layout.read_probs(layout.probs_path(root, "auto_blend", k, "val")).values
+                       for k in (0, 1, 2)])
+    (a0, a1, a2), (b0, b1, b2) = blends
+    np.testing.assert_array_equal(a1, b1)
+    assert max(np.abs(a0 - b0).max(), np.abs(a2 - b2).max()) > 1e-6
