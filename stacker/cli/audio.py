@@ -19,6 +19,7 @@ from stacker.cli.common import (
     progress_bar,
     refuse_inputs_as_outputs,
     user_errors,
+    writes_root,
 )
 from stacker.errors import OptionError, OutputExistsError
 from stacker.layout import workspace
@@ -47,6 +48,7 @@ def _warn(lines) -> None:
 
 
 @user_errors
+@writes_root("stack first-level audio")
 def audio_command(
     meta: Annotated[Path, typer.Option(help="Training metadata CSV (FAT2019 fname,labels; ESC-50 "
                                             "esc50.csv; or any CSV with file and label columns).")],

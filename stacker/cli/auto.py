@@ -18,6 +18,7 @@ from stacker.cli.common import (
     progress_bar,
     refuse_inputs_as_outputs,
     user_errors,
+    writes_root,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def auto_table(result: "AutoResult") -> Table:
 
 
 @user_errors
+@writes_root("stack auto")
 def auto_command(
     root: RootOption = layout.DEFAULT_ROOT,
     metric: metric_option("Metric to choose by") = "lwlrap",

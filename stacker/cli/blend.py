@@ -8,7 +8,7 @@ import typer
 
 from stacker import layout
 from stacker.blend import EPS, Blend
-from stacker.cli.common import RootOption, console, frame_table, load_collection, user_errors
+from stacker.cli.common import RootOption, console, frame_table, load_collection, user_errors, writes_root
 from stacker.errors import OptionError
 from stacker.layout.workspace import read_subsets, subsets_path
 from stacker.search.subsets import resolve_subset
@@ -32,6 +32,7 @@ def _nested_cv_of_search(search: dict | None, spec: str, blend: str, weighted: b
 
 
 @user_errors
+@writes_root("stack blend")
 def blend_command(
     geo_mean: Annotated[bool, typer.Option("--geo-mean", help="Geometric mean of the members.")] = False,
     mean: Annotated[bool, typer.Option("--mean", help="Arithmetic mean.")] = False,

@@ -6,11 +6,12 @@ from typing import Annotated
 import typer
 
 from stacker import layout
-from stacker.cli.common import ProbsFormat, console, user_errors
+from stacker.cli.common import ProbsFormat, console, user_errors, writes_root
 from stacker.layout.importing import import_experiment
 
 
 @user_errors
+@writes_root("stack import")
 def import_command(
     name: Annotated[str, typer.Argument(help="Experiment name (a folder under ROOT).")],
     oof: Annotated[Path, typer.Option(help="Out-of-fold predictions: .npy/.npz (rows in folds.csv "

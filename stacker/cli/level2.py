@@ -16,6 +16,7 @@ from stacker.cli.common import (
     metric_option,
     progress_bar,
     user_errors,
+    writes_root,
 )
 from stacker.errors import OptionError, PredictionMismatch
 from stacker.metrics import get_metric
@@ -46,6 +47,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 @user_errors
+@writes_root("stack train")
 def train_command(
     name: Annotated[str, typer.Option("--name", help="Name of the level-2 experiment to write.")],
     root: RootOpt = layout.DEFAULT_ROOT,
@@ -166,6 +168,7 @@ def _compact_trials(frame):
 
 
 @user_errors
+@writes_root("stack tune")
 def tune_command(
     trials: Annotated[int, typer.Option("--trials", help="Trials to run now (they add to the "
                                                          "study's earlier ones).")],

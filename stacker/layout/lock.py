@@ -7,8 +7,9 @@ line naming the running one (or waits up to ``wait`` seconds first). The lock is
 (a dead pid in the file) is simply taken over. The file itself stays and only records who holds
 it. Within one process the lock is re-entrant (``stack auto`` collects while holding it).
 
-Where ``flock`` does not exist (Windows) or the root cannot be written (a read-only layout, which
-no writer can change anyway), the lock is skipped.
+Where ``flock`` does not exist (Windows), the root does not exist yet (the command will refuse or
+create it) or cannot be written (a read-only layout, which no writer can change anyway), the lock
+is skipped.
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ def _try_lock(handle) -> bool:
 
 def _open(path: Path):
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(exist_ok=True)   # never the root itself: a mistyped --root stays absent
         return open(path, "a+", encoding="utf-8")
     except OSError:
-        return None           # a read-only root: nothing can be written there, so nothing to guard
+        return None           # a read-only or absent root: nothing written there, nothing to guard
 
 
 @contextmanager
@@ -103,7 +104,8 @@ def _acquire(handle, path: Path, command: str, wait: float) -> None:
             holder = _holder(path)
             handle.close()
             raise LockedError(f"{path.parent.parent} is being written by {holder}; wait for it to "
-                              f"finish (or stop it), then run {command} again")
+                              f"finish (or stop it), then run {command} again (STACK_LOCK_WAIT=SECONDS "
+                              f"waits for it)")
         time.sleep(POLL_S)
     handle.seek(0)
     handle.truncate()

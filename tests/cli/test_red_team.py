@@ -16,8 +16,11 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
+import textwrap
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +43,14 @@ class P:
     tmp: Path
     root: Path
     monkeypatch: pytest.MonkeyPatch
+    cleanups: list = field(default_factory=list)   # run after the command (a lock holder to stop)
 
     def __getattr__(self, name):        # p.labels -> tmp/labels.csv, etc.
         files = {"labels": "labels.csv", "train": "train.csv", "test": "test.csv",
                  "template": "template.csv", "params": "params.json", "meta": "meta.csv",
                  "audio": "audio", "out": "submission.csv", "report": "report.html",
-                 "folds": "layout/folds.csv", "classes": "layout/classes.txt"}
+                 "folds": "layout/folds.csv", "classes": "layout/classes.txt",
+                 "oof": "oof.npy", "test_preds": "test_preds.npy"}
         if name in files:
             return self.tmp / files[name]
         raise AttributeError(name)
@@ -76,6 +81,9 @@ def project(tmp_path, small_layout, monkeypatch) -> P:
         soundfile.write(str(p.audio / f"a{i}.wav"), (0.3 * np.sin(2 * np.pi * 440 * (i + 1) * t))
                         .astype(np.float32), 8000, subtype="PCM_16")
     p.meta.write_text("fname,labels\na0.wav,class_a\na1.wav,class_b\na2.wav,class_c\n")
+    # a notebook's arrays for `stack import` (rows in folds.csv order, columns in classes.txt order)
+    np.save(p.oof, np.clip(folds.y * 0.6 + rng.uniform(0, 0.4, size=folds.y.shape), 0, 1))
+    np.save(p.test_preds, rng.uniform(size=(len(test_ids), len(CLASSES))))
     # per-window predictions of sim_000 (val rows): 3 windows x 4 classes in [0, 1]
     for k in folds.fold_numbers:
         for row_id in folds.ids[folds.rows_of_fold(k)]:
@@ -252,6 +260,23 @@ def first_sklearn_run_then(change):
     return damage
 
 
+def locked_by(command="stack auto"):
+    """Another process is writing the layout: it holds ``<root>/.stack/lock`` until the row ends."""
+    def damage(p: P):
+        code = textwrap.dedent(f"""
+            import sys
+            from stacker.layout.lock import root_lock
+            with root_lock({str(p.root)!r}, {command!r}):
+                print("held", flush=True)
+                sys.stdin.read()
+        """)
+        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "held"
+        p.cleanups.append(lambda: (child.stdin.close(), child.wait(timeout=30)))
+    return damage
+
+
 def both(*damages):
     def damage(p: P):
         for d in damages:
@@ -314,6 +339,10 @@ def AUDIO(p, *extra):
             "--name", "cnn", "--root", p.root, "--epochs", "1", *extra]
 
 
+def IMPORT(p, *extra, name="mine"):
+    return ["import", name, "--oof", p.oof, "--test", p.test_preds, "--root", p.root, *extra]
+
+
 def FEATURES(p, *extra):
     return ["first-level", "audio-features", "--meta", p.meta, "--audio-dir", p.audio,
             "--out", p.tmp / "feat.csv", "--root", p.root, *extra]
@@ -331,6 +360,7 @@ probs = lambda p: p.probs()
 probs_test = lambda p: p.probs(split="test")
 meta_json = lambda p: p.root / "sim_001" / "meta.json"
 NOT_UTF8 = "is not UTF-8 text"
+LOCKED = "is being written by `stack auto` (pid"
 
 def _set_first_value(text):
     def damage(p: P):
@@ -502,6 +532,24 @@ ROWS = [
      lambda p: FEATURES(p, "--out", p.meta, "--force"), nothing, 1, "an input of this command"),
     ("audio-features utf-16 metadata", FEATURES, utf16(meta_csv), 1, "UTF-16"),
     ("audio-features reads an Excel metadata file", FEATURES, excel(meta_csv), 0, "wrote"),
+    # ---- one writer per root: a second command refuses, naming the running one
+    ("collect while auto writes the root", COLLECT, locked_by(), 1, LOCKED),
+    ("search-subsets while auto writes the root", SEARCH, locked_by(), 1, LOCKED),
+    ("tune while auto writes the root", TUNE, locked_by(), 1, LOCKED),
+    ("train while auto writes the root", TRAIN, locked_by(), 1, LOCKED),
+    ("blend while auto writes the root", BLEND, locked_by(), 1, LOCKED),
+    ("import while auto writes the root", IMPORT, locked_by(), 1, LOCKED),
+    ("sklearn while auto writes the root", SKLEARN, locked_by(), 1, LOCKED),
+    ("audio while auto writes the root", AUDIO, locked_by(), 1, LOCKED),
+    ("make-folds into a root auto writes", lambda p: MAKE_FOLDS(p, "--force", root=p.root),
+     locked_by(), 1, LOCKED),
+    ("auto while another auto writes the root", AUTO, locked_by(), 1, LOCKED),
+    ("tune while tune writes the root", TUNE, locked_by("stack tune"), 1,
+     "is being written by `stack tune` (pid"),
+    ("import with an unusable STACK_LOCK_WAIT", IMPORT,
+     lambda p: p.monkeypatch.setenv("STACK_LOCK_WAIT", "soon"), 1,
+     "STACK_LOCK_WAIT must be a number of seconds"),
+    ("import into a root written by nobody", IMPORT, nothing, 0, "imported 'mine'"),
 ]
 
 
@@ -551,7 +599,11 @@ def snapshot(tmp: Path) -> dict[str, str]:
 def test_red_team(project, command, damage, code, fragment):
     damage(project)
     before = snapshot(project.tmp)
-    result = CliRunner().invoke(app, [str(a) for a in command(project)])
+    try:
+        result = CliRunner().invoke(app, [str(a) for a in command(project)])
+    finally:
+        for cleanup in project.cleanups:
+            cleanup()
     project.monkeypatch.undo()
     output = result.output
     assert "Traceback" not in output, output

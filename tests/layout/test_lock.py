@@ -82,3 +82,10 @@ def test_a_read_only_root_is_not_locked(tmp_path):
             pass
     finally:
         root.chmod(0o755)
+
+
+def test_an_absent_root_is_not_created(tmp_path):
+    """A mistyped --root stays absent: the command refuses on its own terms, no `.stack/lock` left."""
+    with root_lock(tmp_path / "typo", "stack collect"):
+        pass
+    assert not (tmp_path / "typo").exists()
