@@ -34,7 +34,7 @@ import optuna
 import pandas as pd
 import sqlalchemy.exc
 
-from stacker import layout
+from stacker import layout, redaction
 from stacker.errors import OptionError
 from stacker.layout import workspace
 from stacker.layout.collect import Collection
@@ -64,11 +64,14 @@ def default_storage(root: Path | str) -> str:
 
 
 def redact(url: str) -> str:
-    """A storage URL without its password (safe to print and to save)."""
+    """A storage URL without its passwords (safe to print and to save): the user part, the query
+    string (``?password=``) and libpq's keyword form (``host=h password=PW``), by the one
+    redaction of :mod:`stacker.redaction`."""
     try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+        text = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except sqlalchemy.exc.ArgumentError:
-        return url
+        text = url
+    return redaction.redact(text)
 
 
 def default_study_name(attrs: dict) -> str:
@@ -111,6 +114,28 @@ def sqlite_lock_path(storage: str) -> Path | None:
     return Path(url.database + ".lock")
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(database: Path, storage: str) -> None:
+    """Refuse a sqlite storage whose file is something else (``sqlite:///p/folds.csv``) before
+    anything is written beside it (its ``.lock``). A new or empty file is fine."""
+    what = None
+    if database.is_dir():
+        what = "a folder"
+    else:
+        try:
+            with open(database, "rb") as handle:
+                head = handle.read(len(SQLITE_HEADER))
+        except OSError:       # absent (a new study) or unreadable (the storage says so itself)
+            head = b""
+        if head and head != SQLITE_HEADER:
+            what = "not an SQLite database"
+    if what is not None:
+        raise OptionError(f"`storage` '{redact(storage)}': {database} is {what}; pass a "
+                          "sqlite:/// path to a new file (e.g. <root>/.stack/tune.db)")
+
+
 def open_study(storage: str, study_name: str, *, direction: str, seed: int, attrs: dict,
                retries: int = 5) -> optuna.Study:
     """Create or load the study; the sampler's seed also mixes in the number of trials already
@@ -125,9 +150,14 @@ def open_study(storage: str, study_name: str, *, direction: str, seed: int, attr
     if lock is not None and not lock.parent.is_dir():
         raise OptionError(f"`storage` '{redact(storage)}': folder {lock.parent} does not exist; "
                           "create it or pass a sqlite:/// path in an existing folder")
-    with process_lock(lock):
-        return _open_study(storage, study_name, direction=direction, seed=seed, attrs=attrs,
-                           retries=retries)
+    if lock is not None:
+        _check_sqlite_file(Path(str(lock)[:-len(".lock")]), storage)
+    try:
+        with process_lock(lock):
+            return _open_study(storage, study_name, direction=direction, seed=seed, attrs=attrs,
+                               retries=retries)
+    except OptionError as error:    # a driver's reason may quote the connection string
+        raise OptionError(redaction.redact(str(error))) from None
 
 
 def _open_study(storage: str, study_name: str, *, direction: str, seed: int, attrs: dict,
@@ -285,6 +315,7 @@ def tune(collection: Collection, names: Sequence[str], config: TuneConfig | None
     attrs = {"inputs": list(names), "metric": metric.name, "fold_hash": collection.folds.hash,
              "holdout_fold": holdout_fold, "base_params": config.base_params.to_dict(),
              "early_stopping": INNER_HOLDOUT}
+    redaction.remember_secrets(config.storage)   # masked wherever a driver quotes them later
     storage = storage_url(config.storage) if config.storage else default_storage(collection.root)
     study_name = config.study_name or default_study_name(attrs)
     direction = "maximize" if metric.greater_is_better else "minimize"

@@ -450,6 +450,10 @@ ROWS = [
     ("tune ctrl-c", TUNE, interrupt(("stacker.level2.tune", "tune")), 130,
      "interrupted; rerun to resume"),
     ("tune gzip folds.csv", TUNE, gzipped(folds_csv), 1, "gzip archive"),
+    ("tune storage is folds.csv", lambda p: TUNE(p, "--storage", f"sqlite:///{p.folds}"), nothing,
+     1, "folds.csv is not an SQLite database"),
+    ("tune storage is a folder", lambda p: TUNE(p, "--storage", f"sqlite:///{p.audio}"), nothing,
+     1, "audio is a folder"),
     # ---- train
     ("train NaN in a window", TRAIN, window_value(np.nan), 1, "value is NaN or infinite"),
     ("train window above 1", TRAIN, window_value(1.5), 1, "value is 1.5, outside [0, 1]"),
@@ -734,3 +738,28 @@ def test_an_error_raised_while_handling_ctrl_c_still_reads_interrupted(project):
     result = CliRunner().invoke(app, [str(a) for a in TUNE(project)])
     assert result.exit_code == 130 and "interrupted; rerun to resume" in result.output
     assert "Traceback" not in result.output
+
+
+SECRET = "Hunter2xyzzy"
+
+
+@pytest.mark.parametrize("storage", [
+    "sqlite:///{tmp}/t.db?password={pw}",                 # the query string: opens, tunes, saves
+    "sqlite:///{tmp}/t.db?mode=rw&pwd={pw}",
+    "host=localhost port=1 password={pw} dbname=x",       # libpq's keyword form: refused
+    "postgresql+psycopg://u:{pw}@localhost:1/db",          # the user part: unreachable
+], ids=["query", "query-pwd", "libpq", "user-part"])
+def test_a_storage_password_reaches_no_output_and_no_file(project, storage):
+    """Tune with a password in the storage URL: nothing printed, raised or saved holds it."""
+    url = storage.format(tmp=project.tmp, pw=SECRET)
+    result = CliRunner().invoke(app, [str(a) for a in TUNE(project, "--storage", url)])
+    assert "Traceback" not in result.output, result.output
+    assert SECRET not in result.output and SECRET not in repr(result.exception)
+    if url.startswith("sqlite"):
+        assert result.exit_code == 0, result.output
+        assert (project.root / layout.STACK_DIR / "best_params.json").exists()
+    else:
+        assert result.exit_code == 1 and "***" in result.output, result.output
+    holding = [str(path) for path in project.tmp.rglob("*")
+               if path.is_file() and SECRET.encode() in path.read_bytes()]
+    assert not holding, f"the password was saved in {holding}"
