@@ -159,10 +159,12 @@ def _lock_wait() -> float:
     return wait
 
 
-def writes_root(command: str):
+def writes_root(command: str, *, shared: bool = False):
     """Hold the writer's lock of the command's ``--root`` (``<root>/.stack/lock``) while it runs:
     a second writer of the same root refuses at once with one line naming the running command
-    and its pid (or waits ``STACK_LOCK_WAIT`` seconds first). Put it below :func:`user_errors`."""
+    and its pid (or waits ``STACK_LOCK_WAIT`` seconds first). ``shared``: instances of this
+    command may run together (``stack tune`` workers of one study), never with another writer.
+    Put it below :func:`user_errors`."""
     def decorate(func):
         signature = inspect.signature(func)
 
@@ -170,7 +172,7 @@ def writes_root(command: str):
         def wrapper(*args, **kwargs):
             bound = signature.bind_partial(*args, **kwargs)
             root = bound.arguments.get("root", signature.parameters["root"].default)
-            with root_lock(root, command, wait=_lock_wait()):
+            with root_lock(root, command, wait=_lock_wait(), shared=shared):
                 return func(*args, **kwargs)
 
         return wrapper

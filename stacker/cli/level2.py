@@ -168,7 +168,7 @@ def _compact_trials(frame):
 
 
 @user_errors
-@writes_root("stack tune")
+@writes_root("stack tune", shared=True)   # parallel workers of one study share the root
 def tune_command(
     trials: Annotated[int, typer.Option("--trials", help="Trials to run now (they add to the "
                                                          "study's earlier ones).")],

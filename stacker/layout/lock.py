@@ -7,6 +7,11 @@ line naming the running one (or waits up to ``wait`` seconds first). The lock is
 (a dead pid in the file) is simply taken over. The file itself stays and only records who holds
 it. Within one process the lock is re-entrant (``stack auto`` collects while holding it).
 
+``shared=True`` is for workers that are built to share a root with each other: ``stack tune``
+workers add trials to one study (the database takes turns) and save its best under their own
+file lock, so any number of them may run together, while every other writer is kept out (and
+keeps them out): a shared ``flock`` against the others' exclusive one.
+
 Where ``flock`` does not exist (Windows), the root does not exist yet (the command will refuse or
 create it) or cannot be written (a read-only layout, which no writer can change anyway), the lock
 is skipped.
@@ -44,11 +49,11 @@ def _holder(path: Path) -> str:
         return "another command"
 
 
-def _try_lock(handle) -> bool:
+def _try_lock(handle, shared: bool) -> bool:
     import fcntl
 
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         return True
     except BlockingIOError:
         return False
@@ -63,10 +68,13 @@ def _open(path: Path):
 
 
 @contextmanager
-def root_lock(root: Path | str, command: str, *, wait: float = 0.0) -> Iterator[None]:
+def root_lock(root: Path | str, command: str, *, wait: float = 0.0,
+              shared: bool = False) -> Iterator[None]:
     """Hold the writer's lock of ``root`` for ``command`` (e.g. "stack auto").
 
     wait: seconds to wait for a running command to finish before refusing (LockedError).
+    shared: held together with other shared holders (``stack tune`` workers), never with an
+    exclusive one.
     """
     try:
         import fcntl  # noqa: F401
@@ -85,7 +93,7 @@ def root_lock(root: Path | str, command: str, *, wait: float = 0.0) -> Iterator[
         yield
         return
     if handle is not None:
-        _acquire(handle, path, command, wait)
+        _acquire(handle, path, command, wait, shared)
         with _guard:
             _held[key] = [handle, 1]
     try:
@@ -97,9 +105,9 @@ def root_lock(root: Path | str, command: str, *, wait: float = 0.0) -> Iterator[
                 _held.pop(key)[0].close()      # closing drops the flock
 
 
-def _acquire(handle, path: Path, command: str, wait: float) -> None:
+def _acquire(handle, path: Path, command: str, wait: float, shared: bool) -> None:
     deadline = time.monotonic() + max(0.0, wait)
-    while not _try_lock(handle):
+    while not _try_lock(handle, shared):
         if time.monotonic() >= deadline:
             holder = _holder(path)
             handle.close()

@@ -260,13 +260,14 @@ def first_sklearn_run_then(change):
     return damage
 
 
-def locked_by(command="stack auto"):
-    """Another process is writing the layout: it holds ``<root>/.stack/lock`` until the row ends."""
+def locked_by(command="stack auto", shared=False):
+    """Another process is writing the layout: it holds ``<root>/.stack/lock`` until the row ends
+    (``shared``: as a `stack tune` worker does)."""
     def damage(p: P):
         code = textwrap.dedent(f"""
             import sys
             from stacker.layout.lock import root_lock
-            with root_lock({str(p.root)!r}, {command!r}):
+            with root_lock({str(p.root)!r}, {command!r}, shared={shared!r}):
                 print("held", flush=True)
                 sys.stdin.read()
         """)
@@ -548,8 +549,10 @@ ROWS = [
     ("make-folds into a root auto writes", lambda p: MAKE_FOLDS(p, "--force", root=p.root),
      locked_by(), 1, LOCKED),
     ("auto while another auto writes the root", AUTO, locked_by(), 1, LOCKED),
-    ("tune while tune writes the root", TUNE, locked_by("stack tune"), 1,
+    ("train while tune workers tune the root", TRAIN, locked_by("stack tune", shared=True), 1,
      "is being written by `stack tune` (pid"),
+    ("tune beside another tune worker", TUNE, locked_by("stack tune", shared=True), 0,
+     "best params saved"),
     ("import with an unusable STACK_LOCK_WAIT", IMPORT,
      lambda p: p.monkeypatch.setenv("STACK_LOCK_WAIT", "soon"), 1,
      "STACK_LOCK_WAIT must be a number of seconds"),
