@@ -159,7 +159,7 @@ def audio_features_command(
     from first_level.audio.features import get_preset, logmel_statistics, statistics_names
     from first_level.audio.metadata import read_metadata
 
-    refuse_inputs_as_outputs({"--out": out}, {"--meta": meta})
+    refuse_inputs_as_outputs({"--out": out}, {"--meta": meta}, root=root)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists; pass --force to overwrite it or choose another --out")
     settings = get_preset(preset.value)

@@ -97,7 +97,7 @@ def auto_command(
     optuna.logging.set_verbosity(optuna.logging.ERROR)   # progress bars say it; failures re-raise
     refuse_inputs_as_outputs({"--out": out, "--report": report},
                              {"--template": template, "folds.csv": root / layout.FOLDS_FILE,
-                              "classes.txt": root / layout.CLASSES_FILE})
+                              "classes.txt": root / layout.CLASSES_FILE}, root=root)
 
     settings = AutoSettings(metric=metric, time_budget=time_budget, seed=seed, n_level2=n_level2,
                             max_seeds=max_seeds, device=resolve_device(device), n_trials=trials)

@@ -62,7 +62,7 @@ def blend_command(
     if len(chosen) != 1:
         raise OptionError("pass exactly one of --geo-mean, --mean, --rank, --weights")
     check_outputs(out, force=force, inputs=[template, root / layout.FOLDS_FILE,
-                                            root / layout.CLASSES_FILE])
+                                            root / layout.CLASSES_FILE], root=root)
     collection = load_collection(root)
     search = read_subsets(root) if subsets_path(root).exists() else None
     spec = subset if subset is not None else ("best" if search is not None else "all")

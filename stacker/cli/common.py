@@ -180,10 +180,15 @@ def writes_root(command: str, *, shared: bool = False):
     return decorate
 
 
-def refuse_inputs_as_outputs(outputs: dict[str, Path | None], inputs: dict[str, Path | None]) -> None:
-    """``--force`` replaces a command's earlier outputs, never what it reads: OutputExistsError
-    when an output path ({flag: path}) is one of the inputs ({what: path}), even with --force."""
+def refuse_inputs_as_outputs(outputs: dict[str, Path | None], inputs: dict[str, Path | None], *,
+                             root: Path | None = None) -> None:
+    """``--force`` replaces a command's earlier outputs, never what it reads nor the layout's own
+    files: OutputExistsError when an output path ({flag: path}) is one of the inputs ({what:
+    path}), or a file of the layout under ``root`` (provenance.check_replaceable), even with
+    --force."""
     from stacker.errors import OutputExistsError
+    from stacker.layout.provenance import check_replaceable
+
 
     for flag, out in outputs.items():
         for what, source in inputs.items():
@@ -196,6 +201,9 @@ def refuse_inputs_as_outputs(outputs: dict[str, Path | None], inputs: dict[str, 
             if same:
                 raise OutputExistsError(f"{flag} {out} is {what}, an input of this command; "
                                         f"write to another path")
+    for flag, out in outputs.items():
+        if out is not None and root is not None:
+            check_replaceable(out, root, what=flag)
 
 
 @contextmanager

@@ -13,7 +13,10 @@ same ones:
   same folds, classes, input data, model, params and seed (:func:`check_resumable`), since mixing
   fold models of two set-ups gives out-of-fold predictions no single model made;
 - an experiment counts as made on folds.csv when its recorded ``fold_hash`` is folds.csv's, or
-  either is unknown (:func:`made_on_folds`).
+  either is unknown (:func:`made_on_folds`);
+- an output path the user names (``--out``, ``--report``) may never be a file of the layout
+  itself: inside an experiment folder, ``folds.csv``, ``classes.txt`` or ``.stack/``, not even
+  with ``force``; the message says which command owns it (:func:`check_replaceable`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Mapping
 
 from stacker.errors import LayoutError, OutputExistsError
 from stacker.layout.meta import read_meta
-from stacker.layout.paths import experiment_dir
+from stacker.layout.paths import CLASSES_FILE, FOLDS_FILE, STACK_DIR, experiment_dir
 
 MADE_BY = "made_by"            # the key of meta.json / a sidecar that names the command that wrote it
 CREATED = "created"            # the key of meta.json / a sidecar that says when it was written
@@ -91,6 +94,73 @@ def check_new_experiment(root: Path | str, name: str, *, force: bool,
     not set; ``fix`` ends the message (how the caller's user chooses another name or replaces it)."""
     if experiment_dir(root, name).exists() and not force:
         raise OutputExistsError(f"experiment '{name}' already exists under {root}; {fix}")
+
+
+# what a command keeps under <root>/.stack/ -> the command that owns it
+_WORKSPACE_OWNERS = {"cache": "stack collect", "leaderboard.csv": "stack collect",
+                     "subsets.json": "stack search-subsets", "tune.db": "stack tune",
+                     "best_params.json": "stack tune", "spectrograms": "stack first-level audio",
+                     "auto": "stack auto", "staging": "stack auto", "lock": "every writer"}
+
+
+def _is_experiment(folder: Path, child: str) -> bool:
+    """Whether ``folder`` is (or writing ``child`` into it would make it) an experiment: it has a
+    meta.json or a fold_<k> folder, or ``child`` is one."""
+    if folder.name.startswith((".", "_")):
+        return False
+    if child.startswith("fold_"):
+        return True
+    if not folder.is_dir():
+        return False
+    if (folder / "meta.json").exists():
+        return True
+    try:
+        return any(entry.name.startswith("fold_") and entry.is_dir() for entry in folder.iterdir())
+    except OSError:
+        return False
+
+
+def _layout_owner(path: Path, root: Path) -> str | None:
+    """What part of the layout under ``root`` the (resolved) ``path`` is and the command that owns
+    it, or None when ``path`` is not a file of the layout."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return None
+    if not parts:
+        return "the layout root"
+    if parts == (FOLDS_FILE,) or parts == (CLASSES_FILE,):
+        return f"the layout's {parts[0]}, written by `stack make-folds`"
+    if parts[0] == STACK_DIR:
+        owner = _WORKSPACE_OWNERS.get(parts[1], "stack") if len(parts) > 1 else "stack"
+        return f"inside {STACK_DIR}/, the workspace of `{owner}`"
+    if len(parts) > 1 and _is_experiment(root / parts[0], parts[1]):
+        try:
+            meta = read_meta(root, parts[0])
+        except LayoutError:
+            meta = {}
+        owner = meta.get(MADE_BY) or (f"the command that trained it ({meta['model']})"
+                                      if meta.get("model") else "the command that wrote it")
+        owner = f"`{owner}`" if meta.get(MADE_BY) else owner
+        return f"inside experiment '{parts[0]}' of the layout, owned by {owner}"
+    return None
+
+
+def check_replaceable(path: Path | str, root: Path | str, *, what: str = "`out`") -> None:
+    """OutputExistsError, with or without ``force``, when the output ``path`` (``what``: the
+    option that named it) is a file of the layout under ``root``: inside an experiment folder,
+    ``folds.csv``, ``classes.txt`` or ``.stack/``. ``force`` replaces a command's earlier outputs
+    and files outside the layout, never the layout's own files (the next ``stack collect`` would
+    read a submission as predictions). Symbolic links are followed."""
+    try:
+        resolved, layout_root = Path(path).resolve(), Path(root).resolve()
+    except OSError:
+        return
+    owner = _layout_owner(resolved, layout_root)
+    if owner is not None:
+        raise OutputExistsError(f"{what} {path} is {owner}; no command replaces a file of the "
+                                "layout with another kind, even with `force`: write it to a path "
+                                f"outside {root}'s experiment folders and {STACK_DIR}/")
 
 
 def made_on_folds(meta: Mapping, fold_hash: str | None) -> bool:

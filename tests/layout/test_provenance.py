@@ -86,3 +86,24 @@ def test_stamped_records_when_to_the_second_in_utc():
     created = datetime.fromisoformat(meta["created"])
     assert created.utcoffset().total_seconds() == 0 and created.microsecond == 0
     json.dumps(meta)
+
+
+def test_check_replaceable_names_the_owner_of_every_layout_file(small_layout):
+    """`force` never replaces a file of the layout: experiments, folds.csv, classes.txt, .stack/."""
+    from stacker.errors import OutputExistsError
+    from stacker.layout.provenance import check_replaceable
+
+    root = small_layout()
+    cases = {root / "sim_000" / "fold_1" / "test" / "probs.csv": "experiment 'sim_000'",
+             root / "sim_000" / "notes.csv": "experiment 'sim_000'",
+             root / "new" / "fold_0" / "val" / "probs.csv": "experiment 'new'",
+             root / "folds.csv": "`stack make-folds`",
+             root / "classes.txt": "`stack make-folds`",
+             root / ".stack" / "best_params.json": "`stack tune`",
+             root / ".stack" / "cache" / "x.npy": "`stack collect`"}
+    for path, owner in cases.items():
+        with pytest.raises(OutputExistsError, match=owner.replace("(", r"\(")):
+            check_replaceable(path, root)
+    (root / "subs").mkdir()                       # a plain folder of the user's: not an experiment
+    for fine in (root / "submission.csv", root / "subs" / "s.csv", root.parent / "s.csv"):
+        check_replaceable(fine, root)
