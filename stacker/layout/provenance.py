@@ -176,14 +176,22 @@ def check_resumable(meta: Mapping, expected: Mapping, *, where: Path | str, name
     was made the way ``expected`` describes, so that a run may keep its finished folds.
 
     expected: meta.json values of the run about to resume, any of ``fold_hash``, ``classes``,
-    ``data_hash`` (None: unknown), ``model``, ``params``, ``seed``. Each is compared only when
-    ``meta`` records it too (older experiments lack some keys). An empty ``meta`` (no meta.json)
-    cannot be checked and is refused.
+    ``data_hash`` (None: unknown), ``model``, ``params``, ``seed``. The model, params, seed and
+    data hash the run gives must be recorded in ``meta`` (a meta.json without them, say
+    ``{"notes": "mine"}``, could hold folds of any model: refused, naming what is missing); the
+    fold hash and classes are compared when ``meta`` records them (older experiments lack them).
+    An empty ``meta`` (no meta.json) cannot be checked and is refused.
     """
     if not meta:
         raise OutputExistsError(
             f"experiment '{name}' exists without meta.json, so it cannot be resumed safely; "
             + _RETRAIN)
+    missing = [key for key in ("model", "params", "seed", "data_hash")
+               if expected.get(key) is not None and meta.get(key) is None]
+    if missing:
+        raise OutputExistsError(
+            f"{where}: experiment '{name}' records no {', '.join(missing)}, so its finished folds "
+            "may come from another set-up and it cannot be resumed; " + _RETRAIN_EVERY_FOLD)
     if "fold_hash" in expected and meta.get("fold_hash") and meta["fold_hash"] != expected["fold_hash"]:
         raise OutputExistsError(
             f"{where}: experiment '{name}' was made on other folds (fold_hash "

@@ -550,6 +550,13 @@ ROWS = [
      1, "has no predict_proba"),
     ("sklearn resume on changed features", SKLEARN, first_sklearn_run_then(_set_feature("0.5")), 1,
      "was made on other input data"),
+    ("sklearn resume into a meta.json of the user's", SKLEARN,
+     first_sklearn_run_then(lambda p: ((p.root / "sk" / "meta.json").write_text(
+         '{"level": 1, "notes": "mine"}'), __import__("shutil").rmtree(p.root / "sk" / "fold_2"))),
+     1, "records no model, params, seed, data_hash"),
+    ("sklearn resume with another seed", lambda p: SKLEARN(p, "--seed", "3"),
+     first_sklearn_run_then(lambda p: __import__("shutil").rmtree(p.root / "sk" / "fold_2")), 1,
+     "was made with seed 0, not 3"),
     ("sklearn other test columns", SKLEARN, replace_text(features_test, "f3", "g3"), 1,
      "same columns"),
     ("sklearn params not JSON", lambda p: SKLEARN(p, "--params", "{C: 1}"), nothing, 1,
