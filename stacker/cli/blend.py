@@ -14,9 +14,14 @@ from stacker.layout.workspace import read_subsets, subsets_path
 from stacker.search.subsets import resolve_subset
 
 
+SAME_CV = 1e-9   # the search's CV and this blend's, when they are the same blend of the same files
+
+
 def _nested_cv_of_search(search: dict | None, spec: str, blend: str, weighted: bool, eps: float,
-                         metric: str) -> tuple[float | None, str]:
-    """The nested CV the search measured, when it measured exactly this blend; else a reason."""
+                         metric: str, own_cv: float) -> tuple[float | None, str]:
+    """The nested CV the search measured, when it measured exactly this blend; else a reason.
+    own_cv: this blend's CV on the OOF rows, which must be the search's own (hand-edited
+    weights, or retrained members, make another blend)."""
     if search is None or spec != "best":
         return None, "no nested CV: the subset was not chosen by `stack search-subsets`"
     weights = list(search.get("weights", {}).values())
@@ -28,6 +33,11 @@ def _nested_cv_of_search(search: dict | None, spec: str, blend: str, weighted: b
         return None, f"no nested CV: the search used {search.get('metric')}, not {metric}"
     if blend == "geo-mean" and search.get("eps") != eps:
         return None, f"no nested CV: the search used eps {search.get('eps')}, not {eps}"
+    searched = search.get("cv")
+    if isinstance(searched, (int, float)) and not abs(float(searched) - own_cv) <= SAME_CV:
+        return None, (f"no nested CV: this blend's CV {own_cv:.6f} is not the search's "
+                      f"{float(searched):.6f}, so its weights or members changed since `stack "
+                      "search-subsets` (edited by hand, or retrained); run it again for a nested CV")
     return search.get("nested_cv"), ""
 
 
@@ -78,7 +88,9 @@ def blend_command(
         chosen_blend = Blend(tuple(members), chosen[0], eps=eps)
     blend = chosen_blend.method
     metric = metric or (search.get("metric") if search else None) or "lwlrap"
-    nested_cv, why = _nested_cv_of_search(search, spec.strip(), blend, weights, eps, metric)
+    from stacker.metrics import get_metric
+    own_cv = get_metric(metric)(collection.y, chosen_blend.oof(collection))
+    nested_cv, why = _nested_cv_of_search(search, spec.strip(), blend, weights, eps, metric, own_cv)
     extra = {"subset": spec, "nested_cv": nested_cv}
     if search is not None and spec.strip() == "best":
         extra["search"] = {k: search.get(k) for k in ("method", "metric", "blend", "cv",

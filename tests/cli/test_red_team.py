@@ -321,6 +321,21 @@ def BLEND(p, *extra):
             "--out", p.out, *extra]
 
 
+def WEIGHTS(p, *extra):
+    return ["blend", "--weights", "--root", p.root, "--subset", "best", "--out", p.out, *extra]
+
+
+def searched_then(edit):
+    """A weighted subset search (GES) over every experiment, then ``.stack/subsets.json`` edited."""
+    def damage(p: P):
+        done = CliRunner().invoke(app, [str(a) for a in SEARCH(p, "--method", "ges",
+                                                               "--max-size", "3")])
+        assert done.exit_code == 0, done.output
+        path = p.root / layout.STACK_DIR / "subsets.json"
+        path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    return damage
+
+
 def REPORT(p, *extra):
     return ["report", "--root", p.root, "--out", p.report, *extra]
 
@@ -503,6 +518,15 @@ ROWS = [
      "inside experiment 'sim_002'"),
     ("blend out beside folds.csv in the root", lambda p: BLEND(p, "--out", p.root / "sub.csv"),
      nothing, 0, "written"),
+    ("blend --weights that sum to infinity", WEIGHTS, searched_then(lambda r: {
+        **r, "members": ["sim_000", "sim_001", "sim_002"],
+        "weights": {"sim_000": 1e308, "sim_001": 1e308, "sim_002": 1e308}}), 1,
+     "subsets.json: weights sum to infinity"),
+    ("blend --weights edited by hand", WEIGHTS, searched_then(lambda r: {
+        **r, "members": ["sim_000", "sim_001"], "weights": {"sim_000": 1.0, "sim_001": 8.0}}), 0,
+     "no nested CV: this blend's CV"),
+    ("blend --weights as searched", WEIGHTS, searched_then(lambda r: r), 0,
+     "nested CV (from the subset search)"),
     ("blend latin-1 template", BLEND, latin1(template), 1, "template is not UTF-8"),
     ("blend gzip template", BLEND, gzipped(template), 1, "template is a gzip archive"),
     ("blend semicolon template", BLEND, delimited(template), 1, "delimiter ';'"),
