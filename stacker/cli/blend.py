@@ -11,8 +11,8 @@ from stacker.blend import EPS, Blend
 from stacker.cli.common import RootOption, console, frame_table, load_collection, user_errors, writes_root
 from stacker.errors import OptionError
 from stacker.layout.workspace import read_subsets, subsets_path
+from stacker.metrics import get_metric
 from stacker.search.subsets import resolve_subset
-
 
 SAME_CV = 1e-9   # the search's CV and this blend's, when they are the same blend of the same files
 
@@ -88,7 +88,6 @@ def blend_command(
         chosen_blend = Blend(tuple(members), chosen[0], eps=eps)
     blend = chosen_blend.method
     metric = metric or (search.get("metric") if search else None) or "lwlrap"
-    from stacker.metrics import get_metric
     own_cv = get_metric(metric)(collection.y, chosen_blend.oof(collection))
     nested_cv, why = _nested_cv_of_search(search, spec.strip(), blend, weights, eps, metric, own_cv)
     extra = {"subset": spec, "nested_cv": nested_cv}
