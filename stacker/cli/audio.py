@@ -105,6 +105,9 @@ def audio_command(
                              test_meta=tests, skip_bad=skip_bad_files,
                              cache_dir=_cache_dir(root, no_cache), on_progress=update)
     _warn(data.warnings)
+    # the CNN writes one <id>.npy per row: every id a plain file name before any training
+    layout.check_window_ids([*data.ids, *data.test_ids], layout.experiment_dir(root, name),
+                            source=str(meta))
     model_params = dict(MODEL_PRESETS[preset.value])
     if epochs is not None:
         model_params["epochs"] = epochs

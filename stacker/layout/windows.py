@@ -9,8 +9,14 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from stacker.errors import LayoutError
-from stacker.layout.paths import fold_dir, windows_path
+from stacker.layout.paths import check_window_id, fold_dir, windows_path
 from stacker.layout.reading import first_line
+
+
+def check_window_ids(ids: Iterable[str], folder: Path | str, *, source: str | None = None) -> None:
+    """:func:`~stacker.layout.paths.check_window_id` for every id, before any file is written."""
+    for row_id in ids:
+        check_window_id(row_id, folder, source=source)
 
 
 def has_windows(root: Path | str, name: str, fold: int, split: str) -> bool:
