@@ -278,6 +278,15 @@ def locked_by(command="stack auto", shared=False):
     return damage
 
 
+def no_numba_cache(p: P):
+    """A read-only install and an unusable HOME: numba finds no folder for its on-disk cache."""
+    numba_caching = pytest.importorskip("numba.core.caching")
+    from stacker.search import kernel
+
+    p.monkeypatch.setattr(numba_caching.CacheImpl, "_locator_classes", [])
+    p.monkeypatch.setattr(kernel, "_KERNEL", None)
+
+
 def both(*damages):
     def damage(p: P):
         for d in damages:
@@ -456,6 +465,8 @@ ROWS = [
     ("search unknown metric", lambda p: SEARCH(p, "--metric", "f1"), nothing, 1, "unknown metric"),
     ("search ctrl-c", SEARCH, interrupt(("stacker.search.engine", "search_arrays")), 130,
      "interrupted; rerun to resume"),
+    ("search-subsets with no writable numba cache", SEARCH, no_numba_cache, 0,
+     "written"),
     # ---- tune
     ("tune storage folder missing",
      lambda p: TUNE(p, "--storage", f"sqlite:///{p.tmp}/no/such/dir/t.db"), nothing, 1,
