@@ -14,12 +14,14 @@ from stacker.cli.common import (
     SchedulerOption,
     console,
     err_console,
+    load_collection,
     metric_option,
     progress_bar,
     refuse_inputs_as_outputs,
     user_errors,
     writes_root,
 )
+from stacker.errors import OptionError
 
 if TYPE_CHECKING:
     from stacker.auto import AutoResult
@@ -95,9 +97,17 @@ def auto_command(
     from stacker.level2.params import resolve_device
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)   # progress bars say it; failures re-raise
+    if not 0 < time_budget < float("inf"):   # nan fails both comparisons
+        raise OptionError(f"--time-budget must be a positive, finite number of seconds, got "
+                          f"{time_budget:g}")
     refuse_inputs_as_outputs({"--out": out, "--report": report},
                              {"--template": template, "folds.csv": root / layout.FOLDS_FILE,
                               "classes.txt": root / layout.CLASSES_FILE}, root=root)
+    if template is not None:   # a bad template is refused before any stage runs, not after all
+        from stacker.submission import read_template
+
+        collection = load_collection(root)
+        read_template(template, collection.test_ids, collection.classes)
 
     settings = AutoSettings(metric=metric, time_budget=time_budget, seed=seed, n_level2=n_level2,
                             max_seeds=max_seeds, device=resolve_device(device), n_trials=trials)

@@ -567,6 +567,15 @@ ROWS = [
     ("auto out is in .stack/, with force",
      lambda p: AUTO(p, "--out", p.root / ".stack" / "subsets.json", "--force"), nothing, 1,
      "the workspace of `stack search-subsets`"),
+    ("auto time budget nan", lambda p: AUTO(p, "--time-budget", "nan"), nothing, 1,
+     "--time-budget must be a positive, finite number of seconds, got nan"),
+    ("auto time budget inf", lambda p: AUTO(p, "--time-budget", "inf"), nothing, 1,
+     "got inf"),
+    ("auto time budget 0", lambda p: AUTO(p, "--time-budget", "0"), nothing, 1, "got 0"),
+    ("auto bad template refused before any stage",
+     lambda p: AUTO(p, "--template", p.template), both(
+         replace_text(template, "test_00003", "test_x"),
+         bug(("stacker.auto", "run_auto"))), 1, "template ids are not the layout's test ids"),
     ("auto out is the user's file", AUTO, write(lambda p: p.out, "mine\n"), 1,
      "was not written by stack auto"),
     # ---- first-level sklearn
@@ -798,6 +807,18 @@ def test_a_failed_rename_names_the_users_file_not_the_temporary_one(tmp_path, mo
         layout.atomic_write_text(tmp_path / "submission.csv", "x\n")
     assert error.value.filename == str(tmp_path / "submission.csv")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_refuses_the_temporary_file_names_the_users_file(tmp_path, monkeypatch):
+    """mkstemp fails in a read-only folder (root ignores modes, so the failure is simulated):
+    the error names submission.csv, not '.submission.csv.XXXX.tmp'."""
+    def refuse(*args, dir=None, prefix="", suffix="", **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/{prefix}abc{suffix}")
+
+    monkeypatch.setattr(layout.atomic.tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError) as error:
+        layout.atomic_write_text(tmp_path / "submission.csv", "x\n")
+    assert error.value.filename == str(tmp_path / "submission.csv")
 
 
 def test_an_error_raised_while_handling_ctrl_c_still_reads_interrupted(project):
