@@ -183,6 +183,7 @@ def _prepare(root: Path, name: str, folds: layout.Folds, settings: KFoldSettings
     """Before any training: refuse to resume into an experiment made otherwise than ``expected``
     says (unless force); under force, drop the folds that folds.csv no longer has."""
     if settings.force:
+        provenance.check_not_linked(root, name)
         _remove_stale_folds(root, name, folds)
         return
     _check_existing(root, name, expected)

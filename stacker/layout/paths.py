@@ -107,12 +107,16 @@ def check_experiment_name(name: str) -> str:
     """``name`` if it can be an experiment folder under the root; OptionError otherwise.
 
     One rule for every writer (first-level runners, level 2, import): a plain folder name, not
-    hidden or private (``.``/``_`` prefixes are skipped by :func:`list_experiments`), no separator.
+    hidden or private (``.``/``_`` prefixes are skipped by :func:`list_experiments`), no separator,
+    and one that ``--subset NAME,NAME`` can select (no comma, no surrounding spaces: the list is
+    split on commas and each name stripped).
     """
     if not name or not name.strip() or name != name.strip() or name.startswith((".", "_")) \
-            or "/" in name or "\\" in name or name in (".", ".."):
-        raise OptionError(f"experiment name '{name}' must be a plain folder name: letters, digits, "
-                          "'-', '_' and '.', not starting with '.' or '_', no '/' or '\\'")
+            or any(char in name for char in "/\\,\0") or name in (".", ".."):
+        fix = f"; use '{name.strip()}'" if name.strip() and name != name.strip() else ""
+        raise OptionError(f"experiment name {name!r} must be a plain folder name that --subset can "
+                          "select: letters, digits, '-', '_' and '.', not starting with '.' or '_', "
+                          f"no surrounding spaces, no ',', '/' or '\\'{fix}")
     return name
 
 

@@ -22,6 +22,7 @@ same ones:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,6 +95,19 @@ def check_new_experiment(root: Path | str, name: str, *, force: bool,
     not set; ``fix`` ends the message (how the caller's user chooses another name or replaces it)."""
     if experiment_dir(root, name).exists() and not force:
         raise OutputExistsError(f"experiment '{name}' already exists under {root}; {fix}")
+    if force:
+        check_not_linked(root, name)
+
+
+def check_not_linked(root: Path | str, name: str) -> None:
+    """OutputExistsError when experiment ``name`` is a symbolic link: replacing it (``force``)
+    would write through the link into a folder outside the layout, then fail to remove it."""
+    folder = experiment_dir(root, name)
+    if folder.is_symlink():
+        raise OutputExistsError(f"experiment '{name}' under {root} is a symbolic link to "
+                                f"{os.readlink(folder)}; `force` never writes through it: remove "
+                                "the link (or copy the folder in its place) or choose another "
+                                "`name`")
 
 
 # what a command keeps under <root>/.stack/ -> the command that owns it

@@ -287,6 +287,15 @@ def no_numba_cache(p: P):
     p.monkeypatch.setattr(kernel, "_KERNEL", None)
 
 
+def npy_value(path, value):
+    """One value of a saved array set to ``value``."""
+    def damage(p: P):
+        array = np.load(path(p))
+        array[3, 1] = value
+        np.save(path(p), array)
+    return damage
+
+
 def both(*damages):
     def damage(p: P):
         for d in damages:
@@ -578,6 +587,27 @@ ROWS = [
          bug(("stacker.auto", "run_auto"))), 1, "template ids are not the layout's test ids"),
     ("auto out is the user's file", AUTO, write(lambda p: p.out, "mine\n"), 1,
      "was not written by stack auto"),
+    # ---- import
+    ("import a name with a trailing space", lambda p: IMPORT(p, name="cnn "), nothing, 1,
+     "experiment name 'cnn ' must be a plain folder name that --subset can select"),
+    ("import a name with a comma", lambda p: IMPORT(p, name="cnn,v2"), nothing, 1,
+     "no ',', '/' or"),
+    ("import --force onto a symlinked experiment", lambda p: IMPORT(p, "--force", name="linked"),
+     lambda p: os.symlink(p.root / "sim_000", p.root / "linked"), 1,
+     "experiment 'linked' under"),
+    ("import a value of 1e39", IMPORT, npy_value(lambda p: p.oof, 1e39), 1,
+     "value 1e+39 is outside [0, 1], so these look like logits"),
+    ("import a value of -1e-9 (rounding)", IMPORT, npy_value(lambda p: p.oof, -1e-9), 0,
+     "imported 'mine'"),
+    ("import a value of -0.01", IMPORT, npy_value(lambda p: p.oof, -0.01), 1,
+     "--from-logits sigmoid"),
+    ("import OOF that are the labels", IMPORT,
+     lambda p: np.save(p.oof, layout.read_folds(p.root).y.astype(float)), 0,
+     "warning: the OOF predictions equal the labels of folds.csv"),
+    ("sklearn --force onto a symlinked experiment", lambda p: SKLEARN(p, "--force"),
+     lambda p: os.symlink(p.root / "sim_000", p.root / "sk"), 1, "is a symbolic link to"),
+    ("train --force onto a symlinked experiment", lambda p: TRAIN(p, "--force"),
+     lambda p: os.symlink(p.root / "sim_002", p.root / "l2"), 1, "is a symbolic link to"),
     # ---- first-level sklearn
     ("sklearn latin-1 features", SKLEARN, latin1(train_csv), 1, NOT_UTF8),
     ("sklearn semicolon features", SKLEARN, delimited(train_csv), 1, "delimiter ';'"),
