@@ -202,7 +202,7 @@ def no_labels(fold=None):
     return damage
 
 
-def window_value(value, *, raw=None):
+def window_value(value, *, raw=None, dtype=None):
     def damage(p: P):
         folds = layout.read_folds(p.root)
         row_id = folds.ids[folds.rows_of_fold(1)][2]
@@ -211,6 +211,7 @@ def window_value(value, *, raw=None):
             path.write_bytes(raw)
             return
         array = np.load(path)
+        array = array if dtype is None else array.astype(dtype)
         array[1, 2] = value
         np.save(path, array)
     return damage
@@ -493,6 +494,8 @@ ROWS = [
     # ---- train
     ("train NaN in a window", TRAIN, window_value(np.nan), 1, "value is NaN or infinite"),
     ("train window above 1", TRAIN, window_value(1.5), 1, "value is 1.5, outside [0, 1]"),
+    ("train float64 window of 1e39", TRAIN, window_value(1e39, dtype=np.float64), 1,
+     "value is 1e+39, outside [0, 1]"),
     ("train window below 0", TRAIN, window_value(-0.25), 1, "value is -0.25, outside [0, 1]"),
     ("train half-written window", TRAIN, window_value(None, raw=b"\x93NUMPY\x01\x00v"), 1,
      "not a readable .npy"),
