@@ -100,6 +100,9 @@ def auto_command(
     if not 0 < time_budget < float("inf"):   # nan fails both comparisons
         raise OptionError(f"--time-budget must be a positive, finite number of seconds, got "
                           f"{time_budget:g}")
+    if trials is not None and trials < 0:
+        raise OptionError(f"--trials must be 0 or more (or left out: the time budget decides), "
+                          f"got {trials}")
     refuse_inputs_as_outputs({"--out": out, "--report": report},
                              {"--template": template, "folds.csv": root / layout.FOLDS_FILE,
                               "classes.txt": root / layout.CLASSES_FILE}, root=root)

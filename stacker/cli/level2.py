@@ -43,6 +43,8 @@ def _parse_seeds(text: str) -> list[int]:
         raise OptionError(f"--seeds must be integers separated by commas (e.g. 1,2,3), got '{text}'") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise OptionError(f"--seeds must list at least one seed, each once; got '{text}'")
+    if min(seeds) < 0:
+        raise OptionError(f"--seeds must be 0 or more (numpy seeds cannot be negative); got '{text}'")
     return seeds
 
 

@@ -36,10 +36,17 @@ from stacker.layout.column_order import (
 )
 from stacker.layout.folds import Folds, read_folds
 from stacker.layout.meta import write_meta
-from stacker.layout.paths import CLASSES_FILE, check_experiment_name, experiment_dir, probs_file_name
+from stacker.layout.paths import (
+    CLASSES_FILE,
+    check_experiment_name,
+    experiment_dir,
+    find_probs,
+    list_experiments,
+    probs_file_name,
+)
 from stacker.layout.provenance import check_new_experiment, stamped
 from stacker.layout.reading import first_line
-from stacker.layout.tables import read_csv_table, read_parquet_table, write_fold_predictions
+from stacker.layout.tables import read_csv_table, read_parquet_table, read_probs, write_fold_predictions
 from stacker.layout.workspace import staging_dir
 
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -111,6 +118,8 @@ def import_experiment(root: Path | str, name: str, *, oof: Path | str, test: Pat
 
     oof_values = _oof_in_folds_order(oof_source, folds, order, ids)
     test_row_ids, test_values, per_fold = _test_predictions(test_source, folds, order, test_ids)
+    check_same_test_ids(root, name, test_row_ids, numbered=test_ids is None and not test_source.is_table,
+                        path=test_source.path, first_fold=folds.fold_numbers[0])
     oof_values = to_probabilities(oof_values, from_logits, path=oof_source.path,
                                   row_ids=folds.ids, classes=folds.classes)
     test_values = to_probabilities(test_values, from_logits, path=test_source.path,
@@ -347,6 +356,35 @@ def _test_predictions(source: Source, folds: Folds, order, ids_file
         raise LayoutError("has no test rows; every experiment must predict the test set",
                           path=source.path)
     return row_ids, np.ascontiguousarray(values, dtype=np.float64), per_fold
+
+
+def check_same_test_ids(root: Path, name: str, row_ids: np.ndarray, *, numbered: bool, path: Path,
+                        first_fold: int) -> None:
+    """LayoutError when the layout's experiments predict other test rows than ``row_ids``:
+    `stack collect` would skip the imported experiment. The first other experiment whose test
+    probs can be read is the reference; none (a new layout, or only unreadable ones): no check.
+    numbered: the ids are row numbers because no --test-ids was given (the likely mistake)."""
+    for other in list_experiments(root):
+        if other == name:
+            continue
+        try:
+            theirs = read_probs(find_probs(root, other, first_fold, "test"), experiment=other).ids
+        except (LayoutError, OSError):
+            continue
+        if set(map(str, theirs)) == set(map(str, row_ids)):
+            return
+        if numbered:
+            raise OptionError(f"{path}: the test rows are numbered 0..{len(row_ids) - 1} (no "
+                              f"--test-ids) but experiment '{other}' predicts test ids like "
+                              f"'{theirs[0]}'; pass --test-ids FILE (e.g. sample_submission.csv) "
+                              "naming each test row's id")
+        missing = sorted(set(map(str, theirs)) - set(map(str, row_ids)))
+        extra = sorted(set(map(str, row_ids)) - set(map(str, theirs)))
+        what = f"'{missing[0]}' missing" if missing else f"'{extra[0]}' is not one of them"
+        raise LayoutError(f"test ids differ from experiment '{other}''s ({what}); every "
+                          "experiment must predict the same test rows, or collect skips it",
+                          path=path)
+    return
 
 
 def _check_unique(row_ids: np.ndarray, path: Path) -> None:

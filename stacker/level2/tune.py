@@ -301,6 +301,12 @@ def tune(collection: Collection, names: Sequence[str], config: TuneConfig | None
         raise OptionError(f"`trials` must be >= 0, got {config.n_trials}")
     if config.n_jobs < 1:
         raise OptionError(f"`n_jobs` must be >= 1, got {config.n_jobs}")
+    if config.seed < 0:
+        raise OptionError(f"`seed` must be 0 or more (numpy seeds cannot be negative), got "
+                          f"{config.seed}")
+    if config.timeout is not None and not 0 < config.timeout < float("inf"):
+        raise OptionError(f"`timeout` must be a positive, finite number of seconds, got "
+                          f"{config.timeout:g}")
     if not names:
         raise OptionError("no input experiments; pass `subset` NAME,... or add level-1 experiments")
     check_defined(metric, collection.y, collection.fold, collection.fold_numbers)

@@ -374,8 +374,9 @@ def AUDIO(p, *extra):
             "--name", "cnn", "--root", p.root, "--epochs", "1", *extra]
 
 
-def IMPORT(p, *extra, name="mine"):
-    return ["import", name, "--oof", p.oof, "--test", p.test_preds, "--root", p.root, *extra]
+def IMPORT(p, *extra, name="mine", test_ids=True):
+    return ["import", name, "--oof", p.oof, "--test", p.test_preds, "--root", p.root,
+            *(["--test-ids", p.template] if test_ids else []), *extra]
 
 
 def FEATURES(p, *extra):
@@ -487,6 +488,10 @@ ROWS = [
     ("tune ctrl-c", TUNE, interrupt(("stacker.level2.tune", "tune")), 130,
      "interrupted; rerun to resume"),
     ("tune gzip folds.csv", TUNE, gzipped(folds_csv), 1, "gzip archive"),
+    ("tune seed -1", lambda p: TUNE(p, "--seed", "-1"), nothing, 1, "--seed must be 0 or more"),
+    ("tune timeout nan", lambda p: TUNE(p, "--timeout", "nan"), nothing, 1,
+     "--timeout must be a positive, finite number of seconds, got nan"),
+    ("tune timeout -5", lambda p: TUNE(p, "--timeout", "-5"), nothing, 1, "got -5"),
     ("tune storage is folds.csv", lambda p: TUNE(p, "--storage", f"sqlite:///{p.folds}"), nothing,
      1, "folds.csv is not an SQLite database"),
     ("tune storage is a folder", lambda p: TUNE(p, "--storage", f"sqlite:///{p.audio}"), nothing,
@@ -511,6 +516,8 @@ ROWS = [
      "interrupted; rerun to resume"),
     ("train our bug", TRAIN, bug(("stacker.level2.fit", "train_level2")), 2,
      "internal error (ZeroDivisionError: division by zero); this is a bug in stack"),
+    ("train seed -1", lambda p: TRAIN(p, "--seeds", "0,-1"), nothing, 1,
+     "--seeds must be 0 or more"),
     # ---- predict
     ("predict unknown experiment", lambda p: PREDICT(p, "--name", "ghost"), nothing, 1, "ghost"),
     ("predict a level-1 experiment", lambda p: PREDICT(p, "--name", "sim_000"), nothing, 1,
@@ -583,6 +590,8 @@ ROWS = [
      "--time-budget must be a positive, finite number of seconds, got nan"),
     ("auto time budget inf", lambda p: AUTO(p, "--time-budget", "inf"), nothing, 1,
      "got inf"),
+    ("auto trials -1", lambda p: AUTO(p, "--trials", "-1"), nothing, 1,
+     "--trials must be 0 or more"),
     ("auto time budget 0", lambda p: AUTO(p, "--time-budget", "0"), nothing, 1, "got 0"),
     ("auto bad template refused before any stage",
      lambda p: AUTO(p, "--template", p.template), both(
@@ -604,6 +613,14 @@ ROWS = [
      "imported 'mine'"),
     ("import a value of -0.01", IMPORT, npy_value(lambda p: p.oof, -0.01), 1,
      "--from-logits sigmoid"),
+    ("import without --test-ids beside named test rows", lambda p: IMPORT(p, test_ids=False),
+     nothing, 1,
+     "the test rows are numbered 0..19 (no --test-ids) but experiment 'sim_000' predicts"),
+    ("import with another test set",
+     lambda p: IMPORT(p, "--test-ids", p.tmp / "tids.csv", test_ids=False),
+     lambda p: (p.tmp / "tids.csv").write_text(
+         "fname\n" + "".join(f"other_{i}\n" for i in range(20))), 1,
+     "test ids differ from experiment 'sim_000''s ('test_00000' missing)"),
     ("import OOF that are the labels", IMPORT,
      lambda p: np.save(p.oof, layout.read_folds(p.root).y.astype(float)), 0,
      "warning: the OOF predictions equal the labels of folds.csv"),
