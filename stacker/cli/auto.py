@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from stacker.auto import AutoResult
 
 
+OVER_BUDGET, OVER_BUDGET_S = 1.5, 2.0   # a run this much over its --time-budget says so
+
+
 def _shown(path: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
@@ -126,3 +129,8 @@ def auto_command(
     total = sum(result.seconds.values())
     console.print(f"{total:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()),
                   highlight=False)
+    if total > OVER_BUDGET * time_budget and total - time_budget > OVER_BUDGET_S:
+        err_console.print(f"[yellow]note:[/] the run took {total:.0f} s, over --time-budget "
+                          f"{time_budget:g} s: every stage does its least work (one trial, one seed, "
+                          "the searches) whatever the budget; give a larger budget for more",
+                          highlight=False, soft_wrap=True)

@@ -297,6 +297,20 @@ def npy_value(path, value):
     return damage
 
 
+def slow_stage(p: P):
+    """Collecting takes 2.5 s (a slow disk): any run is then far over a budget of 0.01 s."""
+    import time
+
+    auto = __import__("stacker.auto", fromlist=["x"])
+    real = auto.collect
+
+    def slow(*args, **kwargs):
+        time.sleep(2.5)
+        return real(*args, **kwargs)
+
+    p.monkeypatch.setattr(auto, "collect", slow)
+
+
 def both(*damages):
     def damage(p: P):
         for d in damages:
@@ -592,6 +606,8 @@ ROWS = [
      "got inf"),
     ("auto trials -1", lambda p: AUTO(p, "--trials", "-1"), nothing, 1,
      "--trials must be 0 or more"),
+    ("auto far over a tiny time budget", lambda p: AUTO(p, "--time-budget", "0.01"), slow_stage,
+     0, "over --time-budget 0.01 s"),
     ("auto time budget 0", lambda p: AUTO(p, "--time-budget", "0"), nothing, 1, "got 0"),
     ("auto bad template refused before any stage",
      lambda p: AUTO(p, "--template", p.template), both(
