@@ -35,8 +35,8 @@ import pandas as pd
 import sqlalchemy.exc
 
 from stacker import layout, redaction
-from stacker.errors import OptionError
-from stacker.layout import workspace
+from stacker.errors import OptionError, OutputExistsError
+from stacker.layout import provenance, workspace
 from stacker.layout.collect import Collection
 from stacker.level2.fit import fit_fold, geometric_mean
 from stacker.level2.inner import INNER_HOLDOUT
@@ -134,6 +134,24 @@ def _check_sqlite_file(database: Path, storage: str) -> None:
     if what is not None:
         raise OptionError(f"`storage` '{redact(storage)}': {database} is {what}; pass a "
                           "sqlite:/// path to a new file (e.g. <root>/.stack/tune.db)")
+
+
+def _check_storage_place(storage: str, root) -> None:
+    """A sqlite storage never goes into the layout's own files (an experiment folder, folds.csv,
+    classes.txt; provenance.check_replaceable), except tune's workspace ``<root>/.stack/``."""
+    lock = sqlite_lock_path(storage)
+    if lock is None or root is None:
+        return
+    database = Path(str(lock)[:-len(".lock")])
+    try:
+        database.resolve().relative_to((Path(root) / layout.STACK_DIR).resolve())
+        return
+    except (ValueError, OSError):
+        pass
+    try:
+        provenance.check_replaceable(database, root, what="`storage`")
+    except OutputExistsError as error:
+        raise OutputExistsError(redaction.redact(str(error))) from None
 
 
 def open_study(storage: str, study_name: str, *, direction: str, seed: int, attrs: dict,
@@ -323,6 +341,7 @@ def tune(collection: Collection, names: Sequence[str], config: TuneConfig | None
              "early_stopping": INNER_HOLDOUT}
     redaction.remember_secrets(config.storage)   # masked wherever a driver quotes them later
     storage = storage_url(config.storage) if config.storage else default_storage(collection.root)
+    _check_storage_place(storage, collection.root)
     study_name = config.study_name or default_study_name(attrs)
     direction = "maximize" if metric.greater_is_better else "minimize"
     study = open_study(storage, study_name, direction=direction, seed=config.seed, attrs=attrs)
