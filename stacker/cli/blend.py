@@ -109,5 +109,10 @@ def blend_command(
         console.print(f"nested CV (from the subset search): {nested_cv:.6f}", highlight=False)
     else:
         console.print(why, highlight=False)
+    if template is None:
+        shown = ", ".join(collection.classes[:4]) + (", ..." if len(collection.classes) > 4 else "")
+        console.print(f"no --template: the columns follow classes.txt's order ({shown}) and the "
+                      "rows the layout's test ids; pass --template sample_submission.csv for the "
+                      "template's order", highlight=False)
     console.print(f"written {record['submission']} ({record['n_test']} rows x "
                   f"{len(collection.classes) + 1} columns) and {sidecar_path(out)}", highlight=False)
