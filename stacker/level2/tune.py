@@ -138,7 +138,9 @@ def _check_sqlite_file(database: Path, storage: str) -> None:
 
 def _check_storage_place(storage: str, root) -> None:
     """A sqlite storage never goes into the layout's own files (an experiment folder, folds.csv,
-    classes.txt; provenance.check_replaceable), except tune's workspace ``<root>/.stack/``."""
+    classes.txt; provenance.check_replaceable) nor onto a file that is not an SQLite database,
+    before anything is written beside it; tune's workspace ``<root>/.stack/`` is its own (not
+    even read here: nothing a run wrote is read back)."""
     lock = sqlite_lock_path(storage)
     if lock is None or root is None:
         return
@@ -152,6 +154,7 @@ def _check_storage_place(storage: str, root) -> None:
         provenance.check_replaceable(database, root, what="`storage`")
     except OutputExistsError as error:
         raise OutputExistsError(redaction.redact(str(error))) from None
+    _check_sqlite_file(database, storage)
 
 
 def open_study(storage: str, study_name: str, *, direction: str, seed: int, attrs: dict,
@@ -168,8 +171,6 @@ def open_study(storage: str, study_name: str, *, direction: str, seed: int, attr
     if lock is not None and not lock.parent.is_dir():
         raise OptionError(f"`storage` '{redact(storage)}': folder {lock.parent} does not exist; "
                           "create it or pass a sqlite:/// path in an existing folder")
-    if lock is not None:
-        _check_sqlite_file(Path(str(lock)[:-len(".lock")]), storage)
     try:
         with process_lock(lock):
             return _open_study(storage, study_name, direction=direction, seed=seed, attrs=attrs,
