@@ -183,6 +183,7 @@ def _prepare(root: Path, name: str, folds: layout.Folds, settings: KFoldSettings
     """Before any training: refuse to resume into an experiment made otherwise than ``expected``
     says (unless force); under force, drop the folds that folds.csv no longer has."""
     if settings.force:
+        provenance.check_not_linked(root, name)
         _remove_stale_folds(root, name, folds)
         return
     _check_existing(root, name, expected)
@@ -362,6 +363,8 @@ def _train_fold(k: int, make_model, data: FoldData, target: FoldTarget) -> np.nd
                     os.unlink(entry.path)
         probs, windows = _predict(fitted, rows, split_ids, n_classes, model=target.model, fold=k,
                                   split=split)
+        if windows:   # every id a plain file name before the first <id>.npy is written
+            layout.check_window_ids(windows, folder)
         layout.write_fold_predictions(root, name, k, split, split_ids, probs, folds.classes,
                                       id_column=folds.id_column, windows=windows,
                                       format=target.format)

@@ -127,12 +127,23 @@ def check_weights(weights: Sequence[float] | None, n_models: int,
         if not np.all(np.isfinite(w)) or np.any(w < 0) or np.any(w.sum(axis=0) <= 0):
             raise OptionError("per-class weights must be finite, non-negative and not all 0 in "
                               "any class")
+        _check_sum(w.sum(axis=0))
         return w
     if w.shape != (n_models,):
         raise OptionError(f"expected {n_models} weights (one per model), got {w.size}")
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise OptionError(f"weights must be finite, non-negative and not all 0; got {w.tolist()}")
+    _check_sum(w.sum(axis=0))
     return w
+
+
+def _check_sum(total) -> None:
+    """OptionError when weights, each finite, sum to infinity (1e308 each): the blend would be
+    NaN. Only their ratios matter, so the fix is to scale them down."""
+    if not np.all(np.isfinite(total)):
+        raise OptionError("weights sum to infinity (each is finite but their sum overflows); "
+                          "scale them down: only their ratios matter (e.g. divide each by the "
+                          "largest)")
 
 
 def normalised_weights(weights: Sequence[float] | None, n_models: int) -> np.ndarray:
@@ -440,6 +451,16 @@ class Blend:
         LayoutError when per-class lists are for other classes than ``classes`` or miss a member;
         OptionError when the parts do not make a blend.
         """
+        try:
+            return cls._from_record(record, classes, path=path)
+        except OptionError as error:
+            if path is None:
+                raise
+            raise OptionError(f"{path}: {error}; run `stack search-subsets` again or fix the "
+                              "file") from None
+
+    @classmethod
+    def _from_record(cls, record: dict, classes: Sequence[str], *, path=None) -> "Blend":
         members = tuple(record["members"])
         options = {key: float(record[key]) for key in ("power", "eps")
                    if record.get(key) is not None}

@@ -120,8 +120,10 @@ def _probe(address: str) -> None:
     from urllib.parse import urlsplit
 
     parts = urlsplit(address if "://" in address else f"tcp://{address}")
-    if parts.scheme != "tcp" or not parts.hostname:
+    if parts.scheme != "tcp":
         return
+    if not parts.hostname:   # dask would wait out its whole timeout on 'tcp://'
+        raise ValueError("no host in the address; write tcp://HOST:PORT")
     try:
         port = parts.port or 8786
     except ValueError as error:

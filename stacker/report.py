@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from stacker import layout
 from stacker.blend import Blend
 from stacker.errors import LayoutError, OutputExistsError, StackError
+from stacker.layout import provenance
 from stacker.layout.collect import Collection, collect
 from stacker.layout.workspace import read_subsets, subsets_path
 from stacker.leaderboard import leaderboard, oof_correlation
@@ -483,6 +484,7 @@ def write_report(root: Path | str, out: Path | str, *, metric: str = "lwlrap", f
     """Build the report (:func:`build_report`) and write it to ``out`` atomically;
     OutputExistsError unless ``force``."""
     out = Path(out)
+    provenance.check_replaceable(out, root)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists; pass `force` to replace it or `out` another path")
     report = build_report(root, metric=metric, collection=collection, record=record,

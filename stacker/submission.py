@@ -27,7 +27,7 @@ import pandas as pd
 from stacker import layout
 from stacker.blend import Blend
 from stacker.errors import OutputExistsError, TemplateError
-from stacker.layout import reading
+from stacker.layout import provenance, reading
 from stacker.layout.collect import Collection
 from stacker.metrics import fold_scores, get_metric
 
@@ -105,15 +105,20 @@ def sidecar_path(out: Path | str) -> Path:
     return Path(f"{out}.json")
 
 
-def check_outputs(out: Path | str, *, force: bool, inputs: Sequence[Path | str | None] = ()) -> None:
+def check_outputs(out: Path | str, *, force: bool, inputs: Sequence[Path | str | None] = (),
+                  root: Path | str | None = None) -> None:
     """OutputExistsError when the submission or its sidecar exists and ``force`` is not set, or
-    (even with ``force``) when either is one of the command's ``inputs`` (the template, folds.csv):
-    ``force`` replaces earlier outputs, never what the command reads."""
+    (even with ``force``) when either is one of the command's ``inputs`` (the template, folds.csv)
+    or a file of the layout under ``root`` (an experiment's probs, ``.stack/``:
+    :func:`~stacker.layout.provenance.check_replaceable`): ``force`` replaces earlier outputs,
+    never what the command reads nor the layout's own files."""
     for path in (Path(out), sidecar_path(out)):
         for source in inputs:
             if source is not None and _same_file(path, Path(source)):
                 raise OutputExistsError(f"`out` {path} is {source}, an input of this command; "
                                         "write the submission to another path")
+        if root is not None:
+            provenance.check_replaceable(path, root)
     for path in (Path(out), sidecar_path(out)):
         if path.exists() and not force:
             raise OutputExistsError(f"{path} exists; pass `force` to overwrite it or choose "
@@ -158,7 +163,7 @@ def make_submission(collection: Collection, blend: Blend, *, out: Path | str,
     """
     members = list(blend.members)
     scorer = get_metric(metric)
-    check_outputs(out, force=force, inputs=_inputs(collection, template))
+    check_outputs(out, force=force, inputs=_inputs(collection, template), root=collection.root)
     shape = (default_template(collection) if template is None
              else read_template(template, collection.test_ids, collection.classes))
     oof = blend.oof(collection)

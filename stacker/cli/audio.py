@@ -19,6 +19,7 @@ from stacker.cli.common import (
     progress_bar,
     refuse_inputs_as_outputs,
     user_errors,
+    writes_root,
 )
 from stacker.errors import OptionError, OutputExistsError
 from stacker.layout import workspace
@@ -47,6 +48,7 @@ def _warn(lines) -> None:
 
 
 @user_errors
+@writes_root("stack first-level audio")
 def audio_command(
     meta: Annotated[Path, typer.Option(help="Training metadata CSV (FAT2019 fname,labels; ESC-50 "
                                             "esc50.csv; or any CSV with file and label columns).")],
@@ -103,6 +105,9 @@ def audio_command(
                              test_meta=tests, skip_bad=skip_bad_files,
                              cache_dir=_cache_dir(root, no_cache), on_progress=update)
     _warn(data.warnings)
+    # the CNN writes one <id>.npy per row: every id a plain file name before any training
+    layout.check_window_ids([*data.ids, *data.test_ids], layout.experiment_dir(root, name),
+                            source=str(meta))
     model_params = dict(MODEL_PRESETS[preset.value])
     if epochs is not None:
         model_params["epochs"] = epochs
@@ -157,7 +162,7 @@ def audio_features_command(
     from first_level.audio.features import get_preset, logmel_statistics, statistics_names
     from first_level.audio.metadata import read_metadata
 
-    refuse_inputs_as_outputs({"--out": out}, {"--meta": meta})
+    refuse_inputs_as_outputs({"--out": out}, {"--meta": meta}, root=root)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists; pass --force to overwrite it or choose another --out")
     settings = get_preset(preset.value)

@@ -14,14 +14,20 @@ from stacker.cli.common import (
     SchedulerOption,
     console,
     err_console,
+    load_collection,
     metric_option,
     progress_bar,
     refuse_inputs_as_outputs,
     user_errors,
+    writes_root,
 )
+from stacker.errors import OptionError
 
 if TYPE_CHECKING:
     from stacker.auto import AutoResult
+
+
+OVER_BUDGET, OVER_BUDGET_S = 1.5, 2.0   # a run this much over its --time-budget says so
 
 
 def _shown(path: Path) -> str:
@@ -61,6 +67,7 @@ def auto_table(result: "AutoResult") -> Table:
 
 
 @user_errors
+@writes_root("stack auto")
 def auto_command(
     root: RootOption = layout.DEFAULT_ROOT,
     metric: metric_option("Metric to choose by") = "lwlrap",
@@ -93,9 +100,20 @@ def auto_command(
     from stacker.level2.params import resolve_device
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)   # progress bars say it; failures re-raise
+    if not 0 < time_budget < float("inf"):   # nan fails both comparisons
+        raise OptionError(f"--time-budget must be a positive, finite number of seconds, got "
+                          f"{time_budget:g}")
+    if trials is not None and trials < 0:
+        raise OptionError(f"--trials must be 0 or more (or left out: the time budget decides), "
+                          f"got {trials}")
     refuse_inputs_as_outputs({"--out": out, "--report": report},
                              {"--template": template, "folds.csv": root / layout.FOLDS_FILE,
-                              "classes.txt": root / layout.CLASSES_FILE})
+                              "classes.txt": root / layout.CLASSES_FILE}, root=root)
+    if template is not None:   # a bad template is refused before any stage runs, not after all
+        from stacker.submission import read_template
+
+        collection = load_collection(root)
+        read_template(template, collection.test_ids, collection.classes)
 
     settings = AutoSettings(metric=metric, time_budget=time_budget, seed=seed, n_level2=n_level2,
                             max_seeds=max_seeds, device=resolve_device(device), n_trials=trials)
@@ -111,3 +129,8 @@ def auto_command(
     total = sum(result.seconds.values())
     console.print(f"{total:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()),
                   highlight=False)
+    if total > OVER_BUDGET * time_budget and total - time_budget > OVER_BUDGET_S:
+        err_console.print(f"[yellow]note:[/] the run took {total:.0f} s, over --time-budget "
+                          f"{time_budget:g} s: every stage does its least work (one trial, one seed, "
+                          "the searches) whatever the budget; give a larger budget for more",
+                          highlight=False, soft_wrap=True)

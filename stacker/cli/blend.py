@@ -8,15 +8,20 @@ import typer
 
 from stacker import layout
 from stacker.blend import EPS, Blend
-from stacker.cli.common import RootOption, console, frame_table, load_collection, user_errors
+from stacker.cli.common import RootOption, console, frame_table, load_collection, user_errors, writes_root
 from stacker.errors import OptionError
 from stacker.layout.workspace import read_subsets, subsets_path
+from stacker.metrics import get_metric
 from stacker.search.subsets import resolve_subset
+
+SAME_CV = 1e-9   # the search's CV and this blend's, when they are the same blend of the same files
 
 
 def _nested_cv_of_search(search: dict | None, spec: str, blend: str, weighted: bool, eps: float,
-                         metric: str) -> tuple[float | None, str]:
-    """The nested CV the search measured, when it measured exactly this blend; else a reason."""
+                         metric: str, own_cv: float) -> tuple[float | None, str]:
+    """The nested CV the search measured, when it measured exactly this blend; else a reason.
+    own_cv: this blend's CV on the OOF rows, which must be the search's own (hand-edited
+    weights, or retrained members, make another blend)."""
     if search is None or spec != "best":
         return None, "no nested CV: the subset was not chosen by `stack search-subsets`"
     weights = list(search.get("weights", {}).values())
@@ -28,10 +33,16 @@ def _nested_cv_of_search(search: dict | None, spec: str, blend: str, weighted: b
         return None, f"no nested CV: the search used {search.get('metric')}, not {metric}"
     if blend == "geo-mean" and search.get("eps") != eps:
         return None, f"no nested CV: the search used eps {search.get('eps')}, not {eps}"
+    searched = search.get("cv")
+    if isinstance(searched, (int, float)) and not abs(float(searched) - own_cv) <= SAME_CV:
+        return None, (f"no nested CV: this blend's CV {own_cv:.6f} is not the search's "
+                      f"{float(searched):.6f}, so its weights or members changed since `stack "
+                      "search-subsets` (edited by hand, or retrained); run it again for a nested CV")
     return search.get("nested_cv"), ""
 
 
 @user_errors
+@writes_root("stack blend")
 def blend_command(
     geo_mean: Annotated[bool, typer.Option("--geo-mean", help="Geometric mean of the members.")] = False,
     mean: Annotated[bool, typer.Option("--mean", help="Arithmetic mean.")] = False,
@@ -61,7 +72,7 @@ def blend_command(
     if len(chosen) != 1:
         raise OptionError("pass exactly one of --geo-mean, --mean, --rank, --weights")
     check_outputs(out, force=force, inputs=[template, root / layout.FOLDS_FILE,
-                                            root / layout.CLASSES_FILE])
+                                            root / layout.CLASSES_FILE], root=root)
     collection = load_collection(root)
     search = read_subsets(root) if subsets_path(root).exists() else None
     spec = subset if subset is not None else ("best" if search is not None else "all")
@@ -77,7 +88,8 @@ def blend_command(
         chosen_blend = Blend(tuple(members), chosen[0], eps=eps)
     blend = chosen_blend.method
     metric = metric or (search.get("metric") if search else None) or "lwlrap"
-    nested_cv, why = _nested_cv_of_search(search, spec.strip(), blend, weights, eps, metric)
+    own_cv = get_metric(metric)(collection.y, chosen_blend.oof(collection))
+    nested_cv, why = _nested_cv_of_search(search, spec.strip(), blend, weights, eps, metric, own_cv)
     extra = {"subset": spec, "nested_cv": nested_cv}
     if search is not None and spec.strip() == "best":
         extra["search"] = {k: search.get(k) for k in ("method", "metric", "blend", "cv",
@@ -97,5 +109,10 @@ def blend_command(
         console.print(f"nested CV (from the subset search): {nested_cv:.6f}", highlight=False)
     else:
         console.print(why, highlight=False)
+    if template is None:
+        shown = ", ".join(collection.classes[:4]) + (", ..." if len(collection.classes) > 4 else "")
+        console.print(f"no --template: the columns follow classes.txt's order ({shown}) and the "
+                      "rows the layout's test ids; pass --template sample_submission.csv for the "
+                      "template's order", highlight=False)
     console.print(f"written {record['submission']} ({record['n_test']} rows x "
                   f"{len(collection.classes) + 1} columns) and {sidecar_path(out)}", highlight=False)

@@ -5,12 +5,21 @@ from typing import Annotated
 import typer
 
 from stacker import layout
-from stacker.cli.common import RootOption, console, frame_table, load_collection, metric_option, user_errors
+from stacker.cli.common import (
+    RootOption,
+    console,
+    frame_table,
+    load_collection,
+    metric_option,
+    user_errors,
+    writes_root,
+)
 from stacker.layout import workspace
 from stacker.metrics import get_metric
 
 
 @user_errors
+@writes_root("stack collect")
 def collect_command(
     root: RootOption = layout.DEFAULT_ROOT,
     metric: metric_option("Metric for the leaderboard") = "lwlrap",

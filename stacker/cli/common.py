@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import re
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from rich.table import Table
 from stacker.errors import StackError
 from stacker.layout import DEFAULT_ROOT
 from stacker.layout.collect import Collection, collect
+from stacker.layout.lock import root_lock
 from stacker.redaction import redact
 
 console = Console()
@@ -140,10 +142,53 @@ def user_errors(func):
     return wrapper
 
 
-def refuse_inputs_as_outputs(outputs: dict[str, Path | None], inputs: dict[str, Path | None]) -> None:
-    """``--force`` replaces a command's earlier outputs, never what it reads: OutputExistsError
-    when an output path ({flag: path}) is one of the inputs ({what: path}), even with --force."""
+LOCK_WAIT_ENV = "STACK_LOCK_WAIT"
+
+
+def _lock_wait() -> float:
+    """Seconds a command waits for another writer of its root (``STACK_LOCK_WAIT``; default 0)."""
+    from stacker.errors import OptionError
+
+    text = os.environ.get(LOCK_WAIT_ENV, "").strip()
+    try:
+        wait = float(text) if text else 0.0
+    except ValueError:
+        wait = float("nan")
+    if not wait >= 0 or wait == float("inf"):
+        raise OptionError(f"{LOCK_WAIT_ENV} must be a number of seconds (0 or more), got '{text}'")
+    return wait
+
+
+def writes_root(command: str, *, shared: bool = False):
+    """Hold the writer's lock of the command's ``--root`` (``<root>/.stack/lock``) while it runs:
+    a second writer of the same root refuses at once with one line naming the running command
+    and its pid (or waits ``STACK_LOCK_WAIT`` seconds first). ``shared``: instances of this
+    command may run together (``stack tune`` workers of one study), never with another writer.
+    Put it below :func:`user_errors`."""
+    def decorate(func):
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            bound = signature.bind_partial(*args, **kwargs)
+            root = bound.arguments.get("root", signature.parameters["root"].default)
+            with root_lock(root, command, wait=_lock_wait(), shared=shared):
+                return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def refuse_inputs_as_outputs(outputs: dict[str, Path | None], inputs: dict[str, Path | None], *,
+                             root: Path | None = None) -> None:
+    """``--force`` replaces a command's earlier outputs, never what it reads nor the layout's own
+    files: OutputExistsError when an output path ({flag: path}) is one of the inputs ({what:
+    path}), or a file of the layout under ``root`` (provenance.check_replaceable), even with
+    --force."""
     from stacker.errors import OutputExistsError
+    from stacker.layout.provenance import check_replaceable
+
 
     for flag, out in outputs.items():
         for what, source in inputs.items():
@@ -156,6 +201,9 @@ def refuse_inputs_as_outputs(outputs: dict[str, Path | None], inputs: dict[str, 
             if same:
                 raise OutputExistsError(f"{flag} {out} is {what}, an input of this command; "
                                         f"write to another path")
+    for flag, out in outputs.items():
+        if out is not None and root is not None:
+            check_replaceable(out, root, what=flag)
 
 
 @contextmanager

@@ -6,10 +6,11 @@ from typing import Annotated, Optional
 import typer
 
 from stacker import layout
-from stacker.cli.common import RootOption, console, err_console, frame_table, user_errors
+from stacker.cli.common import RootOption, console, err_console, frame_table, user_errors, writes_root
 
 
 @user_errors
+@writes_root("stack make-folds")
 def make_folds_command(
     labels: Annotated[Path, typer.Argument(help="Labels CSV: FAT2019 `fname,labels` (labels "
                                                 "comma-joined) or any CSV with an id and a label "

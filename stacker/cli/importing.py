@@ -6,11 +6,12 @@ from typing import Annotated
 import typer
 
 from stacker import layout
-from stacker.cli.common import ProbsFormat, console, user_errors
+from stacker.cli.common import ProbsFormat, console, err_console, user_errors, writes_root
 from stacker.layout.importing import import_experiment
 
 
 @user_errors
+@writes_root("stack import")
 def import_command(
     name: Annotated[str, typer.Argument(help="Experiment name (a folder under ROOT).")],
     oof: Annotated[Path, typer.Option(help="Out-of-fold predictions: .npy/.npz (rows in folds.csv "
@@ -44,6 +45,8 @@ def import_command(
         root, name, oof=oof, test=test, ids=ids, test_ids=test_ids,
         classes=None if classes is None else [c for c in classes.split(",") if c.strip()],
         from_logits=from_logits, format=format.value, force=force)
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     folds = layout.read_folds(root)
     cv = get_metric("lwlrap")(folds.y, result.oof)
     console.print(f"imported '{name}' into {result.path}: {len(folds.ids)} OOF rows, "

@@ -16,6 +16,7 @@ from stacker.cli.common import (
     metric_option,
     progress_bar,
     user_errors,
+    writes_root,
 )
 from stacker.errors import OptionError, PredictionMismatch
 from stacker.metrics import get_metric
@@ -42,10 +43,13 @@ def _parse_seeds(text: str) -> list[int]:
         raise OptionError(f"--seeds must be integers separated by commas (e.g. 1,2,3), got '{text}'") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise OptionError(f"--seeds must list at least one seed, each once; got '{text}'")
+    if min(seeds) < 0:
+        raise OptionError(f"--seeds must be 0 or more (numpy seeds cannot be negative); got '{text}'")
     return seeds
 
 
 @user_errors
+@writes_root("stack train")
 def train_command(
     name: Annotated[str, typer.Option("--name", help="Name of the level-2 experiment to write.")],
     root: RootOpt = layout.DEFAULT_ROOT,
@@ -166,6 +170,7 @@ def _compact_trials(frame):
 
 
 @user_errors
+@writes_root("stack tune", shared=True)   # parallel workers of one study share the root
 def tune_command(
     trials: Annotated[int, typer.Option("--trials", help="Trials to run now (they add to the "
                                                          "study's earlier ones).")],

@@ -29,7 +29,7 @@ def report_command(
     from stacker.report import write_report  # matplotlib: imported only when a report is made
 
     refuse_inputs_as_outputs({"--out": out}, {"folds.csv": root / layout.FOLDS_FILE,
-                                              "classes.txt": root / layout.CLASSES_FILE})
+                                              "classes.txt": root / layout.CLASSES_FILE}, root=root)
 
     with progress_bar("collecting experiments") as update:
         report = write_report(root, out, metric=metric, force=force, on_progress=update)

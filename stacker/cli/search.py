@@ -16,6 +16,7 @@ from stacker.cli.common import (
     metric_option,
     progress_bar,
     user_errors,
+    writes_root,
 )
 from stacker.layout import workspace
 from stacker.search.config import CmaesConfig, GesConfig, SearchConfig, WalkConfig
@@ -74,6 +75,7 @@ def show_result(result: SearchResult, top: int) -> None:
 
 
 @user_errors
+@writes_root("stack search-subsets")
 def search_subsets_command(
     root: RootOption = layout.DEFAULT_ROOT,
     metric: metric_option("Metric to maximise (lwlrap and lrap take the fast path)") = "lwlrap",

@@ -17,6 +17,7 @@ from stacker.cli.common import (
     metric_option,
     progress_bar,
     user_errors,
+    writes_root,
 )
 from stacker.errors import OptionError
 
@@ -37,6 +38,7 @@ def parse_params(text: Optional[str]) -> dict:
 
 
 @user_errors
+@writes_root("stack first-level sklearn")
 def sklearn_command(
     train: Annotated[Path, typer.Option(help="Training features CSV: the id column first, then "
                                              "numeric features; ids as in folds.csv.")],

@@ -29,7 +29,10 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:   # a read-only folder: name the user's file, not the temporary one
+        raise type(error)(error.errno, error.strerror or str(error), str(path)) from None
     try:
         # mkstemp makes the file 0600; give it the mode open() would have given (0666 & ~umask)
         os.chmod(tmp, 0o666 & ~_UMASK)

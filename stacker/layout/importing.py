@@ -36,15 +36,23 @@ from stacker.layout.column_order import (
 )
 from stacker.layout.folds import Folds, read_folds
 from stacker.layout.meta import write_meta
-from stacker.layout.paths import CLASSES_FILE, experiment_dir, probs_file_name
+from stacker.layout.paths import (
+    CLASSES_FILE,
+    check_experiment_name,
+    experiment_dir,
+    find_probs,
+    list_experiments,
+    probs_file_name,
+)
 from stacker.layout.provenance import check_new_experiment, stamped
 from stacker.layout.reading import first_line
-from stacker.layout.tables import read_csv_table, read_parquet_table, write_fold_predictions
+from stacker.layout.tables import read_csv_table, read_parquet_table, read_probs, write_fold_predictions
 from stacker.layout.workspace import staging_dir
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 LINKS = ("sigmoid", "softmax")
+ROUNDING = 1e-6   # how far outside [0, 1] a probability may be by rounding alone (clipped)
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class Imported:
     test_ids: np.ndarray
     test: np.ndarray
     meta: dict
+    warnings: tuple[str, ...] = ()
 
 
 def import_experiment(root: Path | str, name: str, *, oof: Path | str, test: Path | str,
@@ -109,6 +118,8 @@ def import_experiment(root: Path | str, name: str, *, oof: Path | str, test: Pat
 
     oof_values = _oof_in_folds_order(oof_source, folds, order, ids)
     test_row_ids, test_values, per_fold = _test_predictions(test_source, folds, order, test_ids)
+    check_same_test_ids(root, name, test_row_ids, numbered=test_ids is None and not test_source.is_table,
+                        path=test_source.path, first_fold=folds.fold_numbers[0])
     oof_values = to_probabilities(oof_values, from_logits, path=oof_source.path,
                                   row_ids=folds.ids, classes=folds.classes)
     test_values = to_probabilities(test_values, from_logits, path=test_source.path,
@@ -136,15 +147,14 @@ def import_experiment(root: Path | str, name: str, *, oof: Path | str, test: Pat
     path = _write(root, name, folds, oof_values, test_row_ids, test_folds, meta, format=format,
                   force=force)
     return Imported(name=name, path=path, oof=oof_values, test_ids=test_row_ids,
-                    test=np.asarray(test_folds), meta=meta)
+                    test=np.asarray(test_folds), meta=meta,
+                    warnings=leakage_warnings(oof_values, folds))
 
 
 def check_name(root: Path, name: str, *, force: bool) -> None:
     """OptionError for a name that is not a plain folder name; OutputExistsError when the
     experiment exists and ``force`` is not set."""
-    if not name or not name.strip() or name.startswith((".", "_")) or "/" in name or "\\" in name:
-        raise OptionError(f"name '{name}' is not a usable experiment folder name; use letters, "
-                          "digits, '-' and '_' (not starting with '.' or '_')")
+    check_experiment_name(name)
     check_new_experiment(root, name, force=force,
                          fix="choose another name or pass --force to replace it")
 
@@ -166,7 +176,7 @@ def read_source(path: Path | str, *, role: str) -> Source:
         frame = read_csv_table(path, what=what, float_columns=True)
         return Source(path=path, ids=frame.iloc[:, 0].to_numpy(dtype=str),
                       columns=tuple(map(str, frame.columns[1:])),
-                      values=frame.iloc[:, 1:].to_numpy(dtype=np.float32))
+                      values=frame.iloc[:, 1:].to_numpy(dtype=np.float64))
     if suffix in (".parquet", ".pq"):
         _, row_ids, columns, values = read_parquet_table(path, what=what)
         return Source(path=path, ids=row_ids, columns=columns, values=values)
@@ -197,7 +207,8 @@ def _read_array(path: Path, *, role: str) -> np.ndarray:
     if array.dtype.kind not in "fiub":
         raise LayoutError(f"array has dtype {array.dtype}, not numbers; save the predictions as "
                           "floats", path=path)
-    return np.asarray(array, dtype=np.float32)
+    # float64 until the values are checked: a 1e39 would become inf in float32
+    return np.asarray(array, dtype=np.float64)
 
 
 def read_ids_file(path: Path | str, *, option: str) -> np.ndarray:
@@ -262,7 +273,7 @@ def _columns(source: Source, classes: Sequence[str], order: np.ndarray | None,
 
 
 def _oof_in_folds_order(source: Source, folds: Folds, order, ids_file) -> np.ndarray:
-    """The OOF predictions, (n_rows, n_classes) float32 in folds.csv row order."""
+    """The OOF predictions, (n_rows, n_classes) float64 in folds.csv row order."""
     values = source.values
     binary = len(folds.classes) == 1
     if not source.is_table:
@@ -289,7 +300,7 @@ def _oof_in_folds_order(source: Source, folds: Folds, order, ids_file) -> np.nda
             raise LayoutError(f"array has {len(values)} rows but folds.csv has {len(folds.ids)}; "
                               "save one row per folds.csv row in its order, or pass --ids FILE "
                               "naming each row's id", path=source.path)
-        return np.ascontiguousarray(values, dtype=np.float32)
+        return np.ascontiguousarray(values, dtype=np.float64)
     _check_unique(row_ids, source.path)
     position = {row_id: i for i, row_id in enumerate(row_ids)}
     known = set(folds.ids)
@@ -303,7 +314,7 @@ def _oof_in_folds_order(source: Source, folds: Folds, order, ids_file) -> np.nda
         raise LayoutError(f"folds.csv row '{missing[0]}' has no prediction ({len(missing)} missing); "
                           "the OOF predictions must cover every row of folds.csv", path=source.path)
     rows = np.array([position[i] for i in folds.ids])
-    return np.ascontiguousarray(values[rows], dtype=np.float32)
+    return np.ascontiguousarray(values[rows], dtype=np.float64)
 
 
 def _test_predictions(source: Source, folds: Folds, order, ids_file
@@ -344,7 +355,36 @@ def _test_predictions(source: Source, folds: Folds, order, ids_file
     if not n_test:
         raise LayoutError("has no test rows; every experiment must predict the test set",
                           path=source.path)
-    return row_ids, np.ascontiguousarray(values, dtype=np.float32), per_fold
+    return row_ids, np.ascontiguousarray(values, dtype=np.float64), per_fold
+
+
+def check_same_test_ids(root: Path, name: str, row_ids: np.ndarray, *, numbered: bool, path: Path,
+                        first_fold: int) -> None:
+    """LayoutError when the layout's experiments predict other test rows than ``row_ids``:
+    `stack collect` would skip the imported experiment. The first other experiment whose test
+    probs can be read is the reference; none (a new layout, or only unreadable ones): no check.
+    numbered: the ids are row numbers because no --test-ids was given (the likely mistake)."""
+    for other in list_experiments(root):
+        if other == name:
+            continue
+        try:
+            theirs = read_probs(find_probs(root, other, first_fold, "test"), experiment=other).ids
+        except (LayoutError, OSError):
+            continue
+        if set(map(str, theirs)) == set(map(str, row_ids)):
+            return
+        if numbered:
+            raise OptionError(f"{path}: the test rows are numbered 0..{len(row_ids) - 1} (no "
+                              f"--test-ids) but experiment '{other}' predicts test ids like "
+                              f"'{theirs[0]}'; pass --test-ids FILE (e.g. sample_submission.csv) "
+                              "naming each test row's id")
+        missing = sorted(set(map(str, theirs)) - set(map(str, row_ids)))
+        extra = sorted(set(map(str, row_ids)) - set(map(str, theirs)))
+        what = f"'{missing[0]}' missing" if missing else f"'{extra[0]}' is not one of them"
+        raise LayoutError(f"test ids differ from experiment '{other}''s ({what}); every "
+                          "experiment must predict the same test rows, or collect skips it",
+                          path=path)
+    return
 
 
 def _check_unique(row_ids: np.ndarray, path: Path) -> None:
@@ -360,19 +400,23 @@ def _check_unique(row_ids: np.ndarray, path: Path) -> None:
 def to_probabilities(values: np.ndarray, link: str | None, *, path: Path, row_ids: np.ndarray,
                      classes: Sequence[str]) -> np.ndarray:
     """``values`` (..., n_rows, n_classes) checked (finite) and, with ``link``, mapped to
-    probabilities (sigmoid per value, softmax per row); without it, a value outside [0, 1]
-    raises LayoutError suggesting --from-logits."""
+    probabilities (sigmoid per value, softmax per row), as float32; without it, a value outside
+    [0, 1] raises LayoutError suggesting --from-logits, except rounding noise (at most
+    :data:`ROUNDING` outside, e.g. -1e-9), which is clipped: probs.csv keeps 7 digits anyway."""
     finite = np.isfinite(values)
     if not finite.all():
         where = np.argwhere(~finite)[0]
         raise LayoutError(f"row '{row_ids[where[-2]]}', column '{classes[where[-1]]}': value is NaN "
                           "or infinite; every prediction must be a number", path=path)
     if link == "sigmoid":
-        return (1.0 / (1.0 + np.exp(-values.astype(np.float64)))).astype(np.float32)
+        with np.errstate(over="ignore"):     # exp(-(-1e39)) = inf: sigmoid 0, as it should be
+            return (1.0 / (1.0 + np.exp(-values.astype(np.float64)))).astype(np.float32)
     if link == "softmax":
         shifted = values.astype(np.float64) - values.max(axis=-1, keepdims=True)
         exp = np.exp(shifted)
         return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+    values = np.where((values < 0) & (values >= -ROUNDING), 0.0, values)
+    values = np.where((values > 1) & (values <= 1 + ROUNDING), 1.0, values)
     outside = (values < 0) | (values > 1)
     if outside.any():
         where = np.argwhere(outside)[0]
@@ -381,7 +425,18 @@ def to_probabilities(values: np.ndarray, link: str | None, *, path: Path, row_id
             f"{float(values[tuple(where)]):g} is outside [0, 1], so these look like logits; pass "
             "--from-logits sigmoid (multi-label or binary) or --from-logits softmax "
             "(single-label) to convert them", path=path)
-    return values
+    return values.astype(np.float32)
+
+
+def leakage_warnings(oof: np.ndarray, folds: Folds) -> tuple[str, ...]:
+    """A warning when the OOF predictions are the labels themselves (every value within 1e-6 of
+    its 0/1 label): predictions made on the rows they score, or the label matrix saved by mistake.
+    Its CV would be perfect and every blend would pick it."""
+    if oof.shape == folds.y.shape and np.all(np.abs(oof - folds.y) <= ROUNDING):
+        return ("the OOF predictions equal the labels of folds.csv: they were not made out of "
+                "fold (a model that saw these rows, or the label matrix saved by mistake); its CV "
+                "means nothing and searches will choose it, so check the file before blending",)
+    return ()
 
 
 # ---------------------------------------------------------------- writing

@@ -7,8 +7,14 @@ line naming the running one (or waits up to ``wait`` seconds first). The lock is
 (a dead pid in the file) is simply taken over. The file itself stays and only records who holds
 it. Within one process the lock is re-entrant (``stack auto`` collects while holding it).
 
-Where ``flock`` does not exist (Windows) or the root cannot be written (a read-only layout, which
-no writer can change anyway), the lock is skipped.
+``shared=True`` is for workers that are built to share a root with each other: ``stack tune``
+workers add trials to one study (the database takes turns) and save its best under their own
+file lock, so any number of them may run together, while every other writer is kept out (and
+keeps them out): a shared ``flock`` against the others' exclusive one.
+
+Where ``flock`` does not exist (Windows), the root does not exist yet (the command will refuse or
+create it) or cannot be written (a read-only layout, which no writer can change anyway), the lock
+is skipped.
 """
 
 from __future__ import annotations
@@ -43,11 +49,11 @@ def _holder(path: Path) -> str:
         return "another command"
 
 
-def _try_lock(handle) -> bool:
+def _try_lock(handle, shared: bool) -> bool:
     import fcntl
 
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         return True
     except BlockingIOError:
         return False
@@ -55,17 +61,20 @@ def _try_lock(handle) -> bool:
 
 def _open(path: Path):
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(exist_ok=True)   # never the root itself: a mistyped --root stays absent
         return open(path, "a+", encoding="utf-8")
     except OSError:
-        return None           # a read-only root: nothing can be written there, so nothing to guard
+        return None           # a read-only or absent root: nothing written there, nothing to guard
 
 
 @contextmanager
-def root_lock(root: Path | str, command: str, *, wait: float = 0.0) -> Iterator[None]:
+def root_lock(root: Path | str, command: str, *, wait: float = 0.0,
+              shared: bool = False) -> Iterator[None]:
     """Hold the writer's lock of ``root`` for ``command`` (e.g. "stack auto").
 
     wait: seconds to wait for a running command to finish before refusing (LockedError).
+    shared: held together with other shared holders (``stack tune`` workers), never with an
+    exclusive one.
     """
     try:
         import fcntl  # noqa: F401
@@ -84,7 +93,7 @@ def root_lock(root: Path | str, command: str, *, wait: float = 0.0) -> Iterator[
         yield
         return
     if handle is not None:
-        _acquire(handle, path, command, wait)
+        _acquire(handle, path, command, wait, shared)
         with _guard:
             _held[key] = [handle, 1]
     try:
@@ -96,14 +105,15 @@ def root_lock(root: Path | str, command: str, *, wait: float = 0.0) -> Iterator[
                 _held.pop(key)[0].close()      # closing drops the flock
 
 
-def _acquire(handle, path: Path, command: str, wait: float) -> None:
+def _acquire(handle, path: Path, command: str, wait: float, shared: bool) -> None:
     deadline = time.monotonic() + max(0.0, wait)
-    while not _try_lock(handle):
+    while not _try_lock(handle, shared):
         if time.monotonic() >= deadline:
             holder = _holder(path)
             handle.close()
             raise LockedError(f"{path.parent.parent} is being written by {holder}; wait for it to "
-                              f"finish (or stop it), then run {command} again")
+                              f"finish (or stop it), then run {command} again (STACK_LOCK_WAIT=SECONDS "
+                              f"waits for it)")
         time.sleep(POLL_S)
     handle.seek(0)
     handle.truncate()

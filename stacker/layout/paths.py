@@ -72,7 +72,28 @@ def find_probs(root: Path | str, name: str, fold: int, split: str) -> Path:
 
 
 def windows_path(root: Path | str, name: str, fold: int, split: str, row_id: str) -> Path:
-    return fold_dir(root, name, fold, split) / f"{row_id}.npy"
+    """``fold_<k>/<split>/<row_id>.npy``; LayoutError for an id that is not a plain file name
+    (:func:`check_window_id`), which would read or write outside the folder."""
+    folder = fold_dir(root, name, fold, split)
+    check_window_id(row_id, folder)
+    return folder / f"{row_id}.npy"
+
+
+_UNSAFE_IN_IDS = {"/": "'/'", "\\": "'\\'", "\0": "a NUL character"}
+
+
+def check_window_id(row_id: str, folder: Path | str, *, source: str | None = None) -> None:
+    """LayoutError when ``row_id`` cannot name a per-window file ``<row_id>.npy`` in ``folder``:
+    it holds '/', '\\' or NUL, or is empty, '.' or '..' (ids like '../x' would write outside the
+    layout). ``source``: the file the ids come from, named in the fix."""
+    row_id = str(row_id)
+    held = [what for char, what in _UNSAFE_IN_IDS.items() if char in row_id]
+    if not held and row_id not in ("", ".", ".."):
+        return
+    why = f"it holds {held[0]}" if held else "it is not a file name"
+    raise LayoutError(f"row id {row_id!r} cannot name a per-window file in {folder} ({why}); "
+                      f"ids must be plain file names: rename that row in "
+                      f"{source or 'the file its id comes from (folds.csv, the metadata CSV or the test file names)'}")
 
 
 def stack_dir(root: Path | str) -> Path:
@@ -86,12 +107,16 @@ def check_experiment_name(name: str) -> str:
     """``name`` if it can be an experiment folder under the root; OptionError otherwise.
 
     One rule for every writer (first-level runners, level 2, import): a plain folder name, not
-    hidden or private (``.``/``_`` prefixes are skipped by :func:`list_experiments`), no separator.
+    hidden or private (``.``/``_`` prefixes are skipped by :func:`list_experiments`), no separator,
+    and one that ``--subset NAME,NAME`` can select (no comma, no surrounding spaces: the list is
+    split on commas and each name stripped).
     """
     if not name or not name.strip() or name != name.strip() or name.startswith((".", "_")) \
-            or "/" in name or "\\" in name or name in (".", ".."):
-        raise OptionError(f"experiment name '{name}' must be a plain folder name: letters, digits, "
-                          "'-', '_' and '.', not starting with '.' or '_', no '/' or '\\'")
+            or any(char in name for char in "/\\,\0") or name in (".", ".."):
+        fix = f"; use '{name.strip()}'" if name.strip() and name != name.strip() else ""
+        raise OptionError(f"experiment name {name!r} must be a plain folder name that --subset can "
+                          "select: letters, digits, '-', '_' and '.', not starting with '.' or '_', "
+                          f"no surrounding spaces, no ',', '/' or '\\'{fix}")
     return name
 
 

@@ -13,12 +13,16 @@ same ones:
   same folds, classes, input data, model, params and seed (:func:`check_resumable`), since mixing
   fold models of two set-ups gives out-of-fold predictions no single model made;
 - an experiment counts as made on folds.csv when its recorded ``fold_hash`` is folds.csv's, or
-  either is unknown (:func:`made_on_folds`).
+  either is unknown (:func:`made_on_folds`);
+- an output path the user names (``--out``, ``--report``) may never be a file of the layout
+  itself: inside an experiment folder, ``folds.csv``, ``classes.txt`` or ``.stack/``, not even
+  with ``force``; the message says which command owns it (:func:`check_replaceable`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +30,7 @@ from typing import Mapping
 
 from stacker.errors import LayoutError, OutputExistsError
 from stacker.layout.meta import read_meta
-from stacker.layout.paths import experiment_dir
+from stacker.layout.paths import CLASSES_FILE, FOLDS_FILE, STACK_DIR, experiment_dir
 
 MADE_BY = "made_by"            # the key of meta.json / a sidecar that names the command that wrote it
 CREATED = "created"            # the key of meta.json / a sidecar that says when it was written
@@ -91,6 +95,86 @@ def check_new_experiment(root: Path | str, name: str, *, force: bool,
     not set; ``fix`` ends the message (how the caller's user chooses another name or replaces it)."""
     if experiment_dir(root, name).exists() and not force:
         raise OutputExistsError(f"experiment '{name}' already exists under {root}; {fix}")
+    if force:
+        check_not_linked(root, name)
+
+
+def check_not_linked(root: Path | str, name: str) -> None:
+    """OutputExistsError when experiment ``name`` is a symbolic link: replacing it (``force``)
+    would write through the link into a folder outside the layout, then fail to remove it."""
+    folder = experiment_dir(root, name)
+    if folder.is_symlink():
+        raise OutputExistsError(f"experiment '{name}' under {root} is a symbolic link to "
+                                f"{os.readlink(folder)}; `force` never writes through it: remove "
+                                "the link (or copy the folder in its place) or choose another "
+                                "`name`")
+
+
+# what a command keeps under <root>/.stack/ -> the command that owns it
+_WORKSPACE_OWNERS = {"cache": "stack collect", "leaderboard.csv": "stack collect",
+                     "subsets.json": "stack search-subsets", "tune.db": "stack tune",
+                     "best_params.json": "stack tune", "spectrograms": "stack first-level audio",
+                     "auto": "stack auto", "staging": "stack auto", "lock": "every writer"}
+
+
+def _is_experiment(folder: Path, child: str) -> bool:
+    """Whether ``folder`` is (or writing ``child`` into it would make it) an experiment: it has a
+    meta.json or a fold_<k> folder, or ``child`` is one."""
+    if folder.name.startswith((".", "_")):
+        return False
+    if child.startswith("fold_"):
+        return True
+    if not folder.is_dir():
+        return False
+    if (folder / "meta.json").exists():
+        return True
+    try:
+        return any(entry.name.startswith("fold_") and entry.is_dir() for entry in folder.iterdir())
+    except OSError:
+        return False
+
+
+def _layout_owner(path: Path, root: Path) -> str | None:
+    """What part of the layout under ``root`` the (resolved) ``path`` is and the command that owns
+    it, or None when ``path`` is not a file of the layout."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return None
+    if not parts:
+        return "the layout root"
+    if parts == (FOLDS_FILE,) or parts == (CLASSES_FILE,):
+        return f"the layout's {parts[0]}, written by `stack make-folds`"
+    if parts[0] == STACK_DIR:
+        owner = _WORKSPACE_OWNERS.get(parts[1], "stack") if len(parts) > 1 else "stack"
+        return f"inside {STACK_DIR}/, the workspace of `{owner}`"
+    if len(parts) > 1 and _is_experiment(root / parts[0], parts[1]):
+        try:
+            meta = read_meta(root, parts[0])
+        except LayoutError:
+            meta = {}
+        owner = meta.get(MADE_BY) or (f"the command that trained it ({meta['model']})"
+                                      if meta.get("model") else "the command that wrote it")
+        owner = f"`{owner}`" if meta.get(MADE_BY) else owner
+        return f"inside experiment '{parts[0]}' of the layout, owned by {owner}"
+    return None
+
+
+def check_replaceable(path: Path | str, root: Path | str, *, what: str = "`out`") -> None:
+    """OutputExistsError, with or without ``force``, when the output ``path`` (``what``: the
+    option that named it) is a file of the layout under ``root``: inside an experiment folder,
+    ``folds.csv``, ``classes.txt`` or ``.stack/``. ``force`` replaces a command's earlier outputs
+    and files outside the layout, never the layout's own files (the next ``stack collect`` would
+    read a submission as predictions). Symbolic links are followed."""
+    try:
+        resolved, layout_root = Path(path).resolve(), Path(root).resolve()
+    except OSError:
+        return
+    owner = _layout_owner(resolved, layout_root)
+    if owner is not None:
+        raise OutputExistsError(f"{what} {path} is {owner}; no command replaces a file of the "
+                                "layout with another kind, even with `force`: write it to a path "
+                                f"outside {root}'s experiment folders and {STACK_DIR}/")
 
 
 def made_on_folds(meta: Mapping, fold_hash: str | None) -> bool:
@@ -106,14 +190,22 @@ def check_resumable(meta: Mapping, expected: Mapping, *, where: Path | str, name
     was made the way ``expected`` describes, so that a run may keep its finished folds.
 
     expected: meta.json values of the run about to resume, any of ``fold_hash``, ``classes``,
-    ``data_hash`` (None: unknown), ``model``, ``params``, ``seed``. Each is compared only when
-    ``meta`` records it too (older experiments lack some keys). An empty ``meta`` (no meta.json)
-    cannot be checked and is refused.
+    ``data_hash`` (None: unknown), ``model``, ``params``, ``seed``. The model, params, seed and
+    data hash the run gives must be recorded in ``meta`` (a meta.json without them, say
+    ``{"notes": "mine"}``, could hold folds of any model: refused, naming what is missing); the
+    fold hash and classes are compared when ``meta`` records them (older experiments lack them).
+    An empty ``meta`` (no meta.json) cannot be checked and is refused.
     """
     if not meta:
         raise OutputExistsError(
             f"experiment '{name}' exists without meta.json, so it cannot be resumed safely; "
             + _RETRAIN)
+    missing = [key for key in ("model", "params", "seed", "data_hash")
+               if expected.get(key) is not None and meta.get(key) is None]
+    if missing:
+        raise OutputExistsError(
+            f"{where}: experiment '{name}' records no {', '.join(missing)}, so its finished folds "
+            "may come from another set-up and it cannot be resumed; " + _RETRAIN_EVERY_FOLD)
     if "fold_hash" in expected and meta.get("fold_hash") and meta["fold_hash"] != expected["fold_hash"]:
         raise OutputExistsError(
             f"{where}: experiment '{name}' was made on other folds (fold_hash "

@@ -9,8 +9,14 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from stacker.errors import LayoutError
-from stacker.layout.paths import fold_dir, windows_path
+from stacker.layout.paths import check_window_id, fold_dir, windows_path
 from stacker.layout.reading import first_line
+
+
+def check_window_ids(ids: Iterable[str], folder: Path | str, *, source: str | None = None) -> None:
+    """:func:`~stacker.layout.paths.check_window_id` for every id, before any file is written."""
+    for row_id in ids:
+        check_window_id(row_id, folder, source=source)
 
 
 def has_windows(root: Path | str, name: str, fold: int, split: str) -> bool:
@@ -31,7 +37,7 @@ def read_windows(root: Path | str, name: str, fold: int, split: str, ids: Iterab
             raise LayoutError(f"per-window file for id '{row_id}' is missing; write one .npy per "
                               "row or none at all", experiment=name, path=path)
         try:
-            array = np.load(path, allow_pickle=False).astype(np.float32, copy=False)
+            array = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as error:
             raise LayoutError(f"per-window file for id '{row_id}' is not a readable .npy array "
                               f"({first_line(error)}); rewrite it with numpy.save",
@@ -39,7 +45,11 @@ def read_windows(root: Path | str, name: str, fold: int, split: str, ids: Iterab
         if array.ndim != 2:
             raise LayoutError(f"per-window array has shape {array.shape}; expected "
                               "(windows, classes)", experiment=name, path=path)
-        check_window_values(array, path=path, experiment=name)
+        if array.dtype.kind not in "fiub":
+            raise LayoutError(f"per-window array has dtype {array.dtype}, not numbers; save "
+                              "float probabilities", experiment=name, path=path)
+        check_window_values(array, path=path, experiment=name)   # before float32: 1e39 stays 1e39
+        array = array.astype(np.float32, copy=False)
         arrays.append(array if column_order is None else array[:, column_order])
     return arrays
 

@@ -15,7 +15,7 @@ import torch
 
 from stacker import layout
 from stacker.errors import LayoutError, OptionError, OutputExistsError
-from stacker.layout import workspace
+from stacker.layout import provenance, workspace
 from stacker.layout.collect import Collection
 from stacker.level2 import fit as level2_fit
 from stacker.level2.fit import Level2Result, TrainConfig, geometric_mean, predict_array
@@ -38,6 +38,8 @@ def check_output(root: Path | str, name: str, *, force: bool, inputs: Sequence[s
     if layout.experiment_dir(root, name).exists() and not force:
         raise OutputExistsError(f"experiment '{name}' already exists under {root}; choose another "
                                 "`name` or pass `force` to replace it")
+    if force:
+        provenance.check_not_linked(root, name)
 
 
 def write_level2(root: Path | str, name: str, result: Level2Result, collection: Collection, *,

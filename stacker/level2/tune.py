@@ -34,9 +34,9 @@ import optuna
 import pandas as pd
 import sqlalchemy.exc
 
-from stacker import layout
-from stacker.errors import OptionError
-from stacker.layout import workspace
+from stacker import layout, redaction
+from stacker.errors import OptionError, OutputExistsError
+from stacker.layout import provenance, workspace
 from stacker.layout.collect import Collection
 from stacker.level2.fit import fit_fold, geometric_mean
 from stacker.level2.inner import INNER_HOLDOUT
@@ -64,11 +64,14 @@ def default_storage(root: Path | str) -> str:
 
 
 def redact(url: str) -> str:
-    """A storage URL without its password (safe to print and to save)."""
+    """A storage URL without its passwords (safe to print and to save): the user part, the query
+    string (``?password=``) and libpq's keyword form (``host=h password=PW``), by the one
+    redaction of :mod:`stacker.redaction`."""
     try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+        text = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except sqlalchemy.exc.ArgumentError:
-        return url
+        text = url
+    return redaction.redact(text)
 
 
 def default_study_name(attrs: dict) -> str:
@@ -111,6 +114,49 @@ def sqlite_lock_path(storage: str) -> Path | None:
     return Path(url.database + ".lock")
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(database: Path, storage: str) -> None:
+    """Refuse a sqlite storage whose file is something else (``sqlite:///p/folds.csv``) before
+    anything is written beside it (its ``.lock``). A new or empty file is fine."""
+    what = None
+    if database.is_dir():
+        what = "a folder"
+    else:
+        try:
+            with open(database, "rb") as handle:
+                head = handle.read(len(SQLITE_HEADER))
+        except OSError:       # absent (a new study) or unreadable (the storage says so itself)
+            head = b""
+        if head and head != SQLITE_HEADER:
+            what = "not an SQLite database"
+    if what is not None:
+        raise OptionError(f"`storage` '{redact(storage)}': {database} is {what}; pass a "
+                          "sqlite:/// path to a new file (e.g. <root>/.stack/tune.db)")
+
+
+def _check_storage_place(storage: str, root) -> None:
+    """A sqlite storage never goes into the layout's own files (an experiment folder, folds.csv,
+    classes.txt; provenance.check_replaceable) nor onto a file that is not an SQLite database,
+    before anything is written beside it; tune's workspace ``<root>/.stack/`` is its own (not
+    even read here: nothing a run wrote is read back)."""
+    lock = sqlite_lock_path(storage)
+    if lock is None or root is None:
+        return
+    database = Path(str(lock)[:-len(".lock")])
+    try:
+        database.resolve().relative_to((Path(root) / layout.STACK_DIR).resolve())
+        return
+    except (ValueError, OSError):
+        pass
+    try:
+        provenance.check_replaceable(database, root, what="`storage`")
+    except OutputExistsError as error:
+        raise OutputExistsError(redaction.redact(str(error))) from None
+    _check_sqlite_file(database, storage)
+
+
 def open_study(storage: str, study_name: str, *, direction: str, seed: int, attrs: dict,
                retries: int = 5) -> optuna.Study:
     """Create or load the study; the sampler's seed also mixes in the number of trials already
@@ -125,9 +171,12 @@ def open_study(storage: str, study_name: str, *, direction: str, seed: int, attr
     if lock is not None and not lock.parent.is_dir():
         raise OptionError(f"`storage` '{redact(storage)}': folder {lock.parent} does not exist; "
                           "create it or pass a sqlite:/// path in an existing folder")
-    with process_lock(lock):
-        return _open_study(storage, study_name, direction=direction, seed=seed, attrs=attrs,
-                           retries=retries)
+    try:
+        with process_lock(lock):
+            return _open_study(storage, study_name, direction=direction, seed=seed, attrs=attrs,
+                               retries=retries)
+    except OptionError as error:    # a driver's reason may quote the connection string
+        raise OptionError(redaction.redact(str(error))) from None
 
 
 def _open_study(storage: str, study_name: str, *, direction: str, seed: int, attrs: dict,
@@ -271,6 +320,12 @@ def tune(collection: Collection, names: Sequence[str], config: TuneConfig | None
         raise OptionError(f"`trials` must be >= 0, got {config.n_trials}")
     if config.n_jobs < 1:
         raise OptionError(f"`n_jobs` must be >= 1, got {config.n_jobs}")
+    if config.seed < 0:
+        raise OptionError(f"`seed` must be 0 or more (numpy seeds cannot be negative), got "
+                          f"{config.seed}")
+    if config.timeout is not None and not 0 < config.timeout < float("inf"):
+        raise OptionError(f"`timeout` must be a positive, finite number of seconds, got "
+                          f"{config.timeout:g}")
     if not names:
         raise OptionError("no input experiments; pass `subset` NAME,... or add level-1 experiments")
     check_defined(metric, collection.y, collection.fold, collection.fold_numbers)
@@ -285,7 +340,9 @@ def tune(collection: Collection, names: Sequence[str], config: TuneConfig | None
     attrs = {"inputs": list(names), "metric": metric.name, "fold_hash": collection.folds.hash,
              "holdout_fold": holdout_fold, "base_params": config.base_params.to_dict(),
              "early_stopping": INNER_HOLDOUT}
+    redaction.remember_secrets(config.storage)   # masked wherever a driver quotes them later
     storage = storage_url(config.storage) if config.storage else default_storage(collection.root)
+    _check_storage_place(storage, collection.root)
     study_name = config.study_name or default_study_name(attrs)
     direction = "maximize" if metric.greater_is_better else "minimize"
     study = open_study(storage, study_name, direction=direction, seed=config.seed, attrs=attrs)

@@ -39,9 +39,7 @@ def _compile():
     global _KERNEL
     if _KERNEL is not None:
         return _KERNEL
-    import numba
 
-    @numba.njit(nogil=True, cache=True)
     def walk_kernel(q, starts, src, model, dst, out_row, row_start, row_cols, row_fold, row_weight,
                     n_slots, block_rows, out):  # pragma: no cover - compiled
         n_rows = q.shape[1]
@@ -85,8 +83,22 @@ def _compile():
                         out[o, row_fold[p]] += hits / at_or_above * row_weight[p]
         return out
 
-    _KERNEL = walk_kernel
+    _KERNEL = _jit(walk_kernel)
     return _KERNEL
+
+
+def _jit(func):
+    """``func`` compiled, its machine code cached on disk where numba finds a writable place (the
+    package's ``__pycache__``, ``NUMBA_CACHE_DIR``, the user's cache folder); with none (a read-only
+    install and an unusable HOME) compiled for this process only, instead of failing."""
+    import numba
+
+    try:
+        return numba.njit(nogil=True, cache=True)(func)
+    except RuntimeError as error:
+        if "cannot cache" not in str(error):
+            raise
+        return numba.njit(nogil=True)(func)
 
 
 def block_rows(n_slots: int, n_classes: int) -> int:

@@ -36,7 +36,7 @@ def test_collect_prints_the_leaderboard_and_writes_it(small_layout):
     assert board.cv.is_monotonic_decreasing                     # best first
     for name, cv in zip(board.experiment, board.cv):
         assert name in result.output and f"{cv:.4f}" in result.output
-    assert sorted(p.name for p in (root / ".stack").iterdir()) == ["cache", "leaderboard.csv"]
+    assert sorted(p.name for p in (root / ".stack").iterdir()) == ["cache", "leaderboard.csv", "lock"]
 
 
 def test_collect_with_a_loss_metric_sorts_lowest_first(small_layout):

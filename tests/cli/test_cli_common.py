@@ -28,3 +28,29 @@ def test_library_words_become_flags_and_the_rest_is_kept():
     message = "`holdout_fold` 7 is not a fold; pass `force`, or `fmt` csv; run `stack collect` first"
     assert in_cli_words(message, flags) == ("--holdout-fold 7 is not a fold; pass --force, or --format csv; "
                                             "run `stack collect` first")
+
+
+def test_a_writer_waits_for_the_running_one_under_stack_lock_wait(small_layout, monkeypatch):
+    """`stack collect` with STACK_LOCK_WAIT set waits for the other writer instead of refusing."""
+    import subprocess
+    import sys
+    import time
+
+    from typer.testing import CliRunner
+
+    from stacker.cli.app import app
+
+    root = small_layout()
+    code = (f"import time\nfrom stacker.layout.lock import root_lock\n"
+            f"with root_lock({str(root)!r}, 'stack tune'):\n    print('held', flush=True)\n"
+            f"    time.sleep(1.5)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    refused = CliRunner().invoke(app, ["collect", "--root", str(root)])
+    assert refused.exit_code == 1 and "`stack tune`" in refused.output
+    monkeypatch.setenv("STACK_LOCK_WAIT", "30")
+    began = time.monotonic()
+    waited = CliRunner().invoke(app, ["collect", "--root", str(root)])
+    child.wait()
+    assert waited.exit_code == 0, waited.output
+    assert time.monotonic() - began > 0.3

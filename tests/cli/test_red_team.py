@@ -16,8 +16,11 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
+import textwrap
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +43,14 @@ class P:
     tmp: Path
     root: Path
     monkeypatch: pytest.MonkeyPatch
+    cleanups: list = field(default_factory=list)   # run after the command (a lock holder to stop)
 
     def __getattr__(self, name):        # p.labels -> tmp/labels.csv, etc.
         files = {"labels": "labels.csv", "train": "train.csv", "test": "test.csv",
                  "template": "template.csv", "params": "params.json", "meta": "meta.csv",
                  "audio": "audio", "out": "submission.csv", "report": "report.html",
-                 "folds": "layout/folds.csv", "classes": "layout/classes.txt"}
+                 "folds": "layout/folds.csv", "classes": "layout/classes.txt",
+                 "oof": "oof.npy", "test_preds": "test_preds.npy"}
         if name in files:
             return self.tmp / files[name]
         raise AttributeError(name)
@@ -76,6 +81,9 @@ def project(tmp_path, small_layout, monkeypatch) -> P:
         soundfile.write(str(p.audio / f"a{i}.wav"), (0.3 * np.sin(2 * np.pi * 440 * (i + 1) * t))
                         .astype(np.float32), 8000, subtype="PCM_16")
     p.meta.write_text("fname,labels\na0.wav,class_a\na1.wav,class_b\na2.wav,class_c\n")
+    # a notebook's arrays for `stack import` (rows in folds.csv order, columns in classes.txt order)
+    np.save(p.oof, np.clip(folds.y * 0.6 + rng.uniform(0, 0.4, size=folds.y.shape), 0, 1))
+    np.save(p.test_preds, rng.uniform(size=(len(test_ids), len(CLASSES))))
     # per-window predictions of sim_000 (val rows): 3 windows x 4 classes in [0, 1]
     for k in folds.fold_numbers:
         for row_id in folds.ids[folds.rows_of_fold(k)]:
@@ -194,7 +202,7 @@ def no_labels(fold=None):
     return damage
 
 
-def window_value(value, *, raw=None):
+def window_value(value, *, raw=None, dtype=None):
     def damage(p: P):
         folds = layout.read_folds(p.root)
         row_id = folds.ids[folds.rows_of_fold(1)][2]
@@ -203,6 +211,7 @@ def window_value(value, *, raw=None):
             path.write_bytes(raw)
             return
         array = np.load(path)
+        array = array if dtype is None else array.astype(dtype)
         array[1, 2] = value
         np.save(path, array)
     return damage
@@ -252,6 +261,63 @@ def first_sklearn_run_then(change):
     return damage
 
 
+def locked_by(command="stack auto", shared=False):
+    """Another process is writing the layout: it holds ``<root>/.stack/lock`` until the row ends
+    (``shared``: as a `stack tune` worker does)."""
+    def damage(p: P):
+        code = textwrap.dedent(f"""
+            import sys
+            from stacker.layout.lock import root_lock
+            with root_lock({str(p.root)!r}, {command!r}, shared={shared!r}):
+                print("held", flush=True)
+                sys.stdin.read()
+        """)
+        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "held"
+        p.cleanups.append(lambda: (child.stdin.close(), child.wait(timeout=30)))
+    return damage
+
+
+def no_numba_cache(p: P):
+    """A read-only install and an unusable HOME: numba finds no folder for its on-disk cache."""
+    numba_caching = pytest.importorskip("numba.core.caching")
+    from stacker.search import kernel
+
+    p.monkeypatch.setattr(numba_caching.CacheImpl, "_locator_classes", [])
+    p.monkeypatch.setattr(kernel, "_KERNEL", None)
+
+
+def npy_value(path, value):
+    """One value of a saved array set to ``value``."""
+    def damage(p: P):
+        array = np.load(path(p))
+        array[3, 1] = value
+        np.save(path(p), array)
+    return damage
+
+
+def slow_stage(p: P):
+    """Collecting takes 2.5 s (a slow disk): any run is then far over a budget of 0.01 s."""
+    import importlib
+    import time
+
+    for where in ("stacker.auto.pipeline", "stacker.auto"):   # the package, or the old module
+        try:
+            auto = importlib.import_module(where)
+        except ImportError:
+            continue
+        if hasattr(auto, "collect"):
+            break
+    real = auto.collect
+
+    def slow(*args, **kwargs):
+        time.sleep(2.5)
+        return real(*args, **kwargs)
+
+    p.monkeypatch.setattr(auto, "collect", slow)
+
+
 def both(*damages):
     def damage(p: P):
         for d in damages:
@@ -295,6 +361,21 @@ def BLEND(p, *extra):
             "--out", p.out, *extra]
 
 
+def WEIGHTS(p, *extra):
+    return ["blend", "--weights", "--root", p.root, "--subset", "best", "--out", p.out, *extra]
+
+
+def searched_then(edit):
+    """A weighted subset search (GES) over every experiment, then ``.stack/subsets.json`` edited."""
+    def damage(p: P):
+        done = CliRunner().invoke(app, [str(a) for a in SEARCH(p, "--method", "ges",
+                                                               "--max-size", "3")])
+        assert done.exit_code == 0, done.output
+        path = p.root / layout.STACK_DIR / "subsets.json"
+        path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    return damage
+
+
 def REPORT(p, *extra):
     return ["report", "--root", p.root, "--out", p.report, *extra]
 
@@ -314,6 +395,11 @@ def AUDIO(p, *extra):
             "--name", "cnn", "--root", p.root, "--epochs", "1", *extra]
 
 
+def IMPORT(p, *extra, name="mine", test_ids=True):
+    return ["import", name, "--oof", p.oof, "--test", p.test_preds, "--root", p.root,
+            *(["--test-ids", p.template] if test_ids else []), *extra]
+
+
 def FEATURES(p, *extra):
     return ["first-level", "audio-features", "--meta", p.meta, "--audio-dir", p.audio,
             "--out", p.tmp / "feat.csv", "--root", p.root, *extra]
@@ -331,6 +417,7 @@ probs = lambda p: p.probs()
 probs_test = lambda p: p.probs(split="test")
 meta_json = lambda p: p.root / "sim_001" / "meta.json"
 NOT_UTF8 = "is not UTF-8 text"
+LOCKED = "is being written by `stack auto` (pid"
 
 def _set_first_value(text):
     def damage(p: P):
@@ -410,6 +497,8 @@ ROWS = [
     ("search unknown metric", lambda p: SEARCH(p, "--metric", "f1"), nothing, 1, "unknown metric"),
     ("search ctrl-c", SEARCH, interrupt(("stacker.search.engine", "search_arrays")), 130,
      "interrupted; rerun to resume"),
+    ("search-subsets with no writable numba cache", SEARCH, no_numba_cache, 0,
+     "written"),
     # ---- tune
     ("tune storage folder missing",
      lambda p: TUNE(p, "--storage", f"sqlite:///{p.tmp}/no/such/dir/t.db"), nothing, 1,
@@ -420,9 +509,29 @@ ROWS = [
     ("tune ctrl-c", TUNE, interrupt(("stacker.level2.tune", "tune")), 130,
      "interrupted; rerun to resume"),
     ("tune gzip folds.csv", TUNE, gzipped(folds_csv), 1, "gzip archive"),
+    ("tune seed -1", lambda p: TUNE(p, "--seed", "-1"), nothing, 1, "--seed must be 0 or more"),
+    ("tune timeout nan", lambda p: TUNE(p, "--timeout", "nan"), nothing, 1,
+     "--timeout must be a positive, finite number of seconds, got nan"),
+    ("tune timeout -5", lambda p: TUNE(p, "--timeout", "-5"), nothing, 1, "got -5"),
+    ("tune storage is folds.csv", lambda p: TUNE(p, "--storage", f"sqlite:///{p.folds}"), nothing,
+     1, "folds.csv is the layout's folds.csv, written by `stack make-folds`"),
+    ("tune storage is the template", lambda p: TUNE(p, "--storage", f"sqlite:///{p.template}"),
+     nothing, 1, "template.csv is not an SQLite database"),
+    ("tune storage inside an experiment",
+     lambda p: TUNE(p, "--storage", f"sqlite:///{p.root}/sim_000/t.db"), nothing, 1,
+     "is inside experiment 'sim_000' of the layout"),
+    ("tune storage in .stack/ is tune's own",
+     lambda p: TUNE(p, "--storage", f"sqlite:///{p.root}/.stack/mine.db"), nothing, 0,
+     "best params saved"),
+    ("train on a scheduler address with no host", lambda p: TRAIN(p, "--scheduler", "tcp://"),
+     nothing, 1, "no host in the address; write tcp://HOST:PORT"),
+    ("tune storage is a folder", lambda p: TUNE(p, "--storage", f"sqlite:///{p.audio}"), nothing,
+     1, "audio is a folder"),
     # ---- train
     ("train NaN in a window", TRAIN, window_value(np.nan), 1, "value is NaN or infinite"),
     ("train window above 1", TRAIN, window_value(1.5), 1, "value is 1.5, outside [0, 1]"),
+    ("train float64 window of 1e39", TRAIN, window_value(1e39, dtype=np.float64), 1,
+     "value is 1e+39, outside [0, 1]"),
     ("train window below 0", TRAIN, window_value(-0.25), 1, "value is -0.25, outside [0, 1]"),
     ("train half-written window", TRAIN, window_value(None, raw=b"\x93NUMPY\x01\x00v"), 1,
      "not a readable .npy"),
@@ -438,6 +547,8 @@ ROWS = [
      "interrupted; rerun to resume"),
     ("train our bug", TRAIN, bug(("stacker.level2.fit", "train_level2")), 2,
      "internal error (ZeroDivisionError: division by zero); this is a bug in stack"),
+    ("train seed -1", lambda p: TRAIN(p, "--seeds", "0,-1"), nothing, 1,
+     "--seeds must be 0 or more"),
     # ---- predict
     ("predict unknown experiment", lambda p: PREDICT(p, "--name", "ghost"), nothing, 1, "ghost"),
     ("predict a level-1 experiment", lambda p: PREDICT(p, "--name", "sim_000"), nothing, 1,
@@ -449,6 +560,37 @@ ROWS = [
      nothing, 1, "an input of this command"),
     ("blend out is folds.csv, with force", lambda p: BLEND(p, "--out", p.folds, "--force"),
      nothing, 1, "an input of this command"),
+    ("blend out is an experiment's test probs, with force",
+     lambda p: BLEND(p, "--out", p.probs("sim_000", split="test"), "--force"), nothing, 1,
+     "is inside experiment 'sim_000' of the layout"),
+    ("blend out makes a new fold folder",
+     lambda p: BLEND(p, "--out", p.root / "mine" / "fold_0" / "test" / "probs.csv"), nothing, 1,
+     "is inside experiment 'mine' of the layout"),
+    ("blend out is an experiment's meta.json, with force",
+     lambda p: BLEND(p, "--out", p.root / "sim_001" / "meta.json", "--force"), nothing, 1,
+     "inside experiment 'sim_001'"),
+    ("blend out is the leaderboard in .stack/, with force",
+     lambda p: BLEND(p, "--out", p.root / ".stack" / "leaderboard.csv", "--force"),
+     lambda p: CliRunner().invoke(app, ["collect", "--root", str(p.root)]), 1,
+     "inside .stack/, the workspace of `stack collect`"),
+    ("blend out is a symlink to an experiment's probs, with force",
+     lambda p: BLEND(p, "--out", p.tmp / "link.csv", "--force"),
+     lambda p: os.symlink(p.probs("sim_002", split="test"), p.tmp / "link.csv"), 1,
+     "inside experiment 'sim_002'"),
+    ("blend out beside folds.csv in the root", lambda p: BLEND(p, "--out", p.root / "sub.csv"),
+     nothing, 0, "written"),
+    ("blend --weights that sum to infinity", WEIGHTS, searched_then(lambda r: {
+        **r, "members": ["sim_000", "sim_001", "sim_002"],
+        "weights": {"sim_000": 1e308, "sim_001": 1e308, "sim_002": 1e308}}), 1,
+     "subsets.json: weights sum to infinity"),
+    ("blend --weights edited by hand", WEIGHTS, searched_then(lambda r: {
+        **r, "members": ["sim_000", "sim_001"], "weights": {"sim_000": 1.0, "sim_001": 8.0}}), 0,
+     "no nested CV: this blend's CV"),
+    ("blend --weights as searched", WEIGHTS, searched_then(lambda r: r), 0,
+     "nested CV (from the subset search)"),
+    ("blend without a template says its column order",
+     lambda p: ["blend", "--geo-mean", "--root", p.root, "--subset", "all", "--out", p.out],
+     nothing, 0, "no --template: the columns follow classes.txt's order (class_a, class_b"),
     ("blend latin-1 template", BLEND, latin1(template), 1, "template is not UTF-8"),
     ("blend gzip template", BLEND, gzipped(template), 1, "template is a gzip archive"),
     ("blend semicolon template", BLEND, delimited(template), 1, "delimiter ';'"),
@@ -461,6 +603,9 @@ ROWS = [
     # ---- report
     ("report gzip folds.csv", REPORT, gzipped(folds_csv), 1, "gzip archive"),
     ("report out exists", REPORT, write(lambda p: p.report, "mine"), 1, "exists"),
+    ("report out is an experiment's probs, with force",
+     lambda p: REPORT(p, "--out", p.probs(), "--force"), nothing, 1,
+     "is inside experiment 'sim_001'"),
     ("report out is folds.csv", lambda p: REPORT(p, "--out", p.folds, "--force"), nothing, 1,
      "an input of this command"),
     # ---- auto
@@ -469,8 +614,56 @@ ROWS = [
     ("auto out is the template, with force",
      lambda p: AUTO(p, "--template", p.template, "--out", p.template, "--force"), nothing, 1,
      "an input of this command"),
+    ("auto report is inside an experiment, with force",
+     lambda p: AUTO(p, "--report", p.root / "sim_000" / "report.html", "--force"), nothing, 1,
+     "is inside experiment 'sim_000' of the layout"),
+    ("auto out is in .stack/, with force",
+     lambda p: AUTO(p, "--out", p.root / ".stack" / "subsets.json", "--force"), nothing, 1,
+     "the workspace of `stack search-subsets`"),
+    ("auto time budget nan", lambda p: AUTO(p, "--time-budget", "nan"), nothing, 1,
+     "--time-budget must be a positive, finite number of seconds, got nan"),
+    ("auto time budget inf", lambda p: AUTO(p, "--time-budget", "inf"), nothing, 1,
+     "got inf"),
+    ("auto trials -1", lambda p: AUTO(p, "--trials", "-1"), nothing, 1,
+     "--trials must be 0 or more"),
+    ("auto far over a tiny time budget", lambda p: AUTO(p, "--time-budget", "0.01"), slow_stage,
+     0, "over --time-budget 0.01 s"),
+    ("auto time budget 0", lambda p: AUTO(p, "--time-budget", "0"), nothing, 1, "got 0"),
+    ("auto bad template refused before any stage",
+     lambda p: AUTO(p, "--template", p.template), both(
+         replace_text(template, "test_00003", "test_x"),
+         bug(("stacker.auto", "run_auto"))), 1, "template ids are not the layout's test ids"),
     ("auto out is the user's file", AUTO, write(lambda p: p.out, "mine\n"), 1,
      "was not written by stack auto"),
+    # ---- import
+    ("import a name with a trailing space", lambda p: IMPORT(p, name="cnn "), nothing, 1,
+     "experiment name 'cnn ' must be a plain folder name that --subset can select"),
+    ("import a name with a comma", lambda p: IMPORT(p, name="cnn,v2"), nothing, 1,
+     "no ',', '/' or"),
+    ("import --force onto a symlinked experiment", lambda p: IMPORT(p, "--force", name="linked"),
+     lambda p: os.symlink(p.root / "sim_000", p.root / "linked"), 1,
+     "experiment 'linked' under"),
+    ("import a value of 1e39", IMPORT, npy_value(lambda p: p.oof, 1e39), 1,
+     "value 1e+39 is outside [0, 1], so these look like logits"),
+    ("import a value of -1e-9 (rounding)", IMPORT, npy_value(lambda p: p.oof, -1e-9), 0,
+     "imported 'mine'"),
+    ("import a value of -0.01", IMPORT, npy_value(lambda p: p.oof, -0.01), 1,
+     "--from-logits sigmoid"),
+    ("import without --test-ids beside named test rows", lambda p: IMPORT(p, test_ids=False),
+     nothing, 1,
+     "the test rows are numbered 0..19 (no --test-ids) but experiment 'sim_000' predicts"),
+    ("import with another test set",
+     lambda p: IMPORT(p, "--test-ids", p.tmp / "tids.csv", test_ids=False),
+     lambda p: (p.tmp / "tids.csv").write_text(
+         "fname\n" + "".join(f"other_{i}\n" for i in range(20))), 1,
+     "test ids differ from experiment 'sim_000''s ('test_00000' missing)"),
+    ("import OOF that are the labels", IMPORT,
+     lambda p: np.save(p.oof, layout.read_folds(p.root).y.astype(float)), 0,
+     "warning: the OOF predictions equal the labels of folds.csv"),
+    ("sklearn --force onto a symlinked experiment", lambda p: SKLEARN(p, "--force"),
+     lambda p: os.symlink(p.root / "sim_000", p.root / "sk"), 1, "is a symbolic link to"),
+    ("train --force onto a symlinked experiment", lambda p: TRAIN(p, "--force"),
+     lambda p: os.symlink(p.root / "sim_002", p.root / "l2"), 1, "is a symbolic link to"),
     # ---- first-level sklearn
     ("sklearn latin-1 features", SKLEARN, latin1(train_csv), 1, NOT_UTF8),
     ("sklearn semicolon features", SKLEARN, delimited(train_csv), 1, "delimiter ';'"),
@@ -487,6 +680,13 @@ ROWS = [
      1, "has no predict_proba"),
     ("sklearn resume on changed features", SKLEARN, first_sklearn_run_then(_set_feature("0.5")), 1,
      "was made on other input data"),
+    ("sklearn resume into a meta.json of the user's", SKLEARN,
+     first_sklearn_run_then(lambda p: ((p.root / "sk" / "meta.json").write_text(
+         '{"level": 1, "notes": "mine"}'), __import__("shutil").rmtree(p.root / "sk" / "fold_2"))),
+     1, "records no model, params, seed, data_hash"),
+    ("sklearn resume with another seed", lambda p: SKLEARN(p, "--seed", "3"),
+     first_sklearn_run_then(lambda p: __import__("shutil").rmtree(p.root / "sk" / "fold_2")), 1,
+     "was made with seed 0, not 3"),
     ("sklearn other test columns", SKLEARN, replace_text(features_test, "f3", "g3"), 1,
      "same columns"),
     ("sklearn params not JSON", lambda p: SKLEARN(p, "--params", "{C: 1}"), nothing, 1,
@@ -500,8 +700,31 @@ ROWS = [
     ("audio-features latin-1 metadata", FEATURES, latin1(meta_csv), 1, NOT_UTF8),
     ("audio-features out is the metadata, with force",
      lambda p: FEATURES(p, "--out", p.meta, "--force"), nothing, 1, "an input of this command"),
+    ("audio-features out is in an experiment, with force",
+     lambda p: FEATURES(p, "--out", p.root / "sim_000" / "fold_1" / "f.csv", "--force"), nothing,
+     1, "inside experiment 'sim_000'"),
     ("audio-features utf-16 metadata", FEATURES, utf16(meta_csv), 1, "UTF-16"),
     ("audio-features reads an Excel metadata file", FEATURES, excel(meta_csv), 0, "wrote"),
+    # ---- one writer per root: a second command refuses, naming the running one
+    ("collect while auto writes the root", COLLECT, locked_by(), 1, LOCKED),
+    ("search-subsets while auto writes the root", SEARCH, locked_by(), 1, LOCKED),
+    ("tune while auto writes the root", TUNE, locked_by(), 1, LOCKED),
+    ("train while auto writes the root", TRAIN, locked_by(), 1, LOCKED),
+    ("blend while auto writes the root", BLEND, locked_by(), 1, LOCKED),
+    ("import while auto writes the root", IMPORT, locked_by(), 1, LOCKED),
+    ("sklearn while auto writes the root", SKLEARN, locked_by(), 1, LOCKED),
+    ("audio while auto writes the root", AUDIO, locked_by(), 1, LOCKED),
+    ("make-folds into a root auto writes", lambda p: MAKE_FOLDS(p, "--force", root=p.root),
+     locked_by(), 1, LOCKED),
+    ("auto while another auto writes the root", AUTO, locked_by(), 1, LOCKED),
+    ("train while tune workers tune the root", TRAIN, locked_by("stack tune", shared=True), 1,
+     "is being written by `stack tune` (pid"),
+    ("tune beside another tune worker", TUNE, locked_by("stack tune", shared=True), 0,
+     "best params saved"),
+    ("import with an unusable STACK_LOCK_WAIT", IMPORT,
+     lambda p: p.monkeypatch.setenv("STACK_LOCK_WAIT", "soon"), 1,
+     "STACK_LOCK_WAIT must be a number of seconds"),
+    ("import into a root written by nobody", IMPORT, nothing, 0, "imported 'mine'"),
 ]
 
 
@@ -551,7 +774,11 @@ def snapshot(tmp: Path) -> dict[str, str]:
 def test_red_team(project, command, damage, code, fragment):
     damage(project)
     before = snapshot(project.tmp)
-    result = CliRunner().invoke(app, [str(a) for a in command(project)])
+    try:
+        result = CliRunner().invoke(app, [str(a) for a in command(project)])
+    finally:
+        for cleanup in project.cleanups:
+            cleanup()
     project.monkeypatch.undo()
     output = result.output
     assert "Traceback" not in output, output
@@ -668,6 +895,18 @@ def test_a_failed_rename_names_the_users_file_not_the_temporary_one(tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_folder_that_refuses_the_temporary_file_names_the_users_file(tmp_path, monkeypatch):
+    """mkstemp fails in a read-only folder (root ignores modes, so the failure is simulated):
+    the error names submission.csv, not '.submission.csv.XXXX.tmp'."""
+    def refuse(*args, dir=None, prefix="", suffix="", **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/{prefix}abc{suffix}")
+
+    monkeypatch.setattr(layout.atomic.tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError) as error:
+        layout.atomic_write_text(tmp_path / "submission.csv", "x\n")
+    assert error.value.filename == str(tmp_path / "submission.csv")
+
+
 def test_an_error_raised_while_handling_ctrl_c_still_reads_interrupted(project):
     """A library cleaning up after Ctrl-C (a rolled-back database session) may raise its own
     error with the KeyboardInterrupt as its context: that is still an interruption."""
@@ -682,3 +921,28 @@ def test_an_error_raised_while_handling_ctrl_c_still_reads_interrupted(project):
     result = CliRunner().invoke(app, [str(a) for a in TUNE(project)])
     assert result.exit_code == 130 and "interrupted; rerun to resume" in result.output
     assert "Traceback" not in result.output
+
+
+SECRET = "Hunter2xyzzy"
+
+
+@pytest.mark.parametrize("storage", [
+    "sqlite:///{tmp}/t.db?password={pw}",                 # the query string: opens, tunes, saves
+    "sqlite:///{tmp}/t.db?mode=rw&pwd={pw}",
+    "host=localhost port=1 password={pw} dbname=x",       # libpq's keyword form: refused
+    "postgresql+psycopg://u:{pw}@localhost:1/db",          # the user part: unreachable
+], ids=["query", "query-pwd", "libpq", "user-part"])
+def test_a_storage_password_reaches_no_output_and_no_file(project, storage):
+    """Tune with a password in the storage URL: nothing printed, raised or saved holds it."""
+    url = storage.format(tmp=project.tmp, pw=SECRET)
+    result = CliRunner().invoke(app, [str(a) for a in TUNE(project, "--storage", url)])
+    assert "Traceback" not in result.output, result.output
+    assert SECRET not in result.output and SECRET not in repr(result.exception)
+    if url.startswith("sqlite"):
+        assert result.exit_code == 0, result.output
+        assert (project.root / layout.STACK_DIR / "best_params.json").exists()
+    else:
+        assert result.exit_code == 1 and "***" in result.output, result.output
+    holding = [str(path) for path in project.tmp.rglob("*")
+               if path.is_file() and SECRET.encode() in path.read_bytes()]
+    assert not holding, f"the password was saved in {holding}"

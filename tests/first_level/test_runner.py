@@ -172,6 +172,28 @@ def test_windows_are_saved_and_probs_are_their_mean(tmp_path):
     assert layout.has_windows(tmp_path, "win", 2, "test")
 
 
+@pytest.mark.parametrize("bad_id, why", [("../../escape", "holds '/'"), ("a\\b", "holds '\\'"),
+                                         ("nul\0id", "NUL character"), ("..", "not a file name")])
+def test_a_test_id_that_is_not_a_file_name_writes_no_window_file(tmp_path, bad_id, why):
+    """Row ids become per-window file names: '../' (or '\\', NUL, '..') would write outside the
+    layout. Refused naming the id and the folder, before any .npy of that split is written."""
+    folds = write_small_folds(tmp_path / "root")
+    ids = list(folds.ids)
+    X = [np.zeros(i % 5) for i in range(len(ids))]
+    with pytest.raises(LayoutError) as refused:
+        run_kfold(tmp_path / "root", "win", lambda k: WindowModel(), X, ids, X[:2], ["t0", bad_id],
+                  model="w", params={}, seed=0)
+    message = str(refused.value)
+    assert "cannot name a per-window file in" in message and why in message
+    assert repr(bad_id) in str(refused.value)
+    assert not list(tmp_path.glob("*.npy")) and not list((tmp_path / "root").rglob("*.npy"))
+
+
+def test_reading_windows_of_an_unsafe_id_is_refused(tmp_path):
+    with pytest.raises(LayoutError, match="row id '../x' cannot name a per-window file"):
+        layout.read_windows(tmp_path, "e", 0, "val", ["../x"])
+
+
 class BadModel:
     def __init__(self, output):
         self.output = output

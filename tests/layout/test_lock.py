@@ -82,3 +82,33 @@ def test_a_read_only_root_is_not_locked(tmp_path):
             pass
     finally:
         root.chmod(0o755)
+
+
+def test_an_absent_root_is_not_created(tmp_path):
+    """A mistyped --root stays absent: the command refuses on its own terms, no `.stack/lock` left."""
+    with root_lock(tmp_path / "typo", "stack collect"):
+        pass
+    assert not (tmp_path / "typo").exists()
+
+
+def test_shared_holders_run_together_and_keep_writers_out(tmp_path):
+    """`stack tune` workers share the root with each other, never with another writer."""
+    code = textwrap.dedent(f"""
+        import sys
+        from stacker.layout.lock import root_lock
+        with root_lock({str(tmp_path)!r}, "stack tune", shared=True):
+            print("held", flush=True)
+            sys.stdin.read()
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with root_lock(tmp_path, "stack tune", shared=True):
+            pass
+        with pytest.raises(LockedError, match="`stack tune`"):
+            with root_lock(tmp_path, "stack train"):
+                pass
+    finally:
+        child.stdin.close()
+        child.wait()

@@ -38,10 +38,22 @@ def test_another_set_up_is_refused_naming_what_differs(change, message):
     assert message in str(error.value)
 
 
-def test_what_an_experiment_does_not_record_or_the_run_does_not_know_is_not_compared():
-    provenance.check_resumable({"model": "m"}, {**MADE, "seed": 5}, where="x", name="e")
+def test_what_the_run_does_not_know_is_not_compared():
     provenance.check_resumable(MADE, {**MADE, "data_hash": None}, where="x", name="e")
     provenance.check_resumable(MADE, {"model": "m"}, where="x", name="e")
+    older = {k: v for k, v in MADE.items() if k not in ("fold_hash", "classes")}
+    provenance.check_resumable(older, MADE, where="x", name="e")
+
+
+@pytest.mark.parametrize("meta, missing", [
+    ({"level": 1, "notes": "mine"}, "records no model, params, seed, data_hash"),
+    ({"model": "m"}, "records no params, seed, data_hash"),
+    ({k: v for k, v in MADE.items() if k != "seed"}, "records no seed,"),
+    ({**MADE, "data_hash": None}, "records no data_hash,"),
+])
+def test_a_meta_json_that_does_not_record_the_set_up_cannot_be_resumed(meta, missing):
+    with pytest.raises(OutputExistsError, match=missing):
+        provenance.check_resumable(meta, MADE, where="x", name="e")
 
 
 def test_an_experiment_without_meta_cannot_be_resumed():
@@ -86,3 +98,24 @@ def test_stamped_records_when_to_the_second_in_utc():
     created = datetime.fromisoformat(meta["created"])
     assert created.utcoffset().total_seconds() == 0 and created.microsecond == 0
     json.dumps(meta)
+
+
+def test_check_replaceable_names_the_owner_of_every_layout_file(small_layout):
+    """`force` never replaces a file of the layout: experiments, folds.csv, classes.txt, .stack/."""
+    from stacker.errors import OutputExistsError
+    from stacker.layout.provenance import check_replaceable
+
+    root = small_layout()
+    cases = {root / "sim_000" / "fold_1" / "test" / "probs.csv": "experiment 'sim_000'",
+             root / "sim_000" / "notes.csv": "experiment 'sim_000'",
+             root / "new" / "fold_0" / "val" / "probs.csv": "experiment 'new'",
+             root / "folds.csv": "`stack make-folds`",
+             root / "classes.txt": "`stack make-folds`",
+             root / ".stack" / "best_params.json": "`stack tune`",
+             root / ".stack" / "cache" / "x.npy": "`stack collect`"}
+    for path, owner in cases.items():
+        with pytest.raises(OutputExistsError, match=owner.replace("(", r"\(")):
+            check_replaceable(path, root)
+    (root / "subs").mkdir()                       # a plain folder of the user's: not an experiment
+    for fine in (root / "submission.csv", root / "subs" / "s.csv", root.parent / "s.csv"):
+        check_replaceable(fine, root)

@@ -266,6 +266,16 @@ def test_bad_options(tmp_path):
 def test_redact_hides_passwords():
     assert "secret" not in tune.redact("postgresql://user:secret@host/db")
     assert tune.redact("sqlite:///a/b.db") == "sqlite:///a/b.db"
+    assert "secret" not in tune.redact("sqlite:///a/b.db?password=secret")
+    assert "secret" not in tune.redact("host=h password=secret dbname=d")
+
+
+def test_a_refused_storage_raises_no_password(tmp_path):
+    """The library's own exception (not only the CLI's line) is redacted: libpq keyword form."""
+    col = collect(make_layout(tmp_path / "l", n_folds=3))
+    with pytest.raises(OptionError) as refused:
+        tune.tune(col, col.names, n_trials=1, storage="host=h password=s3cretPW dbname=d")
+    assert "s3cretPW" not in str(refused.value) and "***" in str(refused.value)
 
 
 def test_a_tune_config_and_prebuilt_inputs_give_the_keyword_calls_result(tmp_path, monkeypatch):
