@@ -367,3 +367,37 @@ def test_without_level2_no_folds_labels_move_its_own_final_blend_predictions(sma
     (a0, a1, a2), (b0, b1, b2) = blends
     np.testing.assert_array_equal(a1, b1)
     assert max(np.abs(a0 - b0).max(), np.abs(a2 - b2).max()) > 1e-6
+
+
+def test_only_the_exact_files_an_earlier_run_recorded_are_replaced(layout_root, tmp_path):
+    """Issue 20 (3, 4): the earlier run's sidecar gives it --out, the sidecar and the --report it
+    names, nothing else; its cleanup removes auto_mlp_<i> only, never a user's 'auto_mlp_1_keep'."""
+    import hashlib
+    import shutil
+
+    out, report = tmp_path / "submission.csv", tmp_path / "report.html"
+    run_auto(layout_root, settings=settings(n_level2=2), out=out, report=report)
+    features = tmp_path / "train_features.csv"
+    features.write_text("id,f1\nrow_000.wav,0.5\n")
+    digest = hashlib.sha1(features.read_bytes()).hexdigest()
+    with pytest.raises(OutputExistsError, match="train_features.csv exists and was not written"):
+        run_auto(layout_root, settings=settings(n_level2=2), out=out, report=features)
+    assert hashlib.sha1(features.read_bytes()).hexdigest() == digest
+    keep = layout.experiment_dir(layout_root, "auto_mlp_1_keep")
+    shutil.copytree(layout.experiment_dir(layout_root, "auto_mlp_1"), keep)
+    # the same paths again: replaced without --force; one level-2 experiment fewer: auto_mlp_2 goes
+    result = run_auto(layout_root, settings=settings(n_level2=1), out=out, report=report)
+    assert not layout.experiment_dir(layout_root, "auto_mlp_2").exists()
+    assert keep.exists() and (keep / "meta.json").exists()
+    assert any("removed auto_mlp_2" in n for n in result.notes)
+
+
+def test_stack_auto_says_which_experiments_collect_skipped(layout_root):
+    path = layout.probs_path(layout_root, "sim_001", 0, "val")
+    lines = path.read_text().splitlines()
+    cells = lines[1].split(",")
+    lines[1] = ",".join([cells[0], "nan", *cells[2:]])
+    path.write_text("\n".join(lines) + "\n")
+    result = run_auto(layout_root, settings=settings(n_level2=0), out=None, report=None)
+    skipped = [n for n in result.notes if n.startswith("collect skipped")]
+    assert skipped and "sim_001" in skipped[0]

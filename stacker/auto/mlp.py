@@ -4,6 +4,7 @@ train (or reuse) the experiments ``auto_mlp_<i>``, which join the run's pool in 
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import replace
 from typing import Sequence
@@ -170,6 +171,7 @@ def _train_one(run: Run, name: str, params, seeds: list[int], record: dict) -> f
 def _remove_stale(run: Run) -> None:
     """Level-2 experiments an earlier `stack auto` made from other inputs: they would mislead."""
     for name in layout.list_experiments(run.root):
-        if (name.startswith(LEVEL2_PREFIX) and name not in run.level2
+        # exactly the names a run makes (auto_mlp_<i>): a user's copy 'auto_mlp_1_keep' stays
+        if (re.fullmatch(rf"{re.escape(LEVEL2_PREFIX)}\d+", name) and name not in run.level2
                 and provenance.remove_own_experiment(run.root, name, MADE_BY)):
             run.notes.append(f"removed {name}, made by an earlier stack auto from other inputs")

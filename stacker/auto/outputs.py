@@ -25,14 +25,35 @@ def made_by_earlier_auto(out: Path | str | None) -> bool:
     return out is not None and provenance.sidecar_made_by(sidecar_path(out), MADE_BY)
 
 
+def owned_outputs(out: Path | str | None) -> set[Path]:
+    """The exact files an earlier `stack auto` recorded making: ``out``, its sidecar and the
+    report its sidecar names (resolved paths); empty unless the sidecar says stack auto made it."""
+    if not made_by_earlier_auto(out):
+        return set()
+    owned = {Path(out).resolve(), sidecar_path(out).resolve()}
+    try:
+        report = json.loads(sidecar_path(out).read_text(encoding="utf-8")).get("report")
+    except (OSError, ValueError):
+        report = None
+    if isinstance(report, str) and report:
+        owned.add(Path(report).resolve())
+    return owned
+
+
+def may_replace(path: Path | str | None, paths: OutputPaths) -> bool:
+    """Whether this run may replace ``path``: with ``force``, or when an earlier `stack auto`
+    recorded making that exact file (:func:`owned_outputs`)."""
+    return path is not None and (paths.force or Path(path).resolve() in owned_outputs(paths.out))
+
+
 def check_outputs(paths: OutputPaths) -> None:
     """Refuse to replace a user's file: only ``force`` or an earlier `stack auto`'s own outputs."""
     out, report = paths.out, paths.report
-    own = paths.force or made_by_earlier_auto(out)
     for path in (out, None if out is None else sidecar_path(out), report):
-        if path is not None and Path(path).exists() and not own:
-            raise OutputExistsError(f"{path} exists and was not written by stack auto; pass `force` "
-                                    "to replace it or choose another `out`/`report`")
+        if path is not None and Path(path).exists() and not may_replace(path, paths):
+            raise OutputExistsError(f"{path} exists and was not written by stack auto (no earlier "
+                                    "run's sidecar records that path); pass `force` to replace it "
+                                    "or choose another `out`/`report`")
     if out is not None and report is not None and Path(out).resolve() == Path(report).resolve():
         raise OptionError("`out` and `report` are the same file; give each its own path")
 
@@ -86,7 +107,8 @@ def write_outputs(run: Run) -> None:
     from stacker.submission import make_submission
 
     paths, final, everything = run.outputs, run.final, run.everything
-    own = paths.force or made_by_earlier_auto(paths.out)
+    # decided before this run's sidecar replaces the earlier one (check_outputs refused the rest)
+    own_out, own_report = may_replace(paths.out, paths), may_replace(paths.report, paths)
     run.files = {"layout": run.root, "subsets": workspace.subsets_path(run.root),
                  "state": workspace.auto_state_path(run.root)}
     record = subsets_record(run)
@@ -96,7 +118,7 @@ def write_outputs(run: Run) -> None:
         blend_parts, gate = blend_meta.get("parts"), blend_meta.get("gate")
         with run.stage("submission") as update:
             make_submission(everything, final.combination, out=paths.out,
-                            template=paths.template, force=own, metric=run.metric.name,
+                            template=paths.template, force=own_out, metric=run.metric.name,
                             extra={"made_by": MADE_BY, "recipe": final.name,
                                    "nested_cv": final.nested_cv, "holdout_cv": final.holdout_cv,
                                    "estimate": run.estimate,
@@ -111,6 +133,6 @@ def write_outputs(run: Run) -> None:
         from stacker.report import write_report
 
         with run.stage("report") as update:
-            write_report(run.root, paths.report, force=own, collection=everything,
+            write_report(run.root, paths.report, force=own_report, collection=everything,
                          record=as_json(record), histories=run.histories, on_progress=update)
         run.files["report"] = Path(paths.report)

@@ -111,6 +111,8 @@ def collect_step(run: Run) -> None:
                and not provenance.made_by(collection.meta.get(n, {}), MADE_BY)]
     if ignored:
         run.notes.append(f"level-2 experiments not made by stack auto are not used: {', '.join(ignored)}")
+    for reason in collection.skipped:                 # say what collect left out, and why
+        run.notes.append(f"collect skipped {reason}")
     if not run.level1:
         raise LayoutError(f"no level-1 experiment under {run.root}; write first-level predictions "
                           "first (stack first-level ..., stack import, or stacker.layout)")
