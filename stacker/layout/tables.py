@@ -215,7 +215,9 @@ def check_probabilities(values: np.ndarray, *, path=None, experiment=None, ids=N
     where = (f"row '{ids[row]}'" if ids is not None else f"row {row}") + ", column " + (
         f"'{columns[col]}'" if columns is not None else str(col))
     # str() of the stored float: the shortest text that reads back as it (1.0000001, not 1)
-    problem = "is NaN or infinite" if not finite[row, col] else f"is {str(values[row, col])}, outside [0, 1]"
+    # values are read as float32: a finite 1e39 in the file reads as inf, so say both
+    problem = ("is NaN, infinite or too large for float32 (beyond 3.4e38)" if not finite[row, col]
+               else f"is {str(values[row, col])}, outside [0, 1]")
     raise LayoutError(f"{where}: value {problem}; predictions must be probabilities in [0, 1]",
                       experiment=experiment, path=path)
 
