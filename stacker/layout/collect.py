@@ -451,14 +451,16 @@ def _signature(paths) -> list:
     for path in paths:
         try:
             st = os.stat(path)
-            out.append([str(path), st.st_size, st.st_mtime_ns])
+            # ctime and inode too: an edit that keeps the size and puts the mtime back (os.utime,
+            # touch -d, a copy with -p) still changes the ctime, so the cache is not trusted then
+            out.append([str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns])
         except OSError:       # missing, or unreadable (a symlink loop): the load reports it
-            out.append([str(path), None, None])
+            out.append([str(path), None, None, None, None])
     return out
 
 
 def _experiment_key(root: Path, name: str, folds_key) -> str:
-    """A hash of the size and mtime of every file collect reads for ``name`` and of the folders
+    """A hash of the size, mtime, inode and ctime of every file collect reads for ``name`` and of the folders
     holding them (a folder's mtime changes when an entry is added, removed or renamed)."""
     folder = experiment_dir(root, name)
     paths = [folder, folder / META_FILE]

@@ -496,6 +496,27 @@ def test_changed_values_are_read_again(small_layout):
     assert result.oof[row, 1, 0] == np.float32(0.125)
 
 
+def test_an_edit_that_keeps_size_and_mtime_is_still_read_again(small_layout):
+    """Issue 20 (low): the cache is not trusted on size + mtime alone; an edit of the same length
+    whose mtime is put back (os.utime, touch -d, cp -p) changes the ctime."""
+    root = small_layout()
+    collect(root, n_jobs=1)
+    path = layout.probs_path(root, "sim_001", 1, "val")
+    stat = path.stat()
+    text = path.read_text()
+    rows = text.splitlines()
+    cells = rows[1].split(",")
+    old = cells[1]
+    cells[1] = ("0.125" + "0" * 20)[:len(old)] if len(old) >= 5 else "0.1"[:len(old)]
+    rows[1] = ",".join(cells)
+    path.write_text("\n".join(rows) + ("\n" if text.endswith("\n") else ""))
+    assert path.stat().st_size == stat.st_size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    result = collect(root, n_jobs=1)
+    row = int(np.flatnonzero(result.ids == cells[0])[0])
+    assert result.oof[row, 1, 0] == np.float32(float(cells[1]))
+
+
 def test_changed_folds_file_invalidates_everything(small_layout, monkeypatch):
     root = small_layout()
     collect(root, n_jobs=1)
