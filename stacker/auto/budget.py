@@ -16,6 +16,10 @@ TUNING_SHARE = 0.45
 # Of the whole budget, kept for what follows level-2 training: the final searches over both
 # levels, the final blend, the submission and the report.
 RESERVE_SHARE = 0.05
+# The final searches repeat the first-level ones (class biases included: one more search per fold)
+# over a few more models, the level-2 experiments: the reserve is at least this many times what
+# the first-level searches took in this run.
+FINAL_SEARCH_FACTOR = 1.5
 # A configuration's training time, estimated from its fold models as timed in its trial, plus a
 # quarter for what the trial did not do: the test predictions and writing the experiment.
 COST_MARGIN = 1.25
@@ -27,6 +31,11 @@ class Budget:
 
     total: float
     started: float = field(default_factory=time.perf_counter)
+    first_level_seconds: float = 0.0          # what this run's first-level searches took
+
+    def first_level_took(self, seconds: float) -> None:
+        """Record the first-level searches' seconds (the reserve for the final ones grows)."""
+        self.first_level_seconds = float(seconds)
 
     @property
     def deadline(self) -> float:
@@ -34,8 +43,9 @@ class Budget:
 
     @property
     def reserve(self) -> float:
-        """Seconds kept for the stages after level-2 training (RESERVE_SHARE of the total)."""
-        return RESERVE_SHARE * self.total
+        """Seconds kept for the stages after level-2 training: RESERVE_SHARE of the total, or
+        FINAL_SEARCH_FACTOR times the first-level searches' seconds when that is more."""
+        return max(RESERVE_SHARE * self.total, FINAL_SEARCH_FACTOR * self.first_level_seconds)
 
     def tuning_seconds(self) -> float:
         """The tuning's share of what is left now."""

@@ -35,6 +35,7 @@ with the key in their ``meta.json``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -130,7 +131,9 @@ def level1_step(run: Run) -> None:
     """The first-level recipes, restored with their nested predictions when saved."""
     run.recipes = _restored_recipes(run.state, "level1")
     if run.recipes is None:
+        began = time.perf_counter()
         run.recipes = level1_recipes(run.pool1, run.searches())
+        run.budget.first_level_took(time.perf_counter() - began)
         run.state.save("level1", [r.to_state() for r in run.recipes],
                        {str(i): r.nested_oof for i, r in enumerate(run.recipes)
                         if r.nested_oof is not None})
