@@ -4,6 +4,7 @@ README's "From a notebook" example runs as written."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -176,3 +177,21 @@ def test_the_readme_notebook_example_runs(tmp_path, monkeypatch):
     again = stacker.auto(root="predictions", out=None, report=None, **small)
     assert again.final.name == result.final.name and again.files.keys().isdisjoint({"submission", "report"})
     assert not Path("submission.csv").exists() and not Path("report.html").exists()
+
+
+def test_stacker_auto_is_the_same_run_as_the_command(small_layout, tmp_path):
+    from typer.testing import CliRunner
+
+    from stacker.cli.app import app
+
+    options = dict(n_trials=1, n_level2=1, max_seeds=1)
+    roots = [small_layout("by_command"), small_layout("from_python")]
+    done = CliRunner().invoke(app, ["auto", "--root", str(roots[0]), "--time-budget", "60",
+                                    "--trials", "1", "--n-level2", "1", "--max-seeds", "1",
+                                    "--out", str(tmp_path / "a.csv"), "--report", str(tmp_path / "a.html")])
+    assert done.exit_code == 0, done.output
+    result = stacker.auto(roots[1], time_budget=60, out=tmp_path / "b.csv", report=tmp_path / "b.html",
+                          **options)
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    command = json.loads((tmp_path / "a.csv.json").read_text())
+    assert command["nested_cv"] == result.final.nested_cv and command["members"] == list(result.final.members)
