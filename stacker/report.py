@@ -271,14 +271,14 @@ def _curve_figure(curve: pd.DataFrame, metric: str, chosen: int | None) -> Figur
     return fig
 
 
-def _per_class_figure(table: pd.DataFrame, single_name: str) -> Figure:
+def _per_class_figure(table: pd.DataFrame, single_name: str, blend_name: str = "searched blend") -> Figure:
     n = len(table)
     order = table.sort_values("gain", kind="stable")
     fig = Figure(figsize=(PAGE_INCHES, 1.3 + 0.3 * n))
     ax = fig.add_subplot()
     y = np.arange(n)
     ax.barh(y - 0.2, order.single, height=0.4, label=f"best single model: {single_name}", color=OTHERS)
-    ax.barh(y + 0.2, order.blend, height=0.4, label="searched blend", color=SUBMISSION)
+    ax.barh(y + 0.2, order.blend, height=0.4, label=blend_name, color=SUBMISSION)
     ax.set_yticks(y, order["class"], fontsize=LABEL_SIZE if n <= 40 else 7)
     _score_limits(ax, np.concatenate([order.single.to_numpy(), order.blend.to_numpy()]),
                   "per-class lwlrap (classes sorted by the blend's gain, largest at the top)",
@@ -497,7 +497,9 @@ def _per_class_section(page: _Page, collection: Collection, result: dict, single
                f"{html.escape(single)} {(table.single * table.weight).sum():.4f}; the blend "
                f"is better on {(table.gain > 0).sum()} of {len(table)} classes, worse on "
                f"{(table.gain < 0).sum()}.</p>")
-    page.section(_PER_CLASS_TITLE, overall, page.figure(_per_class_figure(table, single)),
+    # after `stack auto` the record is its submission's recipe, not one subset search
+    name = f"the submission: {result['recipe']}" if result.get("recipe") else "searched blend"
+    page.section(_PER_CLASS_TITLE, overall, page.figure(_per_class_figure(table, single, name)),
                  _table(table.sort_values("gain", ascending=False, kind="stable")))
 
 

@@ -343,3 +343,15 @@ def test_charts_use_the_page_width_and_heatmap_labels_are_readable(full_layout):
     # leaderboard, curve, per class and the learning curves fill the page; the square heatmap not
     assert [bool(wide) for wide, _ in tags] == [True, False, True, True, True]
     assert "img.wide { width: 100%; }" in report.html
+
+
+def test_after_stack_auto_the_per_class_chart_names_the_submission(full_layout, monkeypatch):
+    from stacker import report as rep
+
+    drawn = []
+    real = rep._per_class_figure
+    monkeypatch.setattr(rep, "_per_class_figure", lambda *a: drawn.append(a[2:]) or real(*a))
+    record = json.loads((full_layout / ".stack" / "subsets.json").read_text())
+    build_report(full_layout, record=record)
+    build_report(full_layout, record={**record, "recipe": "final blend"})
+    assert drawn == [("searched blend",), ("the submission: final blend",)]
