@@ -137,101 +137,162 @@ def read_histories(root: Path | str, names: Sequence[str]) -> tuple[dict, list[s
 # ---------------------------------------------------------------- figures
 
 
+# Figures are laid out in inches at PX_PER_INCH CSS pixels per inch (the page's width is
+# PAGE_INCHES, its 1,100 px max-width less a margin) and rendered at SCALE times that resolution,
+# so they stay sharp on dense screens and shrink with a narrower window (img max-width: 100%).
+PX_PER_INCH = 90
+PAGE_INCHES = 12.0
+SCALE = 2
+LABEL_SIZE = 10          # points: about 12 px on the page at full width
+SUBMISSION = "#2ca02c"   # green: the submission (or the searched blend), in every chart
+OTHERS = "#6baed6"       # blue: everything else (level 1, the best single model, other recipes)
+LEVEL2 = "#d62728"       # red: level-2+ experiments in the leaderboard
+
+
 def _png(fig: Figure) -> str:
-    """The figure as an <img> tag holding a base64 PNG data URI."""
+    """The figure as an <img> tag holding a base64 PNG data URI, shown at its laid-out width."""
     buffer = io.BytesIO()
     FigureCanvasAgg(fig)
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="figure" src="data:image/png;base64,{data}">'
+    fig.savefig(buffer, format="png", dpi=PX_PER_INCH * SCALE, bbox_inches="tight")
+    png = buffer.getvalue()
+    width = int.from_bytes(png[16:20], "big") // SCALE     # the IHDR chunk: width, then height
+    data = base64.b64encode(png).decode("ascii")
+    # a chart laid out page-wide fills the page (its tight crop is a little narrower)
+    wide = ' class="wide"' if fig.get_figwidth() >= PAGE_INCHES else ""
+    return f'<img alt="figure"{wide} width="{width}" src="data:image/png;base64,{data}">'
+
+
+def _legend_above(ax, *args, ncol: int = 3) -> None:
+    """The legend in a row above the axes, never over the data."""
+    ax.legend(*args, loc="lower left", bbox_to_anchor=(0, 1.01), ncol=ncol, frameon=False,
+              fontsize=LABEL_SIZE, borderaxespad=0.2)
+
+
+def _score_limits(ax, values: np.ndarray, label: str, *, floor: float | None = None) -> None:
+    """The score axis around ``values`` (scores in [0, 1] stay there), labelled with where it
+    starts when that is not 0, so bars that start there are not read as lengths from 0."""
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    pad = max(0.01, (high - low) * 0.3)
+    start = low - pad if floor is None else max(floor, low - pad)
+    ax.set_xlim(start, min(high + pad, 1.0) if high <= 1 else high + pad)
+    start = ax.get_xlim()[0]
+    where = f"; the axis starts at {start:.3f}, not 0" if abs(start) > 1e-9 else ""
+    ax.set_xlabel(label + where, fontsize=LABEL_SIZE + 1)
+    ax.tick_params(labelsize=LABEL_SIZE)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+
+
+def _bar_height(n: int) -> float:
+    return 1.3 + 0.32 * n
 
 
 def _leaderboard_figure(board: pd.DataFrame, metric: str) -> Figure:
+    from matplotlib.patches import Patch
+
     n = len(board)
-    fig = Figure(figsize=(7, 0.9 + 0.28 * n))
+    fig = Figure(figsize=(PAGE_INCHES, _bar_height(n)))
     ax = fig.add_subplot()
     order = board.iloc[::-1]
-    colors = ["#d62728" if level > 1 else "#1f77b4" for level in order.level]
-    ax.barh(range(n), order.cv, xerr=order.fold_std, color=colors, alpha=0.85)
-    ax.set_yticks(range(n), order.experiment, fontsize=8)
-    low, high = float(np.nanmin(board.cv)), float(np.nanmax(board.cv))
-    pad = max(0.01, (high - low) * 0.3)
-    # scores in [0, 1] stay there, whiskers or not
-    ax.set_xlim(low - pad, min(high + pad, 1.0) if high <= 1 else high + pad)
-    ax.set_xlabel(f"CV {metric} (bars: overall OOF; whiskers: std over folds; red: level 2+)")
+    colors = [LEVEL2 if level > 1 else OTHERS for level in order.level]
+    ax.barh(range(n), order.cv, xerr=order.fold_std, color=colors, error_kw={"lw": 1.2})
+    ax.set_yticks(range(n), order.experiment, fontsize=LABEL_SIZE)
+    _score_limits(ax, board.cv.to_numpy(), f"CV {metric} (bars: overall OOF; whiskers: std over folds)")
+    _legend_above(ax, [Patch(color=OTHERS), Patch(color=LEVEL2)], ["level 1", "level 2+"])
     return fig
 
 
 def _candidates_figure(frame: pd.DataFrame, metric: str) -> Figure:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     n = len(frame)
-    fig = Figure(figsize=(7, 0.9 + 0.3 * n))
+    fig = Figure(figsize=(PAGE_INCHES, _bar_height(n)))
     ax = fig.add_subplot()
     order = frame.iloc[::-1]
-    colors = ["#2ca02c" if chosen else "#1f77b4" for chosen in order.chosen]
-    ax.barh(range(n), order.nested_cv, color=colors, alpha=0.85, label="nested CV")
-    ax.plot(order.cv, range(n), "k|", markersize=12, label="CV (selected on every fold)")
-    ax.set_yticks(range(n), order.recipe, fontsize=8)
+    # one colour meaning: green is the submission; every bar is a nested CV, every tick a CV
+    colors = [SUBMISSION if chosen else OTHERS for chosen in order.chosen]
+    ax.barh(range(n), order.nested_cv, color=colors, edgecolor=["black" if c else "none"
+                                                                 for c in order.chosen])
+    # clip_on=False: a CV at the axis's end (1.0) is drawn over the frame, not hidden by it
+    ax.plot(order.cv, range(n), "k|", markersize=14, markeredgewidth=2, clip_on=False, zorder=5)
+    ax.set_yticks(range(n), order.recipe, fontsize=LABEL_SIZE)
+    for label, chosen in zip(ax.get_yticklabels(), order.chosen):
+        if chosen:
+            label.set_fontweight("bold")
     values = np.concatenate([frame.cv.to_numpy(), frame.nested_cv.to_numpy()])
-    low, high = float(np.nanmin(values)), float(np.nanmax(values))
-    pad = max(0.01, (high - low) * 0.3)
-    ax.set_xlim(low - pad, min(high + pad, 1.0) if high <= 1 else high + pad)
-    ax.set_xlabel(f"{metric} (green: the submission)")
-    ax.legend(fontsize=7, loc="lower right")
+    _score_limits(ax, values, f"{metric}: bars nested CV (the honest estimate), ticks CV")
+    _legend_above(ax, [Patch(color=OTHERS), Patch(facecolor=SUBMISSION, edgecolor="black"),
+                       Line2D([], [], color="black", marker="|", linestyle="none", markersize=12,
+                              markeredgewidth=2)],
+                  ["nested CV", "nested CV of the submission", "CV (selected on every fold)"])
     return fig
 
 
 def _correlation_figure(corr: pd.DataFrame) -> Figure:
     n = len(corr)
-    size = min(14, 2.5 + 0.45 * n)
-    fig = Figure(figsize=(size + 1, size))
+    size = min(11.0, 3.0 + 0.75 * n)
+    fig = Figure(figsize=(size + 1.5, size))
     ax = fig.add_subplot()
-    image = ax.imshow(corr.to_numpy(), cmap="viridis", vmin=min(0.0, float(corr.min().min())), vmax=1)
-    ax.set_xticks(range(n), corr.columns, rotation=90, fontsize=7)
-    ax.set_yticks(range(n), corr.index, fontsize=7)
+    vmin = min(0.0, float(corr.min().min()))
+    image = ax.imshow(corr.to_numpy(), cmap="viridis", vmin=vmin, vmax=1)
+    ticks = LABEL_SIZE if n <= 20 else 7
+    ax.set_xticks(range(n), corr.columns, rotation=90, fontsize=ticks)
+    ax.set_yticks(range(n), corr.index, fontsize=ticks)
     if n <= 15:
         for i in range(n):
             for j in range(n):
                 value = corr.iat[i, j]
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                        color="black" if value > 0.6 else "white")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="Pearson correlation of OOF probabilities")
+                dark = (value - vmin) / (1 - vmin) < 0.5       # viridis: dark below its middle
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=LABEL_SIZE,
+                        color="white" if dark else "black")
+    bar = fig.colorbar(image, ax=ax, shrink=0.8)
+    bar.set_label("Pearson correlation of OOF probabilities", fontsize=LABEL_SIZE + 1)
+    bar.ax.tick_params(labelsize=LABEL_SIZE)
     return fig
 
 
 def _curve_figure(curve: pd.DataFrame, metric: str, chosen: int | None) -> Figure:
-    fig = Figure(figsize=(7, 4))
+    fig = Figure(figsize=(PAGE_INCHES, 4.5))
     ax = fig.add_subplot()
-    ax.plot(curve["size"], curve.cv, "o-", label="best subset of this size (selected on CV)")
+    ax.plot(curve["size"], curve.cv, "o-", color=OTHERS, label="best subset of this size (selected on CV)")
     if curve.nested_cv.notna().any():
-        ax.plot(curve["size"], curve.nested_cv, "s--", label="nested CV (selection re-done per fold)")
+        ax.plot(curve["size"], curve.nested_cv, "s--", color="black",
+                label="nested CV (selection re-done per fold)")
     if chosen is not None:
-        ax.axvline(chosen, color="grey", linestyle=":", label=f"chosen size {chosen}")
-    ax.set_xlabel("subset size (models blended)")
-    ax.set_ylabel(f"CV {metric}")
+        ax.axvline(chosen, color=SUBMISSION, linestyle=":", lw=2, label=f"chosen size {chosen}")
+    ax.set_xlabel("subset size (models blended)", fontsize=LABEL_SIZE + 1)
+    low = float(np.nanmin(curve[["cv", "nested_cv"]].to_numpy()))
+    ax.set_ylabel(f"CV {metric} (axis from {low:.3f})" if low > 0 else f"CV {metric}",
+                  fontsize=LABEL_SIZE + 1)
     ax.set_xticks(curve["size"])
+    ax.tick_params(labelsize=LABEL_SIZE)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_above(ax)
     return fig
 
 
-def _per_class_figure(table: pd.DataFrame, single_name: str) -> Figure:
+def _per_class_figure(table: pd.DataFrame, single_name: str, blend_name: str = "searched blend") -> Figure:
     n = len(table)
     order = table.sort_values("gain", kind="stable")
-    fig = Figure(figsize=(8, 1.2 + 0.22 * n))
+    fig = Figure(figsize=(PAGE_INCHES, 1.3 + 0.3 * n))
     ax = fig.add_subplot()
     y = np.arange(n)
-    ax.barh(y - 0.2, order.single, height=0.4, label=f"best single: {single_name}", color="#1f77b4")
-    ax.barh(y + 0.2, order.blend, height=0.4, label="searched blend", color="#2ca02c")
-    ax.set_yticks(y, order["class"], fontsize=7)
-    ax.set_xlim(max(0.0, float(min(order.single.min(), order.blend.min())) - 0.05), 1.0)
-    ax.set_xlabel("per-class lwlrap (classes sorted by the blend's gain, largest at the top)")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.barh(y - 0.2, order.single, height=0.4, label=f"best single model: {single_name}", color=OTHERS)
+    ax.barh(y + 0.2, order.blend, height=0.4, label=blend_name, color=SUBMISSION)
+    ax.set_yticks(y, order["class"], fontsize=LABEL_SIZE if n <= 40 else 7)
+    _score_limits(ax, np.concatenate([order.single.to_numpy(), order.blend.to_numpy()]),
+                  "per-class lwlrap (classes sorted by the blend's gain, largest at the top)",
+                  floor=0.0)
+    ax.set_xlim(ax.get_xlim()[0], 1.0)
+    ax.set_ylim(-0.7, n - 0.3)
+    _legend_above(ax, ncol=2)
     return fig
 
 
 def _history_figure(name: str, folds: dict[int, pd.DataFrame]) -> Figure:
     has_score = any("val_score" in f.columns for f in folds.values())
-    fig = Figure(figsize=(10 if has_score else 5.5, 3.6))
+    fig = Figure(figsize=(PAGE_INCHES if has_score else PAGE_INCHES * 0.6, 3.8))
     axes = fig.subplots(1, 2 if has_score else 1, squeeze=False)[0]
     for index, (k, frame) in enumerate(sorted(folds.items())):
         color = f"C{index % 10}"
@@ -242,14 +303,17 @@ def _history_figure(name: str, folds: dict[int, pd.DataFrame]) -> Figure:
             axes[0].plot(part.epoch, part.val_loss, "--", color=color, alpha=0.8)
             if has_score and "val_score" in part.columns:
                 axes[1].plot(part.epoch, part.val_score, "-", color=color, alpha=0.8)
-    axes[0].set_title(f"{name}: loss (solid train, dashed early-stopping rows)", fontsize=9)
-    axes[0].set_xlabel("epoch")
-    axes[0].legend(fontsize=7)
+    axes[0].set_title(f"{name}: loss (solid train, dashed early-stopping rows)", fontsize=LABEL_SIZE)
     if has_score:
-        axes[1].set_title(f"{name}: score on the early-stopping rows", fontsize=9)
-        axes[1].set_xlabel("epoch")
+        axes[1].set_title(f"{name}: score on the early-stopping rows", fontsize=LABEL_SIZE)
     for ax in axes:
+        ax.set_xlabel("epoch", fontsize=LABEL_SIZE)
+        ax.tick_params(labelsize=LABEL_SIZE - 1)
         ax.grid(alpha=0.3)
+    # colour: the fold; the legend beside the last panel, outside the curves
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False,
+                    fontsize=LABEL_SIZE - 1)
     return fig
 
 
@@ -286,7 +350,7 @@ h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2e
 table { border-collapse: collapse; font-size: .85em; margin: .5em 0; }
 th, td { border: 1px solid #ddd; padding: .25em .6em; } th { background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-img { max-width: 100%; display: block; margin: .5em 0; }
+img { max-width: 100%; height: auto; display: block; margin: .5em 0; } img.wide { width: 100%; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: .5em .8em; }
 .meta { color: #666; font-size: .85em; }
 """
@@ -434,7 +498,9 @@ def _per_class_section(page: _Page, collection: Collection, result: dict, single
                f"{html.escape(single)} {(table.single * table.weight).sum():.4f}; the blend "
                f"is better on {(table.gain > 0).sum()} of {len(table)} classes, worse on "
                f"{(table.gain < 0).sum()}.</p>")
-    page.section(_PER_CLASS_TITLE, overall, page.figure(_per_class_figure(table, single)),
+    # after `stack auto` the record is its submission's recipe, not one subset search
+    name = f"the submission: {result['recipe']}" if result.get("recipe") else "searched blend"
+    page.section(_PER_CLASS_TITLE, overall, page.figure(_per_class_figure(table, single, name)),
                  _table(table.sort_values("gain", ascending=False, kind="stable")))
 
 

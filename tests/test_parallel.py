@@ -73,6 +73,9 @@ def cluster():
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   host="127.0.0.1", dashboard_address=None,
+                                  # the scheduler's HTTP server (health routes) on a free port:
+                                  # 8787, its default, may be taken by another cluster here
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                                   silence_logs=40) as local:
         yield local.scheduler_address
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])

@@ -246,3 +246,112 @@ def test_every_image_renders_in_headless_chromium(full_layout, tmp_path):
     assert found, f"no probe output; chromium said: {done.stderr[-2000:]}"
     assert int(found.group(1)) == report.n_images == 5
     assert int(found.group(2)) == 5
+
+
+# ---------------------------------------------------------------- what the figures show
+
+
+def _candidates():
+    import pandas as pd
+
+    names = ["best single", "first-level GES", "final linear", "final blend"]
+    return pd.DataFrame({"recipe": names, "what": "", "cv": [0.80, 0.84, 0.86, 1.0],
+                         "nested_cv": [0.80, 0.82, 0.83, 0.85], "holdout_cv": 0.8,
+                         "chosen": [False, False, False, True]})
+
+
+def _figures(full_layout):
+    """Every chart of the report but the heatmap: {name: figure}."""
+    import pandas as pd
+
+    from stacker import report as rep
+    from stacker.leaderboard import leaderboard
+
+    collection = collect(full_layout)
+    board = leaderboard(collection)
+    table = rep.per_class_comparison(collection.y, collection.oof[:, 1], collection.oof[:, 0],
+                                     collection.classes)
+    curve = pd.DataFrame({"size": [1, 2, 3], "cv": [0.8, 0.84, 0.85], "nested_cv": [0.79, 0.8, 0.8]})
+    histories, _ = read_histories(full_layout, collection.names)
+    figures = {"leaderboard": rep._leaderboard_figure(board, "lwlrap"),
+               "candidates": rep._candidates_figure(_candidates(), "lwlrap"),
+               "per class": rep._per_class_figure(table, collection.names[0]),
+               "curve": rep._curve_figure(curve, "lwlrap", 2),
+               "history": rep._history_figure(*next(iter(histories.items())))}
+    return figures
+
+
+def test_legends_lie_outside_the_data(full_layout):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for name, fig in _figures(full_layout).items():
+        FigureCanvasAgg(fig).draw()
+        renderer = fig.canvas.get_renderer()
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        assert legends, name
+        for legend in legends:
+            box = legend.get_window_extent(renderer)
+            for ax in fig.axes:
+                inside = ax.get_window_extent(renderer)
+                overlap = min(box.x1, inside.x1) - max(box.x0, inside.x0), \
+                    min(box.y1, inside.y1) - max(box.y0, inside.y0)
+                assert min(overlap) <= 0, f"{name}: the legend covers the axes"
+
+
+def test_the_submission_has_its_own_colour_and_its_cv_tick_is_not_clipped():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from stacker import report as rep
+
+    fig = rep._candidates_figure(_candidates(), "lwlrap")
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    colors = [tuple(bar.get_facecolor()[:3]) for bar in ax.patches]
+    from matplotlib.colors import to_rgb
+
+    # bars drawn bottom-up: the submission (last recipe) is the top bar, and the only green one
+    assert colors.count(to_rgb(rep.SUBMISSION)) == 1 and colors[0] == to_rgb(rep.SUBMISSION)
+    ticks = [line for line in ax.lines if line.get_marker() == "|"]
+    assert ticks and not ticks[0].get_clip_on()          # the CV of 1.0 sits on the frame, drawn
+    assert ax.get_xlim()[1] >= 1.0
+    labels = {t.get_text(): t.get_fontweight() for t in ax.get_yticklabels()}
+    assert labels["final blend"] == "bold" and labels["best single"] == "normal"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["nested CV", "nested CV of the submission", "CV (selected on every fold)"]
+
+
+def test_score_axes_say_where_they_start(full_layout):
+    figures = _figures(full_layout)
+    for name in ("leaderboard", "candidates", "per class"):
+        ax = figures[name].axes[0]
+        start = ax.get_xlim()[0]
+        assert start > 0 and f"the axis starts at {start:.3f}, not 0" in ax.get_xlabel(), name
+
+
+def test_charts_use_the_page_width_and_heatmap_labels_are_readable(full_layout):
+    from stacker import report as rep
+
+    figures = _figures(full_layout)
+    for name in ("leaderboard", "candidates", "per class", "curve", "history"):
+        assert figures[name].get_figwidth() == rep.PAGE_INCHES, name
+    corr = rep._correlation_figure(rep.oof_correlation(collect(full_layout)))
+    texts = [t for t in corr.axes[0].texts]
+    assert texts and min(t.get_fontsize() for t in texts) >= 10
+    report = build_report(full_layout)
+    tags = re.findall(r'<img alt="figure"( class="wide")? width="(\d+)"', report.html)
+    assert len(tags) == report.n_images and max(int(w) for _, w in tags) <= 1100
+    # leaderboard, curve, per class and the learning curves fill the page; the square heatmap not
+    assert [bool(wide) for wide, _ in tags] == [True, False, True, True, True]
+    assert "img.wide { width: 100%; }" in report.html
+
+
+def test_after_stack_auto_the_per_class_chart_names_the_submission(full_layout, monkeypatch):
+    from stacker import report as rep
+
+    drawn = []
+    real = rep._per_class_figure
+    monkeypatch.setattr(rep, "_per_class_figure", lambda *a: drawn.append(a[2:]) or real(*a))
+    record = json.loads((full_layout / ".stack" / "subsets.json").read_text())
+    build_report(full_layout, record=record)
+    build_report(full_layout, record={**record, "recipe": "final blend"})
+    assert drawn == [("searched blend",), ("the submission: final blend",)]

@@ -81,6 +81,29 @@ class AutoResult:
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    def to_frame(self):
+        """The recipes as a pandas DataFrame, in the order considered: name, what, cv,
+        nested_cv, holdout_cv (the fold held out of tuning) and chosen (the submission)."""
+        import pandas as pd
+
+        return pd.DataFrame([{"name": r.name, "what": r.what, "cv": r.cv, "nested_cv": r.nested_cv,
+                              "holdout_cv": r.holdout_cv, "chosen": r is self.final}
+                             for r in self.recipes],
+                            columns=["name", "what", "cv", "nested_cv", "holdout_cv", "chosen"])
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the choice, the recipes table, how the estimate was made, the files."""
+        from html import escape
+
+        final, metric = self.final, escape(self.settings.metric)
+        files = "".join(f"<li>{escape(k)}: <code>{escape(str(v))}</code></li>" for k, v in self.files.items())
+        table = self.to_frame().to_html(index=False, float_format=lambda v: f"{v:.4f}", escape=True)
+        return (f"<p><b>stack auto</b> ({metric}): submission <b>{escape(final.name)}</b>, expect "
+                f"about {final.nested_cv:.4f} on new data (nested CV; selected CV {final.cv:.4f}; "
+                f"holdout_cv: fold {self.tuning.get('holdout_fold')}, held out of tuning)</p>"
+                f"{table}<p>How the estimate was made: {escape(self.estimate)}.</p>"
+                + (f"<ul>{files}</ul>" if files else ""))
+
 
 @dataclass(frozen=True)
 class Step:

@@ -36,11 +36,12 @@ def result_table(result: "DemoResult") -> Table:
         table.add_column(column, justify=justify, overflow="fold")
     n_first = int((result.models.level == 1).sum())
     for row in result.models.itertuples(index=False):
+        if row.experiment == BLEND_NAME:
+            continue    # the submission, shown once below with its CV, nested CV and test
         inputs = result.level2_inputs.get(row.experiment)
         what = ("first level" if row.level == 1 else
                 f"level 2 on {'all ' if len(inputs) == n_first else ''}{len(inputs)} first-level models"
-                if inputs else "level 3: stack auto's blend of its final selections (nested OOF)"
-                if row.experiment == BLEND_NAME else f"level {row.level}")
+                if inputs else f"level {row.level}")
         table.add_row(row.experiment, _score(row.cv), "", _score(row.test), what)
     table.add_section()
     table.add_row("first-level subset", _score(result.first_level_subset_cv),
@@ -48,9 +49,11 @@ def result_table(result: "DemoResult") -> Table:
                   " + ".join(result.first_level_subset))
     table.add_row("best single model", _score(result.best_single_cv), "",
                   _score(result.best_single_test), result.best_single)
-    table.add_row("[bold]final blend[/]", f"[bold]{result.final_cv:.4f}[/]",
+    members = (f"{BLEND_NAME}, stack auto's blend of its final selections"
+               if result.final_members == [BLEND_NAME] else " + ".join(result.final_members))
+    table.add_row("[bold]submission[/]", f"[bold]{result.final_cv:.4f}[/]",
                   _score(result.final_nested_cv), f"[bold]{result.final_test:.4f}[/]",
-                  f"{result.final_recipe}: " + " + ".join(result.final_members))
+                  f"{result.final_recipe}: {members}")
     gain = result.final_cv - result.best_single_cv
     table.add_row("blend - best single", f"{gain:+.4f}", "",
                   f"{result.final_test - result.best_single_test:+.4f}",

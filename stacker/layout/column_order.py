@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from stacker.errors import OptionError
+from stacker.layout import memory
 from stacker.layout.folds import Folds
 
 CLEARLY_BETTER = 0.05      # mean-AUC margin by which another order must win to refuse the chosen one
@@ -32,18 +33,22 @@ def natural_key(name: str) -> tuple:
     return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)), str(name)
 
 
-def template_classes(path: Path | str | None, known: Sequence[str]) -> tuple[str, ...] | None:
-    """The class columns of a template CSV's header (every column after the first), when they are
-    exactly the classes ``known``; None for an ids-only file or other columns."""
+def template_classes(path, known: Sequence[str]) -> tuple[str, ...] | None:
+    """The class columns of a template CSV's header (every column after the first; or of a
+    DataFrame's header, :func:`stacker.layout.memory.header`), when they are exactly the classes
+    ``known``; None for an ids-only file or other columns."""
     if path is None:
         return None
-    import csv
+    if memory.in_memory(path):          # a DataFrame such as a pandas-read sample_submission.csv
+        header = memory.header(path) or []
+    else:
+        import csv
 
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle), [])
-    except (OSError, UnicodeError, csv.Error):   # the ids reader reports such files itself
-        return None
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as handle:
+                header = next(csv.reader(handle), [])
+        except (OSError, UnicodeError, csv.Error):   # the ids reader reports such files itself
+            return None
     columns = [c.strip() for c in header[1:] if c.strip()]
     if len(columns) > 1 and sorted(columns) == sorted(known) and len(set(columns)) == len(columns):
         return tuple(columns)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from stacker.errors import LayoutError, OptionError
+from stacker.layout import memory
 from stacker.layout.atomic import install_experiment
 from stacker.layout.column_order import (
     check_column_order,
@@ -60,7 +61,7 @@ class Source:
     """One input file: values (n_rows, n_columns), or (n_rows,) / (n_folds, n_rows, n_columns) for
     arrays; ids (n_rows,) str and columns for tables, None for arrays."""
 
-    path: Path
+    path: Path | str          # the file, or how an in-memory input is named (memory.describe)
     values: np.ndarray
     ids: np.ndarray | None = None
     columns: tuple[str, ...] | None = None
@@ -84,16 +85,17 @@ class Imported:
     warnings: tuple[str, ...] = ()
 
 
-def import_experiment(root: Path | str, name: str, *, oof: Path | str, test: Path | str,
-                      ids: Path | str | None = None, test_ids: Path | str | None = None,
+def import_experiment(root: Path | str, name: str, *, oof, test, ids=None, test_ids=None,
                       classes: Sequence[str] | None = None, from_logits: str | None = None,
                       format: str = "csv", force: bool = False) -> Imported:
     """Validate ``oof`` and ``test`` against ``<root>/folds.csv`` and write experiment ``name``.
 
-    ids / test_ids: CSV files whose first column holds the id of each array row (arrays only;
-    without ``test_ids`` the test rows are numbered 0, 1, ...). classes: the class of each array
-    column, in order. from_logits: 'sigmoid' or 'softmax' to turn scores into probabilities.
-    format: 'csv' or 'parquet'. force: replace an existing experiment ``name``.
+    oof, test: file paths, or the same content in memory (numpy arrays, pandas DataFrames: see
+    :mod:`stacker.layout.memory`). ids / test_ids: CSV files whose first column holds the id of
+    each array row, or those ids in memory (arrays only; without ``test_ids`` the test rows are
+    numbered 0, 1, ...). classes: the class of each array column, in order. from_logits:
+    'sigmoid' or 'softmax' to turn scores into probabilities. format: 'csv' or 'parquet'.
+    force: replace an existing experiment ``name``.
     """
     root = Path(root)
     folds = read_folds(root)
@@ -134,9 +136,11 @@ def import_experiment(root: Path | str, name: str, *, oof: Path | str, test: Pat
     meta = stamped({"model": "imported", "level": 1, "fold_hash": folds.hash, "classes": list(folds.classes),
                     "n_train": len(folds.ids), "n_test": len(test_row_ids),
                     "test_predictions": "per-fold" if per_fold else "fold-averaged",
-                    "imported": {"oof": str(oof), "test": str(test),
-                                 "ids": None if ids is None else str(ids),
-                                 "test_ids": (str(test_ids) if test_ids is not None else
+                    "imported": {"oof": memory.describe(oof, "oof"),
+                                 "test": memory.describe(test, "test"),
+                                 "ids": None if ids is None else memory.describe(ids, "ids"),
+                                 "test_ids": (memory.describe(test_ids, "test_ids")
+                                              if test_ids is not None else
                                               "the test table's ids" if test_source.is_table else "row numbers"),
                                  "columns": list(classes) if classes is not None else None,
                                  "column_order": None if oof_source.is_table and test_source.is_table
@@ -162,8 +166,12 @@ def check_name(root: Path, name: str, *, force: bool) -> None:
 # ---------------------------------------------------------------- reading the inputs
 
 
-def read_source(path: Path | str, *, role: str) -> Source:
-    """An .npy/.npz array or a CSV/Parquet table of predictions; LayoutError names the file."""
+def read_source(path, *, role: str) -> Source:
+    """An .npy/.npz array or a CSV/Parquet table of predictions, or the same in memory (an
+    array, a DataFrame); LayoutError names the file."""
+    if memory.in_memory(path):
+        label, values, row_ids, columns = memory.table_parts(path, role=role)
+        return Source(path=label, values=values, ids=row_ids, columns=columns)
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in ARRAY_SUFFIXES + TABLE_SUFFIXES:
@@ -211,16 +219,19 @@ def _read_array(path: Path, *, role: str) -> np.ndarray:
     return np.asarray(array, dtype=np.float64)
 
 
-def read_ids_file(path: Path | str, *, option: str) -> np.ndarray:
-    """The first column of a CSV (a header first), as str ids."""
-    path = Path(path)
-    if path.suffix.lower() != ".csv":
-        raise OptionError(f"{option} {path}: expected a .csv file whose first column holds the ids")
-    frame = read_csv_table(path, what="ids file")
-    row_ids = frame.iloc[:, 0]
+def read_ids_file(path, *, option: str) -> np.ndarray:
+    """The first column of a CSV (a header first), as str ids; or ids in memory
+    (:func:`stacker.layout.memory.id_values`)."""
+    if memory.in_memory(path):
+        row_ids, first_row, path = memory.id_values(path, option=option), 0, memory.describe(path, option)
+    else:
+        path = Path(path)
+        if path.suffix.lower() != ".csv":
+            raise OptionError(f"{option} {path}: expected a .csv file whose first column holds the ids")
+        row_ids, first_row = read_csv_table(path, what="ids file").iloc[:, 0], 2   # 2: after the header
     if row_ids.isna().any() or row_ids.eq("").any():
         bad = int(np.flatnonzero(row_ids.isna() | row_ids.eq(""))[0])
-        raise LayoutError(f"row {bad + 2}: the id is empty; every row needs an id", path=path)
+        raise LayoutError(f"row {bad + first_row}: the id is empty; every row needs an id", path=path)
     row_ids = row_ids.to_numpy(dtype=str)
     _check_unique(row_ids, path)
     return row_ids
@@ -293,7 +304,7 @@ def _oof_in_folds_order(source: Source, folds: Folds, order, ids_file) -> np.nda
     elif ids_file is not None:
         row_ids = read_ids_file(ids_file, option="--ids")
         if len(row_ids) != len(values):
-            raise LayoutError(f"array has {len(values)} rows but --ids {ids_file} names "
+            raise LayoutError(f"array has {len(values)} rows but --ids {memory.describe(ids_file, 'ids')} names "
                               f"{len(row_ids)}; give one id per array row", path=source.path)
     else:
         if len(values) != len(folds.ids):
@@ -348,7 +359,8 @@ def _test_predictions(source: Source, folds: Folds, order, ids_file
     elif ids_file is not None:
         row_ids = read_ids_file(ids_file, option="--test-ids")
         if len(row_ids) != n_test:
-            raise LayoutError(f"array has {n_test} test rows but --test-ids {ids_file} names "
+            raise LayoutError(f"array has {n_test} test rows but --test-ids "
+                              f"{memory.describe(ids_file, 'test_ids')} names "
                               f"{len(row_ids)}; give one id per test row", path=source.path)
     else:
         row_ids = np.array([str(i) for i in range(n_test)])

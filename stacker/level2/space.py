@@ -9,7 +9,7 @@ the seeded sampler's draws depend on); ``stack auto`` measures how far apart two
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -43,6 +43,19 @@ class Dimension:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, log=self.log)
 
+    def including(self, value: float) -> "Dimension":
+        """This dimension widened to contain ``value`` (a choice added, or the range stretched),
+        so that a trial fixed at ``value`` lies inside its distribution. Unchanged for a value
+        already inside, and for one a log scale cannot hold (<= 0): optuna then warns."""
+        if self.choices:
+            if value in self.choices:
+                return self
+            return replace(self, choices=tuple(sorted({*self.choices, self.kind(value)})),
+                           low=min(self.low, value), high=max(self.high, value))
+        if self.low <= value <= self.high or (self.log and value <= 0):
+            return self
+        return replace(self, low=min(self.low, value), high=max(self.high, value))
+
 
 def _choice(name: str, choices: Sequence[int], *, log: bool = False) -> Dimension:
     return Dimension(name, int, min(choices), max(choices), log=log, choices=tuple(choices))
@@ -74,9 +87,17 @@ def dimension(name: str) -> Dimension:
         raise OptionError(f"'{name}' is not a tuned parameter; tuned: {', '.join(TUNED_PARAMS)}") from None
 
 
-def suggest(trial) -> dict[str, int | float]:
-    """{name: value} of every tuned parameter for an optuna trial, drawn in :data:`SPACE`'s order."""
-    return {d.name: d.suggest(trial) for d in SPACE}
+def suggest(trial, around: object | None = None) -> dict[str, int | float]:
+    """{name: value} of every tuned parameter for an optuna trial, drawn in :data:`SPACE`'s order.
+
+    around: base params (any object with the tuned names as attributes, e.g.
+    :class:`~stacker.level2.params.MLPParams`); each dimension is widened to include its base
+    value (:meth:`Dimension.including`), the same for every trial of a study, so a study whose
+    first trial is the base itself (``enqueue_base``) keeps it inside the space. Default bases
+    lie inside :data:`SPACE`, where this changes nothing.
+    """
+    space = SPACE if around is None else tuple(d.including(getattr(around, d.name)) for d in SPACE)
+    return {d.name: d.suggest(trial) for d in space}
 
 
 def normalised(trials: pd.DataFrame | Mapping[str, Sequence[float]]) -> np.ndarray:

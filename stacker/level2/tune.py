@@ -54,7 +54,7 @@ HONESTY_NOTE = ("the tuned CV chose these params on the same folds, so it is opt
 def suggest_params(trial: optuna.Trial, base: MLPParams) -> MLPParams:
     """``base`` with the tuned parameters of :data:`~stacker.level2.space.SPACE` drawn for
     ``trial``; everything else (max_epochs, window settings) comes from ``base``."""
-    return replace(base, **suggest(trial))
+    return replace(base, **suggest(trial, around=base))  # space widened to base's values: enqueue_base's trial in range
 
 
 def default_storage(root: Path | str) -> str:

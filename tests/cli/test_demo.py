@@ -49,6 +49,12 @@ def test_tiny_demo_through_the_cli(tmp_path, monkeypatch):
     for text in ("final blend", "best single model", "first-level subset", "cnn_logmel",
                  "stats_logreg", "stats_knn", "auto_mlp_1", "submission", "report.html"):
         assert text in result.output, text
+    # the submission appears once, with its CV, nested CV and held-out test: auto_blend (the
+    # final blend written as an experiment) has no row of its own with a second CV
+    scored = [line for line in result.output.splitlines()
+              if "│" in line and re.search(r"\d\.\d{4}", line)]      # the table's scored rows
+    assert not any("auto_blend" in line.split("│")[1] for line in scored)
+    assert len([line for line in scored if "final blend" in line]) == 1
 
     # every experiment the table shows is in the layout, and the files are where it says
     root = workdir / "predictions"
@@ -83,7 +89,8 @@ def test_tiny_demo_through_the_cli(tmp_path, monkeypatch):
     ids, labels = synth.read_labels(workdir / "data" / "test_labels.csv")
     truth = layout.labels_to_matrix(labels, list(template.columns[1:]))
     held_out = lwlrap(truth, got.loc[ids].to_numpy())
-    final_row = next(line for line in result.output.splitlines() if "final blend" in line)
+    final_row = next(line for line in result.output.splitlines() if "submission" in line
+                     and re.search(r"\d\.\d{4}", line))
     cv, nested, test = (float(x) for x in re.findall(r"\d\.\d{4}", final_row)[:3])
     # the CSV keeps 7 significant digits, which may tie a pair of scores the table did not
     assert abs(test - held_out) < 2e-3 and 0 < nested <= 1 and 0 < cv <= 1

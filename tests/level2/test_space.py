@@ -74,3 +74,19 @@ def test_normalised_matches_the_old_coordinates():
 def test_normalised_refuses_a_parameter_that_is_not_tuned():
     with pytest.raises(OptionError, match="'max_epochs' is not a tuned parameter"):
         space.normalised(pd.DataFrame({"hidden": [32, 64], "max_epochs": [3, 4]}))
+
+
+def test_a_base_outside_the_space_widens_it_and_one_inside_changes_nothing():
+    hidden, batch, lr = space.dimension("hidden"), space.dimension("batch_size"), space.dimension("lr")
+    assert hidden.including(16) == space.Dimension("hidden", int, 16, 512, log=True)
+    assert hidden.including(600).high == 600 and hidden.including(64) is hidden
+    assert batch.including(16).choices == (16, 32, 64, 128, 256) and batch.including(64) is batch
+    assert lr.including(0.0) is lr                       # a log scale cannot hold 0: left as is
+    # the default base is inside SPACE: suggest(around=MLPParams()) draws what suggest() draws
+    studies = [optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1)) for _ in range(2)]
+    for _ in range(12):
+        trials = [s.ask() for s in studies]
+        drawn = [space.suggest(trials[0]), space.suggest(trials[1], around=MLPParams())]
+        assert drawn[0] == drawn[1]
+        for s, t in zip(studies, trials):
+            s.tell(t, float(drawn[0]["dropout"]))

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -294,3 +295,18 @@ def test_a_tune_config_and_prebuilt_inputs_give_the_keyword_calls_result(tmp_pat
     assert more.n_this_run == 1 and more.n_complete == 3
     with pytest.raises(OptionError, match="the given level-2 inputs hold"):
         tune.tune(col, col.names[:2], config, data=data)
+
+
+def test_an_enqueued_base_outside_the_space_runs_without_warnings(tmp_path):
+    # hidden=16 and batch_size=16 lie outside SPACE (32..512; 32..256): the enqueued first trial
+    # must still be the base itself, and optuna must not warn that it is out of range
+    col = collect(make_layout(tmp_path / "l"))
+    base = replace(TINY, max_epochs=1, hidden=16, batch_size=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = tune.tune(col, col.names, n_trials=2, base_params=base, enqueue_base=True,
+                           storage=f"sqlite:///{tmp_path / 'w.db'}")
+    assert result.n_complete + result.n_pruned == 2
+    study = optuna.load_study(study_name=result.study_name, storage=f"sqlite:///{tmp_path / 'w.db'}")
+    first = study.trials[0].params
+    assert first["hidden"] == 16 and first["batch_size"] == 16
