@@ -124,16 +124,20 @@ def check_weights(weights: Sequence[float] | None, n_models: int,
         if w.shape != (n_models, n_classes):
             raise OptionError(f"expected per-class weights of shape ({n_models}, {n_classes}) "
                               f"(models x classes), got {w.shape}")
-        if not np.all(np.isfinite(w)) or np.any(w < 0) or np.any(w.sum(axis=0) <= 0):
+        with np.errstate(over="ignore"):      # an overflowing sum is refused by _check_sum
+            total = w.sum(axis=0)
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or np.any(total <= 0):
             raise OptionError("per-class weights must be finite, non-negative and not all 0 in "
                               "any class")
-        _check_sum(w.sum(axis=0))
+        _check_sum(total)
         return w
     if w.shape != (n_models,):
         raise OptionError(f"expected {n_models} weights (one per model), got {w.size}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+    with np.errstate(over="ignore"):          # an overflowing sum is refused by _check_sum
+        total = w.sum()
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or total <= 0:
         raise OptionError(f"weights must be finite, non-negative and not all 0; got {w.tolist()}")
-    _check_sum(w.sum(axis=0))
+    _check_sum(total)
     return w
 
 

@@ -932,6 +932,8 @@ SECRET = "Hunter2xyzzy"
     "host=localhost port=1 password={pw} dbname=x",       # libpq's keyword form: refused
     "postgresql+psycopg://u:{pw}@localhost:1/db",          # the user part: unreachable
 ], ids=["query", "query-pwd", "libpq", "user-part"])
+# sqlalchemy warns that pysqlite ignores the query string: that URL is this test's input
+@pytest.mark.filterwarnings("ignore:Query string argument")
 def test_a_storage_password_reaches_no_output_and_no_file(project, storage):
     """Tune with a password in the storage URL: nothing printed, raised or saved holds it."""
     url = storage.format(tmp=project.tmp, pw=SECRET)
