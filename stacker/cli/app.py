@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import typer
 
+from stacker.cli.help import StackCommand, StackGroup
 from stacker.errors import StackError
 from stacker.redaction import redact
 
 app = typer.Typer(name="stack", help="Stacking ensembles from K-fold out-of-fold predictions.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, cls=StackGroup, pretty_exceptions_enable=False)
 
 
 @app.callback()
@@ -23,22 +24,23 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show the traceback 
         os.environ["STACK_DEBUG"] = "1"
 
 
-# --- command registration: one line per command module (keep this block sorted by command) ---
+# --- command registration: one line per command module (keep this block sorted by command;
+# `stack --help` lists them in workflow order, stacker.cli.help.WORKFLOW) ---
 from stacker.cli.auto import auto_command  # noqa: E402
 
-app.command("auto")(auto_command)
+app.command("auto", cls=StackCommand)(auto_command)
 
 from stacker.cli.blend import blend_command  # noqa: E402
 
-app.command("blend")(blend_command)
+app.command("blend", cls=StackCommand)(blend_command)
 
 from stacker.cli.collect import collect_command  # noqa: E402
 
-app.command("collect")(collect_command)
+app.command("collect", cls=StackCommand)(collect_command)
 
 from stacker.cli.demo import demo_command  # noqa: E402
 
-app.command("demo")(demo_command)
+app.command("demo", cls=StackCommand)(demo_command)
 
 from stacker.cli.first_level import first_level_app  # noqa: E402
 
@@ -46,25 +48,25 @@ app.add_typer(first_level_app, name="first-level")
 
 from stacker.cli.folds import make_folds_command  # noqa: E402
 
-app.command("make-folds")(make_folds_command)
+app.command("make-folds", cls=StackCommand)(make_folds_command)
 
 from stacker.cli.importing import import_command  # noqa: E402
 
-app.command("import")(import_command)
+app.command("import", cls=StackCommand)(import_command)
 
 from stacker.cli.report import report_command  # noqa: E402
 
-app.command("report")(report_command)
+app.command("report", cls=StackCommand)(report_command)
 
 from stacker.cli.search import search_subsets_command  # noqa: E402
 
-app.command("search-subsets")(search_subsets_command)
+app.command("search-subsets", cls=StackCommand)(search_subsets_command)
 
 from stacker.cli.level2 import predict_command, train_command, tune_command  # noqa: E402
 
-app.command("predict")(predict_command)
-app.command("train")(train_command)
-app.command("tune")(tune_command)
+app.command("predict", cls=StackCommand)(predict_command)
+app.command("train", cls=StackCommand)(train_command)
+app.command("tune", cls=StackCommand)(tune_command)
 # --- end of command registration ---
 
 

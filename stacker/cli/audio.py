@@ -70,11 +70,11 @@ def audio_command(
                                                        "preset's).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (crops, augmentation, weights).")] = 0,
     root: RootOption = layout.DEFAULT_ROOT,
-    force: Annotated[bool, typer.Option(help="Retrain every fold, replacing what exists.")] = False,
-    skip_bad_files: Annotated[bool, typer.Option(help="Skip bad files and rows with a warning "
+    force: Annotated[bool, typer.Option("--force", help="Retrain every fold, replacing what exists.")] = False,
+    skip_bad_files: Annotated[bool, typer.Option("--skip-bad-files", help="Skip bad files and rows with a warning "
                                                       "instead of stopping.")] = False,
-    no_cache: Annotated[bool, typer.Option(help="Do not read or write the spectrogram cache "
-                                                "(ROOT/.stack/spectrograms).")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the spectrogram cache "
+                                                "(.stack/spectrograms under ROOT).")] = False,
     device: Annotated[Optional[str], typer.Option(help="torch device (default: cuda when "
                                                        "present, else cpu).")] = None,
     scheduler: SchedulerOption = None,
@@ -82,7 +82,9 @@ def audio_command(
         help="File format of the predictions: probs.csv or probs.parquet (--format is the "
              "metadata's).")] = ProbsFormat.csv,
 ) -> None:
-    """Train the audio CNN on every fold of ROOT/folds.csv; write out-of-fold, test and
+    """Train the audio CNN on every fold.
+
+    Train the audio CNN on every fold of ROOT/folds.csv; write out-of-fold, test and
     per-window predictions."""
     import pandas as pd
 
@@ -147,13 +149,15 @@ def audio_features_command(
     file_column: Annotated[Optional[str], typer.Option(help="Metadata column with the file "
                                                             "names.")] = None,
     root: Annotated[Path, typer.Option(help="Layout root; the spectrogram cache lives in "
-                                            "ROOT/.stack/spectrograms.")] = layout.DEFAULT_ROOT,
-    no_cache: Annotated[bool, typer.Option(help="Do not use the spectrogram cache.")] = False,
-    force: Annotated[bool, typer.Option(help="Overwrite --out if it exists.")] = False,
-    skip_bad_files: Annotated[bool, typer.Option(help="Leave bad files out with a warning "
+                                            "its folder .stack/spectrograms.")] = layout.DEFAULT_ROOT,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the spectrogram cache.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    skip_bad_files: Annotated[bool, typer.Option("--skip-bad-files", help="Leave bad files out with a warning "
                                                       "instead of stopping.")] = False,
 ) -> None:
-    """Write log-mel statistics (per mel band: mean, std, min, max, delta |mean| and std) of every
+    """Write log-mel statistics of every file as features.
+
+    Write log-mel statistics (per mel band: mean, std, min, max, delta |mean| and std) of every
     file as a feature CSV for `stack first-level sklearn`."""
     import numpy as np
     import pandas as pd

@@ -88,11 +88,13 @@ def auto_command(
                                                        "is reproducible to the bit. Default: the time "
                                                        "budget decides (recorded in the outputs).")] = None,
     device: Annotated[str, typer.Option(help="Level-2 device: cpu, cuda or auto.")] = "cpu",
-    force: Annotated[bool, typer.Option(help="Replace an existing --out/--report not written by "
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out/--report not written by "
                                              "stack auto.")] = False,
     scheduler: SchedulerOption = None,
 ) -> None:
-    """Collect, search, tune and train level 2, choose the best recipe by nested CV, and write the
+    """Run the whole second level and write the submission.
+
+    Collect, search, tune and train level 2, choose the best recipe by nested CV, and write the
     submission and the report. Rerun to resume: finished stages are reused."""
     import optuna
 

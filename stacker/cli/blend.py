@@ -62,7 +62,9 @@ def blend_command(
     metric: Annotated[Optional[str], typer.Option(help="Metric of the printed CV (default: the "
                                                        "search's, else lwlrap).")] = None,
 ) -> None:
-    """Blend the chosen experiments: print their CV on the OOF rows and write the submission in
+    """Blend experiments and write the submission.
+
+    Blend the chosen experiments: print their CV on the OOF rows and write the submission in
     the template's shape, with a sidecar <out>.json of the parameters."""
     import pandas as pd
 

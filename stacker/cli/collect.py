@@ -23,11 +23,13 @@ from stacker.metrics import get_metric
 def collect_command(
     root: RootOption = layout.DEFAULT_ROOT,
     metric: metric_option("Metric for the leaderboard") = "lwlrap",
-    strict: Annotated[bool, typer.Option(help="Fail (exit 1) on the first bad experiment instead "
+    strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 1) on the first bad experiment instead "
                                               "of skipping it.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-read every file.")] = False,
 ) -> None:
-    """Validate every experiment under ROOT, align them, cache the arrays and print the leaderboard."""
+    """Validate and align the experiments; print the leaderboard.
+
+    Validate every experiment under ROOT, align them, cache the arrays and print the leaderboard."""
     from stacker.leaderboard import leaderboard, oof_correlation
     scorer = get_metric(metric)
     collection = load_collection(root, strict=strict, use_cache=not no_cache)

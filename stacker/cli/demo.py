@@ -77,7 +77,9 @@ def demo_command(
     force: Annotated[bool, typer.Option("--force", help="Regenerate and retrain everything in "
                                                          "WORKDIR instead of resuming.")] = False,
 ) -> None:
-    """Generate a synthetic multi-label sound dataset, train first-level fold models (an audio CNN
+    """Run the whole pipeline on a synthetic sound dataset.
+
+    Generate a synthetic multi-label sound dataset, train first-level fold models (an audio CNN
     and scikit-learn models), stack them with level-2 MLPs, blend by geometric mean, and write
     submission.csv and report.html."""
     import optuna

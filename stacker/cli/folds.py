@@ -26,10 +26,12 @@ def make_folds_command(
         help="Submission template (id column, then one column per class): classes.txt follows "
              "its class order. Without it: natural order (label_2 before label_10).")] = None,
     root: RootOption = layout.DEFAULT_ROOT,
-    force: Annotated[bool, typer.Option(help="Replace a folds.csv that experiments already use "
+    force: Annotated[bool, typer.Option("--force", help="Replace a folds.csv that experiments already use "
                                              "(they must then be retrained).")] = False,
 ) -> None:
-    """Split LABELS into folds by multi-label iterative stratification and write ROOT/folds.csv."""
+    """Split labels into stratified folds: ROOT/folds.csv.
+
+    Split LABELS into folds by multi-label iterative stratification and write ROOT/folds.csv."""
     from first_level.folds import make_folds
     made = make_folds(labels, root, n_folds=n_folds, group_column=group_column,
                       label_column=label_column, id_column=id_column, seed=seed, force=force,

@@ -36,9 +36,11 @@ def import_command(
                                                             "'softmax' (single-label).")] = None,
     format: Annotated[ProbsFormat, typer.Option(help="File format to write: probs.csv or "
                                                      "probs.parquet.")] = ProbsFormat.csv,
-    force: Annotated[bool, typer.Option(help="Replace an existing experiment NAME.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing experiment NAME.")] = False,
 ) -> None:
-    """Import OOF and test predictions saved elsewhere as experiment NAME under ROOT."""
+    """Import OOF and test predictions made elsewhere.
+
+    Import OOF and test predictions saved elsewhere as experiment NAME under ROOT."""
     from stacker.metrics import get_metric  # scipy: only when the command runs
 
     result = import_experiment(

@@ -75,7 +75,9 @@ def train_command(
                                      "an inner hold-out of the training folds "
                                      "(params inner_fraction), so the OOF is honest.")] = False,
 ) -> None:
-    """Train a level-2 MLP per fold on the OOF predictions and write it as a new experiment.
+    """Train a level-2 MLP per fold as a new experiment.
+
+    Train a level-2 MLP per fold on the OOF predictions and write it as a new experiment.
 
     Each fold model is early-stopped on an inner hold-out of its training rows, never on the
     fold it predicts, so the level-2 OOF and CV are as honest as a first-level experiment's."""
@@ -195,7 +197,9 @@ def tune_command(
     device: DeviceOpt = "auto",
     max_epochs: EpochsOpt = None,
 ) -> None:
-    """Tune the level-2 MLP with Optuna (TPE, median pruning per fold); save the best params."""
+    """Tune the level-2 MLP with Optuna.
+
+    Tune the level-2 MLP with Optuna (TPE, median pruning per fold); save the best params."""
     import optuna
 
     from stacker.level2.inputs import choose_inputs
@@ -238,7 +242,9 @@ def predict_command(
     root: RootOpt = layout.DEFAULT_ROOT,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
 ) -> None:
-    """Re-predict a level-2 experiment's test set from its saved weights; check it equals the
+    """Re-predict a level-2 experiment's test set and check it.
+
+    Re-predict a level-2 experiment's test set from its saved weights; check it equals the
     saved test probs."""
     import pandas as pd
 

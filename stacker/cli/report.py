@@ -24,7 +24,9 @@ def report_command(
     metric: metric_option("Metric for the leaderboard") = "lwlrap",
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
-    """Leaderboard, OOF correlation heatmap, subset-search curve, per-class scores of the searched
+    """Write the HTML report of the experiments.
+
+    Leaderboard, OOF correlation heatmap, subset-search curve, per-class scores of the searched
     blend against the best single model, and level-2 learning curves, in one HTML file."""
     from stacker.report import write_report  # matplotlib: imported only when a report is made
 

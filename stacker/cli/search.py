@@ -108,7 +108,9 @@ def search_subsets_command(
                                              "(CUDA when present), cpu (compiled kernel) or "
                                              "cuda (cuda:N); the result is the same.")] = "auto",
 ) -> None:
-    """Search the subsets of experiments whose blend scores best on the OOF rows; writes
+    """Search the subset of experiments that blends best.
+
+    Search the subsets of experiments whose blend scores best on the OOF rows; writes
     <root>/.stack/subsets.json for `stack blend --subset best`."""
     collection = load_collection(root)
     pool = resolve_subset(root, subset, collection.names)

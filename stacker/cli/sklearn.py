@@ -48,7 +48,7 @@ def sklearn_command(
     params: Annotated[Optional[str], typer.Option(help="Estimator parameters as a JSON object.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the estimator.")] = 0,
     root: RootOption = layout.DEFAULT_ROOT,
-    force: Annotated[bool, typer.Option(help="Retrain every fold, replacing what exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Retrain every fold, replacing what exists.")] = False,
     metric: metric_option("Metric for the CV scores") = "lwlrap",
     threads: Annotated[Optional[int], typer.Option(help="Cap on BLAS/OpenMP threads "
                                                         "(default: all cores).")] = None,
@@ -56,7 +56,9 @@ def sklearn_command(
     format: Annotated[ProbsFormat, typer.Option(help="File format of the predictions: "
                                                      "probs.csv or probs.parquet.")] = ProbsFormat.csv,
 ) -> None:
-    """Train ESTIMATOR on every fold of ROOT/folds.csv and write out-of-fold and test predictions."""
+    """Train a scikit-learn estimator on every fold.
+
+    Train ESTIMATOR on every fold of ROOT/folds.csv and write out-of-fold and test predictions."""
     import pandas as pd
 
     from first_level.features_io import check_matches_folds, check_same_columns, read_features

@@ -1,0 +1,67 @@
+"""`stack ... --help` reads well at 80 columns: whole-sentence one-line summaries, no line past
+the edge, flags without a `<bool>` type or a `--no-no-x` twin, commands in workflow order."""
+
+from __future__ import annotations
+
+import click
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from stacker.cli.app import app
+from stacker.cli.help import WORKFLOW, summary
+
+WIDTH = 80
+
+
+def _commands(command, path=()):
+    """(path, click command) of the app and every command and group under it."""
+    yield path, command
+    if hasattr(command, "list_commands"):
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            yield from _commands(command.get_command(ctx, name), (*path, name))
+
+
+ALL = list(_commands(typer.main.get_command(app)))
+
+
+def _help(path) -> str:
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": str(WIDTH)},
+                                terminal_width=WIDTH)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("path", [path for path, _ in ALL], ids=lambda p: " ".join(p) or "stack")
+def test_help_fits_80_columns_and_flags_show_no_type(path):
+    text = _help(path)
+    too_long = [line for line in text.splitlines() if len(line) > WIDTH]
+    assert not too_long, too_long
+    assert "<bool>" not in text
+    assert "--no-no-" not in text and "--no-force" not in text
+    assert "…" not in text, "a word of the help was cut (rich ellipsis)"
+
+
+@pytest.mark.parametrize("path,group", [(p, c) for p, c in ALL if hasattr(c, "list_commands")],
+                         ids=lambda p: " ".join(p) if isinstance(p, tuple) else "")
+def test_every_summary_is_one_whole_sentence_on_one_line(path, group):
+    lines = _help(path).splitlines()
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        text = summary(command.help)
+        assert text.endswith("."), f"{name}: summary {text!r} is not a whole sentence"
+        assert command.short_help == text
+        row = [line for line in lines if line.startswith(f"│ {name} ")]
+        assert len(row) == 1 and text in row[0], (name, text, row)
+
+
+def test_commands_are_listed_in_workflow_order():
+    root = typer.main.get_command(app)
+    names = root.list_commands(click.Context(root))
+    assert names[:len(WORKFLOW)] == list(WORKFLOW)
+    lines = _help(()).splitlines()
+    shown = [line.split()[1] for line in lines
+             if line.startswith("│ ") and len(line.split()) > 1 and line.split()[1] in names]
+    assert shown == names
