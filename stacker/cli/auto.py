@@ -12,6 +12,9 @@ from stacker import layout
 from stacker.cli.common import (
     RootOption,
     SchedulerOption,
+    check_budget,
+    check_input_file,
+    check_metric,
     console,
     err_console,
     load_collection,
@@ -102,9 +105,9 @@ def auto_command(
     from stacker.level2.params import resolve_device
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)   # progress bars say it; failures re-raise
-    if not 0 < time_budget < float("inf"):   # nan fails both comparisons
-        raise OptionError(f"--time-budget must be a positive, finite number of seconds, got "
-                          f"{time_budget:g}")
+    check_metric(metric)
+    check_budget(time_budget)
+    check_input_file(template, "--template")
     if trials is not None and trials < 0:
         raise OptionError(f"--trials must be 0 or more (or left out: the time budget decides), "
                           f"got {trials}")

@@ -8,7 +8,16 @@ import typer
 
 from stacker import layout
 from stacker.blend import EPS, Blend
-from stacker.cli.common import RootOption, console, frame_table, load_collection, user_errors, writes_root
+from stacker.cli.common import (
+    RootOption,
+    check_input_file,
+    check_metric,
+    console,
+    frame_table,
+    load_collection,
+    user_errors,
+    writes_root,
+)
 from stacker.errors import OptionError
 from stacker.layout.workspace import read_subsets, subsets_path
 from stacker.metrics import get_metric
@@ -73,6 +82,8 @@ def blend_command(
     chosen = [name for name, on in flags.items() if on]
     if len(chosen) != 1:
         raise OptionError("pass exactly one of --geo-mean, --mean, --rank, --weights")
+    check_metric(metric)
+    check_input_file(template, "--template")
     check_outputs(out, force=force, inputs=[template, root / layout.FOLDS_FILE,
                                             root / layout.CLASSES_FILE], root=root)
     collection = load_collection(root)

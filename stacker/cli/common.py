@@ -38,6 +38,31 @@ def metric_option(purpose: str):
 
 
 DEFAULT_ROOT_PATH = DEFAULT_ROOT
+
+
+def check_metric(name: str | None) -> None:
+    """Refuse an unknown ``--metric`` (OptionError naming the choices) before any work starts."""
+    if name is not None:
+        from stacker.metrics import get_metric
+
+        get_metric(name)
+
+
+def check_input_file(path: Path | None, flag: str) -> None:
+    """Refuse an input file option (``--template``) that names no file, before any work starts."""
+    from stacker.errors import OptionError
+
+    if path is not None and not Path(path).is_file():
+        what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+        raise OptionError(f"{flag} {path} {what}; pass the path of an existing CSV file")
+
+
+def check_budget(seconds: float, flag: str = "--time-budget") -> None:
+    """Refuse a time budget that is not a positive, finite number of seconds."""
+    from stacker.errors import OptionError
+
+    if not 0 < seconds < float("inf"):   # nan fails both comparisons
+        raise OptionError(f"{flag} must be a positive, finite number of seconds, got {seconds:g}")
 SchedulerOption = Annotated[Optional[str], typer.Option(
     "--scheduler", envvar="STACK_SCHEDULER", show_envvar=True,
     help="Address of a dask.distributed scheduler (e.g. tcp://10.0.0.5:8786): each fold (and "

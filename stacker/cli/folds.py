@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from stacker import layout
-from stacker.cli.common import RootOption, console, err_console, frame_table, user_errors, writes_root
+from stacker.cli.common import RootOption, check_input_file, console, err_console, frame_table, user_errors, writes_root
 
 
 @user_errors
@@ -33,6 +33,7 @@ def make_folds_command(
 
     Split LABELS into folds by multi-label iterative stratification and write ROOT/folds.csv."""
     from first_level.folds import make_folds
+    check_input_file(template, "--template")
     made = make_folds(labels, root, n_folds=n_folds, group_column=group_column,
                       label_column=label_column, id_column=id_column, seed=seed, force=force,
                       template=template)

@@ -8,6 +8,7 @@ import typer
 from stacker import layout
 from stacker.cli.common import (
     RootOption,
+    check_metric,
     console,
     err_console,
     metric_option,
@@ -30,6 +31,7 @@ def report_command(
     blend against the best single model, and level-2 learning curves, in one HTML file."""
     from stacker.report import write_report  # matplotlib: imported only when a report is made
 
+    check_metric(metric)
     refuse_inputs_as_outputs({"--out": out}, {"folds.csv": root / layout.FOLDS_FILE,
                                               "classes.txt": root / layout.CLASSES_FILE}, root=root)
 

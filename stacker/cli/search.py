@@ -9,6 +9,7 @@ from stacker import layout
 from stacker.blend import DEFAULT_POWER, EPS
 from stacker.cli.common import (
     RootOption,
+    check_budget,
     console,
     err_console,
     frame_table,
@@ -112,15 +113,17 @@ def search_subsets_command(
 
     Search the subsets of experiments whose blend scores best on the OOF rows; writes
     <root>/.stack/subsets.json for `stack blend --subset best`."""
+    check_budget(time_budget)
+    # the settings are checked (metric, blend, sizes) before anything is read or drawn
+    config = SearchConfig(
+        metric=metric, blend=blend.value, power=power, eps=eps, method=method.value,
+        max_size=max_size, top=top, nested=nested, seed=seed, n_jobs=n_jobs,
+        time_budget=time_budget, device=device, walk=WalkConfig(beam_width=beam_width),
+        ges=GesConfig(iterations=ges_iterations, init=ges_init, bags=ges_bags),
+        cmaes=CmaesConfig(evaluations=cmaes_evaluations))
     collection = load_collection(root)
     pool = resolve_subset(root, subset, collection.names)
     with progress_bar("searching subsets") as update:
-        config = SearchConfig(
-            metric=metric, blend=blend.value, power=power, eps=eps, method=method.value,
-            max_size=max_size, top=top, nested=nested, seed=seed, n_jobs=n_jobs,
-            time_budget=time_budget, device=device, walk=WalkConfig(beam_width=beam_width),
-            ges=GesConfig(iterations=ges_iterations, init=ges_init, bags=ges_bags),
-            cmaes=CmaesConfig(evaluations=cmaes_evaluations))
         result = search_subsets(collection, pool=pool, config=config, on_progress=update)
     show_result(result, top)
     record = result.to_json()
