@@ -19,9 +19,11 @@ from stacker.cli.common import (
     err_console,
     load_collection,
     metric_option,
+    print_files,
     progress_bar,
     refuse_inputs_as_outputs,
     user_errors,
+    words_whole,
     writes_root,
 )
 from stacker.errors import OptionError
@@ -48,25 +50,30 @@ def _members(members, weights) -> str:
 
 
 def auto_table(result: "AutoResult") -> Table:
-    """Every candidate recipe with CV, nested CV and the fold held out of tuning; the choice; files."""
+    """Every candidate recipe with CV, nested CV and the fold held out of tuning; the choice."""
     metric = result.settings.metric
     fold = result.tuning.get("holdout_fold")
     table = Table(title=f"stack auto: {metric}, out-of-fold CV, nested CV and fold {fold} "
                         "(held out of tuning)")
     for column, justify in (("recipe", "left"), ("CV", "right"), ("nested CV", "right"),
-                            (f"fold {fold}", "right"), ("what", "left"), ("members", "left")):
+                            (f"fold {fold}", "right"), ("what", "left")):
         table.add_column(column, justify=justify, overflow="fold")
     for recipe in result.recipes:
         chosen = recipe is result.final
         style = "[bold green]" if chosen else ""
         end = "[/]" if chosen else ""
         table.add_row(f"{style}{recipe.name}{' (chosen)' if chosen else ''}{end}", f"{recipe.cv:.4f}",
-                      f"{style}{recipe.nested_cv:.4f}{end}", f"{recipe.holdout_cv:.4f}", recipe.what,
-                      _members(recipe.members, recipe.weights))
-    table.add_section()
-    for name, path in result.files.items():
-        table.add_row(name, "", "", "", "", _shown(path))
-    return table
+                      f"{style}{recipe.nested_cv:.4f}{end}", f"{recipe.holdout_cv:.4f}", recipe.what)
+    # each recipe's members and the files follow the table, one line each (print_members, print_files)
+    return words_whole(table)
+
+
+def print_members(result: "AutoResult") -> None:
+    """One line per recipe after its table: its members (and weights), never folded into a cell."""
+    console.print("members of each recipe:", highlight=False)
+    for recipe in result.recipes:
+        console.print(f"  {recipe.name}: {_members(recipe.members, recipe.weights)}",
+                      highlight=False, soft_wrap=True, markup=False)
 
 
 @user_errors
@@ -127,6 +134,8 @@ def auto_command(
     for note in result.notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     console.print(auto_table(result))
+    print_members(result)
+    print_files(result.files, _shown)
     final = result.final
     console.print(f"chosen: [bold]{final.name}[/] — expect about {final.nested_cv:.4f} {metric} on new "
                   f"data (nested CV; selected CV {final.cv:.4f}).", highlight=False)

@@ -265,3 +265,26 @@ def frame_table(frame, *, title: str | None = None, float_format: str = "{:.4f}"
     for _, row in (frame if max_rows is None else frame.head(max_rows)).iterrows():
         table.add_row(*[float_format.format(v) if isinstance(v, float) else str(v) for v in row])
     return table
+
+
+def words_whole(table: Table) -> Table:
+    """``table`` with each column at least as wide as its longest word (markup aside): a narrow
+    console or a pipe (80 columns) wraps cells at spaces, never inside an experiment name, a
+    number or a path. Call it once every row is added."""
+    from rich.text import Text
+
+    for column in table.columns:
+        cells = [column.header, *column.cells]
+        words = [word for cell in cells if isinstance(cell, str)
+                 for word in Text.from_markup(cell).plain.split()]
+        column.min_width = max([len(word) for word in words] + [column.min_width or 0])
+    return table
+
+
+def print_files(files: dict, shown=str) -> None:
+    """One ``name: path`` line per file, after a table: a path is never folded into a cell;
+    a pipe gets it whole on one line (``shown`` writes a path, e.g. relative to the cwd)."""
+    width = max((len(name) for name in files), default=0)
+    for name, path in files.items():
+        console.print(f"{name + ':':<{width + 1}} {shown(path)}", highlight=False, soft_wrap=True,
+                      markup=False)

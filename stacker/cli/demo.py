@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from stacker.cli.common import console, progress_bar, user_errors
+from stacker.cli.common import console, print_files, progress_bar, user_errors, words_whole
 
 # stacker.cli.demo_pipeline imports torch and optuna: imported inside the command so the CLI starts fast.
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def _shown(path: Path) -> str:
 
 
 def result_table(result: "DemoResult") -> Table:
-    """Every model's CV and held-out test lwlrap, the chosen subsets, the final blend, the files."""
+    """Every model's CV and held-out test lwlrap, the chosen subsets, the final blend."""
     from stacker.auto import BLEND_NAME
 
     table = Table(title="stack demo: lwlrap, out-of-fold CV and held-out test", show_lines=False)
@@ -59,10 +59,7 @@ def result_table(result: "DemoResult") -> Table:
                   f"{result.final_test - result.best_single_test:+.4f}",
                   "[green]the blend beats the best single model[/]" if result.blend_beats_single
                   else "[red]the blend does not beat the best single model[/]")
-    table.add_section()
-    for name, path in result.files.items():
-        table.add_row(name, "", "", "", _shown(path))
-    return table
+    return words_whole(table)   # the files follow the table, one line each (print_files)
 
 
 @user_errors
@@ -98,6 +95,7 @@ def demo_command(
     for line in result.notes:
         console.print(f"[yellow]note:[/] {line}", highlight=False, soft_wrap=True)
     console.print(result_table(result))
+    print_files(result.files, _shown)
     console.print(f"how the nested CV was estimated: {result.estimate}.", highlight=False, soft_wrap=True)
     spent = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in result.seconds.items())
     console.print(f"done in {time.perf_counter() - started:.0f}s ({spent})", highlight=False,
