@@ -92,6 +92,10 @@ def read_folds(root: Path | str) -> Folds:
     """Read and validate ``<root>/folds.csv`` (and ``classes.txt`` when present)."""
     import pandas as pd  # on first use: importing the layout stays light
     path = Path(root) / FOLDS_FILE
+    if not path.exists() and not path.is_symlink():
+        raise LayoutError(f"folds file is missing; make one with `stack make-folds train.csv "
+                          f"--root {root}` (your labels CSV), or copy there the folds.csv your "
+                          f"predictions were made on", path=path)
     frame = read_csv_table(path, what="folds file")
     id_column = frame.columns[0]
     for needed in ("labels", "fold"):

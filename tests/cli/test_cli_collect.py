@@ -83,6 +83,16 @@ def test_user_errors_exit_1_without_traceback(tmp_path, args, message):
     assert "Traceback" not in result.output
 
 
+def test_a_missing_folds_file_says_how_to_make_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("--root", "nowhere")
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "nowhere/folds.csv: folds file is missing" in lines[0]
+    assert "stack make-folds train.csv --root nowhere" in lines[0] and "copy" in lines[0]
+    assert not (tmp_path / "nowhere").exists()   # nothing was made where the folds were looked for
+
+
 # ---------------------------------------------------------------- acceptance: real FAT2019 rows
 
 
