@@ -48,13 +48,13 @@ def check_metric(name: str | None) -> None:
         get_metric(name)
 
 
-def check_input_file(path: Path | None, flag: str) -> None:
+def check_input_file(path: Path | None, flag: str, what: str = "template") -> None:
     """Refuse an input file option (``--template``) that names no file, before any work starts."""
     from stacker.errors import OptionError
 
     if path is not None and not Path(path).is_file():
-        what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
-        raise OptionError(f"{flag} {path} {what}; pass the path of an existing CSV file")
+        problem = "is a folder, not a file" if Path(path).is_dir() else "file not found"
+        raise OptionError(f"{path}: {what} {problem}; pass {flag} the path of an existing CSV file")
 
 
 def check_budget(seconds: float, flag: str = "--time-budget") -> None:
