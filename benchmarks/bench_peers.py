@@ -374,7 +374,8 @@ def gains(results: list[dict], boot: int, seed: int) -> dict:
                   float(np.std(sampled["stack auto"] - sampled[p], ddof=1))] for p in peers}
         best = max(peers, key=lambda p: scores[p])
         out[label] = {"best peer": best, "gain": vs[best][0], "se": vs[best][1], "vs": vs,
-                      "scores": scores}
+                      "scores": scores,
+                      "auto se": float(np.std(sampled["stack auto"], ddof=1))}
     return out
 
 
@@ -399,6 +400,10 @@ def print_table(results: list[dict], gain: dict) -> None:
     nested = [r["nested_cv"] for r in results]
     print(f"{'auto nested CV':<{width}}" + "".join(f"{v:>{col}.4f}" for v in nested)
           + (f"{np.mean(nested):>{col}.4f}" if "mean" in gain else ""))
+    gaps = [gain[r["set"]]["scores"]["stack auto"] - r["nested_cv"] for r in results]
+    print(f"{'held-out - nested':<{width}}" + "".join(f"{v:>+{col}.4f}" for v in gaps))
+    print(f"{'  2 SE of held-out':<{width}}" + "".join(f"{2 * gain[r['set']]['auto se']:>{col}.4f}"
+                                                      for r in results))
     print(f"{'auto chose':<{width}}" + "".join(f"{r['chosen'][:col - 1]:>{col}}" for r in results))
     for part in ("layout", "stack auto", "peers", "total"):
         print(f"{'seconds: ' + part:<{width}}" + "".join(f"{r['seconds'][part]:>{col}.0f}"
