@@ -153,7 +153,8 @@ def read_probs(path: Path | str, *, experiment: str | None = None) -> Probs:
                                float_columns=True, data=data)
         id_column, columns = frame.columns[0], tuple(frame.columns[1:])
         ids = frame[id_column].to_numpy(dtype=str)
-        values = frame.iloc[:, 1:].to_numpy(dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf: check_probabilities names it
+            values = frame.iloc[:, 1:].to_numpy(dtype=np.float32)
     check_unique_ids(ids, path=path, experiment=experiment)
     check_probabilities(values, path=path, experiment=experiment, ids=ids, columns=list(columns))
     return Probs(id_column=id_column, ids=ids, columns=columns, values=values, path=path)
@@ -185,7 +186,8 @@ def _read_probs_fast(path: Path, data: bytes | None = None
     # "nan", "" or text make a column non-float
     if any(dtype.kind not in "fi" for dtype in frame.dtypes):
         return None
-    values = frame.to_numpy(dtype=np.float32)
+    with np.errstate(over="ignore"):     # a value beyond float32 becomes inf: refused by name below
+        values = frame.to_numpy(dtype=np.float32)
     if np.isnan(values).any():
         return None
     return header[0], frame.index.to_numpy(dtype=str), tuple(header[1:]), values
