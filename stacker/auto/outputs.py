@@ -21,36 +21,37 @@ from stacker.metrics import fold_scores
 from stacker.submission import sidecar_path
 
 
-def made_by_earlier_auto(out: Path | str | None) -> bool:
-    return out is not None and provenance.sidecar_made_by(sidecar_path(out), MADE_BY)
-
-
 def owned_outputs(out: Path | str | None) -> set[Path]:
     """The exact files an earlier `stack auto` recorded making: ``out``, its sidecar and the
-    report its sidecar names (resolved paths); empty unless the sidecar says stack auto made it."""
-    if not made_by_earlier_auto(out):
+    report its sidecar names (resolved paths); empty unless the sidecar says stack auto made it.
+    The sidecar is read once."""
+    if out is None:
+        return set()
+    try:
+        record = json.loads(sidecar_path(out).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    if not provenance.made_by(record, MADE_BY):
         return set()
     owned = {Path(out).resolve(), sidecar_path(out).resolve()}
-    try:
-        report = json.loads(sidecar_path(out).read_text(encoding="utf-8")).get("report")
-    except (OSError, ValueError):
-        report = None
+    report = record.get("report")
     if isinstance(report, str) and report:
         owned.add(Path(report).resolve())
     return owned
 
 
-def may_replace(path: Path | str | None, paths: OutputPaths) -> bool:
+def may_replace(path: Path | str | None, paths: OutputPaths, owned: set[Path]) -> bool:
     """Whether this run may replace ``path``: with ``force``, or when an earlier `stack auto`
-    recorded making that exact file (:func:`owned_outputs`)."""
-    return path is not None and (paths.force or Path(path).resolve() in owned_outputs(paths.out))
+    recorded making that exact file (``owned``, :func:`owned_outputs` of ``paths.out``)."""
+    return path is not None and (paths.force or Path(path).resolve() in owned)
 
 
 def check_outputs(paths: OutputPaths) -> None:
     """Refuse to replace a user's file: only ``force`` or an earlier `stack auto`'s own outputs."""
     out, report = paths.out, paths.report
+    owned = owned_outputs(out)
     for path in (out, None if out is None else sidecar_path(out), report):
-        if path is not None and Path(path).exists() and not may_replace(path, paths):
+        if path is not None and Path(path).exists() and not may_replace(path, paths, owned):
             raise OutputExistsError(f"{path} exists and was not written by stack auto (no earlier "
                                     "run's sidecar records that path); pass `force` to replace it "
                                     "or choose another `out`/`report`")
@@ -108,7 +109,8 @@ def write_outputs(run: Run) -> None:
 
     paths, final, everything = run.outputs, run.final, run.everything
     # decided before this run's sidecar replaces the earlier one (check_outputs refused the rest)
-    own_out, own_report = may_replace(paths.out, paths), may_replace(paths.report, paths)
+    owned = owned_outputs(paths.out)
+    own_out, own_report = may_replace(paths.out, paths, owned), may_replace(paths.report, paths, owned)
     run.files = {"layout": run.root, "subsets": workspace.subsets_path(run.root),
                  "state": workspace.auto_state_path(run.root)}
     record = subsets_record(run)
