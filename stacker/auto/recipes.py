@@ -243,15 +243,13 @@ class BlendExperiment:
     meta: dict
 
 
-def _hedge(everything: Collection, parts: Sequence[Recipe]) -> tuple | None:
-    """(parts, in-sample OOF, nested OOF, test) of the geometric mean of ``parts``, each with its
-    own blend; None unless there are two or more, each with its nested predictions."""
+def _hedge(parts: Sequence[Recipe]) -> tuple | None:
+    """(parts, the geometric mean of their nested predictions); None unless there are two or more
+    parts with nested predictions."""
     parts = [p for p in parts if p.nested_oof is not None]
     if len(parts) < 2:
         return None
-    return (tuple(parts), geo_mean(np.stack([p.combination.oof(everything) for p in parts], axis=-2)),
-            geo_mean(np.stack([p.nested_oof for p in parts], axis=-2)),
-            geo_mean(np.stack([p.combination.test(everything) for p in parts], axis=-2)))
+    return tuple(parts), geo_mean(np.stack([p.nested_oof for p in parts], axis=-2))
 
 
 def gate_level2(first: np.ndarray, second: np.ndarray, y: np.ndarray, fold: np.ndarray,
@@ -283,19 +281,22 @@ def final_blend(everything: Collection, recipes: Sequence[Recipe], metric, holdo
     gate made without that fold), so it is as honest as a level-2 OOF; its test predictions blend
     the chosen parts' selections made on every fold. None without a first-level blend."""
     by_name = {r.name: r for r in recipes}
-    first = _hedge(everything, [by_name[n] for n in FIRST_LEVEL_BLEND_PARTS if n in by_name])
-    second = _hedge(everything, [by_name[n] for n in BLEND_PARTS if n in by_name])
+    first = _hedge([by_name[n] for n in FIRST_LEVEL_BLEND_PARTS if n in by_name])
+    second = _hedge([by_name[n] for n in BLEND_PARTS if n in by_name])
     if first is None:
         return None
     y, fold, folds = everything.y, everything.fold, everything.fold_numbers
-    chosen, nested, gate = first, first[2], None
+    chosen, nested, gate = first, first[1], None
     if second is not None:
-        nested, per_fold, use_second = gate_level2(first[2], second[2], y, fold, folds, metric)
+        nested, per_fold, use_second = gate_level2(first[1], second[1], y, fold, folds, metric)
         chosen = second if use_second else first
         gate = {"level2_folds": [int(k) for k, use in zip(folds, per_fold) if use],
                 "level2_test": use_second, "first_level_parts": [p.name for p in first[0]],
                 "level2_parts": [p.name for p in second[0]]}
-    parts, selected, _, test = chosen
+    parts = chosen[0]
+    # the chosen parts' selections made on every fold: the in-sample CV and the test predictions
+    selected = geo_mean(np.stack([p.combination.oof(everything) for p in parts], axis=-2))
+    test = geo_mean(np.stack([p.combination.test(everything) for p in parts], axis=-2))
     nested_cv = float(metric(y, nested))
     fold_cv = fold_scores(y, nested, fold, folds, metric)
     held = fold == holdout
