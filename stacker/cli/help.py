@@ -37,15 +37,21 @@ def _untyped_flags(command, ctx) -> None:
             param.metavar = ""
 
 
+def _help_texts(kwargs: dict) -> dict:
+    """A command's or group's keyword arguments with its summary (the docstring's first line,
+    unless given) and its help reflowed to the terminal."""
+    text = kwargs.get("help")
+    if kwargs.get("short_help") is None and text:
+        kwargs["short_help"] = summary(text)
+    kwargs["help"] = reflowed(text)
+    return kwargs
+
+
 class StackCommand(typer.core.TyperCommand):
     """A `stack` command: its summary is its docstring's first line; flags show no type."""
 
     def __init__(self, *args, **kwargs):
-        text = kwargs.get("help")
-        if kwargs.get("short_help") is None and text:
-            kwargs["short_help"] = summary(text)
-        kwargs["help"] = reflowed(text)
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **_help_texts(kwargs))
 
     def format_help(self, ctx, formatter) -> None:
         _untyped_flags(self, ctx)
@@ -56,11 +62,7 @@ class StackGroup(typer.core.TyperGroup):
     """A `stack` command group: subcommands in :data:`WORKFLOW` order, others after them."""
 
     def __init__(self, *args, **kwargs):
-        text = kwargs.get("help")
-        if kwargs.get("short_help") is None and text:
-            kwargs["short_help"] = summary(text)
-        kwargs["help"] = reflowed(text)
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **_help_texts(kwargs))
 
     def list_commands(self, ctx) -> list[str]:
         names = super().list_commands(ctx)
