@@ -21,6 +21,7 @@ from stacker.blend import Blend, geo_mean
 from stacker.errors import OptionError
 from stacker.layout.collect import Collection
 from stacker.metrics import fold_scores, get_metric
+from stacker.search.config import SearchConfig
 from stacker.search.engine import SearchResult, search_subsets
 
 CLEAR_MARGIN = 2.0       # standard errors by which a recipe must beat another (clearly_better)
@@ -135,12 +136,17 @@ class Searches:
     stage: object
     notes: list
 
+    def config(self, **options) -> SearchConfig:
+        """The search configuration of this run (its metric, seed and search budget; geo-mean
+        blends) with ``options`` (method, max_size, ...)."""
+        return SearchConfig.from_options(metric=self.settings.metric, blend="geo-mean",
+                                         seed=self.settings.seed,
+                                         time_budget=self.settings.search_budget, **options)
+
     def search(self, collection: Collection, pool, description: str, **options) -> SearchResult:
         with self.stage(description) as update:
-            return search_subsets(collection, pool=list(pool), metric=self.settings.metric,
-                                  blend="geo-mean", seed=self.settings.seed,
-                                  time_budget=self.settings.search_budget, on_progress=update,
-                                  **options)
+            return search_subsets(collection, pool=list(pool), config=self.config(**options),
+                                  on_progress=update)
 
     def with_class_bias(self, collection: Collection, name: str, base: Recipe,
                         result: SearchResult) -> Recipe:
@@ -148,13 +154,9 @@ class Searches:
         fitted inside the nesting (:mod:`stacker.search.class_bias`: each fold's bias comes from
         the same search run again without that fold)."""
         from stacker.search.class_bias import searched_class_bias
-        from stacker.search.config import SearchConfig
 
-        settings = self.settings
-        metric = get_metric(settings.metric)
-        config = SearchConfig.from_options(metric=settings.metric, blend="geo-mean",
-                                           seed=settings.seed, time_budget=settings.search_budget,
-                                           method=result.method)
+        metric = get_metric(self.settings.metric)
+        config = self.config(method=result.method)
         names = list(result.pool)
         with self.stage(f"class bias of {base.name} (its search again without each fold)") as update:
             bias = searched_class_bias(collection.oof[:, collection.index(names)], collection.y,
