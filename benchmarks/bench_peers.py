@@ -428,6 +428,11 @@ def versions() -> dict:
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--speed" in argv:              # the speed benchmark: benchmarks/peers_speed.py
+        from benchmarks.peers_speed import run
+
+        return run([a for a in argv if a != "--speed"])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default=",".join(SETS),
                         help=f"comma-separated, of {', '.join(SETS)}")

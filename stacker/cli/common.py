@@ -267,6 +267,21 @@ def frame_table(frame, *, title: str | None = None, float_format: str = "{:.4f}"
     return table
 
 
+def rows_table(rows: list[dict], columns, *, title: str | None = None,
+               float_format: str = "{:.4f}") -> Table:
+    """Rows (dicts) as a rich Table, like :func:`frame_table` without pandas: numbers right,
+    floats formatted."""
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        numeric = bool(rows) and all(isinstance(row[column], (int, float)) and
+                                     not isinstance(row[column], bool) for row in rows)
+        table.add_column(str(column), justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*[float_format.format(row[c]) if isinstance(row[c], float) else str(row[c])
+                        for c in columns])
+    return table
+
+
 def words_whole(table: Table) -> Table:
     """``table`` with each column at least as wide as its longest word (markup aside): a narrow
     console or a pipe (80 columns) wraps cells at spaces, never inside an experiment name, a

@@ -3,6 +3,7 @@
 from enum import Enum
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 
 from stacker import layout
@@ -12,10 +13,10 @@ from stacker.cli.common import (
     check_budget,
     console,
     err_console,
-    frame_table,
     load_collection,
     metric_option,
     progress_bar,
+    rows_table,
     user_errors,
     writes_root,
 )
@@ -51,19 +52,20 @@ def _fmt(value) -> str:
 
 def show_result(result: SearchResult, top: int) -> None:
     """Print the top subsets, the curve by size and the chosen ensemble."""
-    import pandas as pd
     if result.method_reason.startswith("auto"):
         console.print(result.method_reason, highlight=False)
     rows = [{"rank": i + 1, "members": ", ".join(c.members), "size": c.size, "cv": c.cv}
             for i, c in enumerate(result.top[:top])]
-    console.print(frame_table(pd.DataFrame(rows), title=f"Top {len(rows)} ({result.method}, "
-                                                        f"{result.blend}, {result.metric})"))
-    curve = pd.DataFrame([{"size": s.size, "cv": s.cv, "nested cv": _fmt(s.nested_cv),
-                           "members": ", ".join(s.members)} for s in result.by_size])
-    console.print(frame_table(curve, title="Best subset of each size (selected CV, nested CV)"))
+    console.print(rows_table(rows, ("rank", "members", "size", "cv"),
+                             title=f"Top {len(rows)} ({result.method}, {result.blend}, "
+                                   f"{result.metric})"))
+    curve = [{"size": s.size, "cv": s.cv, "nested cv": _fmt(s.nested_cv),
+              "members": ", ".join(s.members)} for s in result.by_size]
+    console.print(rows_table(curve, ("size", "cv", "nested cv", "members"),
+                             title="Best subset of each size (selected CV, nested CV)"))
     weights = ", ".join(f"{m} ({result.weights[m]:.3f})" for m in result.members)
     console.print(f"chosen: {len(result.members)} member(s): {weights}", highlight=False)
-    std = pd.Series(result.fold_cv).std(ddof=0) if result.fold_cv else float("nan")
+    std = float(np.std(result.fold_cv)) if result.fold_cv else float("nan")
     console.print(f"selected CV {result.cv:.4f} (fold std {std:.4f}); nested CV "
                   f"{_fmt(result.nested_cv)}"
                   + ("" if result.gap is None else f"; gap {result.gap:+.4f}"), highlight=False)

@@ -29,6 +29,7 @@ import stacker.layout.workspace as workspace
 from stacker.errors import LayoutError
 from stacker.layout.atomic import atomic_save_npy, atomic_write_text, json_default
 from stacker.layout.folds import Folds, read_folds
+from stacker.layout.folds_cache import load_folds, save_folds
 from stacker.layout.meta import read_meta
 from stacker.layout.paths import (
     CLASSES_FILE,
@@ -187,13 +188,17 @@ def collect(root: Path | str = DEFAULT_ROOT, *, strict: bool = False,
     on_progress: called as ``on_progress(done, total)`` after each experiment.
     """
     root = Path(root)
-    folds = read_folds(root)
+    folds_key = _signature([root / FOLDS_FILE, root / CLASSES_FILE])
+    cache_dir = workspace.cache_dir(root)
+    folds = load_folds(cache_dir, root, folds_key) if use_cache else None
+    if folds is None:
+        folds = read_folds(root)
+        if use_cache:
+            save_folds(cache_dir, folds_key, folds)
     names = list_experiments(root)
     if not names:
         raise LayoutError(f"no experiments under {root}: expected <root>/<name>/fold_<k>/val/probs.csv "
                           "(see predictions/README.md)")
-    folds_key = _signature([root / FOLDS_FILE, root / CLASSES_FILE])
-    cache_dir = workspace.cache_dir(root)
     keys = {name: _experiment_key(root, name, folds_key) for name in names}
     if use_cache:
         pooled = _pooled_collection(cache_dir, root, folds, keys)

@@ -176,8 +176,10 @@ class KernelWalker:
     min_parallel = 2_000_000        # candidates x rows x classes below which one thread is used
 
     def __init__(self, q: np.ndarray, scorer, n_jobs: int = 1):
+        from stacker.search.stable_rows import StableRows
+
         self.q, self.scorer, self.n_jobs = q, scorer, max(1, int(n_jobs))
-        _compile()
+        self.stable = StableRows(q, scorer)
 
     def exhaustive(self, chunk, max_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(masks (n,), per-fold sums (n, n_folds)) of every subset of ``chunk``."""
@@ -191,65 +193,46 @@ class KernelWalker:
 
     def extensions(self, base_sum: np.ndarray, candidates) -> np.ndarray:
         """Per-fold sums (len(candidates), n_folds) of ``base_sum + q[j]`` for each candidate j."""
-        candidates = np.asarray(candidates, dtype=np.int64)
-        starts = np.asarray(base_sum, dtype=np.int64)[None]
-        work = len(candidates) * self.q[0].size
-        parts = (np.array_split(candidates, self.n_jobs)
-                 if self.n_jobs > 1 and work >= self.min_parallel else [candidates])
-        parts = [part for part in parts if len(part)]
-
-        def run(part):
-            steps = np.stack([np.zeros_like(part), part, np.ones_like(part),
-                              np.arange(len(part))], axis=1)
-            return run_walk(self.q, starts, steps, len(part), self.scorer, 2)
-
-        if len(parts) <= 1:
-            return run(candidates) if len(candidates) else np.zeros((0, self.scorer.n_folds))
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-            return np.concatenate(list(pool.map(run, parts)))
-
-
-def _many_steps(requests, n_bases: int, out_offsets, models) -> np.ndarray:
-    """Steps scoring ``base g + q[j]`` for the (g, j) of ``requests`` whose j is in ``models``,
-    model-major (each model's rows are read once for every base)."""
-    steps = []
-    for j in models:
-        for g, candidates in enumerate(requests):
-            position = candidates.get(j)
-            if position is not None:
-                steps.append((g, j, n_bases, out_offsets[g] + position))
-    return np.asarray(steps, dtype=np.int64).reshape(-1, 4)
+        return extensions_many(self, [base_sum], [list(candidates)])[0]
 
 
 def extensions_many(walker: KernelWalker, base_sums: list, candidate_lists: list) -> list:
     """Per-fold sums of ``base_sums[g] + q[j]`` for every j of ``candidate_lists[g]``: a list of
-    arrays of shape (len(candidate_lists[g]), n_folds)."""
+    arrays of shape (len(candidate_lists[g]), n_folds). One pass over the pool
+    (:mod:`stacker.search.stable_rows`): model-major, each model's rows read once for every base,
+    and only where its addition can change a ranking."""
     n_bases = len(base_sums)
-    lookups = [{int(j): i for i, j in enumerate(c)} for c in candidate_lists]
     sizes = [len(c) for c in candidate_lists]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     total = int(offsets[-1])
-    starts = np.stack([np.asarray(s, dtype=np.int64) for s in base_sums])
-    models = sorted({int(j) for c in candidate_lists for j in c})
+    out = np.zeros((total, walker.scorer.n_folds))
+    if total == 0:
+        return [out[offsets[g]:offsets[g + 1]] for g in range(n_bases)]
+    starts = np.ascontiguousarray(np.stack([np.asarray(s, dtype=np.int64) for s in base_sums]))
+    state = walker.stable.bases(starts)
+    # (base, model, out) of every candidate, model-major
+    base = np.repeat(np.arange(n_bases, dtype=np.int64), sizes)
+    model = np.concatenate([np.asarray(c, dtype=np.int64) for c in candidate_lists])
+    order = np.lexsort((base, model))
+    steps = np.column_stack([base[order], model[order], order])
     n_jobs = walker.n_jobs if total * walker.q[0].size >= walker.min_parallel else 1
-    parts = [part for part in np.array_split(np.asarray(models, dtype=np.int64), n_jobs) if len(part)]
+    if n_jobs <= 1:
+        return _split(walker.stable.run(starts, state, steps, total), offsets)
+    # whole models to each thread: every output row is summed by one thread, in row order
+    cuts = np.searchsorted(steps[:, 1], np.quantile(steps[:, 1], np.linspace(0, 1, n_jobs + 1)[1:-1]),
+                           side="right")
+    parts = [part for part in np.split(steps, cuts) if len(part)]
+    from concurrent.futures import ThreadPoolExecutor
 
     def run(part):
-        steps = _many_steps(lookups, n_bases, offsets, part)
-        sums = run_walk(walker.q, starts, np.column_stack([steps[:, :3], np.arange(len(steps))]),
-                        len(steps), walker.scorer, n_bases + 1)
-        return steps[:, 3], sums
+        local = np.column_stack([part[:, :2], np.arange(len(part))])
+        return part[:, 2], walker.stable.run(starts, state, local, len(part))
 
-    if len(parts) <= 1:
-        results = [run(np.asarray(models, dtype=np.int64))]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        for rows, sums in pool.map(run, parts):
+            out[rows] = sums
+    return _split(out, offsets)
 
-        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-            results = list(pool.map(run, parts))
-    out = np.zeros((total, walker.scorer.n_folds))
-    for rows, sums in results:
-        out[rows] = sums
-    return [out[offsets[g]:offsets[g + 1]] for g in range(n_bases)]
+
+def _split(out: np.ndarray, offsets: np.ndarray) -> list:
+    return [out[offsets[g]:offsets[g + 1]] for g in range(len(offsets) - 1)]

@@ -38,6 +38,7 @@ from stacker.metrics import Metric, get_metric
 FAST_METRICS = ("lwlrap", "lrap")
 _INT64_BITS = 62          # leave a bit of headroom under int64's 63 value bits
 _MAX_FRACTION_BITS = 52
+QUANTIZE_MIN_VALUES = 4_000_000   # values per thread below which quantize uses one thread
 
 
 def transform_bound(method: str, n_classes: int, eps: float) -> float:
@@ -50,7 +51,7 @@ def transform_bound(method: str, n_classes: int, eps: float) -> float:
 
 
 def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, eps: float,
-             rows: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+             rows: np.ndarray | None = None, n_jobs: int = 1) -> tuple[np.ndarray, float]:
     """Fixed-point per-model transforms, one model at a time (no float64 copy of the pool).
 
     probs: array of shape (n_rows, n_models, n_classes), values in [0, 1].
@@ -65,13 +66,26 @@ def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, ep
     bits = _INT64_BITS - math.ceil(math.log2(largest * max(max_terms, 1) + 1))
     scale = float(2.0 ** min(_MAX_FRACTION_BITS, bits))
     q = np.empty((n_models, n_rows, n_classes), dtype=np.int64)
-    t = np.empty((n_rows, n_classes), dtype=np.float64)     # one buffer, reused: no page faults
-    for m in range(n_models):
-        column = probs[:, m] if rows is None else probs[rows, m]
-        _transform_into(column, method, power=power, eps=eps, out=t)
-        t *= scale
-        np.rint(t, out=t)
-        q[m] = t
+
+    def fill(models) -> None:
+        t = np.empty((n_rows, n_classes), dtype=np.float64)     # one buffer, reused: no page faults
+        for m in models:
+            column = probs[:, m] if rows is None else probs[rows, m]
+            _transform_into(column, method, power=power, eps=eps, out=t)
+            t *= scale
+            np.rint(t, out=t)
+            q[m] = t
+
+    # numpy releases the GIL in each of these operations: threads share the models (every
+    # model's values are the same whichever thread computes them)
+    n_jobs = max(1, min(int(n_jobs), n_models, q.size // QUANTIZE_MIN_VALUES))
+    if n_jobs == 1:
+        fill(range(n_models))
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            list(pool.map(fill, [range(i, n_models, n_jobs) for i in range(n_jobs)]))
     return q, scale
 
 

@@ -467,7 +467,7 @@ def test_second_collect_reads_the_cache(small_layout, monkeypatch):
     assert loaded == list(EXPERIMENTS)
     assert sorted(os.listdir(root / ".stack" / "cache")) == sorted(
         [f"{n}.{part}" for n in EXPERIMENTS for part in ("json", "oof.npy", "test.npy")]
-        + ["_pool.json", "_pool.oof.npy", "_pool.test.npy"])
+        + ["_folds.json", "_pool.json", "_pool.oof.npy", "_pool.test.npy"])
     second = collect(root, n_jobs=1)
     assert loaded == list(EXPERIMENTS)                    # nothing parsed again
     for attr in ("oof", "test", "test_ids", "ids", "y"):

@@ -52,10 +52,10 @@ def subset_context(problem: Problem, max_terms: int) -> Context:
     config = problem.config
     scorer = make_scorer(problem.y, problem.fold, problem.fold_numbers, config.metric,
                          blend=config.blend, power=config.power)
-    q, scale = quantize(problem.oof, config.blend, max_terms=max_terms, power=config.power,
-                        eps=config.eps, rows=scorer.rows)
-    scorer.scale = scale
     n_jobs = max(1, min(int(config.n_jobs), os.cpu_count() or 1))
+    q, scale = quantize(problem.oof, config.blend, max_terms=max_terms, power=config.power,
+                        eps=config.eps, rows=scorer.rows, n_jobs=n_jobs)
+    scorer.scale = scale
     walker, backend = make_walker(q, scorer, config.device, n_jobs)
     # the context holds the only reference to q: the worker pool may swap it for its
     # memory-mapped twin
