@@ -79,10 +79,14 @@ class CountBlends:
             if m not in self._transforms:
                 self._transforms[m] = transform(self.oof[:, m], config.blend, power=config.power,
                                                 eps=config.eps)
-        t = np.stack([self._transforms[m][rows] for m in idx], axis=-2)   # (rows, members, classes)
         w = check_weights([counts[m] for m in idx], len(idx))
-        return finalize(np.sum(t * w.reshape(1, -1, 1), axis=-2) / w.sum(), config.blend,
-                        power=config.power)
+        # blend_arrays' np.sum(t * w, axis=members) adds the weighted members one after the other
+        # in member order (the reduced axis is not the contiguous one): the same additions here,
+        # without stacking the members into one (rows, members, classes) copy
+        total = self._transforms[idx[0]][rows] * w[0]
+        for m, weight in zip(idx[1:], w[1:]):
+            total += self._transforms[m][rows] * weight
+        return finalize(total / w.sum(), config.blend, power=config.power)
 
     def describe(self, counts: Counts) -> tuple[tuple[str, ...], dict]:
         idx = [m for m, c in enumerate(counts) if c]
