@@ -11,7 +11,8 @@ In lines mode (:class:`Lines`) each update that changes the count or the note pr
 most one per :data:`EVERY_S` seconds while units are fast, and a heartbeat line repeats the state
 whenever :data:`HEARTBEAT_S` seconds pass without one: a long stage is never silent in a log.
 ``STACK_PROGRESS`` chooses the mode (``bars``, ``lines`` or ``off``; default: bars in a terminal
-or Jupyter, lines elsewhere) and ``STACK_PROGRESS_SECONDS`` the heartbeat.
+or Jupyter, lines elsewhere) and ``STACK_PROGRESS_SECONDS`` the heartbeat (and, when shorter,
+the pace of lines).
 """
 
 from __future__ import annotations
@@ -201,7 +202,8 @@ def _lines(description: str, total: int | None, console) -> Iterator[Callable]:
     def write(line: str) -> None:
         console.print(line, markup=False, highlight=False, soft_wrap=True, emoji=False)
 
-    lines = Lines(description, total, write=write, heartbeat=heartbeat_seconds())
+    heartbeat = heartbeat_seconds()
+    lines = Lines(description, total, write=write, every=min(EVERY_S, heartbeat), heartbeat=heartbeat)
     with Ticker(lines.tick):
         try:
             yield lines.update

@@ -35,7 +35,7 @@ def report_command(
     refuse_inputs_as_outputs({"`out`": out}, {"folds.csv": root / layout.FOLDS_FILE,
                                               "classes.txt": root / layout.CLASSES_FILE}, root=root)
 
-    with progress_bar("collecting experiments") as update:
+    with progress_bar("report: collecting experiments, then drawing") as update:
         report = write_report(root, out, metric=metric, force=force, on_progress=update)
     for line in report.notes:
         err_console.print(f"[yellow]note:[/] {line}", highlight=False, soft_wrap=True)
