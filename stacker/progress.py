@@ -128,7 +128,8 @@ class Lines:
             if note is not None:
                 self.note = note
             now = self.clock()
-            if first or (changed and now - self.last >= self.every):
+            finished = bool(self.total) and self.done >= self.total   # close() says it next
+            if first or (changed and not finished and now - self.last >= self.every):
                 self._line(now, self._state(now))
 
     def tick(self) -> float:
