@@ -37,6 +37,19 @@ class ImportResult:
     def path(self) -> Path:
         return self.experiment.path
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the import noticed and fixed (values rounded into [0, 1], ...), one line each."""
+        return self.experiment.warnings
+
+    def summary(self) -> str:
+        """One line: where it went, its rows, classes and folds, and its OOF score (what `stack
+        import` prints)."""
+        return (f"imported '{self.name}' into {self.path}: {len(self.experiment.oof)} OOF rows, "
+                f"{len(self.experiment.test_ids)} test rows "
+                f"({self.experiment.meta['test_predictions']}), {self.n_classes} classes, "
+                f"{len(self.fold_cv)} folds; OOF {METRIC} {self.cv:.4f}")
+
     def to_frame(self):
         """One row (concatenate several with ``pandas.concat``): experiment, OOF and test rows,
         classes, folds, how the test predictions are kept, the CV, and each fold's score."""

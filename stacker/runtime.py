@@ -12,15 +12,17 @@ import numpy as np
 ProgressCallback = Callable[[int, int], None]
 """``on_progress(done, total)``: library functions report progress through it; the CLI draws bars."""
 
-Stage = Callable[[str], ContextManager[ProgressCallback]]
-"""``stage(description)`` returns a context manager that yields an ``update(done, total)``,
-entered once per stage of a long run (the CLI passes a progress bar)."""
+Stage = Callable[[str], ContextManager[Callable[..., None]]]
+"""``stage(description)`` returns a context manager that yields an ``update(done, total=None,
+note=None)`` (a :data:`ProgressCallback` that also takes ``note``, what the current unit is doing;
+None leaves the count, the total or the note as they were), entered once per stage of a long run.
+:func:`stacker.progress.show_progress` draws it; :func:`quiet_stage` shows nothing."""
 
 
 @contextmanager
-def quiet_stage(description: str) -> Iterator[ProgressCallback]:
+def quiet_stage(description: str) -> Iterator[Callable[..., None]]:
     """The :data:`Stage` that shows nothing (library callers that pass no progress)."""
-    yield lambda done, total=None: None
+    yield lambda done=None, total=None, note=None: None
 
 
 class Laps:

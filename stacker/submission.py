@@ -112,24 +112,13 @@ def check_outputs(out: Path | str, *, force: bool, inputs: Sequence[Path | str |
     or a file of the layout under ``root`` (an experiment's probs, ``.stack/``:
     :func:`~stacker.layout.provenance.check_replaceable`): ``force`` replaces earlier outputs,
     never what the command reads nor the layout's own files."""
-    for path in (Path(out), sidecar_path(out)):
-        for source in inputs:
-            if source is not None and _same_file(path, Path(source)):
-                raise OutputExistsError(f"`out` {path} is {source}, an input of this command; "
-                                        "write the submission to another path")
-        if root is not None:
-            provenance.check_replaceable(path, root)
+    provenance.refuse_inputs_as_outputs(
+        {"`out`": Path(out), "the sidecar of `out`": sidecar_path(out)},
+        {str(source): source for source in inputs if source is not None}, root=root)
     for path in (Path(out), sidecar_path(out)):
         if path.exists() and not force:
             raise OutputExistsError(f"{path} exists; pass `force` to overwrite it or choose "
                                     "another `out`")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except OSError:
-        return False
 
 
 def write_submission(out: Path | str, template: Template, test_ids: Sequence[str],

@@ -195,3 +195,79 @@ def test_stacker_auto_is_the_same_run_as_the_command(small_layout, tmp_path):
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
     command = json.loads((tmp_path / "a.csv.json").read_text())
     assert command["nested_cv"] == result.final.nested_cv and command["members"] == list(result.final.members)
+
+
+def test_stacker_auto_shows_plain_progress_lines_by_default_outside_a_terminal(small_layout,
+                                                                              tmp_path, capsys,
+                                                                              monkeypatch):
+    monkeypatch.delenv("STACK_PROGRESS", raising=False)
+    root = small_layout()
+    stacker.auto(root, time_budget=30, n_level2=0, out=tmp_path / "a.csv", report=None)
+    err = capsys.readouterr().err
+    assert "collect: done 3/3 in " in err and "\x1b[" not in err
+    assert re.search(r"^best single first-level model: \d/3 \(\d+%\), ", err, re.M), err
+    stacker.auto(root, time_budget=30, n_level2=0, out=tmp_path / "a.csv", report=None,
+                 progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_in_jupyter_progress_is_rich_bars_when_ipywidgets_is_there(monkeypatch):
+    import io
+    import sys
+    import types
+
+    from rich.console import Console
+
+    from stacker.progress import progress_mode
+
+    monkeypatch.delenv("STACK_PROGRESS", raising=False)
+    jupyter = Console(file=io.StringIO(), force_jupyter=True)
+    monkeypatch.setitem(sys.modules, "ipywidgets", types.ModuleType("ipywidgets"))
+    assert progress_mode(jupyter) == "bars"
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)       # not installed: rich would warn
+    assert progress_mode(jupyter) == "lines"
+
+
+@pytest.mark.parametrize("case", ["report inside an experiment", "out is the template"])
+def test_stacker_auto_refuses_the_outputs_the_command_refuses_with_the_same_words(
+        small_layout, tmp_path, case):
+    from typer.testing import CliRunner
+
+    from stacker.cli.app import app
+
+    root = small_layout()
+    template = tmp_path / "template.csv"
+    collection = collect(root, use_cache=False, n_jobs=1)
+    pd.DataFrame({"fname": collection.test_ids, **{c: 0.0 for c in collection.classes}}).to_csv(
+        template, index=False)
+    keywords = ({"report": root / "sim_000" / "report.html"} if case.startswith("report")
+                else {"template": template, "out": template})
+    with pytest.raises(OutputExistsError) as refused:
+        stacker.auto(root, force=True, progress=False, **keywords)
+    flags = [arg for key, value in keywords.items() for arg in (f"--{key}", str(value))]
+    done = CliRunner().invoke(app, ["auto", "--root", str(root), "--force", *flags])
+    assert done.exit_code == 1
+    said = " ".join(done.output.split())
+    expected = str(refused.value).replace("`report`", "--report").replace("`out`", "--out") \
+        .replace("`template`", "--template").replace("`force`", "--force")
+    assert said == "error: " + " ".join(expected.split())
+
+
+def test_a_bad_template_is_refused_after_collect_before_any_other_stage(small_layout, tmp_path):
+    from contextlib import contextmanager
+
+    from stacker.errors import TemplateError
+
+    root = small_layout()
+    template = tmp_path / "template.csv"
+    pd.DataFrame({"fname": ["someone_else"], "class_a": [0.0]}).to_csv(template, index=False)
+    stages = []
+
+    @contextmanager
+    def recorded(description):
+        stages.append(description)
+        yield lambda done=None, total=None, note=None: None
+
+    with pytest.raises(TemplateError, match="template"):
+        stacker.auto(root, template=template, out=tmp_path / "a.csv", report=None, progress=recorded)
+    assert stages == ["collect"]

@@ -248,6 +248,39 @@ def test_every_image_renders_in_headless_chromium(full_layout, tmp_path):
     assert int(found.group(2)) == 5
 
 
+# Once laid out: the page's left and right margins (the first heading's distance from each edge
+# of the window) and whether anything is wider than the window (a horizontal scroll bar).
+MARGINS = """<script>
+window.addEventListener('load', function () {
+  var h = document.querySelector('h1').getBoundingClientRect();
+  var out = document.createElement('pre');
+  out.textContent = 'WIDTH ' + window.innerWidth + ' LEFT ' + Math.round(h.left) + ' RIGHT ' +
+    Math.round(window.innerWidth - h.right) + ' SCROLL ' + document.documentElement.scrollWidth;
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.parametrize("width", [800, 1400])
+def test_the_page_has_margins_in_a_narrow_and_a_wide_window(full_layout, tmp_path, width):
+    page = tmp_path / "margins.html"
+    page.write_text(build_report(full_layout).html.replace("</body>", MARGINS + "</body>"))
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+               "--no-first-run", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
+               f"--window-size={width},2000", "--virtual-time-budget=10000", "--dump-dom",
+               page.as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    found = re.search(r"WIDTH (\d+) LEFT (-?\d+) RIGHT (-?\d+) SCROLL (\d+)", done.stdout)
+    assert found, f"no probe output; chromium said: {done.stderr[-2000:]}"
+    window, left, right, scroll = map(int, found.groups())
+    assert window == width
+    assert left >= 24 and right >= 24, (left, right)        # 2em of padding at the least
+    assert abs(left - right) <= 2                           # centred
+    assert scroll <= width                                  # nothing wider than the window
+
+
 # ---------------------------------------------------------------- what the figures show
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -99,14 +99,19 @@ class AudioCNNModel:
     by keyword (``AudioCNNModel(**MODEL_PRESETS["fat2019"], seed=1)``), applied over ``settings``.
     seed: the weights, crops, augmentation and hold-out; device: torch's (None: CUDA when there
     is one); num_threads: torch's CPU threads (None: half the cores, at most 8).
+    on_epoch: ``on_epoch(phase, epoch, epochs)`` after each training epoch, phase "epoch" (the
+    hold-out run, at most ``epochs``) or "refit epoch" (the refit, ``best_epoch_`` of them): a
+    fold takes minutes, so progress follows its epochs. Not a parameter: it changes nothing.
     """
 
     def __init__(self, settings: CNNSettings | None = None, *, seed: int = 0,
-                 device: str | None = None, num_threads: int | None = None, **overrides):
+                 device: str | None = None, num_threads: int | None = None,
+                 on_epoch: Callable[[str, int, int], None] | None = None, **overrides):
         self.settings = replace(settings or CNNSettings(), **overrides)
         self.seed = int(seed)
         self.device = device
         self.num_threads = num_threads
+        self.on_epoch = on_epoch
 
     def params(self) -> dict:
         """The settings that change the predictions (not device or threads)."""
@@ -157,6 +162,7 @@ class AudioCNNModel:
                     score, stop_loss = -loss, loss
                 self.history_.append({"epoch": epoch + 1, "loss": loss, "stop_lwlrap": score,
                                       "stop_loss": stop_loss, "lr": lr})
+                self._epoch_done("epoch", epoch + 1, self.settings.epochs)
                 scheduler.step(score)
                 # a small hold-out often ties on lwlrap: the lower hold-out loss breaks the tie
                 if (score, -stop_loss) > best:
@@ -180,10 +186,15 @@ class AudioCNNModel:
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         optimiser = self._fresh_net()
-        for entry in self.history_[:self.best_epoch_]:
+        for epoch, entry in enumerate(self.history_[:self.best_epoch_], start=1):
             for group in optimiser.param_groups:
                 group["lr"] = entry["lr"]
             self._train_epoch(train, y, optimiser, rng)
+            self._epoch_done("refit epoch", epoch, self.best_epoch_)
+
+    def _epoch_done(self, phase: str, epoch: int, epochs: int) -> None:
+        if self.on_epoch is not None:
+            self.on_epoch(phase, epoch, epochs)
 
     def _fresh_net(self) -> torch.optim.Adam:
         """A new net (``net_``, initialised from torch's seeded generator) and its optimiser."""
@@ -280,6 +291,12 @@ class AudioCNNModel:
                 probs = torch.sigmoid(logits) if self.multi_label_ else torch.softmax(logits, dim=1)
                 out.append(probs.float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
+
+
+def epoch_notes(update: Callable[..., None], fold: int) -> Callable[[str, int, int], None]:
+    """An ``on_epoch`` that shows each epoch of fold ``fold`` as the note of a progress
+    ``update(done, total, note=...)`` ("fold 2: epoch 7/12"), the fold count unchanged."""
+    return lambda phase, epoch, epochs: update(None, None, note=f"fold {fold}: {phase} {epoch}/{epochs}")
 
 
 # ---------------------------------------------------------------- crops, windows, augmentation

@@ -16,8 +16,9 @@ from typing import Iterator
 from stacker import layout
 from stacker.auto.pipeline import AutoResult, run_auto
 from stacker.auto.settings import AutoSettings
-from stacker.errors import OptionError, OutputExistsError
-from stacker.runtime import Stage
+from stacker.errors import OptionError
+from stacker.progress import show_progress
+from stacker.runtime import Stage, quiet_stage
 
 
 def settings_from(time_budget: float, options: dict) -> AutoSettings:
@@ -36,16 +37,6 @@ def settings_from(time_budget: float, options: dict) -> AutoSettings:
     return AutoSettings(time_budget=time_budget, **options)
 
 
-def _refuse_inputs_as_outputs(outputs: dict, inputs: dict) -> None:
-    """OutputExistsError when an output path is one of the run's inputs (`stack auto` refuses the
-    same, even with ``force``)."""
-    for option, out in outputs.items():
-        for what, source in inputs.items():
-            if out is not None and source is not None and Path(out).resolve() == Path(source).resolve():
-                raise OutputExistsError(f"`{option}` {out} is {what}, an input of stack auto; "
-                                        "write to another path")
-
-
 @contextmanager
 def _quiet_optuna() -> Iterator[None]:
     """Optuna's per-trial log lines off for the run (as `stack auto` has them), restored after."""
@@ -62,21 +53,20 @@ def _quiet_optuna() -> Iterator[None]:
 def auto(root: Path | str = layout.DEFAULT_ROOT, *, time_budget: float = 480.0,
          template: Path | str | None = None, out: Path | str | None = "submission.csv",
          report: Path | str | None = "report.html", force: bool = False,
-         stage: Stage | None = None, **settings) -> AutoResult:
+         progress: bool | Stage = True, **settings) -> AutoResult:
     """The whole second level on the layout at ``root``, as `stack auto` runs it.
 
     time_budget: seconds for the whole run. template: the submission's shape (default: the
     layout's test ids and classes). out, report: the submission CSV (plus ``<out>.json``) and the
     HTML report; None skips that file. force: replace an existing ``out``/``report`` that an
-    earlier `stack auto` did not write. stage: progress, ``stage(description)`` -> a context
-    manager yielding ``update(done, total)`` (default: none). settings: the other fields of
+    earlier `stack auto` did not write. progress: True shows it as `stack auto` does (on stderr:
+    live bars in a terminal or Jupyter, plain lines elsewhere; :mod:`stacker.progress`), False
+    shows none, or a :data:`~stacker.runtime.Stage` of your own. settings: the other fields of
     :class:`AutoSettings` (metric, seed, n_level2, max_seeds, n_trials, device, ...).
     Returns the :class:`AutoResult`, which renders as a table in Jupyter (``to_frame()``).
     """
     run_settings = settings_from(time_budget, settings)
-    _refuse_inputs_as_outputs({"out": out, "report": report},
-                              {"template": template, "folds.csv": Path(root) / layout.FOLDS_FILE,
-                               "classes.txt": Path(root) / layout.CLASSES_FILE})
+    stage = show_progress if progress is True else quiet_stage if progress is False else progress
     with _quiet_optuna():
         return run_auto(root, settings=run_settings, template=template, out=out, report=report,
                         force=force, stage=stage)

@@ -46,9 +46,16 @@ def may_replace(path: Path | str | None, paths: OutputPaths, owned: set[Path]) -
     return path is not None and (paths.force or Path(path).resolve() in owned)
 
 
-def check_outputs(paths: OutputPaths) -> None:
-    """Refuse to replace a user's file: only ``force`` or an earlier `stack auto`'s own outputs."""
+def check_outputs(paths: OutputPaths, root: Path | str) -> None:
+    """Refuse an output that is an input of the run (the template, folds.csv, classes.txt) or a
+    file of the layout under ``root``, even with ``force``; refuse to replace a user's file: only
+    ``force`` or an earlier `stack auto`'s own outputs."""
     out, report = paths.out, paths.report
+    root = Path(root)
+    provenance.refuse_inputs_as_outputs(
+        {"`out`": out, "`report`": report},
+        {"`template`": paths.template, "folds.csv": root / layout.FOLDS_FILE,
+         "classes.txt": root / layout.CLASSES_FILE}, root=root)
     owned = owned_outputs(out)
     for path in (out, None if out is None else sidecar_path(out), report):
         if path is not None and Path(path).exists() and not may_replace(path, paths, owned):

@@ -64,6 +64,7 @@ from stacker.layout.collect import Collection, collect
 from stacker.layout.tables import as_stored
 from stacker.metrics import get_metric
 from stacker.runtime import Stage, quiet_stage
+from stacker.submission import read_template
 
 
 @dataclass
@@ -130,6 +131,8 @@ def collect_step(run: Run) -> None:
         with run.stage("collect") as update:
             run.collection = collect(run.root, on_progress=update)
     collection = run.collection
+    if run.outputs.template is not None:   # a bad template is refused now, not after every stage
+        read_template(run.outputs.template, collection.test_ids, collection.classes)
     run.level1 = [n for n in collection.names if collection.level(n) == 1]
     ignored = [n for n in collection.names if collection.level(n) != 1
                and not provenance.made_by(collection.meta.get(n, {}), MADE_BY)]
@@ -233,8 +236,9 @@ def run_auto(root: Path | str = layout.DEFAULT_ROOT, *, settings: AutoSettings =
 
     out, report: where the submission (plus its sidecar ``<out>.json``) and the HTML report go;
     None skips them. An existing file there is replaced only when ``force`` or when an earlier
-    `stack auto` made it (its sidecar says so). stage: ``stage(description)`` returns a context
-    manager yielding ``update(done, total)`` (the CLI passes a progress bar).
+    `stack auto` made it (its sidecar says so); neither may be an input of the run nor a file of
+    the layout. stage: a :data:`~stacker.runtime.Stage` (the CLI and ``stacker.auto`` pass
+    :func:`stacker.progress.show_progress`; default: none).
     collection: an already collected layout (the demo passes its own); collected here otherwise.
     scheduler: a dask.distributed scheduler address: the level-2 seed x fold models train there
     (the results are the same as here).
@@ -244,7 +248,7 @@ def run_auto(root: Path | str = layout.DEFAULT_ROOT, *, settings: AutoSettings =
     run = Run(root=Path(root), settings=settings, metric=get_metric(settings.metric), budget=budget,
               stage=stage or quiet_stage, outputs=paths, scheduler=scheduler, collection=collection)
     settings.check()
-    outputs.check_outputs(paths)
+    outputs.check_outputs(paths, run.root)
     for name in (BLEND_NAME, *settings.level2_names()):
         # refused now, not after minutes of training
         provenance.check_own_experiment(run.root, name, MADE_BY)

@@ -17,12 +17,12 @@ from stacker.cli.common import (
     err_console,
     frame_table,
     progress_bar,
-    refuse_inputs_as_outputs,
     user_errors,
     writes_root,
 )
 from stacker.errors import OptionError, OutputExistsError
 from stacker.layout import workspace
+from stacker.layout.provenance import refuse_inputs_as_outputs
 from stacker.runtime import fold_seed
 
 
@@ -91,7 +91,7 @@ def audio_command(
     from first_level.audio.dataset import prepare_audio
     from first_level.audio.features import get_preset
     from first_level.audio.metadata import read_metadata
-    from first_level.audio.model import MODEL_PRESETS, AudioCNNModel
+    from first_level.audio.model import MODEL_PRESETS, AudioCNNModel, epoch_notes
     from first_level.runner import run_kfold
 
     layout.check_experiment_name(name)
@@ -116,10 +116,12 @@ def audio_command(
     probe = AudioCNNModel(**model_params)
     params = {"preset": preset.value, "features": settings.to_dict(), "network": probe.params()}
 
-    def make_model(fold: int) -> AudioCNNModel:
-        return AudioCNNModel(**model_params, seed=fold_seed(seed, fold), device=device)
-
     with progress_bar(f"{name}: folds" + (f" on {scheduler}" if scheduler else "")) as update:
+        def make_model(fold: int) -> AudioCNNModel:
+            # here, each epoch is a progress note; a cluster's workers cannot reach this console
+            return AudioCNNModel(**model_params, seed=fold_seed(seed, fold), device=device,
+                                 on_epoch=None if scheduler else epoch_notes(update, fold))
+
         result = run_kfold(root, name, make_model, data.specs, data.ids, data.test_specs,
                            data.test_ids, model=f"audio-cnn:{preset.value}", params=params,
                            seed=seed, force=force, on_progress=update, scheduler=scheduler,
@@ -166,7 +168,7 @@ def audio_features_command(
     from first_level.audio.features import get_preset, logmel_statistics, statistics_names
     from first_level.audio.metadata import read_metadata
 
-    refuse_inputs_as_outputs({"--out": out}, {"--meta": meta}, root=root)
+    refuse_inputs_as_outputs({"`out`": out}, {"`meta`": meta}, root=root)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists; pass --force to overwrite it or choose another --out")
     settings = get_preset(preset.value)

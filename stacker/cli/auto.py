@@ -17,11 +17,9 @@ from stacker.cli.common import (
     check_metric,
     console,
     err_console,
-    load_collection,
     metric_option,
     print_files,
     progress_bar,
-    refuse_inputs_as_outputs,
     user_errors,
     words_whole,
     writes_root,
@@ -118,15 +116,6 @@ def auto_command(
     if trials is not None and trials < 0:
         raise OptionError(f"--trials must be 0 or more (or left out: the time budget decides), "
                           f"got {trials}")
-    refuse_inputs_as_outputs({"--out": out, "--report": report},
-                             {"--template": template, "folds.csv": root / layout.FOLDS_FILE,
-                              "classes.txt": root / layout.CLASSES_FILE}, root=root)
-    if template is not None:   # a bad template is refused before any stage runs, not after all
-        from stacker.submission import read_template
-
-        collection = load_collection(root)
-        read_template(template, collection.test_ids, collection.classes)
-
     settings = AutoSettings(metric=metric, time_budget=time_budget, seed=seed, n_level2=n_level2,
                             max_seeds=max_seeds, device=resolve_device(device), n_trials=trials)
     result = run_auto(root, settings=settings, template=template, out=out, report=report, force=force,

@@ -1,4 +1,4 @@
-"""What every `stack` command shares: the console, user-error handling and progress bars."""
+"""What every `stack` command shares: the console, user-error handling and progress."""
 
 from __future__ import annotations
 
@@ -6,22 +6,21 @@ import functools
 import inspect
 import os
 import re
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from stacker.errors import StackError
 from stacker.layout import DEFAULT_ROOT
 from stacker.layout.collect import Collection, collect
 from stacker.layout.lock import root_lock
+from stacker.progress import show_progress
 from stacker.redaction import redact
 
 console = Console()
@@ -205,46 +204,10 @@ def writes_root(command: str, *, shared: bool = False):
     return decorate
 
 
-def refuse_inputs_as_outputs(outputs: dict[str, Path | None], inputs: dict[str, Path | None], *,
-                             root: Path | None = None) -> None:
-    """``--force`` replaces a command's earlier outputs, never what it reads nor the layout's own
-    files: OutputExistsError when an output path ({flag: path}) is one of the inputs ({what:
-    path}), or a file of the layout under ``root`` (provenance.check_replaceable), even with
-    --force."""
-    from stacker.errors import OutputExistsError
-    from stacker.layout.provenance import check_replaceable
-
-
-    for flag, out in outputs.items():
-        for what, source in inputs.items():
-            if out is None or source is None:
-                continue
-            try:
-                same = Path(out).resolve() == Path(source).resolve()
-            except OSError:
-                same = False
-            if same:
-                raise OutputExistsError(f"{flag} {out} is {what}, an input of this command; "
-                                        f"write to another path")
-    for flag, out in outputs.items():
-        if out is not None and root is not None:
-            check_replaceable(out, root, what=flag)
-
-
-@contextmanager
-def progress_bar(description: str, total: int | None = None) -> Iterator:
-    """A rich progress bar; yields ``update(done, total)`` for library ``on_progress`` callbacks."""
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=err_console)
-    with progress:
-        task = progress.add_task(description, total=total)
-
-        def update(done: int, total_now: int | None = None) -> None:
-            if total_now is not None:
-                progress.update(task, total=total_now)
-            progress.update(task, completed=done)
-
-        yield update
+def progress_bar(description: str, total: int | None = None):
+    """Progress on stderr (:func:`stacker.progress.show_progress`): live bars with ETA in a
+    terminal, plain lines in a pipe; yields ``update(done, total=None, note=None)``."""
+    return show_progress(description, total, console=err_console)
 
 
 def load_collection(root: Path, *, strict: bool = False, use_cache: bool = True) -> Collection:

@@ -32,7 +32,7 @@ from first_level import synth
 from first_level.audio.dataset import prepare_audio
 from first_level.audio.features import MelSettings, logmel_statistics
 from first_level.audio.metadata import read_metadata
-from first_level.audio.model import AudioCNNModel
+from first_level.audio.model import AudioCNNModel, epoch_notes
 from first_level.folds import make_folds
 from first_level.runner import run_kfold
 from first_level.sklearn_models import SklearnFoldModel
@@ -147,8 +147,8 @@ def run_demo(workdir: Path | str, *, quick: bool = False, seed: int = 0, force: 
              settings: DemoSettings | None = None, stage: Stage | None = None) -> DemoResult:
     """Run every stage in ``workdir``; see the module docstring.
 
-    stage: ``stage(description)`` returns a context manager yielding ``update(done, total)``,
-    entered once per stage (the CLI passes :func:`stacker.cli_common.progress_bar`).
+    stage: a :data:`~stacker.runtime.Stage`, entered once per stage (the CLI passes
+    :func:`stacker.cli.common.progress_bar`; the CNN's stage also gets a note per epoch).
     force: regenerate the dataset and retrain every experiment instead of resuming.
     settings: sizes and models (default: :func:`demo_settings` of ``quick`` and ``seed``).
     """
@@ -190,7 +190,8 @@ def run_demo(workdir: Path | str, *, quick: bool = False, seed: int = 0, force: 
     with stage("first level: cnn_logmel (audio CNN on log-mel crops)") as update:
         cnn_params = {"features": settings.mel, "network": AudioCNNModel(**settings.cnn).params()}
         run_kfold(root, "cnn_logmel", lambda k: AudioCNNModel(
-                      **settings.cnn, seed=fold_seed(seed, k), device="cpu", num_threads=None),
+                      **settings.cnn, seed=fold_seed(seed, k), device="cpu", num_threads=None,
+                      on_epoch=epoch_notes(update, k)),
                   audio.specs, audio.ids, audio.test_specs, audio.test_ids, model="audio-cnn:demo",
                   params=cnn_params, seed=seed, force=force, on_progress=update)
     lap("cnn")

@@ -7,7 +7,6 @@ import typer
 
 from stacker import layout
 from stacker.cli.common import ProbsFormat, console, err_console, user_errors, writes_root
-from stacker.layout.importing import import_experiment
 
 
 @user_errors
@@ -41,16 +40,11 @@ def import_command(
     """Import OOF and test predictions made elsewhere.
 
     Import OOF and test predictions saved elsewhere as experiment NAME under ROOT."""
-    from stacker.metrics import get_metric  # scipy: only when the command runs
+    from stacker.notebook import import_predictions  # scipy: only when the command runs
 
-    result = import_experiment(
-        root, name, oof=oof, test=test, ids=ids, test_ids=test_ids,
-        classes=None if classes is None else [c for c in classes.split(",") if c.strip()],
-        from_logits=from_logits, format=format.value, force=force)
+    result = import_predictions(name, oof=oof, test=test, ids=ids, test_ids=test_ids,
+                                classes=classes, root=root, from_logits=from_logits,
+                                format=format.value, force=force)
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    folds = layout.read_folds(root)
-    cv = get_metric("lwlrap")(folds.y, result.oof)
-    console.print(f"imported '{name}' into {result.path}: {len(folds.ids)} OOF rows, "
-                  f"{len(result.test_ids)} test rows ({result.meta['test_predictions']}), "
-                  f"{len(folds.classes)} classes, {folds.n_folds} folds; OOF lwlrap {cv:.4f}")
+    console.print(result.summary(), highlight=False, soft_wrap=True, markup=False)

@@ -13,9 +13,9 @@ from stacker.cli.common import (
     err_console,
     metric_option,
     progress_bar,
-    refuse_inputs_as_outputs,
     user_errors,
 )
+from stacker.layout.provenance import refuse_inputs_as_outputs
 
 
 @user_errors
@@ -32,10 +32,10 @@ def report_command(
     from stacker.report import write_report  # matplotlib: imported only when a report is made
 
     check_metric(metric)
-    refuse_inputs_as_outputs({"--out": out}, {"folds.csv": root / layout.FOLDS_FILE,
+    refuse_inputs_as_outputs({"`out`": out}, {"folds.csv": root / layout.FOLDS_FILE,
                                               "classes.txt": root / layout.CLASSES_FILE}, root=root)
 
-    with progress_bar("collecting experiments") as update:
+    with progress_bar("report: collecting experiments, then drawing") as update:
         report = write_report(root, out, metric=metric, force=force, on_progress=update)
     for line in report.notes:
         err_console.print(f"[yellow]note:[/] {line}", highlight=False, soft_wrap=True)

@@ -16,7 +16,8 @@ same ones:
   either is unknown (:func:`made_on_folds`);
 - an output path the user names (``--out``, ``--report``) may never be a file of the layout
   itself: inside an experiment folder, ``folds.csv``, ``classes.txt`` or ``.stack/``, not even
-  with ``force``; the message says which command owns it (:func:`check_replaceable`).
+  with ``force``; the message says which command owns it (:func:`check_replaceable`), nor one
+  of the command's inputs (:func:`refuse_inputs_as_outputs`).
 """
 
 from __future__ import annotations
@@ -175,6 +176,34 @@ def check_replaceable(path: Path | str, root: Path | str, *, what: str = "`out`"
         raise OutputExistsError(f"{what} {path} is {owner}; no command replaces a file of the "
                                 "layout with another kind, even with `force`: write it to a path "
                                 f"outside {root}'s experiment folders and {STACK_DIR}/")
+
+
+def same_file(a: Path | str, b: Path | str) -> bool:
+    """Whether two paths name one file (links followed; a hard link counts); False when unsure."""
+    a, b = Path(a), Path(b)
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def refuse_inputs_as_outputs(outputs: Mapping[str, Path | str | None],
+                             inputs: Mapping[str, Path | str | None], *,
+                             root: Path | str | None = None) -> None:
+    """``force`` replaces a command's earlier outputs, never what it reads nor the layout's own
+    files: OutputExistsError when an output path (``{how the message names it: path}``, e.g.
+    ``{"`out`": out}``) is one of the ``inputs`` (``{"`template`": path, "folds.csv": path}``),
+    or a file of the layout under ``root`` (:func:`check_replaceable`), even with ``force``.
+    None paths are skipped. Every command and ``stacker.auto`` ask here."""
+    for what, out in outputs.items():
+        for source_what, source in inputs.items():
+            if out is not None and source is not None and same_file(out, source):
+                raise OutputExistsError(f"{what} {out} is {source_what}, an input of this command; "
+                                        "write to another path")
+    if root is not None:
+        for what, out in outputs.items():
+            if out is not None:
+                check_replaceable(out, root, what=what)
 
 
 def made_on_folds(meta: Mapping, fold_hash: str | None) -> bool:

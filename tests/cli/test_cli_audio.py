@@ -87,6 +87,18 @@ def test_audio_writes_a_layout_that_collect_accepts_and_resumes(project):
     assert changed.exit_code == 1 and "--force" in changed.output
 
 
+def test_audio_progress_in_a_pipe_follows_each_fold_epoch_by_epoch(project, monkeypatch):
+    monkeypatch.setenv("STACK_PROGRESS", "lines")
+    monkeypatch.setenv("STACK_PROGRESS_SECONDS", "0.001")     # every update gets its line
+    result = invoke(*audio_args(project)[:-1], 2)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("cnn: folds: ")]
+    for k in range(3):
+        assert any(line.endswith(f"fold {k}: epoch 1/2") for line in lines), lines
+        assert any(f"fold {k}: refit epoch 1/" in line for line in lines), lines
+    assert lines[-1].startswith("cnn: folds: done 3/3 in ")
+
+
 def test_audio_test_set_from_a_test_meta(project):
     pd.DataFrame({"fname": ["t1.wav", "t3.wav"]}).to_csv(project / "test.csv", index=False)
     args = audio_args(project)

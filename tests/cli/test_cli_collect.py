@@ -93,6 +93,18 @@ def test_a_missing_folds_file_says_how_to_make_one(tmp_path, monkeypatch):
     assert not (tmp_path / "nowhere").exists()   # nothing was made where the folds were looked for
 
 
+@pytest.mark.parametrize("mode", ["bars", "lines"])
+def test_a_missing_folds_file_is_said_before_any_progress_is_drawn(tmp_path, monkeypatch, mode):
+    """In a terminal (bars) as in a pipe (lines): the error line alone, no bar or progress line."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STACK_PROGRESS", mode)
+    result = invoke("--root", "nowhere")
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line.strip()] == [
+        line for line in result.output.splitlines() if line.startswith("error:")], result.output
+    assert "collecting" not in result.output and "━" not in result.output
+
+
 # ---------------------------------------------------------------- acceptance: real FAT2019 rows
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from stacker import layout
@@ -57,3 +58,30 @@ def test_refusal_is_one_line_exit_1_and_writes_nothing(tmp_path):
     fixed = invoke("import", "cnn", "--oof", tmp_path / "logits.npy", "--test",
                    tmp_path / "test_cnn.npy", "--root", root, "--from-logits", "sigmoid")
     assert fixed.exit_code == 0, fixed.output
+
+
+def test_the_command_prints_what_stacker_import_predictions_returns(tmp_path, monkeypatch):
+    """One path: `stack import` is stacker.import_predictions on the files, its ImportResult's
+    summary the line it prints (the same OOF score the notebook API reports)."""
+    import stacker.notebook
+
+    root = notebook_files(tmp_path)
+    returned = []
+    real = stacker.notebook.import_predictions
+
+    def spy(*args, **kwargs):
+        returned.append(real(*args, **kwargs))
+        return returned[-1]
+
+    monkeypatch.setattr(stacker.notebook, "import_predictions", spy)
+    result = invoke("import", "cnn", "--oof", tmp_path / "oof_cnn.npy", "--test",
+                    tmp_path / "test_cnn.npy", "--root", root, "--classes", "Bark,Meow,Purr")
+    assert result.exit_code == 0, result.output
+    (imported,) = returned
+    assert isinstance(imported, stacker.notebook.ImportResult)
+    assert result.output.strip().replace("\n", " ") == imported.summary()
+    assert imported.summary().endswith(f"5 folds; OOF lwlrap {imported.cv:.4f}")
+    from stacker.metrics import lwlrap
+
+    assert imported.cv == pytest.approx(lwlrap(layout.read_folds(root).y,
+                                               np.load(tmp_path / "oof_cnn.npy")))

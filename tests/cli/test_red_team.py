@@ -629,10 +629,11 @@ ROWS = [
     ("auto far over a tiny time budget", lambda p: AUTO(p, "--time-budget", "0.01"), slow_stage,
      0, "over --time-budget 0.01 s"),
     ("auto time budget 0", lambda p: AUTO(p, "--time-budget", "0"), nothing, 1, "got 0"),
-    ("auto bad template refused before any stage",
+    ("auto bad template refused before any stage but collect",
      lambda p: AUTO(p, "--template", p.template), both(
          replace_text(template, "test_00003", "test_x"),
-         bug(("stacker.auto", "run_auto"))), 1, "template ids are not the layout's test ids"),
+         bug(("stacker.auto.pipeline", "level1_recipes"))), 1,
+     "template ids are not the layout's test ids"),
     ("auto out is the user's file", AUTO, write(lambda p: p.out, "mine\n"), 1,
      "was not written by stack auto"),
     # ---- import

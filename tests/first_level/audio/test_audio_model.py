@@ -223,6 +223,19 @@ def test_refit_trains_every_training_row_for_the_best_epoch_count(monkeypatch):
     assert len(calls) == len(kept.history_) and kept.params()["refit"] is False
 
 
+def test_on_epoch_follows_every_epoch_of_the_holdout_run_and_the_refit():
+    specs, y = tone_spectrograms(6)
+    calls = []
+    model = AudioCNNModel(**TINY_NET, epochs=3, seed=0,
+                          on_epoch=lambda *call: calls.append(call)).fit(specs, y)
+    n, best = len(model.history_), model.best_epoch_
+    assert calls == [("epoch", e, 3) for e in range(1, n + 1)] + [
+        ("refit epoch", e, best) for e in range(1, best + 1)]
+    assert "on_epoch" not in model.params()
+    quiet = AudioCNNModel(**TINY_NET, epochs=3, seed=0).fit(specs, y)
+    np.testing.assert_array_equal(quiet.predict_proba(specs), model.predict_proba(specs))
+
+
 def test_settings_and_keyword_overrides_make_the_same_model():
     from first_level.audio.model import MODEL_PRESETS, CNNSettings
     by_keyword = AudioCNNModel(**{**MODEL_PRESETS["fast"], "epochs": 3}, seed=2)
