@@ -5,7 +5,8 @@ own process and prints its wall time and the peak resident memory of that proces
 memory-mapped pages count while they are mapped) against the pool's float32 size, and the CPU
 seconds of the process tree (the machine is shared: CPU time says what the work itself costs):
 
-1. ``collect()`` cold (no cache: every Parquet file read, the cache and the mapped pool written)
+1. ``collect()`` cold (no cache: every Parquet file read, the mapped pool written; the bytes it
+   wrote, workers included, from /proc/self/io)
 2. ``collect()`` warm (stat the files, map the pool)
 3. ``stack collect`` (warm collect + leaderboard + correlation table)
 4. ``stack search-subsets --method greedy`` (nested CV)
@@ -15,7 +16,13 @@ seconds of the process tree (the machine is shared: CPU time says what the work 
 Targets on a 2-core machine: cold collect < 60 s, warm collect < 1 s, nested greedy < 120 s, peak
 memory of any step < 2x the pool's float32 size. The load average is printed with every figure.
 
-Run: ``.venv/bin/python benchmarks/bench_scale.py [--workdir DIR] [--experiments 100] [--rows 50000]``
+With ``--reference DIR`` (another version of the code, e.g. ``git archive <commit> | tar -x -C DIR``)
+the cold collect, nested greedy and nested GES also run with that code, just before ours, in the same
+run: its time, bytes written, the ratio and whether the selections (members, weights, nested CV and
+every fold's selection) are identical.
+
+Run: ``.venv/bin/python benchmarks/bench_scale.py [--workdir DIR] [--experiments 100] [--rows 50000]
+[--reference DIR]``
 (``--workdir`` keeps the layout, about 4 GB, and reuses it when its parameters match; the cache and
 the search's scratch files need about 3x that again).
 """
