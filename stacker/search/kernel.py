@@ -9,6 +9,10 @@ block. A block of every slot and every member stays in the core's cache, the add
 comparisons are fused, and each member's rows are read from memory once per walk, not once per
 candidate.
 
+The walk scores the exhaustive search; the extensions of greedy, beam and GES (each base plus each
+candidate) go through :mod:`stacker.search.stable_rows`, which also skips the rows a candidate cannot
+re-rank.
+
 The scores are bit-identical to the numpy scorer's: the counts are integers, and the weighted
 precisions of a fold are added one after the other in the row-major order of
 :meth:`RankScorer.fold_sums_from_counts`.
