@@ -96,8 +96,9 @@ def _build() -> dict:
                 value[p] = hits / at_or_above * row_weight[p]
 
     def extend(q, starts, base, model, out_row, row_start, row_cols, row_fold, row_weight,
-               up, down, below, above, value, block_rows, out):  # pragma: no cover - compiled
-        """out[out_row[k], fold] += the precisions of ``starts[base[k]] + q[model[k]]``."""
+               up, down, below, above, value, block_rows, out, settled_rows):  # pragma: no cover
+        """out[out_row[k], fold] += the precisions of ``starts[base[k]] + q[model[k]]``;
+        settled_rows[0] += the rows skipped."""
         n_rows = q.shape[1]
         n_classes = q.shape[2]
         # each step's per-fold sums are held in ``acc`` over a block: the same additions, in
@@ -119,6 +120,7 @@ def _build() -> dict:
                         if up[m, p] >= below[g, p] or down[m, p] > above[g, p]:
                             settled = False
                     if settled:
+                        settled_rows[0] += 1
                         for p in range(p0, p1):
                             acc[row_fold[p]] += value[g, p]
                         continue
@@ -157,6 +159,8 @@ class StableRows:
     def __init__(self, q: np.ndarray, scorer):
         self.q, self.scorer = q, scorer
         self._margins = None
+        self.visited = 0         # (candidate, row) pairs scored, and of them skipped as settled
+        self.settled = 0
 
     def margins(self) -> tuple[np.ndarray, np.ndarray]:
         if self._margins is None:
@@ -188,8 +192,11 @@ class StableRows:
         up, down = self.margins()
         below, above, value = state
         steps = np.ascontiguousarray(steps, dtype=np.int64).reshape(-1, 3)
+        settled = np.zeros(1, dtype=np.int64)
         _compile()["extend"](self.q, starts, np.ascontiguousarray(steps[:, 0]),
                              np.ascontiguousarray(steps[:, 1]), np.ascontiguousarray(steps[:, 2]),
                              s.row_start, s.row_cols, s.row_fold, s.row_weight, up, down, below,
-                             above, value, block_rows(len(starts), self.q.shape[2]), out)
+                             above, value, block_rows(len(starts), self.q.shape[2]), out, settled)
+        self.visited += len(steps) * self.q.shape[1]    # (threads: a lost update only
+        self.settled += int(settled[0])                 #  delays the next probe)
         return out
