@@ -5,7 +5,8 @@ own process and prints its wall time and the peak resident memory of that proces
 memory-mapped pages count while they are mapped) against the pool's float32 size, and the CPU
 seconds of the process tree (the machine is shared: CPU time says what the work itself costs):
 
-1. ``collect()`` cold (no cache: every Parquet file read, the cache and the mapped pool written)
+1. ``collect()`` cold (no cache: every Parquet file read, the mapped pool written; the bytes it
+   wrote, workers included, from /proc/self/io)
 2. ``collect()`` warm (stat the files, map the pool)
 3. ``stack collect`` (warm collect + leaderboard + correlation table)
 4. ``stack search-subsets --method greedy`` (nested CV)
@@ -15,7 +16,13 @@ seconds of the process tree (the machine is shared: CPU time says what the work 
 Targets on a 2-core machine: cold collect < 60 s, warm collect < 1 s, nested greedy < 120 s, peak
 memory of any step < 2x the pool's float32 size. The load average is printed with every figure.
 
-Run: ``.venv/bin/python benchmarks/bench_scale.py [--workdir DIR] [--experiments 100] [--rows 50000]``
+With ``--reference DIR`` (another version of the code, e.g. ``git archive <commit> | tar -x -C DIR``)
+the cold collect, nested greedy and nested GES also run with that code, just before ours, in the same
+run: its time, bytes written, the ratio and whether the selections (members, weights, nested CV and
+every fold's selection) are identical.
+
+Run: ``.venv/bin/python benchmarks/bench_scale.py [--workdir DIR] [--experiments 100] [--rows 50000]
+[--reference DIR]``
 (``--workdir`` keeps the layout, about 4 GB, and reuses it when its parameters match; the cache and
 the search's scratch files need about 3x that again).
 """
@@ -136,7 +143,40 @@ def library_collect(root: str) -> None:
         base = getattr(base, "base", None)
     print(json.dumps({"collect_s": done - imported, "import_s": imported - start, "mapped": mapped,
                       "oof": list(collection.oof.shape), "test": list(collection.test.shape),
-                      "skipped": len(collection.skipped)}))
+                      "skipped": len(collection.skipped), **written_bytes()}))
+
+
+def written_bytes() -> dict:
+    """What this process and the children it waited for (collect's workers) wrote:
+    ``write_bytes`` (pages dirtied for the disk, mapped writes included) from /proc/self/io."""
+    try:
+        fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    except OSError:
+        return {}
+    return {"write_bytes": int(fields["write_bytes"]), "wchar": int(fields["wchar"])}
+
+
+def selection(root: Path) -> dict:
+    """The parts of subsets.json a selection is judged by: members, weights, nested CV and each
+    fold's selection."""
+    record = json.loads((root / layout.STACK_DIR / "subsets.json").read_text())
+    return {"members": record["members"], "weights": record["weights"],
+            "nested_cv": record["nested_cv"],
+            "folds": [(f["members"], f["weights"]) for f in record["nested_folds"]]}
+
+
+def compare_line(name: str, before: dict, after: dict, seconds: float, root: Path) -> str:
+    """The reference's figures against ours for one step."""
+    if name.startswith("collect()"):
+        inner = json.loads(before["output"].strip().splitlines()[-1])
+        written = (f", written {inner['write_bytes'] / 2**30:.2f} GiB"
+                   if "write_bytes" in inner else "")
+        return (f"reference: {inner['collect_s']:.2f} s{written} (load {before['load_before']:.1f}); "
+                f"ratio {inner['collect_s'] / seconds:.2f}x")
+    same = before["selection"] == selection(root)
+    return (f"reference: {before['seconds']:.1f} s (CPU {before['cpu']:.1f} s, load "
+            f"{before['load_before']:.1f}); ratio {before['seconds'] / seconds:.2f}x wall, "
+            f"{before['cpu'] / max(after['cpu'], 1e-9):.2f}x CPU; identical selections: {same}")
 
 
 # ---------------------------------------------------------------- main
@@ -154,6 +194,10 @@ def main() -> None:
     parser.add_argument("--steps", default="cold,warm,cli-collect,greedy,blend,ges",
                         help="which steps to run, in this order: cold,warm,cli-collect,greedy,"
                              "blend,ges (blend needs greedy's subsets.json)")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="a checkout of the code to compare with (e.g. `git archive <commit>` "
+                             "unpacked): its cold collect, greedy and GES run in the same run, "
+                             "before ours, with ratios and whether the selections are identical")
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -193,7 +237,21 @@ def main() -> None:
         print(f"{'step':<26}{'wall s':>9}{'cpu s':>8}{'peak GiB':>10}{'x pool':>8}{'x oof':>7}  load "
               f"before/after  target")
         worst = 0.0
+        compared = {"collect() cold", "search greedy (nested)", "search ges (nested)"}
         for name, command in steps:
+            before = None
+            if args.reference is not None and name in compared:
+                if name == "collect() cold":
+                    shutil.rmtree(root / layout.STACK_DIR, ignore_errors=True)
+                reference_env = {**env, "PYTHONPATH": str(args.reference.resolve())}
+                before = run_step(command, env=reference_env)
+                if before["rc"] != 0:
+                    print(f"{name} (reference): failed (exit {before['rc']}):\n"
+                          f"{before['output'][-3000:]}")
+                    raise SystemExit(1)
+                before["selection"] = selection(root) if name.startswith("search") else None
+                if name == "collect() cold":
+                    shutil.rmtree(root / layout.STACK_DIR, ignore_errors=True)
             result = run_step(command, env=env)
             if result["rc"] != 0:
                 print(f"{name}: failed (exit {result['rc']}):\n{result['output'][-3000:]}")
@@ -204,6 +262,8 @@ def main() -> None:
                 inner = json.loads(result["output"].strip().splitlines()[-1])
                 seconds = inner["collect_s"]
                 note = f" (collect() only; mapped pool: {inner['mapped']})"
+                if "write_bytes" in inner:
+                    note += f"; written {inner['write_bytes'] / 2**30:.2f} GiB"
             ratio = result["peak_bytes"] / pool_bytes
             worst = max(worst, ratio)
             target = TARGETS.get(name)
@@ -216,6 +276,8 @@ def main() -> None:
                 lines = [line for line in result["output"].splitlines() if "nested" in line.lower()]
                 if lines:
                     print(f"    {lines[-1].strip()[:150]}")
+            if before is not None:
+                print("    " + compare_line(name, before, result, seconds, root))
         print(f"peak memory of any step: {worst:.2f}x the pool's float32 size (target < "
               f"{MEMORY_TARGET:.0f}x: {'met' if worst < MEMORY_TARGET else 'NOT met'}); "
               f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

@@ -10,7 +10,13 @@ figure comes with the 1-minute load average and a ratio against references timed
 - "plain loop": each subset blended from scratch (:func:`stacker.blend.blend_arrays`) and scored with
   :func:`stacker.metrics.lwlrap`, timed on a random sample and extrapolated.
 
+Fixed costs (``--fixed``, the default; ``--fixed 0`` skips them), each in a fresh process: the
+interpreter and ``stack --help``; importing the search; a warm ``collect()`` of a collected layout
+(mapping the pool); importing numba and the first call of the compiled kernels with their on-disk
+cache, and with an empty cache (compiling them); quantizing that pool.
+
     .venv/bin/python benchmarks/bench_search.py [--models 16] [--rows 5000] [--classes 80]
+        [--fixed 40]
 """
 
 from __future__ import annotations
@@ -76,7 +82,11 @@ def main() -> None:
                         help="models of the large-pool run of greedy/beam/GES (0: skip it)")
     parser.add_argument("--reference", choices=("full", "none"), default="full",
                         help="also run the previous implementation (full) or not (none)")
+    parser.add_argument("--fixed", type=int, default=40,
+                        help="models of the pool whose fixed costs are measured (0: skip them)")
     args = parser.parse_args()
+    if args.fixed:
+        fixed_costs(args.fixed, args.rows, args.classes, args.folds)
     if args.models:
         exhaustive(args)
     if args.pool:
@@ -158,6 +168,88 @@ def large_pool(n_models: int, n_rows: int, n_classes: int, n_folds: int, n_jobs:
                      f"ratio {old_s / seconds:.2f}x wall, {old_cpu / cpu:.2f}x CPU "
                      f"({'PASS' if old_s / seconds >= 2 else 'FAIL'}: >= 2x), same result: {same}")
         print(line, flush=True)
+
+
+# ---------------------------------------------------------------- fixed costs
+
+_CHILD = {
+    "stack --help": "from stacker.cli.app import app; import sys; sys.argv = ['stack', '--help']\n"
+                    "try:\n    app()\nexcept SystemExit:\n    pass",
+    "import the search": "import stacker.search.engine, stacker.layout",
+    "warm collect()": "from stacker.layout.collect import collect; import time; t = time.perf_counter()"
+                      "; collect(ROOT); print('inner', time.perf_counter() - t)",
+    "numba kernels": "import time; t = time.perf_counter(); import numba; print('import', "
+                     "time.perf_counter() - t); from stacker.search import kernel, stable_rows; "
+                     "import numpy as np; t = time.perf_counter(); QUANTIZED",
+    "quantize": "import numpy as np, time; from stacker.layout.collect import collect; "
+                "from stacker.search.scoring import make_scorer, quantize; c = collect(ROOT); "
+                "s = make_scorer(c.y, c.fold, c.fold_numbers, 'lwlrap', blend='geo-mean', "
+                "power=2.0); t = time.perf_counter(); quantize(c.oof, 'geo-mean', max_terms=25, "
+                "power=2.0, eps=1e-7, rows=s.rows, n_jobs=2); print('inner', time.perf_counter() - t)",
+}
+# the first call of each kernel on toy arrays of the types the search passes (loads or compiles)
+_FIRST_CALLS = (
+    "i = lambda *s: np.zeros(s, dtype=np.int64); f = lambda *s: np.zeros(s); "
+    "q = i(1, 1, 2); st = np.array([0, 1]); c = i(1); k = stable_rows._compile(); "
+    "k['margins'](q, st, c, i(1, 1), i(1, 1)); b, a, v = i(1, 1), i(1, 1), f(1, 1); "
+    "k['base_state'](q[0], st, c, f(1), b[0], a[0], v[0]); "
+    "k['extend'](q, q, c, c, c, st, c, c, f(1), i(1, 1), i(1, 1), b, a, v, 8, f(1, 1)); "
+    "print('first calls', time.perf_counter() - t)")
+
+
+def fixed_costs(n_models: int, n_rows: int, n_classes: int, n_folds: int) -> None:
+    """Start-up, imports, pool loading, kernel loading/compilation and quantization, each timed
+    in a fresh process (wall seconds of the process, and the part inside it where it applies)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from stacker import layout
+    from stacker.layout.collect import collect
+
+    project = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="bench_fixed_") as tmp:
+        root = Path(tmp) / "layout"
+        oof, y, fold = simulated_oof(n_rows, n_classes, n_models, n_folds, seed=4)
+        classes = [f"c{j:02d}" for j in range(n_classes)]
+        layout.write_folds(root, [f"r{i:05d}" for i in range(n_rows)],
+                           [tuple(classes[j] for j in np.flatnonzero(r)) for r in y], fold,
+                           classes=classes)
+        folds = layout.read_folds(root)
+        test = np.full((10, n_classes), 0.5, dtype=np.float32)
+        for m in range(n_models):
+            for k in folds.fold_numbers:
+                rows = folds.rows_of_fold(k)
+                layout.write_fold_predictions(root, f"exp_{m:03d}", k, "val", folds.ids[rows],
+                                              oof[rows, m], classes, format="parquet")
+                layout.write_fold_predictions(root, f"exp_{m:03d}", k, "test",
+                                              [f"t{i}" for i in range(10)], test, classes,
+                                              format="parquet")
+        collect(root)
+        print(f"fixed costs ({n_models} models x {n_rows:,} rows x {n_classes} classes, each in a "
+              f"fresh process, {os.cpu_count()} cores):")
+        env = {**os.environ, "PYTHONPATH": str(project)}
+        empty_cache = Path(tmp) / "numba_cache"
+        runs = [(name, code.replace("ROOT", json.dumps(str(root))).replace("QUANTIZED", _FIRST_CALLS),
+                 env) for name, code in _CHILD.items()]
+        runs.insert(4, ("numba kernels, no cache", runs[3][1],
+                        {**env, "NUMBA_CACHE_DIR": str(empty_cache)}))
+        runs.insert(0, ("python -c pass", "pass", env))
+        for name, code, child_env in runs:
+            load = os.getloadavg()[0]
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, "-c", code], env=child_env, cwd=project,
+                                  capture_output=True, text=True)
+            seconds = time.perf_counter() - start
+            if done.returncode != 0:
+                raise SystemExit(f"{name}: failed:\n{done.stderr[-2000:]}")
+            inner = "; ".join(f"{line.rsplit(' ', 1)[0]} {float(line.rsplit(' ', 1)[1]):.2f} s"
+                              for line in done.stdout.splitlines()
+                              if line.split(" ")[0] in ("inner", "import", "first"))
+            print(f"  {name:<26}{seconds:7.2f} s process" + (f" ({inner})" if inner else "")
+                  + f"  load {load:.1f}", flush=True)
 
 
 if __name__ == "__main__":

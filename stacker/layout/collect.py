@@ -4,10 +4,12 @@ Each experiment is checked against folds.csv (every fold present, val ids exactl
 class columns matched by name, test ids identical across folds and experiments, meta.json's fold hash
 equal to folds.csv's). A bad experiment is skipped with a one-line reason, or raises with ``strict``.
 
-Cache: each experiment's aligned arrays are saved under ``<root>/.stack/cache/`` keyed by the size
-and modification time of its files and of folds.csv. The assembled pool of every experiment is saved
-there too (:mod:`stacker.layout.pool`) and memory-mapped: a second run with nothing changed stats the
-files, maps the pool and copies nothing; a changed experiment is re-read alone and the pool rewritten.
+Cache: under ``<root>/.stack/cache/``, keyed by the size, mtime, inode and ctime of each
+experiment's files and of folds.csv: one small index per experiment (its meta, test ids, or the
+error that skipped it) and the pool of every experiment's aligned arrays
+(:mod:`stacker.layout.pool`), memory-mapped. A cold collect writes the arrays once, straight into
+the pool; a second run with nothing changed stats the files, maps the pool and copies nothing; a
+changed experiment is re-read alone and the pool rewritten from the previous pool's blocks.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -27,7 +29,7 @@ import stacker.layout.pool as pool
 import stacker.layout.windows as windows
 import stacker.layout.workspace as workspace
 from stacker.errors import LayoutError
-from stacker.layout.atomic import atomic_save_npy, atomic_write_text, json_default
+from stacker.layout.atomic import atomic_write_text, json_default
 from stacker.layout.folds import Folds, read_folds
 from stacker.layout.folds_cache import load_folds, save_folds
 from stacker.layout.meta import read_meta
@@ -48,7 +50,7 @@ from stacker.layout.paths import (
 from stacker.layout.tables import Probs, read_probs
 from stacker.runtime import ProgressCallback
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,8 @@ class _Experiment:
     test: np.ndarray | None  # (n_folds, n_test, n_classes)
     meta: dict
     has_windows: bool
-    source: Path | None = None
+    # without arrays: where they are (a block of the previous pool, or of the pool being staged)
+    stored: Callable | None = field(default=None, compare=False)
     test_order: np.ndarray | None = None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -171,8 +174,7 @@ class _Experiment:
         if self.oof is not None:
             oof, test = self.oof, self.test
         else:
-            oof = np.load(f"{self.source}.oof.npy", allow_pickle=False)
-            test = np.load(f"{self.source}.test.npy", allow_pickle=False)
+            oof, test = self.stored()
         if self.test_order is not None:
             test = test[:, self.test_order]
         return oof, test
@@ -209,9 +211,10 @@ def collect(root: Path | str = DEFAULT_ROOT, *, strict: bool = False,
                 raise LayoutError(pooled.skipped[0])
             return pooled
     results: dict[str, _Experiment | LayoutError] = {}
+    previous = pool.previous_pool(cache_dir) if use_cache else None
     cold = []
     for name in names:
-        cached = _load_cached(cache_dir, name, keys[name]) if use_cache else None
+        cached = _load_cached(cache_dir, name, keys[name], previous) if use_cache else None
         if cached is not None:
             results[name] = cached
         else:
@@ -221,19 +224,59 @@ def collect(root: Path | str = DEFAULT_ROOT, *, strict: bool = False,
     done = len(results)
     if on_progress:
         on_progress(done, len(names))
-    for name, outcome in _load_cold(root, folds, cold, n_jobs, cache_dir if use_cache else None):
-        results[name] = outcome
-        done += 1
-        if on_progress:
-            on_progress(done, len(names))
-    return _assemble(root, folds, names, results, strict,
-                     pool_keys=keys if use_cache else None, cache_dir=cache_dir)
+    stage = _open_stage(cache_dir, folds) if use_cache else None
+    loaded = _load_cold(root, folds, cold, n_jobs, cache_dir if use_cache else None)
+    try:
+        # every experiment in the pool's order: the cached ones from the previous pool, the others
+        # as the workers finish them, each appended to the staged pool as it comes
+        for name in names:
+            if name not in results:
+                _, results[name] = next(loaded)
+                done += 1
+                if on_progress:
+                    on_progress(done, len(names))
+            if stage is not None:
+                stage = _stage(stage, name, results)
+        return _assemble(root, folds, names, results, strict,
+                         pool_keys=keys if use_cache else None, cache_dir=cache_dir, stage=stage)
+    finally:
+        loaded.close()
+        if stage is not None:
+            stage.discard()
 
 
-def _assemble(root, folds, names, results, strict, *, pool_keys=None, cache_dir=None) -> Collection:
+def _open_stage(cache_dir: Path, folds: Folds) -> pool.PoolStage | None:
+    try:
+        return pool.PoolStage(cache_dir, n_rows=len(folds.ids), n_folds=folds.n_folds,
+                              n_classes=len(folds.classes))
+    except OSError:
+        return None          # a read-only or full disk only costs the next run its speed
+
+
+def _stage(stage: pool.PoolStage, name: str, results: dict) -> pool.PoolStage | None:
+    """Append experiment ``name`` to the staged pool (its outcome in ``results`` then reads its
+    arrays from there); None when the cache cannot be written (every staged experiment is then
+    read back into memory)."""
+    outcome = results[name]
+    if not isinstance(outcome, _Experiment) or not stage.accepts(outcome):
+        return stage
+    try:
+        slot = stage.add(outcome, *outcome.arrays())
+    except OSError:
+        for other in stage.names:
+            results[other] = replace(results[other], stored=None, **dict(zip(
+                ("oof", "test"), stage.read(stage.names.index(other)))))
+        stage.discard()
+        return None
+    results[name] = replace(outcome, oof=None, test=None, stored=lambda: stage.read(slot))
+    return stage
+
+
+def _assemble(root, folds, names, results, strict, *, pool_keys=None, cache_dir=None,
+              stage=None) -> Collection:
     """Check the test ids across experiments, then build the pool: memory-mapped from the cache
-    when ``pool_keys`` is given (falling back to memory if the cache cannot be written), else two
-    arrays in memory."""
+    when ``pool_keys`` is given (the staged files themselves when every staged experiment is
+    kept; falling back to memory if the cache cannot be written), else two arrays in memory."""
     kept: list[_Experiment] = []
     skipped: list[str] = []
     reference = _reference_experiment([results[n] for n in names])
@@ -250,14 +293,18 @@ def _assemble(root, folds, names, results, strict, *, pool_keys=None, cache_dir=
     if not kept:
         raise LayoutError(f"no valid experiment under {root}; every one was skipped:\n  "
                           + "\n  ".join(skipped))
-    results.clear()          # only ``kept`` refers to the arrays now
     if pool_keys is not None and any(getattr(o, "transient", False) for o in results.values()):
         pool_keys = None      # an unreadable experiment is read again next time: no pool
+    results.clear()          # only ``kept`` refers to the arrays now
     if pool_keys is not None:
         try:
-            pool.write_pool(cache_dir, keys=pool_keys, experiments=kept, skipped=skipped,
-                            n_rows=len(folds.ids), n_folds=folds.n_folds,
-                            n_classes=len(folds.classes))
+            if (stage is not None and [e.name for e in kept] == stage.names
+                    and all(e.test_order is None for e in kept)):
+                stage.commit(keys=pool_keys, experiments=kept, skipped=skipped)   # written once
+            else:
+                pool.write_pool(cache_dir, keys=pool_keys, experiments=kept, skipped=skipped,
+                                n_rows=len(folds.ids), n_folds=folds.n_folds,
+                                n_classes=len(folds.classes))
             mapped = _pooled_collection(cache_dir, root, folds, pool_keys)
             if mapped is not None:
                 return mapped
@@ -418,9 +465,8 @@ def _check_fold_hash(root, name, meta, folds):
 
 
 def _load_one(args):
-    """Load one experiment in a worker. With a cache folder the worker saves the arrays there and
-    returns the experiment without them (the parent reads them from the cache when it needs
-    them), so that no pool-sized data crosses between processes."""
+    """Load one experiment in a worker; with a cache folder, save its index there (its arrays go
+    to the pool, which the parent writes as the experiments come back)."""
     root, folds, name, key, cache_dir = args
     try:
         outcome = load_experiment(root, name, folds)
@@ -436,17 +482,23 @@ def _load_one(args):
         try:
             _save_cached(cache_dir, name, key, outcome)
         except OSError:
-            return name, outcome     # a read-only or full disk only costs the next run its speed
-        if isinstance(outcome, _Experiment):
-            outcome = replace(outcome, oof=None, test=None, source=cache_dir / name)
+            pass                     # a read-only or full disk only costs the next run its speed
     return name, outcome
 
 
 def _load_cold(root, folds, cold, n_jobs, cache_dir):
+    """(name, outcome) of each of ``cold`` in order; the workers run at most two experiments
+    ahead of the parent, so that few experiments' arrays wait in memory."""
     jobs = [(root, folds, name, key, cache_dir) for name, key in cold]
     if n_jobs > 1 and len(jobs) > 2:
         with ProcessPoolExecutor(max_workers=n_jobs) as workers:
-            yield from workers.map(_load_one, jobs)
+            ahead = 2 * n_jobs
+            futures = [workers.submit(_load_one, job) for job in jobs[:ahead]]
+            for i in range(len(jobs)):
+                if i + ahead < len(jobs):
+                    futures.append(workers.submit(_load_one, jobs[i + ahead]))
+                yield futures[i].result()
+                futures[i] = None
     else:
         yield from map(_load_one, jobs)
 
@@ -479,20 +531,20 @@ def _experiment_key(root: Path, name: str, folds_key) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-def _load_cached(cache_dir: Path, name: str, key: str):
-    """The cached outcome of ``name`` when its key matches: an _Experiment whose arrays are read
-    from the cache when needed, or the LayoutError it raised; None on any miss."""
+def _load_cached(cache_dir: Path, name: str, key: str, previous):
+    """The cached outcome of ``name`` when its key matches: an _Experiment whose arrays are its
+    block of the previous pool (read when needed), or the LayoutError it raised; None on any
+    miss."""
     try:
         index = json.loads((cache_dir / f"{name}.json").read_text(encoding="utf-8"))
         if index.get("key") != key:
             return None
         if index.get("error") is not None:
             return LayoutError(index["error"])
-        for part in ("oof", "test"):
-            st = os.stat(cache_dir / f"{name}.{part}.npy")
-            if [st.st_size, st.st_mtime_ns] != index["arrays"][part]:
-                return None          # an interrupted save left arrays of another key
-        return _Experiment(name=name, oof=None, test=None, source=cache_dir / name,
+        block = previous.arrays(name, key) if previous is not None else None
+        if block is None:
+            return None              # its arrays are in no intact pool: read it again
+        return _Experiment(name=name, oof=None, test=None, stored=lambda: block,
                            test_ids=np.array(index["test_ids"], dtype=str), meta=index["meta"],
                            has_windows=bool(index["has_windows"]))
     except (OSError, ValueError, KeyError, TypeError):
@@ -500,31 +552,12 @@ def _load_cached(cache_dir: Path, name: str, key: str):
 
 
 def _save_cached(cache_dir: Path, name: str, key: str, outcome) -> None:
-    """``<name>.json`` (key, meta, test ids or the error) plus ``<name>.oof.npy`` and
-    ``<name>.test.npy``: plain .npy files load several times faster than an .npz archive. The
-    index is written last and records the arrays' size and mtime, so a half-finished save misses."""
-    try:
-        _write_cached(cache_dir, name, key, outcome)
-    except BaseException:
-        # a full disk or an interrupt: leave no arrays behind that no index describes
-        for part in ("oof", "test"):
-            try:
-                os.unlink(cache_dir / f"{name}.{part}.npy")
-            except OSError:
-                pass
-        raise
-
-
-def _write_cached(cache_dir: Path, name: str, key: str, outcome) -> None:
+    """``<name>.json``: the key and the experiment's meta and test ids, or the error that skipped
+    it (the arrays are in the pool)."""
     index = {"key": key, "error": None}
     if isinstance(outcome, LayoutError):
         index["error"] = str(outcome)
     else:
-        index["arrays"] = {}
-        for part in ("oof", "test"):
-            path = atomic_save_npy(cache_dir / f"{name}.{part}.npy", getattr(outcome, part))
-            st = os.stat(path)
-            index["arrays"][part] = [st.st_size, st.st_mtime_ns]
         index.update(meta=outcome.meta, test_ids=outcome.test_ids.tolist(),
                      has_windows=bool(outcome.has_windows))
     atomic_write_text(cache_dir / f"{name}.json", json.dumps(index, default=str))

@@ -9,6 +9,10 @@ block. A block of every slot and every member stays in the core's cache, the add
 comparisons are fused, and each member's rows are read from memory once per walk, not once per
 candidate.
 
+The walk scores the exhaustive search; the extensions of greedy, beam and GES (each base plus each
+candidate) go through :mod:`stacker.search.stable_rows`, which also skips the rows a candidate cannot
+re-rank.
+
 The scores are bit-identical to the numpy scorer's: the counts are integers, and the weighted
 precisions of a fold are added one after the other in the row-major order of
 :meth:`RankScorer.fold_sums_from_counts`.
@@ -180,6 +184,7 @@ class KernelWalker:
 
         self.q, self.scorer, self.n_jobs = q, scorer, max(1, int(n_jobs))
         self.stable = StableRows(q, scorer)
+        self._calls, self._walk = 0, False
 
     def exhaustive(self, chunk, max_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(masks (n,), per-fold sums (n, n_folds)) of every subset of ``chunk``."""
@@ -187,9 +192,25 @@ class KernelWalker:
         starts = np.zeros((1,) + self.q.shape[1:], dtype=np.int64)
         return masks, run_walk(self.q, starts, steps, len(masks), self.scorer, max_size + 1)
 
+    # the settled-row pass pays off when at least this share of the rows is settled (measured:
+    # 40% settled runs 1.4x faster than the walk, 25% no faster and its base margins cost more);
+    # below it the walk runs, and every PROBE_EVERY calls the settled-row pass measures again
+    MIN_SETTLED = 0.35
+    PROBE_EVERY = 5
+
     def extensions_many(self, base_sums: list, candidate_lists: list) -> list:
-        """:meth:`extensions` of several bases at once, each member read once for all bases."""
-        return extensions_many(self, base_sums, candidate_lists)
+        """:meth:`extensions` of several bases at once, each member read once for all bases:
+        with the settled-row pass, or the walk while too few rows settle (the same scores)."""
+        self._calls += 1
+        walk = self._walk and self._calls % self.PROBE_EVERY
+        if walk:
+            return walk_extensions_many(self, base_sums, candidate_lists)
+        stable = self.stable
+        visited, settled = stable.visited, stable.settled
+        out = extensions_many(self, base_sums, candidate_lists)
+        if stable.visited > visited:
+            self._walk = (stable.settled - settled) < self.MIN_SETTLED * (stable.visited - visited)
+        return out
 
     def extensions(self, base_sum: np.ndarray, candidates) -> np.ndarray:
         """Per-fold sums (len(candidates), n_folds) of ``base_sum + q[j]`` for each candidate j."""
@@ -236,3 +257,47 @@ def extensions_many(walker: KernelWalker, base_sums: list, candidate_lists: list
 
 def _split(out: np.ndarray, offsets: np.ndarray) -> list:
     return [out[offsets[g]:offsets[g + 1]] for g in range(len(offsets) - 1)]
+
+
+def _many_steps(requests, n_bases: int, out_offsets, models) -> np.ndarray:
+    """Steps scoring ``base g + q[j]`` for the (g, j) of ``requests`` whose j is in ``models``,
+    model-major (each model's rows are read once for every base)."""
+    steps = []
+    for j in models:
+        for g, candidates in enumerate(requests):
+            position = candidates.get(j)
+            if position is not None:
+                steps.append((g, j, n_bases, out_offsets[g] + position))
+    return np.asarray(steps, dtype=np.int64).reshape(-1, 4)
+
+
+def walk_extensions_many(walker: KernelWalker, base_sums: list, candidate_lists: list) -> list:
+    """:func:`extensions_many` on the walk kernel: every row of every candidate computed (the
+    faster pass when few rows settle)."""
+    n_bases = len(base_sums)
+    lookups = [{int(j): i for i, j in enumerate(c)} for c in candidate_lists]
+    sizes = [len(c) for c in candidate_lists]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    total = int(offsets[-1])
+    starts = np.stack([np.asarray(s, dtype=np.int64) for s in base_sums])
+    models = sorted({int(j) for c in candidate_lists for j in c})
+    n_jobs = walker.n_jobs if total * walker.q[0].size >= walker.min_parallel else 1
+    parts = [part for part in np.array_split(np.asarray(models, dtype=np.int64), n_jobs) if len(part)]
+
+    def run(part):
+        steps = _many_steps(lookups, n_bases, offsets, part)
+        sums = run_walk(walker.q, starts, np.column_stack([steps[:, :3], np.arange(len(steps))]),
+                        len(steps), walker.scorer, n_bases + 1)
+        return steps[:, 3], sums
+
+    if len(parts) <= 1:
+        results = [run(np.asarray(models, dtype=np.int64))]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            results = list(pool.map(run, parts))
+    out = np.zeros((total, walker.scorer.n_folds))
+    for rows, sums in results:
+        out[rows] = sums
+    return [out[offsets[g]:offsets[g + 1]] for g in range(n_bases)]

@@ -176,6 +176,19 @@ class _Scores:
             self._full[choice] = self.problem.metric(self.problem.y, self.blends.predict(choice))
         return self._full[choice]
 
+    def prefetch(self, choices: list) -> None:
+        """:meth:`full` of ``choices`` on two threads (numpy releases the GIL in the blends and
+        the metric; each score is computed exactly as :meth:`full` computes it alone)."""
+        todo = [c for c in dict.fromkeys(choices) if c not in self._full]
+        if len(todo) < 4 or not hasattr(self.blends, "warm"):
+            return                            # (blends without ``warm`` are scored one by one)
+        self.blends.warm(todo)                # shared caches filled before the threads start
+        from concurrent.futures import ThreadPoolExecutor
+
+        score = lambda c: self.problem.metric(self.problem.y, self.blends.predict(c))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            self._full.update(zip(todo, pool.map(score, todo)))
+
     def pooled(self, fold_choices: list) -> tuple[float, list, np.ndarray]:
         """Each fold's rows blended by its own choice (fold_choices[i] for fold_numbers[i]):
         (the metric of the pooled predictions, each fold's score, the pooled (n_rows, n_classes))."""
@@ -195,6 +208,8 @@ def _ranked(scores: _Scores, runs: dict, top: int) -> tuple[list, list]:
     describe = scores.blends.describe
     n_folds = len(scores.problem.fold_numbers)
     main = runs[0]
+    scores.prefetch([counts for counts, _ in main.top[:top]]
+                    + [counts for counts, _ in main.by_size.values()])
     top_list = []
     for counts, _ in main.top[:top]:
         members, weights = describe(counts)

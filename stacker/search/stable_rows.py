@@ -96,17 +96,22 @@ def _build() -> dict:
                 value[p] = hits / at_or_above * row_weight[p]
 
     def extend(q, starts, base, model, out_row, row_start, row_cols, row_fold, row_weight,
-               up, down, below, above, value, block_rows, out):  # pragma: no cover - compiled
-        """out[out_row[k], fold] += the precisions of ``starts[base[k]] + q[model[k]]``."""
+               up, down, below, above, value, block_rows, out, settled_rows):  # pragma: no cover
+        """out[out_row[k], fold] += the precisions of ``starts[base[k]] + q[model[k]]``;
+        settled_rows[0] += the rows skipped."""
         n_rows = q.shape[1]
         n_classes = q.shape[2]
-        target = np.empty(n_classes, dtype=np.int64)
+        # each step's per-fold sums are held in ``acc`` over a block: the same additions, in
+        # the same order, as adding into ``out`` (no store-to-load chain through memory)
+        acc = np.empty(out.shape[1])
         for r0 in range(0, n_rows, block_rows):
             r1 = min(n_rows, r0 + block_rows)
             for k in range(base.shape[0]):
                 g = base[k]
                 m = model[k]
                 o = out_row[k]
+                for f in range(out.shape[1]):
+                    acc[f] = out[o, f]
                 for r in range(r0, r1):
                     p0 = row_start[r]
                     p1 = row_start[r + 1]
@@ -114,35 +119,38 @@ def _build() -> dict:
                     for p in range(p0, p1):
                         if up[m, p] >= below[g, p] or down[m, p] > above[g, p]:
                             settled = False
-                            break
                     if settled:
+                        settled_rows[0] += 1
                         for p in range(p0, p1):
-                            out[o, row_fold[p]] += value[g, p]
+                            acc[row_fold[p]] += value[g, p]
                         continue
-                    parent = starts[g, r]
-                    member = q[m, r]
-                    for c in range(n_classes):
-                        target[c] = parent[c] + member[c]
                     for p in range(p0, p1):
-                        v = target[row_cols[p]]
+                        v = starts[g, r, row_cols[p]] + q[m, r, row_cols[p]]
                         at_or_above = 0
                         for c in range(n_classes):
-                            if target[c] >= v:
+                            if starts[g, r, c] + q[m, r, c] >= v:
                                 at_or_above += 1
                         hits = 0
                         for p2 in range(p0, p1):
-                            if target[row_cols[p2]] >= v:
+                            if starts[g, r, row_cols[p2]] + q[m, r, row_cols[p2]] >= v:
                                 hits += 1
-                        out[o, row_fold[p]] += hits / at_or_above * row_weight[p]
+                        acc[row_fold[p]] += hits / at_or_above * row_weight[p]
+                for f in range(out.shape[1]):
+                    out[o, f] = acc[f]
         return out
 
     return {"margins": kernel._jit(margins), "base_state": kernel._jit(base_state),
             "extend": kernel._jit(extend)}
 
 
+# bytes of one block of every base and of the model being added: well inside a core's L2 cache
+# (measured: 16 rows of 6 bases x 100 classes run 1.5x faster than 128)
+BLOCK_BYTES = 96 * 1024
+
+
 def block_rows(n_bases: int, n_classes: int) -> int:
     """Rows per block: every base's block stays in cache while the models stream past it."""
-    return int(max(8, min(4096, kernel.CACHE_BYTES // (8 * max(n_classes, 1) * (n_bases + 1)))))
+    return int(max(4, min(512, BLOCK_BYTES // (8 * max(n_classes, 1) * (n_bases + 1)))))
 
 
 class StableRows:
@@ -151,6 +159,8 @@ class StableRows:
     def __init__(self, q: np.ndarray, scorer):
         self.q, self.scorer = q, scorer
         self._margins = None
+        self.visited = 0         # (candidate, row) pairs scored, and of them skipped as settled
+        self.settled = 0
 
     def margins(self) -> tuple[np.ndarray, np.ndarray]:
         if self._margins is None:
@@ -182,8 +192,11 @@ class StableRows:
         up, down = self.margins()
         below, above, value = state
         steps = np.ascontiguousarray(steps, dtype=np.int64).reshape(-1, 3)
+        settled = np.zeros(1, dtype=np.int64)
         _compile()["extend"](self.q, starts, np.ascontiguousarray(steps[:, 0]),
                              np.ascontiguousarray(steps[:, 1]), np.ascontiguousarray(steps[:, 2]),
                              s.row_start, s.row_cols, s.row_fold, s.row_weight, up, down, below,
-                             above, value, block_rows(len(starts), self.q.shape[2]), out)
+                             above, value, block_rows(len(starts), self.q.shape[2]), out, settled)
+        self.visited += len(steps) * self.q.shape[1]    # (threads: a lost update only
+        self.settled += int(settled[0])                 #  delays the next probe)
         return out

@@ -18,6 +18,7 @@ from stacker.layout.collect import Collection, collect
 
 # the module, not the function that the package re-exports under the same name
 collect_module = importlib.import_module("stacker.layout.collect")
+pool_module = importlib.import_module("stacker.layout.pool")
 EXPERIMENTS = ("sim_000", "sim_001", "sim_002")
 
 
@@ -465,8 +466,9 @@ def test_second_collect_reads_the_cache(small_layout, monkeypatch):
     loaded = _count_loads(monkeypatch)
     first = collect(root, n_jobs=1)
     assert loaded == list(EXPERIMENTS)
+    # the arrays are written once, into the pool; each experiment keeps a small index
     assert sorted(os.listdir(root / ".stack" / "cache")) == sorted(
-        [f"{n}.{part}" for n in EXPERIMENTS for part in ("json", "oof.npy", "test.npy")]
+        [f"{n}.json" for n in EXPERIMENTS]
         + ["_folds.json", "_pool.json", "_pool.oof.npy", "_pool.test.npy"])
     second = collect(root, n_jobs=1)
     assert loaded == list(EXPERIMENTS)                    # nothing parsed again
@@ -535,17 +537,23 @@ def test_new_experiment_and_corrupt_cache(small_layout, monkeypatch):
     shutil.copytree(root / "sim_002", root / "sim_003")
     cache = root / ".stack" / "cache"
     (cache / "sim_000.json").write_text("{not json")
-    (cache / "sim_001.oof.npy").write_bytes(b"not an array")                  # other size
-    array_file = cache / "sim_002.test.npy"                                   # same size, broken
-    array_file.write_bytes(b"\0" * array_file.stat().st_size)
     loaded = _count_loads(monkeypatch)
     result = collect(root, n_jobs=1)
-    assert sorted(loaded) == ["sim_000", "sim_001", "sim_002", "sim_003"]
+    # the others' arrays come from their blocks of the previous pool
+    assert sorted(loaded) == ["sim_000", "sim_003"]
     np.testing.assert_array_equal(result.oof[:, :3], first.oof[:, :3])
     np.testing.assert_array_equal(result.test[:, :, :3], first.test[:, :, :3])
     assert result.names == EXPERIMENTS + ("sim_003",)
     np.testing.assert_array_equal(result.oof[:, 3], result.oof[:, 2])
-    assert collect(root, n_jobs=1).names == result.names and len(loaded) == 4   # repaired
+    assert collect(root, n_jobs=1).names == result.names and len(loaded) == 2   # repaired
+    expected_oof, expected_test = np.array(result.oof), np.array(result.test)  # (maps the pool)
+    pool_file = cache / "_pool.test.npy"                    # a broken pool: every one read again
+    pool_file.write_bytes(b"\0" * pool_file.stat().st_size)
+    (cache / "sim_001.json").write_text("{not json")
+    again = collect(root, n_jobs=1)
+    assert sorted(loaded[2:]) == ["sim_000", "sim_001", "sim_002", "sim_003"]
+    np.testing.assert_array_equal(again.oof, expected_oof)
+    np.testing.assert_array_equal(again.test, expected_test)
 
 
 def test_no_cache_writes_nothing(small_layout):
@@ -623,13 +631,85 @@ def test_half_written_pool_is_not_read(small_layout):
     np.testing.assert_array_equal(result.oof, expected.oof)
 
 
-def test_pool_with_reordered_test_rows_matches_memory(small_layout):
+@pytest.mark.parametrize("name", ["sim_002", "sim_000"])   # sim_000: the first one staged
+def test_pool_with_reordered_test_rows_matches_memory(small_layout, name):
     root = small_layout()
-    edit_probs(root, "sim_002", 0, "test", shuffle_rows_and_columns(1))
-    for k in (1, 2):       # every fold of sim_002 in the shuffled order: its test rows reorder
-        edit_probs(root, "sim_002", k, "test", shuffle_rows_and_columns(1))
+    edit_probs(root, name, 0, "test", shuffle_rows_and_columns(1))
+    for k in (1, 2):       # every fold of the experiment in the shuffled order: its rows reorder
+        edit_probs(root, name, k, "test", shuffle_rows_and_columns(1))
     expected = collect(root, use_cache=False, n_jobs=1)
     for _ in ("cold", "warm"):
         result = collect(root, n_jobs=2)
         np.testing.assert_array_equal(result.test, expected.test)
         np.testing.assert_array_equal(result.test_ids, expected.test_ids)
+
+
+# ---------------------------------------------------------------- the pool written once
+
+
+def _count_pool_writes(monkeypatch):
+    """The experiments each write_pool call was given (a rewrite of the pool)."""
+    rewrites = []
+    real = pool_module.write_pool
+
+    def counting(cache_dir, **kwargs):
+        rewrites.append([e.name for e in kwargs["experiments"]])
+        return real(cache_dir, **kwargs)
+
+    monkeypatch.setattr(pool_module, "write_pool", counting)
+    return rewrites
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_cold_collect_writes_the_arrays_once_into_the_pool(small_layout, monkeypatch, n_jobs):
+    root = small_layout(n_experiments=4)
+    expected = collect(root, use_cache=False, n_jobs=1)
+    rewrites = _count_pool_writes(monkeypatch)
+    cold = collect(root, n_jobs=n_jobs)
+    assert rewrites == []                       # the staged files became the pool
+    assert _is_mapped(cold.oof) and _is_mapped(cold.test)
+    for attr in ("oof", "test", "test_ids"):
+        np.testing.assert_array_equal(getattr(cold, attr), getattr(expected, attr))
+    assert not [p for p in (root / ".stack" / "cache").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_skipped_experiment_is_not_staged_and_a_changed_one_reuses_the_others(
+        small_layout, monkeypatch):
+    root = small_layout()
+    _nan(root)
+    expected = collect(root, use_cache=False, n_jobs=1)
+    rewrites = _count_pool_writes(monkeypatch)
+    cold = collect(root, n_jobs=1)
+    assert rewrites == [] and cold.names == expected.names == ("sim_000", "sim_002")
+    np.testing.assert_array_equal(cold.oof, expected.oof)
+    loaded = _count_loads(monkeypatch)
+    edit_probs(root, "sim_002", 0, "val", set_value("0.25"))
+    changed = collect(root, n_jobs=1)
+    assert loaded == ["sim_002"]                # sim_000 from the previous pool, sim_001's error
+    assert changed.names == expected.names and rewrites == []
+    np.testing.assert_array_equal(changed.oof[:, 0], expected.oof[:, 0])
+    assert not np.array_equal(changed.oof[:, 1], expected.oof[:, 1])
+
+
+def test_a_disk_that_fills_while_staging_falls_back_to_memory(small_layout, monkeypatch):
+    root = small_layout()
+    expected = collect(root, use_cache=False, n_jobs=1)
+    real = pool_module.PoolStage.add
+
+    def fill(self, experiment, oof, test):
+        if self.names:
+            raise OSError(28, "No space left on device")
+        return real(self, experiment, oof, test)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pool_module.PoolStage, "add", fill)
+    monkeypatch.setattr(pool_module, "write_pool", full)
+    result = collect(root, n_jobs=1)
+    assert not _is_mapped(result.oof)
+    for attr in ("oof", "test"):
+        np.testing.assert_array_equal(getattr(result, attr), getattr(expected, attr))
+    cache = root / ".stack" / "cache"
+    assert not [p.name for p in cache.iterdir() if p.name.startswith("_pool") or
+                p.name.endswith(".tmp")]

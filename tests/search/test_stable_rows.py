@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_backends import pool, prepared
+from test_backends import comparable, pool, prepared
 
 from stacker.search import kernel
 from stacker.search.methods import core as sm
@@ -81,3 +81,29 @@ def test_threaded_quantization_is_identical(monkeypatch):
     two, scale_two = quantize(oof, "geo-mean", max_terms=9, power=2.0, eps=1e-7, n_jobs=2)
     assert scale == scale_two
     np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("min_settled", [0.0, 1.01])     # always the settled-row pass / the walk
+@pytest.mark.parametrize("method", ["greedy", "ges", "beam"])
+def test_search_is_identical_whichever_pass_scores_the_steps(method, min_settled, monkeypatch):
+    from stacker.search.engine import search_arrays
+
+    oof, y, fold, names = pool(seed=7, n_models=6)
+    options = {"names": names, "method": method, "nested": True, "n_jobs": 2, "ges_iterations": 9,
+               "device": "cpu"}
+    with monkeypatch.context() as patch:
+        patch.setattr(kernel, "available", lambda: False)
+        reference = search_arrays(oof, y, fold, **options)
+    monkeypatch.setattr(kernel.KernelWalker, "MIN_SETTLED", min_settled)
+    monkeypatch.setattr(kernel.KernelWalker, "min_parallel", 0)
+    calls = {"walk": 0}
+    real = kernel.walk_extensions_many
+
+    def counting(*args):
+        calls["walk"] += 1
+        return real(*args)
+
+    monkeypatch.setattr(kernel, "walk_extensions_many", counting)
+    result = search_arrays(oof, y, fold, **options)
+    assert (calls["walk"] > 0) == (min_settled > 1)
+    assert comparable(result) == comparable(reference)

@@ -72,13 +72,22 @@ class CountBlends:
         self.config = problem.config
         self._transforms: dict = {}
 
-    def predict(self, counts: Counts, rows=slice(None)) -> np.ndarray:
+    def warm(self, choices: list) -> None:
+        """Compute the transforms of every member of ``choices`` now (before threads share them)."""
+        for counts in choices:
+            self._transform_members([m for m, c in enumerate(counts) if c])
+
+    def _transform_members(self, idx: list) -> None:
         config = self.config
-        idx = [m for m, c in enumerate(counts) if c]
         for m in idx:
             if m not in self._transforms:
                 self._transforms[m] = transform(self.oof[:, m], config.blend, power=config.power,
                                                 eps=config.eps)
+
+    def predict(self, counts: Counts, rows=slice(None)) -> np.ndarray:
+        config = self.config
+        idx = [m for m, c in enumerate(counts) if c]
+        self._transform_members(idx)
         w = check_weights([counts[m] for m in idx], len(idx))
         # blend_arrays' np.sum(t * w, axis=members) adds the weighted members one after the other
         # in member order (the reduced axis is not the contiguous one): the same additions here,
