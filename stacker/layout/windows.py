@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 from stacker.errors import LayoutError
 from stacker.layout.atomic import atomic_write_text
@@ -77,6 +76,8 @@ def write_window_widths(root: Path | str, name: str, fold: int, split: str,
                         widths: Mapping[str, np.ndarray], *, id_column: str = "fname") -> Path:
     """``fold_<k>/<split>/windows.csv`` from {row id: int array (n_windows,)}, each window's width
     in frames in ``<id>.npy`` row order; one line per run of equal widths."""
+    import pandas as pd  # pandas loads pyarrow when present: only where a table is written
+
     lines = []
     for row_id, row_widths in widths.items():
         row_widths = np.asarray(row_widths, dtype=np.int64)
@@ -92,6 +93,8 @@ def read_window_widths(root: Path | str, name: str, fold: int, split: str
                        ) -> dict[str, np.ndarray] | None:
     """{row id: int array (n_windows,)}, each window's width, from ``windows.csv``; None when the
     folder has none. LayoutError naming the line for a malformed file."""
+    import pandas as pd
+
     path = fold_dir(root, name, fold, split) / WIDTHS_FILE
     if not path.exists():
         return None

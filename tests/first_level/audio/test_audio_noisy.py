@@ -4,14 +4,13 @@ several widths, each against a naive reference."""
 import numpy as np
 import pytest
 import torch
+from test_audio_model import TINY_NET, tone_spectrograms
 
 from first_level.audio.crops import pool_windows, window, window_starts
 from first_level.audio.model import AudioCNNModel
 from first_level.audio.noisy import NoisySet, NoisySettings, batch_loss, epoch_order, lsoft_targets
 from first_level.audio.noisy_filter import row_lwlrap
 from stacker.errors import OptionError
-
-from test_audio_model import TINY_NET, tone_spectrograms
 
 
 def naive_loss(logits, targets, noisy, *, multi_label, loss, beta):
