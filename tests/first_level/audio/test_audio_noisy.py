@@ -235,3 +235,68 @@ def test_row_lwlrap_matches_a_naive_loop():
             above = [j for j in range(5) if scores[i, j] >= scores[i, c]]
             precisions.append(sum(y[i, j] for j in above) / len(above))
         assert got[i] == pytest.approx(np.mean(precisions))
+
+
+# ---------------------------------------------------------------- the filter, fold by fold
+
+
+def _filter_setup(tmp_path):
+    from first_level.audio.noisy_data import NoisyData
+    from stacker import layout
+    from stacker.layout import workspace
+
+    classes = ["a", "b", "c"]
+    layout.write_folds(tmp_path, [f"r{i}" for i in range(6)], [("a",), ("b",), ("c",)] * 2,
+                       np.array([0, 0, 1, 1, 2, 2]), classes=classes)
+    folds = layout.read_folds(tmp_path)
+    layout.write_meta(tmp_path, "first", {"fold_hash": folds.hash})
+    (tmp_path / "first" / "fold_0").mkdir(parents=True)
+    ids = [f"n{i}" for i in range(5)]
+    y = np.eye(3, dtype=np.uint8)[[0, 1, 2, 0, 1]]
+    data = NoisyData(ids=ids, specs=[np.zeros((4, 4))] * 5, y=y, hash="h")
+    rng = np.random.default_rng(0)
+    folder = workspace.noisy_predictions_dir(tmp_path, "first")
+    for k in folds.fold_numbers:
+        layout.write_probs(folder / f"fold_{k}.csv", ids[::-1], rng.random((5, 3)), classes)
+    return folds, data, folder
+
+
+def test_the_filter_keeps_fold_k_rows_by_fold_k_predictions_alone(tmp_path):
+    from first_level.audio.noisy_filter import plan_noisy
+    from stacker import layout
+
+    folds, data, folder = _filter_setup(tmp_path)
+    plan = plan_noisy(tmp_path, folds, data, NoisySettings(), name="second",
+                      filter_experiment="first", min_score=0.5)
+    for k in folds.fold_numbers:
+        probs = layout.read_probs(folder / f"fold_{k}.csv")
+        scores = dict(zip(probs.ids, probs.values))
+        want = [1 / (scores[i] >= scores[i][data.y[n].argmax()]).sum() >= 0.5
+                for n, i in enumerate(data.ids)]
+        np.testing.assert_array_equal(plan.keep[k], want)
+        assert len(plan.for_fold(k).specs) == sum(want)
+    # fold 1's choice does not move when another fold's model predicts otherwise
+    layout.write_probs(folder / "fold_0.csv", data.ids, 1 - data.y.astype(float),
+                       list(folds.classes))
+    again = plan_noisy(tmp_path, folds, data, NoisySettings(), name="second",
+                       filter_experiment="first", min_score=0.5)
+    np.testing.assert_array_equal(again.keep[1], plan.keep[1])
+    assert not again.keep[0].any()
+    assert again.record["filter"]["predictions_hash"] != plan.record["filter"]["predictions_hash"]
+
+
+def test_the_filter_refuses_an_experiment_made_on_other_folds(tmp_path):
+    from first_level.audio.noisy_filter import plan_noisy
+    from stacker import layout
+    from stacker.errors import LayoutError
+
+    folds, data, folder = _filter_setup(tmp_path)
+    layout.write_meta(tmp_path, "first", {"fold_hash": "other"})
+    with pytest.raises(LayoutError, match="made on other folds"):
+        plan_noisy(tmp_path, folds, data, NoisySettings(), name="second",
+                   filter_experiment="first", min_score=0.5)
+    layout.write_meta(tmp_path, "first", {"fold_hash": folds.hash})
+    (folder / "fold_2.csv").unlink()
+    with pytest.raises(LayoutError, match="no predictions of the noisy clips for fold 2"):
+        plan_noisy(tmp_path, folds, data, NoisySettings(), name="second",
+                   filter_experiment="first", min_score=0.5)
