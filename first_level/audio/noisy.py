@@ -41,18 +41,18 @@ class NoisySettings:
 
     def __post_init__(self):
         if self.loss not in LOSSES:
-            raise OptionError(f"noisy loss must be one of {', '.join(LOSSES)}, got '{self.loss}'")
+            raise OptionError(f"`noisy_loss` must be one of {', '.join(LOSSES)}, got '{self.loss}'")
         if self.schedule not in SCHEDULES:
-            raise OptionError(f"noisy schedule must be one of {', '.join(SCHEDULES)}, got "
+            raise OptionError(f"`noisy_schedule` must be one of {', '.join(SCHEDULES)}, got "
                               f"'{self.schedule}'")
         if not 0 <= float(self.lsoft_beta) <= 1:
-            raise OptionError(f"lsoft beta must be in [0, 1], got {self.lsoft_beta}")
+            raise OptionError(f"`lsoft_beta` must be in [0, 1], got {self.lsoft_beta}")
         if self.fraction is not None:
             if not 0 <= float(self.fraction) < 1:
-                raise OptionError(f"noisy fraction must be in [0, 1) (the expected share of noisy "
+                raise OptionError(f"`noisy_fraction` must be in [0, 1) (the expected share of noisy "
                                   f"rows in a batch), got {self.fraction}")
             if self.schedule == "pretrain":
-                raise OptionError("noisy fraction applies to the mixed schedule; pretrain trains "
+                raise OptionError("`noisy_fraction` applies to the mixed `noisy_schedule`; pretrain trains "
                                   "on the noisy rows alone, then on the curated ones")
         object.__setattr__(self, "lsoft_beta", float(self.lsoft_beta))
         if self.fraction is not None:

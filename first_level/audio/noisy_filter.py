@@ -45,8 +45,8 @@ def read_noisy_predictions(root, experiment: str, folds: layout.Folds,
     meta = layout.read_meta(root, experiment)
     where = layout.experiment_dir(root, experiment)
     if not where.is_dir():
-        raise OptionError(f"--noisy-filter: no experiment '{experiment}' under {root}; train it "
-                          "first with --noisy-meta (the same noisy set)")
+        raise OptionError(f"`noisy_filter`: no experiment '{experiment}' under {root}; train "
+                          "it first with `noisy_meta` (the same noisy set)")
     if meta.get("fold_hash") != folds.hash:
         raise LayoutError(f"experiment '{experiment}' was made on other folds (fold_hash "
                           f"{meta.get('fold_hash')}, folds.csv has {folds.hash}); its fold-k "
@@ -59,8 +59,8 @@ def read_noisy_predictions(root, experiment: str, folds: layout.Folds,
         path = side_path(folder, k)
         if not path.exists():
             raise LayoutError(f"experiment '{experiment}' has no predictions of the noisy clips "
-                              f"for fold {k}; train it with --noisy-meta (the same noisy set), "
-                              "or pass --force to it if it was trained without", path=path)
+                              f"for fold {k}; train it with `noisy_meta` (the same noisy set), "
+                              "with `force` if it was trained without", path=path)
         digest.update(path.read_bytes())
         probs = layout.read_probs(path)
         row = {row_id: i for i, row_id in enumerate(probs.ids)}
@@ -94,22 +94,24 @@ class NoisyPlan:
 
 
 def plan_noisy(root, folds: layout.Folds, data: NoisyData, settings: NoisySettings, *,
-               name: str, filter_experiment: str | None = None,
-               min_score: float | None = None) -> NoisyPlan:
+               name: str, noisy_filter: str | None = None,
+               noisy_min_score: float | None = None) -> NoisyPlan:
     """The :class:`NoisyPlan` of experiment ``name``: every noisy row, or per fold the rows whose
-    labels ``filter_experiment``'s fold model scores at least ``min_score`` (per-row lwlrap)."""
+    labels experiment ``noisy_filter``'s fold model scores at least ``noisy_min_score`` (per-row
+    lwlrap)."""
+    filter_experiment, min_score = noisy_filter, noisy_min_score
     record = {"hash": data.hash, "n_rows": len(data.ids), **settings.to_dict()}
     if filter_experiment is None:
         if min_score is not None:
-            raise OptionError("--noisy-min-score needs --noisy-filter EXPERIMENT (whose fold "
+            raise OptionError("`noisy_min_score` needs `noisy_filter` EXPERIMENT (whose fold "
                               "models score the noisy labels)")
         return NoisyPlan(data=data, settings=settings, keep=None, record=record)
     if min_score is None or not 0 <= min_score <= 1:
-        raise OptionError(f"--noisy-filter needs --noisy-min-score S in [0, 1] (the per-row lwlrap "
-                          f"a noisy row's labels must reach), got {min_score}")
+        raise OptionError(f"`noisy_filter` needs `noisy_min_score` S in [0, 1] (the per-row "
+                          f"lwlrap a noisy row's labels must reach), got {min_score}")
     if filter_experiment == name:
-        raise OptionError(f"--noisy-filter names the experiment being trained ('{name}'); name an "
-                          "earlier experiment")
+        raise OptionError(f"`noisy_filter` names the experiment being trained ('{name}'); name "
+                          "an earlier experiment")
     predictions, source = read_noisy_predictions(root, filter_experiment, folds, data.ids)
     keep = {k: row_lwlrap(data.y, p) >= min_score for k, p in predictions.items()}
     record["filter"] = {"experiment": filter_experiment, "min_score": float(min_score),

@@ -230,11 +230,8 @@ def _noisy_settings(noisy_meta, noisy_audio_dir, loss, beta, fraction, schedule,
         if given:
             raise OptionError(f"{given[0]} needs --noisy-meta CSV (the noisy set's metadata)")
         return None
-    try:
-        return NoisySettings(loss=loss.value, lsoft_beta=beta, fraction=fraction,
-                             schedule=schedule.value)
-    except OptionError as error:
-        raise OptionError(f"--{str(error).replace(' ', '-', 1)}") from None
+    return NoisySettings(loss=loss.value, lsoft_beta=beta, fraction=fraction,
+                         schedule=schedule.value)
 
 
 def _noisy_plan(root, name, noisy_meta, noisy_audio_dir, noisy_settings, mel_settings, test_ids, *,
@@ -251,8 +248,8 @@ def _noisy_plan(root, name, noisy_meta, noisy_audio_dir, noisy_settings, mel_set
         data = prepare_noisy(folds, table, noisy_audio_dir, mel_settings, test_ids=test_ids,
                              skip_bad=skip_bad, cache_dir=cache_dir, on_progress=update)
     _warn(data.warnings)
-    return plan_noisy(root, folds, data, noisy_settings, name=name,
-                      filter_experiment=noisy_filter, min_score=min_score)
+    return plan_noisy(root, folds, data, noisy_settings, name=name, noisy_filter=noisy_filter,
+                      noisy_min_score=min_score)
 
 
 def _remove_noisy_predictions(root: Path, name: str) -> None:

@@ -132,7 +132,7 @@ def test_bad_noisy_and_window_options(project, extra, message):  # noqa: F811
 
 @pytest.mark.parametrize("extra, message", [
     (["--noisy-fraction", 1.0], "--noisy-fraction must be in [0, 1)"),
-    (["--noisy-fraction", 0.2, "--noisy-schedule", "pretrain"], "applies to the mixed schedule"),
+    (["--noisy-fraction", 0.2, "--noisy-schedule", "pretrain"], "applies to the mixed --noisy-schedule"),
     (["--lsoft-beta", 2], "--lsoft-beta must be in [0, 1]"),
     (["--noisy-min-score", 0.5], "--noisy-min-score needs --noisy-filter"),
     (["--noisy-filter", "nothing", "--noisy-min-score", 0.5], "no experiment 'nothing'"),

@@ -73,9 +73,9 @@ def test_epoch_order_default_is_every_row_once_and_a_fraction_sets_the_noisy_sha
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(loss="soft"), "noisy loss"), (dict(schedule="later"), "noisy schedule"),
-    (dict(lsoft_beta=1.5), "lsoft beta"), (dict(fraction=1.0), "noisy fraction"),
-    (dict(fraction=0.3, schedule="pretrain"), "mixed schedule")])
+    (dict(loss="soft"), "noisy_loss"), (dict(schedule="later"), "noisy_schedule"),
+    (dict(lsoft_beta=1.5), "lsoft_beta"), (dict(fraction=1.0), "noisy_fraction"),
+    (dict(fraction=0.3, schedule="pretrain"), "the mixed `noisy_schedule`")])
 def test_noisy_settings_refuse_values_out_of_range(change, message):
     with pytest.raises(OptionError, match=message):
         NoisySettings(**change)
@@ -267,7 +267,7 @@ def test_the_filter_keeps_fold_k_rows_by_fold_k_predictions_alone(tmp_path):
 
     folds, data, folder = _filter_setup(tmp_path)
     plan = plan_noisy(tmp_path, folds, data, NoisySettings(), name="second",
-                      filter_experiment="first", min_score=0.5)
+                      noisy_filter="first", noisy_min_score=0.5)
     for k in folds.fold_numbers:
         probs = layout.read_probs(folder / f"fold_{k}.csv")
         scores = dict(zip(probs.ids, probs.values))
@@ -279,7 +279,7 @@ def test_the_filter_keeps_fold_k_rows_by_fold_k_predictions_alone(tmp_path):
     layout.write_probs(folder / "fold_0.csv", data.ids, 1 - data.y.astype(float),
                        list(folds.classes))
     again = plan_noisy(tmp_path, folds, data, NoisySettings(), name="second",
-                       filter_experiment="first", min_score=0.5)
+                       noisy_filter="first", noisy_min_score=0.5)
     np.testing.assert_array_equal(again.keep[1], plan.keep[1])
     assert not again.keep[0].any()
     assert again.record["filter"]["predictions_hash"] != plan.record["filter"]["predictions_hash"]
@@ -294,9 +294,9 @@ def test_the_filter_refuses_an_experiment_made_on_other_folds(tmp_path):
     layout.write_meta(tmp_path, "first", {"fold_hash": "other"})
     with pytest.raises(LayoutError, match="made on other folds"):
         plan_noisy(tmp_path, folds, data, NoisySettings(), name="second",
-                   filter_experiment="first", min_score=0.5)
+                   noisy_filter="first", noisy_min_score=0.5)
     layout.write_meta(tmp_path, "first", {"fold_hash": folds.hash})
     (folder / "fold_2.csv").unlink()
     with pytest.raises(LayoutError, match="no predictions of the noisy clips for fold 2"):
         plan_noisy(tmp_path, folds, data, NoisySettings(), name="second",
-                   filter_experiment="first", min_score=0.5)
+                   noisy_filter="first", noisy_min_score=0.5)
