@@ -10,6 +10,10 @@ the seed, the fold hash, the classes and the CV scores.
 
 ``format='parquet'`` writes ``probs.parquet`` instead of ``probs.csv``.
 
+``side``: rows outside folds.csv (FAT2019's noisy clips) that every fold model also predicts, each
+fold's predictions written to ``<side.out_dir>/fold_<k>.csv`` (beside the layout, never in it), so
+that a later run can choose among those rows with fold k's model alone.
+
 Resume: a fold whose ``val`` and ``test`` probs.csv both exist is skipped (its validation
 predictions are read back for the overall CV) unless ``force``. An experiment made on other folds,
 other classes, or with another model/params/seed is refused unless ``force``, because mixing fold
@@ -45,7 +49,10 @@ class FoldModel(Protocol):
 
     Optional: ``predict_windows(X) -> list[np.ndarray]``, one (n_windows, n_classes) array per
     row; when present the runner writes ``<id>.npy`` per row and ``probs.csv`` holds the mean over
-    windows (``predict_proba`` is then not called).
+    windows (``predict_proba`` is then not called). With it, optionally,
+    ``window_widths(X) -> list[np.ndarray]`` (each window's width, int (n_windows,)) and
+    ``pool_windows(probs, widths) -> (n_classes,)``: the widths are written to ``windows.csv``
+    and ``probs.csv`` holds the pooled rows.
     """
 
     def fit(self, X_train, y_train, X_val, y_val) -> "FoldModel": ...
@@ -77,6 +84,21 @@ def take_rows(X, positions: np.ndarray):
 
 
 @dataclass(frozen=True)
+class SideSet:
+    """Rows every fold model predicts besides the test set: X (any container the model takes),
+    their ``ids``, and ``out_dir``, where fold k's predictions go as ``fold_<k>.csv``."""
+
+    X: Any
+    ids: Sequence[str]
+    out_dir: Path
+
+
+def side_path(out_dir: Path | str, fold: int) -> Path:
+    """Fold ``fold``'s predictions of a :class:`SideSet`."""
+    return Path(out_dir) / f"fold_{fold}.csv"
+
+
+@dataclass(frozen=True)
 class KFoldSettings:
     """How :func:`run_kfold` trains and records one experiment: every keyword of run_kfold.
 
@@ -88,6 +110,7 @@ class KFoldSettings:
     write the fold's files themselves (the root must be on a filesystem they all see, at the same
     path); None trains the folds here, one after another.
     format: 'csv' or 'parquet', the file format of the predictions (probs.csv / probs.parquet).
+    side: a :class:`SideSet` every fold model also predicts (None: none).
     """
 
     model: str
@@ -99,18 +122,21 @@ class KFoldSettings:
     extra_meta: Mapping | None = None
     scheduler: str | None = None
     format: str = "csv"
+    side: SideSet | None = None
 
 
 @dataclass(frozen=True)
 class FoldData:
     """What every fold model reads: folds.csv, the caller's X with ``position`` (X's row
-    ``position[i]`` holds ``folds.ids[i]``), X_test and its ``test_ids`` (n_test,) str."""
+    ``position[i]`` holds ``folds.ids[i]``), X_test and its ``test_ids`` (n_test,) str; side:
+    the :class:`SideSet` or None."""
 
     folds: layout.Folds
     X: Any
     position: np.ndarray
     X_test: Any
     test_ids: np.ndarray
+    side: SideSet | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +186,11 @@ def run_kfold(root: Path | str, name: str, make_model: Callable[[int], FoldModel
         root = root.resolve()
     target = FoldTarget(root=root, name=name, model=settings.model, format=settings.format,
                         force=settings.force)
-    data = FoldData(folds=folds, X=X, position=position, X_test=X_test, test_ids=test_ids)
+    side = settings.side
+    if side is not None and settings.scheduler:
+        side = replace(side, out_dir=Path(side.out_dir).resolve())
+    data = FoldData(folds=folds, X=X, position=position, X_test=X_test, test_ids=test_ids,
+                    side=side)
     outcomes = map_units(_fold_unit, folds.fold_numbers, scheduler=settings.scheduler,
                          on_progress=settings.on_progress,
                          shared=dict(make_model=make_model, data=data, target=target))
@@ -352,19 +382,27 @@ def _train_fold(k: int, make_model, data: FoldData, target: FoldTarget) -> np.nd
     fitted = fitted.fit(take_rows(data.X, data.position[train_rows]), folds.y[train_rows].copy(),
                         X_val, folds.y[val_rows].copy()) or fitted
     n_classes = len(folds.classes)
+    if data.side is not None:
+        side_ids = np.asarray([str(i) for i in data.side.ids])
+        probs = _predict(fitted, data.side.X, side_ids, n_classes, model=target.model, fold=k,
+                         split="side")[0]
+        layout.write_probs(side_path(data.side.out_dir, k), side_ids, probs, folds.classes,
+                           id_column=folds.id_column)
     # test before val: val/probs.csv is written last, so a fold counts as done only when complete
     for split, rows, split_ids in (("test", data.X_test, data.test_ids),
                                    ("val", X_val, folds.ids[val_rows])):
         folder = layout.fold_dir(root, name, k, split)
         if folder.exists():   # per-window files and temporary files of an interrupted run
             for entry in os.scandir(folder):
-                if entry.name.endswith(".npy") or (entry.name.startswith(".")
-                                                   and entry.name.endswith(".tmp")):
+                if entry.name.endswith(".npy") or entry.name == layout.WIDTHS_FILE or (
+                        entry.name.startswith(".") and entry.name.endswith(".tmp")):
                     os.unlink(entry.path)
-        probs, windows = _predict(fitted, rows, split_ids, n_classes, model=target.model, fold=k,
-                                  split=split)
+        probs, windows, widths = _predict(fitted, rows, split_ids, n_classes, model=target.model,
+                                          fold=k, split=split)
         if windows:   # every id a plain file name before the first <id>.npy is written
             layout.check_window_ids(windows, folder)
+        if widths:
+            layout.write_window_widths(root, name, k, split, widths, id_column=folds.id_column)
         layout.write_fold_predictions(root, name, k, split, split_ids, probs, folds.classes,
                                       id_column=folds.id_column, windows=windows,
                                       format=target.format)
@@ -372,28 +410,56 @@ def _train_fold(k: int, make_model, data: FoldData, target: FoldTarget) -> np.nd
 
 
 def _predict(fitted, X, split_ids: np.ndarray, n_classes: int, *, model: str, fold: int,
-             split: str) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+             split: str) -> tuple[np.ndarray, dict | None, dict | None]:
+    """(probs (n_rows, n_classes), {id: windows} or None, {id: window widths} or None)."""
     where = f"model '{model}', fold {fold}, {split} set"
-    if hasattr(fitted, "predict_windows"):
-        arrays = list(fitted.predict_windows(X))
-        if len(arrays) != len(split_ids):
-            raise ModelOutputError(f"{where}: predict_windows returned {len(arrays)} arrays for "
-                                   f"{len(split_ids)} rows; return one (windows, classes) per row")
-        windows = {}
-        for row_id, array in zip(split_ids, arrays):
-            array = np.asarray(array, dtype=np.float32)
-            if array.ndim != 2 or array.shape[1] != n_classes or not len(array):
-                raise ModelOutputError(f"{where}: windows of row '{row_id}' have shape "
-                                       f"{array.shape}; expected (n_windows >= 1, {n_classes})")
-            windows[row_id] = _checked(array, where)
+    if not hasattr(fitted, "predict_windows"):
+        probs = np.asarray(fitted.predict_proba(X), dtype=np.float32)
+        if probs.shape != (len(split_ids), n_classes):
+            raise ModelOutputError(f"{where}: predict_proba returned shape {probs.shape}; expected "
+                                   f"({len(split_ids)}, {n_classes}), one column per class of "
+                                   "folds.csv")
+        return _checked(probs, where), None, None
+    windows = _windows(fitted.predict_windows(X), split_ids, n_classes, where)
+    if not hasattr(fitted, "window_widths"):
         probs = np.stack([w.mean(axis=0) for w in windows.values()]) if windows else \
             np.zeros((0, n_classes), dtype=np.float32)
-        return probs, windows
-    probs = np.asarray(fitted.predict_proba(X), dtype=np.float32)
+        return probs, windows, None
+    widths = {}
+    for row_id, row_widths in zip(split_ids, fitted.window_widths(X)):
+        row_widths = np.asarray(row_widths, dtype=np.int64)
+        if row_widths.shape != (len(windows[row_id]),):
+            raise ModelOutputError(f"{where}: window_widths of row '{row_id}' has shape "
+                                   f"{row_widths.shape}; expected one width per window "
+                                   f"({len(windows[row_id])},)")
+        widths[row_id] = row_widths
+    if len(widths) != len(split_ids):
+        raise ModelOutputError(f"{where}: window_widths returned {len(widths)} arrays for "
+                               f"{len(split_ids)} rows; return one per row")
+    pool = getattr(fitted, "pool_windows", lambda probs, _: probs.mean(axis=0))
+    probs = np.stack([np.asarray(pool(windows[i], widths[i]), dtype=np.float32)
+                      for i in split_ids]) if len(split_ids) else \
+        np.zeros((0, n_classes), dtype=np.float32)
     if probs.shape != (len(split_ids), n_classes):
-        raise ModelOutputError(f"{where}: predict_proba returned shape {probs.shape}; expected "
-                               f"({len(split_ids)}, {n_classes}), one column per class of folds.csv")
-    return _checked(probs, where), None
+        raise ModelOutputError(f"{where}: pool_windows returned rows of shape {probs.shape[1:]}; "
+                               f"expected ({n_classes},)")
+    return _checked(probs, where), windows, widths
+
+
+def _windows(arrays, split_ids: np.ndarray, n_classes: int, where: str) -> dict[str, np.ndarray]:
+    """{row id: checked (n_windows, n_classes) float32} from predict_windows' list."""
+    arrays = list(arrays)
+    if len(arrays) != len(split_ids):
+        raise ModelOutputError(f"{where}: predict_windows returned {len(arrays)} arrays for "
+                               f"{len(split_ids)} rows; return one (windows, classes) per row")
+    windows = {}
+    for row_id, array in zip(split_ids, arrays):
+        array = np.asarray(array, dtype=np.float32)
+        if array.ndim != 2 or array.shape[1] != n_classes or not len(array):
+            raise ModelOutputError(f"{where}: windows of row '{row_id}' have shape "
+                                   f"{array.shape}; expected (n_windows >= 1, {n_classes})")
+        windows[row_id] = _checked(array, where)
+    return windows
 
 
 def _checked(probs: np.ndarray, where: str) -> np.ndarray:

@@ -9,6 +9,9 @@ No download: :func:`generate_dataset` writes, from a seed alone, a FAT2019-shape
     <out>/sample_submission.csv      fname,<class 1>,...  the submission template (zeros)
     <out>/vocabulary.csv             <index>,<class>      FAT2019's vocabulary format
     <out>/dataset.json               every parameter, so the set can be made again
+    <out>/train_noisy/<fname>.wav    with ``n_noisy``: a noisy set, FAT2019's train_noisy
+    <out>/train_noisy.csv            fname,labels   each label wrong with probability noisy_rate
+    <out>/train_noisy_truth.csv      fname,labels   the noisy clips' true labels
 
 Each clip holds 1 to 3 events of distinct classes at random times, each at a random SNR over a
 coloured-noise background. The classes differ in character (steady tones, sweeps, impulses,
@@ -36,7 +39,8 @@ from stacker.runtime import ProgressCallback
 
 SNR_DB = (-8.0, 10.0)            # event RMS over background RMS, drawn per event
 N_EVENTS_P = (0.5, 0.33, 0.17)   # probability of 1, 2 and 3 events in a clip
-_SPLIT_CODE = {"train": 0, "test": 1}
+_SPLIT_CODE = {"train": 0, "test": 1, "noisy": 2}
+_CORRUPTION_CODE = 3             # the seed stream of the noisy labels' corruption
 
 
 # ---------------------------------------------------------------- event generators
@@ -236,6 +240,9 @@ class SynthDataset:
     vocabulary: Path
     meta: Path
     classes: tuple[str, ...]
+    noisy_dir: Path
+    noisy_csv: Path
+    noisy_truth_csv: Path
 
 
 def dataset_paths(out_dir: Path | str) -> SynthDataset:
@@ -244,7 +251,21 @@ def dataset_paths(out_dir: Path | str) -> SynthDataset:
                         test_dir=root / "test", test_labels_csv=root / "test_labels.csv",
                         sample_submission=root / "sample_submission.csv",
                         vocabulary=root / "vocabulary.csv", meta=root / "dataset.json",
-                        classes=CLASS_NAMES)
+                        classes=CLASS_NAMES, noisy_dir=root / "train_noisy",
+                        noisy_csv=root / "train_noisy.csv",
+                        noisy_truth_csv=root / "train_noisy_truth.csv")
+
+
+def corrupt_labels(labels: tuple[str, ...], rate: float, rng: np.random.Generator
+                   ) -> tuple[str, ...]:
+    """``labels`` with each one replaced, with probability ``rate``, by a class the clip does not
+    hold (drawn uniformly); sorted. The number of labels is kept."""
+    out = list(labels)
+    for j in range(len(out)):
+        if rng.random() < rate:
+            others = [c for c in CLASS_NAMES if c not in out]
+            out[j] = others[int(rng.integers(len(others)))]
+    return tuple(sorted(out))
 
 
 def _labels_csv(names, labels) -> str:
@@ -253,9 +274,13 @@ def _labels_csv(names, labels) -> str:
 
 
 def generate_dataset(out_dir: Path | str, *, n_train: int, n_test: int, seed: int = 0,
-                     sample_rate: int = 16000, clip_seconds: float = 1.5, force: bool = False,
+                     sample_rate: int = 16000, clip_seconds: float = 1.5, n_noisy: int = 0,
+                     noisy_rate: float = 0.3, force: bool = False,
                      on_progress: ProgressCallback | None = None) -> SynthDataset:
     """Write the synthetic dataset under ``out_dir`` and return its paths.
+
+    n_noisy: clips of a noisy set (0: none), whose every label is, with probability
+    ``noisy_rate``, replaced by a class the clip does not hold (:func:`corrupt_labels`).
 
     Refuses (OutputExistsError) when ``out_dir`` already holds a dataset, unless ``force``.
     on_progress: called as ``on_progress(done, total)`` every few clips.
@@ -266,16 +291,20 @@ def generate_dataset(out_dir: Path | str, *, n_train: int, n_test: int, seed: in
     if sample_rate < 8000 or not 0.5 <= clip_seconds <= 30:
         raise OptionError(f"sample_rate must be >= 8000 and clip_seconds in [0.5, 30]; got "
                           f"{sample_rate} and {clip_seconds}")
+    if n_noisy < 0 or not 0 <= noisy_rate <= 1:
+        raise OptionError(f"n_noisy must be >= 0 and noisy_rate in [0, 1]; got n_noisy={n_noisy}, "
+                          f"noisy_rate={noisy_rate}")
     paths = dataset_paths(out_dir)
     if paths.train_csv.exists() and not force:
         raise OutputExistsError(f"{paths.train_csv} exists; choose another folder or pass `force`")
-    total = n_train + n_test
+    total = n_train + n_test + n_noisy
     done = 0
     # the first class of clip i cycles through a seeded order, so every class appears in a split
     # as soon as it has as many clips as there are classes
     order = np.random.default_rng([seed, 99]).permutation(len(CLASSES))
     written = {}
-    for split, count, folder in (("train", n_train, paths.train_dir), ("test", n_test, paths.test_dir)):
+    for split, count, folder in (("train", n_train, paths.train_dir), ("test", n_test, paths.test_dir),
+                                 ("noisy", n_noisy, paths.noisy_dir)):
         names, labels = [], []
         for i in range(count):
             rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_CODE[split], i]))
@@ -291,6 +320,12 @@ def generate_dataset(out_dir: Path | str, *, n_train: int, n_test: int, seed: in
         written[split] = (names, labels)
     layout.atomic_write_text(paths.train_csv, _labels_csv(*written["train"]))
     layout.atomic_write_text(paths.test_labels_csv, _labels_csv(*written["test"]))
+    if n_noisy:
+        names, truth = written["noisy"]
+        corrupted = [corrupt_labels(row, noisy_rate, np.random.default_rng(
+            np.random.SeedSequence([seed, _CORRUPTION_CODE, i]))) for i, row in enumerate(truth)]
+        layout.atomic_write_text(paths.noisy_csv, _labels_csv(names, corrupted))
+        layout.atomic_write_text(paths.noisy_truth_csv, _labels_csv(names, truth))
     template = pd.DataFrame(0, index=range(n_test), columns=list(CLASS_NAMES))
     template.insert(0, "fname", written["test"][0])
     layout.atomic_write_text(paths.sample_submission, template.to_csv(index=False))
@@ -298,7 +333,8 @@ def generate_dataset(out_dir: Path | str, *, n_train: int, n_test: int, seed: in
     layout.atomic_write_json(paths.meta, {
         "generator": "first_level.synth", "seed": seed, "n_train": n_train, "n_test": n_test,
         "sample_rate": sample_rate, "clip_seconds": clip_seconds, "snr_db": list(SNR_DB),
-        "n_events_p": list(N_EVENTS_P), "classes": list(CLASS_NAMES)})
+        "n_events_p": list(N_EVENTS_P), "classes": list(CLASS_NAMES),
+        **({"n_noisy": n_noisy, "noisy_rate": noisy_rate} if n_noisy else {})})
     return paths
 
 

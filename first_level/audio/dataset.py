@@ -40,7 +40,7 @@ class AudioData:
     skipped: list[str] = field(default_factory=list)
 
 
-class _Problems:
+class Problems:
     """Collects bad rows by kind; raises at the first one unless skipping."""
 
     def __init__(self, skip: bool):
@@ -77,7 +77,7 @@ def prepare_audio(root: Path | str, meta: AudioMeta, audio_dir: Path | str, sett
     if not audio_dir.is_dir():
         raise OptionError(f"`audio_dir` {audio_dir} is not a folder; pass the folder of the "
                           "training audio")
-    problems = _Problems(skip_bad)
+    problems = Problems(skip_bad)
     rows = _training_rows(folds, meta, problems)
     train_paths = {i: audio_dir / i for i in rows}
     for row_id, path in list(train_paths.items()):
@@ -120,7 +120,7 @@ def prepare_audio(root: Path | str, meta: AudioMeta, audio_dir: Path | str, sett
                      warnings=warnings, skipped=skipped)
 
 
-def _training_rows(folds: layout.Folds, meta: AudioMeta, problems: _Problems) -> list[str]:
+def _training_rows(folds: layout.Folds, meta: AudioMeta, problems: Problems) -> list[str]:
     """The folds.csv ids that have a usable metadata row (checked against folds.csv's labels)."""
     classes = set(folds.classes)
     labels_of = dict(zip(folds.ids, folds.labels))
@@ -136,7 +136,7 @@ def _training_rows(folds: layout.Folds, meta: AudioMeta, problems: _Problems) ->
         if unknown:
             problems.add("rows with labels outside folds.csv's classes",
                          f"{where}: label '{unknown[0]}' is not a class of folds.csv "
-                         f"({_some(folds.classes)})", "fix the label or rebuild folds.csv")
+                         f"({some_names(folds.classes)})", "fix the label or rebuild folds.csv")
             continue
         if set(labels) != set(labels_of[row_id]):
             raise MetadataError(f"{where}: labels '{','.join(labels)}' differ from folds.csv's "
@@ -153,7 +153,7 @@ def _training_rows(folds: layout.Folds, meta: AudioMeta, problems: _Problems) ->
 
 
 def _test_rows(folds: layout.Folds, audio_dir: Path, test_dir, test_meta: AudioMeta | None,
-               problems: _Problems) -> tuple[list[str], list[Path]]:
+               problems: Problems) -> tuple[list[str], list[Path]]:
     if test_dir is None and test_meta is None:
         raise OptionError("no test set: pass `test_dir` DIR (its audio files) or `test_meta` CSV")
     folder = Path(test_dir) if test_dir is not None else audio_dir
@@ -181,7 +181,7 @@ def _test_rows(folds: layout.Folds, audio_dir: Path, test_dir, test_meta: AudioM
     return kept, paths
 
 
-def _some(names, limit: int = 5) -> str:
+def some_names(names, limit: int = 5) -> str:
     names = list(names)
     return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
@@ -196,7 +196,7 @@ def read_audio_features(meta: AudioMeta | None, audio_dir: Path | str, settings:
     ids = [str(i) for i in meta.ids] if meta is not None else list_audio_files(audio_dir)
     if not ids:
         raise AudioError(f"{audio_dir}: no audio files (.wav, .flac, .ogg, ...) in the folder")
-    problems = _Problems(skip_bad)
+    problems = Problems(skip_bad)
     present = []
     for row_id in ids:
         if (audio_dir / row_id).is_file():

@@ -3,8 +3,15 @@
 Training follows the FAT2019 winners' recipe: random time crops of the log-mel spectrograms,
 SpecAugment (time and frequency masks), mixup, BCE for multi-label targets and cross-entropy for
 single-label ones, Adam with reduce-on-plateau, early stopping on lwlrap. Inference slides a
-crop-sized window with 50% overlap over each clip; ``predict_windows`` returns one probability row
-per window, ``predict_proba`` their mean.
+window with 50% overlap over each clip, crop-sized by default; with ``infer_windows`` (frames) on
+windows of each width, the Rainforest way (train on long crops, predict on several shorter widths).
+``predict_windows`` returns one probability row per window, width by width; ``predict_proba``
+pools them (``window_pool``: the max or the mean over each width's windows, then the mean over the
+widths; the mean over one crop-sized width by default).
+
+Noisy labels (``noisy``, a :class:`first_level.audio.noisy.NoisySet`): every fit also trains on
+the noisy rows (mixed into the batches, or first, ``schedule='pretrain'``), with Lsoft on them if
+asked; the inner hold-out is drawn from the curated training rows only.
 
 Honest out-of-fold predictions: early stopping, the learning-rate schedule and the best epoch are
 decided on an *inner hold-out* of the training rows (a seeded, label-stratified ``inner_fraction``
@@ -26,14 +33,15 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from first_level.audio.cnn import AudioCNN
+from first_level.audio.crops import POOLS, crop, pool_windows, spec_augment, window, window_starts
+from first_level.audio.noisy import NoisySet, batch_loss, epoch_order
 from first_level.folds import iterative_stratification
 from stacker.metrics import lwlrap
 from stacker.runtime import torch_threads
@@ -59,7 +67,9 @@ class CNNSettings:
     the training rows held out for early stopping (0 < f <= 0.5); refit: retrain on every training
     row for the best epoch count (else keep the best weights); mixup_alpha: Beta(alpha, alpha)
     mixing weights (0 turns mixup off); freq_mask / time_mask: the widest SpecAugment mask on each
-    axis (0 turns it off). The defaults are the "fast" preset's.
+    axis (0 turns it off); infer_windows: the inference window widths in frames (empty: one
+    width, crop_frames); window_pool: 'mean' or 'max' over each width's windows. The defaults are
+    the "fast" preset's.
     """
 
     channels: Sequence[int] = (8, 16, 32, 64)
@@ -77,19 +87,66 @@ class CNNSettings:
     dropout: float = 0.1
     inner_fraction: float = 0.25
     refit: bool = True
+    infer_windows: Sequence[int] = ()
+    window_pool: str = "mean"
 
     def __post_init__(self):
         if not 0 < self.inner_fraction <= 0.5:
             raise ValueError(f"inner_fraction must be in (0, 0.5], got {self.inner_fraction}")
+        if self.window_pool not in POOLS:
+            raise ValueError(f"window_pool must be one of {', '.join(POOLS)}, got "
+                             f"{self.window_pool!r}")
+        if len(set(self.infer_windows)) != len(tuple(self.infer_windows)) or \
+                any(int(w) < 1 for w in self.infer_windows):
+            raise ValueError(f"infer_windows must be distinct widths of at least 1 frame, got "
+                             f"{list(self.infer_windows)}")
         # numbers from JSON or the command line arrive as any numeric type: store them as declared
-        kinds = {"channels": lambda c: tuple(int(w) for w in c), "refit": bool}
+        kinds = {"channels": lambda c: tuple(int(w) for w in c), "refit": bool,
+                 "infer_windows": lambda ws: tuple(int(w) for w in ws), "window_pool": str}
         for item in fields(self):
             kind = kinds.get(item.name, int if item.type == "int" else float)
             object.__setattr__(self, item.name, kind(getattr(self, item.name)))
 
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The inference window widths (frames)."""
+        return self.infer_windows or (self.crop_frames,)
+
     def to_dict(self) -> dict:
-        """The settings as meta.json records them (channels as a list)."""
-        return {**asdict(self), "channels": list(self.channels)}
+        """The settings as meta.json records them (channels as a list). The inference windows
+        only when they differ from one crop-sized width pooled by the mean, so that experiments
+        made before they existed still resume."""
+        out = {**asdict(self), "channels": list(self.channels),
+               "infer_windows": list(self.infer_windows)}
+        if not self.infer_windows and self.window_pool == "mean":
+            del out["infer_windows"], out["window_pool"]
+        return out
+
+
+@dataclass
+class TrainRows:
+    """The rows one training stage fits: ``specs`` normalised (n_mels, n_frames) arrays, ``y``
+    (n_rows, n_classes); the first ``n_curated`` rows are curated, the rest noisy. fraction: the
+    expected share of noisy rows in a batch (None: their share of the rows)."""
+
+    specs: list
+    y: np.ndarray
+    n_curated: int
+    fraction: float | None = None
+
+    @property
+    def n_noisy(self) -> int:
+        return len(self.specs) - self.n_curated
+
+
+@dataclass
+class _Stage:
+    """One early-stopped training stage: its epochs' history, the best epoch and its weights."""
+
+    history: list = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = -np.inf
+    best_state: dict | None = None
 
 
 class AudioCNNModel:
@@ -98,23 +155,28 @@ class AudioCNNModel:
     settings: the network and its training (:class:`CNNSettings`); ``overrides`` are its fields
     by keyword (``AudioCNNModel(**MODEL_PRESETS["fat2019"], seed=1)``), applied over ``settings``.
     seed: the weights, crops, augmentation and hold-out; device: torch's (None: CUDA when there
-    is one); num_threads: torch's CPU threads (None: half the cores, at most 8).
+    is one); num_threads: torch's CPU threads (None: half the cores, at most 8). noisy: a noisy
+    set every fit also trains on (its settings say how); the caller records it in meta.json.
     on_epoch: ``on_epoch(phase, epoch, epochs)`` after each training epoch, phase "epoch" (the
-    hold-out run, at most ``epochs``) or "refit epoch" (the refit, ``best_epoch_`` of them): a
-    fold takes minutes, so progress follows its epochs. Not a parameter: it changes nothing.
+    hold-out run, at most ``epochs``), "pretrain epoch" (the noisy stage of ``pretrain``) or
+    "refit epoch" (the refit): a fold takes minutes, so progress follows its epochs. Not a
+    parameter: it changes nothing.
     """
 
     def __init__(self, settings: CNNSettings | None = None, *, seed: int = 0,
                  device: str | None = None, num_threads: int | None = None,
+                 noisy: NoisySet | None = None,
                  on_epoch: Callable[[str, int, int], None] | None = None, **overrides):
         self.settings = replace(settings or CNNSettings(), **overrides)
         self.seed = int(seed)
         self.device = device
         self.num_threads = num_threads
+        self.noisy = noisy
         self.on_epoch = on_epoch
 
     def params(self) -> dict:
-        """The settings that change the predictions (not device or threads)."""
+        """The settings that change the predictions (not device or threads, nor the noisy set:
+        its caller records its hash and settings)."""
         return {**self.settings.to_dict(), "early_stopping": "inner-holdout"}
 
     # ------------------------------------------------------------ fit
@@ -134,71 +196,123 @@ class AudioCNNModel:
         self.prior_ = y_all.mean(axis=0)
         frames = np.concatenate([x.reshape(-1) for x in train])
         self.mean_, self.std_ = float(frames.mean()), float(frames.std() + 1e-6)
+        # the hold-out comes from the curated rows only: noisy rows never decide when to stop
         stop = self.inner_holdout(y_all)
         self.n_stop_rows_ = int(stop.sum())
         # hold-out rows stay raw: predict_proba normalises its inputs itself
         held = [train[i] for i in np.flatnonzero(stop)]
         y_held = y_all[stop]
-        train = [self._normalise(train[i]) for i in np.flatnonzero(~stop)]
+        fit_rows = [self._normalise(train[i]) for i in np.flatnonzero(~stop)]
         y_fit = y_all[~stop]
+        noisy, y_noisy = self._noisy_rows()
 
         self.device_ = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         rng = np.random.default_rng(self.seed)
         with _threads(self.num_threads, self.device_):
             torch.manual_seed(self.seed)
-            optimiser = self._fresh_net()
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimiser, mode="max", factor=self.settings.plateau_factor,
-                patience=self.settings.plateau_patience)
-            best, best_state, since_best, best_epoch = (-np.inf, -np.inf), None, 0, 0
-            self.history_ = []
-            for epoch in range(self.settings.epochs):
-                lr = optimiser.param_groups[0]["lr"]
-                loss = self._train_epoch(train, y_fit, optimiser, rng)
-                if held:
-                    probs = self.predict_proba(held)
-                    score, stop_loss = lwlrap(y_held, probs), self._loss_of(y_held, probs)
-                else:            # no hold-out rows: the training loss decides
-                    score, stop_loss = -loss, loss
-                self.history_.append({"epoch": epoch + 1, "loss": loss, "stop_lwlrap": score,
-                                      "stop_loss": stop_loss, "lr": lr})
-                self._epoch_done("epoch", epoch + 1, self.settings.epochs)
-                scheduler.step(score)
-                # a small hold-out often ties on lwlrap: the lower hold-out loss breaks the tie
-                if (score, -stop_loss) > best:
-                    best, since_best, best_epoch = (score, -stop_loss), 0, epoch + 1
-                    best_state = copy.deepcopy(self.net_.state_dict())
-                else:
-                    since_best += 1
-                    if since_best >= self.settings.patience:
-                        break
-            self.best_score_, self.best_epoch_ = float(best[0]), best_epoch
-            if self.settings.refit and held:
-                self._refit(train + [self._normalise(x) for x in held],
-                            np.concatenate([y_fit, y_held]))
+            self._fresh_net()
+            self.pretrain_history_, self.pretrain_epoch_ = [], 0
+            if self._pretrains:
+                first = self._stage(TrainRows(noisy, y_noisy, 0), held, y_held, rng,
+                                    phase="pretrain epoch")
+                self.pretrain_history_, self.pretrain_epoch_ = first.history, first.best_epoch
+                self.net_.load_state_dict(first.best_state)
+                stage = self._stage(TrainRows(fit_rows, y_fit, len(fit_rows)), held, y_held, rng)
             else:
-                self.net_.load_state_dict(best_state)
+                stage = self._stage(TrainRows(fit_rows + noisy, np.concatenate([y_fit, y_noisy]),
+                                              len(fit_rows), self._fraction), held, y_held, rng)
+            self.history_, self.best_epoch_ = stage.history, stage.best_epoch
+            self.best_score_ = stage.best_score
+            if self.settings.refit and held:
+                self._refit(fit_rows + [self._normalise(x) for x in held],
+                            np.concatenate([y_fit, y_held]), noisy, y_noisy)
+            else:
+                self.net_.load_state_dict(stage.best_state)
         return self
 
-    def _refit(self, train: list[np.ndarray], y: np.ndarray) -> None:
-        """Train a fresh net on every training row for the best epoch count, each epoch at the
-        learning rate the hold-out run used (the schedule replayed)."""
+    @property
+    def _pretrains(self) -> bool:
+        return (self.noisy is not None and self.noisy.settings.schedule == "pretrain"
+                and len(self.noisy.specs) > 0)
+
+    @property
+    def _fraction(self) -> float | None:
+        return None if self.noisy is None else self.noisy.settings.fraction
+
+    def _noisy_rows(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """The noisy set's spectrograms (normalised with the curated statistics) and labels."""
+        if self.noisy is None:
+            return [], np.zeros((0, self.n_classes_), dtype=np.float32)
+        y = np.asarray(self.noisy.y, dtype=np.float32).reshape(len(self.noisy.specs), -1)
+        if y.shape[1] != self.n_classes_:
+            raise ValueError(f"the noisy labels have {y.shape[1]} classes, the training labels "
+                             f"{self.n_classes_}")
+        return [self._normalise(x) for x in self.noisy.specs], y
+
+    def _stage(self, rows: TrainRows, held: list[np.ndarray], y_held: np.ndarray,
+               rng: np.random.Generator, phase: str = "epoch") -> _Stage:
+        """Train ``net_`` on ``rows`` with a fresh optimiser until the hold-out (or, without one,
+        the training loss) stops improving for ``patience`` epochs."""
+        optimiser = self._optimiser()
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimiser, mode="max", factor=self.settings.plateau_factor,
+            patience=self.settings.plateau_patience)
+        stage, best, since_best = _Stage(), (-np.inf, -np.inf), 0
+        for epoch in range(self.settings.epochs):
+            lr = optimiser.param_groups[0]["lr"]
+            loss = self._train_epoch(rows, optimiser, rng)
+            if held:
+                probs = self.predict_proba(held)
+                score, stop_loss = lwlrap(y_held, probs), self._loss_of(y_held, probs)
+            else:            # no hold-out rows: the training loss decides
+                score, stop_loss = -loss, loss
+            stage.history.append({"epoch": epoch + 1, "loss": loss, "stop_lwlrap": score,
+                                  "stop_loss": stop_loss, "lr": lr})
+            self._epoch_done(phase, epoch + 1, self.settings.epochs)
+            scheduler.step(score)
+            # a small hold-out often ties on lwlrap: the lower hold-out loss breaks the tie
+            if (score, -stop_loss) > best:
+                best, since_best, stage.best_epoch = (score, -stop_loss), 0, epoch + 1
+                stage.best_state = copy.deepcopy(self.net_.state_dict())
+            else:
+                since_best += 1
+                if since_best >= self.settings.patience:
+                    break
+        stage.best_score = float(best[0])
+        return stage
+
+    def _refit(self, curated: list[np.ndarray], y: np.ndarray, noisy: list[np.ndarray],
+               y_noisy: np.ndarray) -> None:
+        """Train a fresh net on every training row (and the noisy rows) for the best epoch counts,
+        each epoch at the learning rate the hold-out run used (the schedule replayed)."""
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        optimiser = self._fresh_net()
-        for epoch, entry in enumerate(self.history_[:self.best_epoch_], start=1):
+        self._fresh_net()
+        if self._pretrains:
+            self._replay(TrainRows(noisy, y_noisy, 0),
+                         self.pretrain_history_[:self.pretrain_epoch_], rng)
+            self._replay(TrainRows(curated, y, len(curated)), self.history_[:self.best_epoch_], rng)
+        else:
+            self._replay(TrainRows(curated + noisy, np.concatenate([y, y_noisy]), len(curated),
+                                   self._fraction), self.history_[:self.best_epoch_], rng)
+
+    def _replay(self, rows: TrainRows, history: list[dict], rng: np.random.Generator) -> None:
+        optimiser = self._optimiser()
+        for epoch, entry in enumerate(history, start=1):
             for group in optimiser.param_groups:
                 group["lr"] = entry["lr"]
-            self._train_epoch(train, y, optimiser, rng)
-            self._epoch_done("refit epoch", epoch, self.best_epoch_)
+            self._train_epoch(rows, optimiser, rng)
+            self._epoch_done("refit epoch", epoch, len(history))
 
     def _epoch_done(self, phase: str, epoch: int, epochs: int) -> None:
         if self.on_epoch is not None:
             self.on_epoch(phase, epoch, epochs)
 
-    def _fresh_net(self) -> torch.optim.Adam:
-        """A new net (``net_``, initialised from torch's seeded generator) and its optimiser."""
+    def _fresh_net(self) -> None:
+        """A new net, ``net_``, initialised from torch's seeded generator."""
         self.net_ = AudioCNN(self.n_classes_, self.settings.channels, self.settings.dropout).to(self.device_)
+
+    def _optimiser(self) -> torch.optim.Adam:
         return torch.optim.Adam(self.net_.parameters(), lr=self.settings.lr,
                                 weight_decay=self.settings.weight_decay)
 
@@ -220,68 +334,94 @@ class AudioCNNModel:
     def _normalise(self, spec: np.ndarray) -> np.ndarray:
         return (np.asarray(spec, dtype=np.float32) - self.mean_) / self.std_
 
-    def _train_epoch(self, train: list[np.ndarray], y: np.ndarray, optimiser,
-                     rng: np.random.Generator) -> float:
+    def _train_epoch(self, rows: TrainRows, optimiser, rng: np.random.Generator) -> float:
         settings = self.settings
+        noisy_settings = self.noisy.settings if self.noisy is not None else None
         self.net_.train()
-        order = rng.permutation(len(train))
+        order = epoch_order(rows.n_curated, rows.n_noisy, rows.fraction, rng)
         total, seen = 0.0, 0
         for start in range(0, len(order), settings.batch_size):
-            rows = order[start:start + settings.batch_size]
-            if len(rows) < 2 and len(order) >= 2:
+            picked = order[start:start + settings.batch_size]
+            if len(picked) < 2 and len(order) >= 2:
                 continue   # a batch of one breaks batch norm; its row comes again next epoch
-            batch = np.stack([_crop(train[i], settings.crop_frames, rng) for i in rows])
-            target = y[rows].copy()
-            _spec_augment(batch, settings.freq_mask, settings.time_mask, rng)
+            batch = np.stack([crop(rows.specs[i], settings.crop_frames, rng) for i in picked])
+            target = rows.y[picked].copy()
+            is_noisy = picked >= rows.n_curated
+            spec_augment(batch, settings.freq_mask, settings.time_mask, rng)
             if settings.mixup_alpha > 0:
                 alpha = settings.mixup_alpha
-                lam = rng.beta(alpha, alpha, size=len(rows)).astype(np.float32)
-                partner = rng.permutation(len(rows))
+                lam = rng.beta(alpha, alpha, size=len(picked)).astype(np.float32)
+                partner = _partners(is_noisy, rng)
                 batch = lam[:, None, None] * batch + (1 - lam[:, None, None]) * batch[partner]
                 target = lam[:, None] * target + (1 - lam[:, None]) * target[partner]
             inputs = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device_)
             targets = torch.from_numpy(target).to(self.device_)
             logits = self.net_(inputs)
-            if self.multi_label_:
-                loss = nn.functional.binary_cross_entropy_with_logits(logits, targets)
-            else:   # soft-target cross-entropy (mixup makes the targets soft)
-                loss = -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+            loss = batch_loss(logits, targets, torch.from_numpy(is_noisy).to(self.device_),
+                              multi_label=self.multi_label_,
+                              loss=noisy_settings.loss if noisy_settings else "plain",
+                              beta=noisy_settings.lsoft_beta if noisy_settings else 1.0)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total += float(loss.detach()) * len(rows)
-            seen += len(rows)
+            total += float(loss.detach()) * len(picked)
+            seen += len(picked)
         return total / max(seen, 1)
 
     # ------------------------------------------------------------ predict
 
     def predict_windows(self, X) -> list[np.ndarray]:
-        """One (n_windows, n_classes) float32 array of probabilities per row of X."""
-        starts_of, windows = [], []
+        """One (n_windows, n_classes) float32 array of probabilities per row of X: the windows of
+        each width of ``settings.widths``, width by width (:meth:`window_widths` names each
+        window's width). A row that is None gets the class frequencies, once per width."""
+        widths = self.settings.widths
+        counts_of, by_width = [], {w: [] for w in widths}
         for spec in X:
             if spec is None:
-                starts_of.append(None)
+                counts_of.append(None)
                 continue
             spec = self._normalise(spec)
-            starts = window_starts(spec.shape[1], self.settings.crop_frames)
-            starts_of.append(len(starts))
-            windows.extend(_window(spec, s, self.settings.crop_frames) for s in starts)
-        probs = self._forward(windows) if windows else np.zeros((0, self.n_classes_), np.float32)
-        out, at = [], 0
-        for count in starts_of:
-            if count is None:
-                out.append(self.prior_[None, :].astype(np.float32))
-            else:
-                out.append(probs[at:at + count])
-                at += count
+            counts = []
+            for width in widths:
+                starts = window_starts(spec.shape[1], width)
+                by_width[width].extend(window(spec, s, width) for s in starts)
+                counts.append(len(starts))
+            counts_of.append(counts)
+        probs = {w: self._forward(windows) if windows else None for w, windows in by_width.items()}
+        out, at = [], dict.fromkeys(widths, 0)
+        for counts in counts_of:
+            if counts is None:
+                out.append(np.repeat(self.prior_[None, :].astype(np.float32), len(widths), axis=0))
+                continue
+            parts = []
+            for width, count in zip(widths, counts):
+                parts.append(probs[width][at[width]:at[width] + count])
+                at[width] += count
+            out.append(np.concatenate(parts))
         return out
 
+    def window_widths(self, X) -> list[np.ndarray]:
+        """Each row's window widths in frames, int (n_windows,), in :meth:`predict_windows`
+        order."""
+        widths = self.settings.widths
+        return [np.asarray(widths, dtype=np.int64) if spec is None else
+                np.repeat(np.asarray(widths, dtype=np.int64),
+                          [len(window_starts(np.shape(spec)[1], w)) for w in widths])
+                for spec in X]
+
+    def pool_windows(self, probs: np.ndarray, widths: np.ndarray) -> np.ndarray:
+        """One row's (n_classes,) prediction from its windows (see :func:`crops.pool_windows`)."""
+        return pool_windows(probs, widths, self.settings.window_pool)
+
     def predict_proba(self, X) -> np.ndarray:
-        """(n_rows, n_classes): the mean of each row's window probabilities."""
-        return np.stack([w.mean(axis=0) for w in self.predict_windows(X)]) if len(X) else \
-            np.zeros((0, self.n_classes_), dtype=np.float32)
+        """(n_rows, n_classes): each row's windows pooled by :meth:`pool_windows`."""
+        if not len(X):
+            return np.zeros((0, self.n_classes_), dtype=np.float32)
+        return np.stack([self.pool_windows(p, w) for p, w in
+                         zip(self.predict_windows(X), self.window_widths(X))])
 
     def _forward(self, windows: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """Probabilities (n_windows, n_classes) of windows that all have one width."""
         self.net_.eval()
         out = []
         with _threads(self.num_threads, self.device_), torch.no_grad():
@@ -293,62 +433,15 @@ class AudioCNNModel:
         return np.concatenate(out).astype(np.float32)
 
 
-def epoch_notes(update: Callable[..., None], fold: int) -> Callable[[str, int, int], None]:
-    """An ``on_epoch`` that shows each epoch of fold ``fold`` as the note of a progress
-    ``update(done, total, note=...)`` ("fold 2: epoch 7/12"), the fold count unchanged."""
-    return lambda phase, epoch, epochs: update(None, None, note=f"fold {fold}: {phase} {epoch}/{epochs}")
-
-
-# ---------------------------------------------------------------- crops, windows, augmentation
-
-
-def window_starts(n_frames: int, width: int) -> list[int]:
-    """Starts of the inference windows: every width // 2 frames, the last one flush with the end
-    (so every frame is covered); one window at 0 for a clip no longer than ``width``."""
-    if n_frames <= width:
-        return [0]
-    hop = max(width // 2, 1)
-    starts = list(range(0, n_frames - width + 1, hop))
-    if starts[-1] != n_frames - width:
-        starts.append(n_frames - width)
-    return starts
-
-
-def _window(spec: np.ndarray, start: int, width: int, offset: int = 0) -> np.ndarray:
-    """spec[:, start:start + width]; a shorter clip is placed at ``offset`` in a window filled
-    with its own minimum (its silence level)."""
-    if spec.shape[1] >= width:
-        return spec[:, start:start + width]
-    out = np.full((spec.shape[0], width), spec.min(), dtype=np.float32)
-    out[:, offset:offset + spec.shape[1]] = spec
-    return out
-
-
-def _crop(spec: np.ndarray, width: int, rng: np.random.Generator) -> np.ndarray:
-    """A random ``width``-frame crop; a shorter clip lands at a random place in the window."""
-    slack = abs(spec.shape[1] - width)
-    shift = int(rng.integers(0, slack + 1))
-    if spec.shape[1] >= width:
-        return _window(spec, shift, width)
-    return _window(spec, 0, width, offset=shift)
-
-
-def _spec_augment(batch: np.ndarray, freq_mask: int, time_mask: int,
-                  rng: np.random.Generator) -> None:
-    """One frequency band and one time span per crop, each up to the given width, set to the
-    crop's mean (in place; ``batch`` is a fresh array of crops). batch: (B, n_mels, n_frames)."""
-    n, n_mels, n_frames = batch.shape
-    for axis, widest, size in ((1, freq_mask, n_mels), (2, time_mask, n_frames)):
-        if widest <= 0:
-            continue
-        widths = rng.integers(0, min(widest, size) + 1, size=n)
-        starts = rng.integers(0, size - widths + 1)
-        for i in range(n):
-            if widths[i]:
-                if axis == 1:
-                    batch[i, starts[i]:starts[i] + widths[i], :] = batch[i].mean()
-                else:
-                    batch[i, :, starts[i]:starts[i] + widths[i]] = batch[i].mean()
+def _partners(is_noisy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mixup partners: a shuffle of the batch within each set (curated rows mix with curated rows,
+    noisy with noisy), so every mixed row stays curated or noisy for the loss."""
+    if is_noisy.all() or not is_noisy.any():
+        return rng.permutation(len(is_noisy))
+    partner = np.arange(len(is_noisy))
+    for group in (np.flatnonzero(~is_noisy), np.flatnonzero(is_noisy)):
+        partner[group] = group[rng.permutation(len(group))]
+    return partner
 
 
 def _threads(num_threads: int | None, device: torch.device):

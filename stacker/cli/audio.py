@@ -31,6 +31,21 @@ class Preset(str, Enum):
     fast = "fast"
 
 
+class NoisyLoss(str, Enum):
+    plain = "plain"
+    lsoft = "lsoft"
+
+
+class NoisySchedule(str, Enum):
+    mixed = "mixed"
+    pretrain = "pretrain"
+
+
+class WindowPool(str, Enum):
+    mean = "mean"
+    max = "max"
+
+
 class MetaFormat(str, Enum):
     auto = "auto"
     fat2019 = "fat2019"
@@ -81,22 +96,52 @@ def audio_command(
     probs_format: Annotated[ProbsFormat, typer.Option(
         help="File format of the predictions: probs.csv or probs.parquet (--format is the "
              "metadata's).")] = ProbsFormat.csv,
+    noisy_meta: Annotated[Optional[Path], typer.Option(
+        help="Metadata CSV of a noisy set (labels less trusted, e.g. FAT2019 train_noisy.csv): "
+             "every fold model also trains on all its rows; they are never scored.")] = None,
+    noisy_audio_dir: Annotated[Optional[Path], typer.Option(
+        help="Folder of the noisy set's audio (default: --audio-dir).")] = None,
+    noisy_loss: Annotated[NoisyLoss, typer.Option(
+        help="Loss on noisy rows: lsoft (target beta*y + (1-beta)*prediction) or plain.")
+    ] = NoisyLoss.lsoft,
+    lsoft_beta: Annotated[float, typer.Option(help="Lsoft's beta, in [0, 1].")] = 0.7,
+    noisy_fraction: Annotated[Optional[float], typer.Option(
+        help="Expected share of noisy rows in a batch, in [0, 1) (default: their share of the "
+             "data).")] = None,
+    noisy_schedule: Annotated[NoisySchedule, typer.Option(
+        help="mixed: noisy and curated rows in the same batches; pretrain: the noisy rows first, "
+             "then a fine-tune on the fold's curated rows.")] = NoisySchedule.mixed,
+    noisy_filter: Annotated[Optional[str], typer.Option(
+        help="Keep, per fold, the noisy rows whose labels this earlier experiment's fold model "
+             "scores at least --noisy-min-score (it must have been trained with --noisy-meta).")
+    ] = None,
+    noisy_min_score: Annotated[Optional[float], typer.Option(
+        help="Per-row lwlrap a noisy row's labels must reach under --noisy-filter.")] = None,
+    infer_windows: Annotated[Optional[str], typer.Option(
+        help="Inference window widths in frames, comma-separated (e.g. 64,128,256); default: "
+             "the training crop.")] = None,
+    window_pool: Annotated[WindowPool, typer.Option(
+        help="Pooling of each width's windows (then the widths are averaged).")] = WindowPool.mean,
 ) -> None:
     """Train the audio CNN on every fold.
 
-    Train the audio CNN on every fold of ROOT/folds.csv; write out-of-fold, test and
-    per-window predictions."""
+    Train the audio CNN on every fold of ROOT/folds.csv (with a noisy set if given); write
+    out-of-fold, test and per-window predictions."""
     import pandas as pd
 
     from first_level.audio.dataset import prepare_audio
     from first_level.audio.features import get_preset
     from first_level.audio.metadata import read_metadata
     from first_level.audio.model import MODEL_PRESETS, AudioCNNModel, epoch_notes
-    from first_level.runner import run_kfold
+    from first_level.runner import SideSet, run_kfold
 
     layout.check_experiment_name(name)
     if epochs is not None and epochs < 1:
         raise OptionError(f"--epochs must be at least 1, got {epochs}")
+    widths = _widths(infer_windows)
+    noisy_settings = _noisy_settings(noisy_meta, noisy_audio_dir, noisy_loss, lsoft_beta,
+                                     noisy_fraction, noisy_schedule, noisy_filter,
+                                     noisy_min_score)
     settings = get_preset(preset.value)
     train_meta = read_metadata(meta, format=format.value, file_column=file_column,
                                label_column=label_column)
@@ -107,29 +152,49 @@ def audio_command(
                              test_meta=tests, skip_bad=skip_bad_files,
                              cache_dir=_cache_dir(root, no_cache), on_progress=update)
     _warn(data.warnings)
+    plan = None
+    if noisy_settings is not None:
+        plan = _noisy_plan(root, name, noisy_meta, noisy_audio_dir or audio_dir, noisy_settings,
+                           settings, data.test_ids, format=format, file_column=file_column,
+                           label_column=label_column, skip_bad=skip_bad_files,
+                           cache_dir=_cache_dir(root, no_cache), noisy_filter=noisy_filter,
+                           min_score=noisy_min_score)
+    elif force:
+        _remove_noisy_predictions(root, name)
     # the CNN writes one <id>.npy per row: every id a plain file name before any training
     layout.check_window_ids([*data.ids, *data.test_ids], layout.experiment_dir(root, name),
                             source=str(meta))
     model_params = dict(MODEL_PRESETS[preset.value])
     if epochs is not None:
         model_params["epochs"] = epochs
+    model_params.update(infer_windows=widths, window_pool=window_pool.value)
     probe = AudioCNNModel(**model_params)
     params = {"preset": preset.value, "features": settings.to_dict(), "network": probe.params()}
+    audio_meta = {"meta": str(meta), "audio_dir": str(audio_dir),
+                  "test_dir": None if test_dir is None else str(test_dir),
+                  "test_meta": None if test_meta is None else str(test_meta),
+                  "skipped_training_rows": data.skipped}
+    side = None
+    if plan is not None:
+        params["noisy"] = plan.record
+        audio_meta.update(noisy_meta=str(noisy_meta),
+                          noisy_audio_dir=str(noisy_audio_dir or audio_dir),
+                          skipped_noisy_rows=plan.data.skipped)
+        side = SideSet(plan.data.specs, plan.data.ids,
+                       workspace.noisy_predictions_dir(root, name))
 
     with progress_bar(f"{name}: folds" + (f" on {scheduler}" if scheduler else "")) as update:
         def make_model(fold: int) -> AudioCNNModel:
             # here, each epoch is a progress note; a cluster's workers cannot reach this console
             return AudioCNNModel(**model_params, seed=fold_seed(seed, fold), device=device,
+                                 noisy=None if plan is None else plan.for_fold(fold),
                                  on_epoch=None if scheduler else epoch_notes(update, fold))
 
         result = run_kfold(root, name, make_model, data.specs, data.ids, data.test_specs,
                            data.test_ids, model=f"audio-cnn:{preset.value}", params=params,
                            seed=seed, force=force, on_progress=update, scheduler=scheduler,
-                           format=probs_format.value,
-                           extra_meta={"audio": {"meta": str(meta), "audio_dir": str(audio_dir),
-                                                 "test_dir": None if test_dir is None else str(test_dir),
-                                                 "test_meta": None if test_meta is None else str(test_meta),
-                                                 "skipped_training_rows": data.skipped}})
+                           format=probs_format.value, side=side,
+                           extra_meta={"audio": audio_meta})
     scores = pd.DataFrame({
         "fold": [str(k) for k in result.fold_scores] + ["all"],
         "lwlrap": list(result.fold_scores.values()) + [result.cv["lwlrap"]],
@@ -138,6 +203,64 @@ def audio_command(
     console.print(frame_table(scores, title=f"{name} (audio CNN, {preset.value}): CV lwlrap"))
     extra = ", ".join(f"{k} {v:.4f}" for k, v in result.cv.items() if k != "lwlrap" and v is not None)
     console.print(f"wrote {layout.experiment_dir(root, name)}" + (f"; CV {extra}" if extra else ""))
+
+
+def _widths(text: Optional[str]) -> tuple[int, ...]:
+    """--infer-windows '64,128' -> (64, 128); OptionError naming the bad entry."""
+    if text is None:
+        return ()
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        bad = next(part for part in parts if not (part.isdigit() and int(part) > 0))
+        raise OptionError(f"--infer-windows: '{bad}' is not a width in frames; pass positive "
+                          "whole numbers separated by commas, e.g. 64,128,256")
+    if len(set(parts)) != len(parts):
+        raise OptionError(f"--infer-windows: '{text}' repeats a width; name each width once")
+    return tuple(int(part) for part in parts)
+
+
+def _noisy_settings(noisy_meta, noisy_audio_dir, loss, beta, fraction, schedule, noisy_filter,
+                    min_score):
+    """The NoisySettings of the noisy options (None without --noisy-meta, which they need)."""
+    from first_level.audio.noisy import NoisySettings
+
+    if noisy_meta is None:
+        given = [flag for flag, value in (("--noisy-audio-dir", noisy_audio_dir),
+                                          ("--noisy-fraction", fraction),
+                                          ("--noisy-filter", noisy_filter),
+                                          ("--noisy-min-score", min_score)) if value is not None]
+        if given:
+            raise OptionError(f"{given[0]} needs --noisy-meta CSV (the noisy set's metadata)")
+        return None
+    return NoisySettings(loss=loss.value, lsoft_beta=beta, fraction=fraction,
+                         schedule=schedule.value)
+
+
+def _noisy_plan(root, name, noisy_meta, noisy_audio_dir, noisy_settings, mel_settings, test_ids, *,
+                format, file_column, label_column, skip_bad, cache_dir, noisy_filter, min_score):
+    """Read and check the noisy set, and which of its rows each fold trains on."""
+    from first_level.audio.metadata import read_metadata
+    from first_level.audio.noisy_data import prepare_noisy
+    from first_level.audio.noisy_filter import plan_noisy
+
+    folds = layout.read_folds(root)
+    table = read_metadata(noisy_meta, format=format.value, file_column=file_column,
+                          label_column=label_column)
+    with progress_bar("noisy spectrograms") as update:
+        data = prepare_noisy(folds, table, noisy_audio_dir, mel_settings, test_ids=test_ids,
+                             skip_bad=skip_bad, cache_dir=cache_dir, on_progress=update)
+    _warn(data.warnings)
+    return plan_noisy(root, folds, data, noisy_settings, name=name, noisy_filter=noisy_filter,
+                      noisy_min_score=min_score)
+
+
+def _remove_noisy_predictions(root: Path, name: str) -> None:
+    """Under --force without a noisy set: an earlier run's noisy predictions no longer belong."""
+    import shutil
+
+    folder = workspace.noisy_predictions_dir(root, name)
+    if folder.is_dir():
+        shutil.rmtree(folder)
 
 
 @user_errors

@@ -60,7 +60,14 @@ from stacker.layout.tables import (
     write_parquet_probs,
     write_probs,
 )
-from stacker.layout.windows import check_window_ids, has_windows, read_windows
+from stacker.layout.windows import (
+    WIDTHS_FILE,
+    check_window_ids,
+    has_windows,
+    read_window_widths,
+    read_windows,
+    write_window_widths,
+)
 
 __all__ = [
     "atomic_save_npy", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
@@ -75,5 +82,6 @@ __all__ = [
     "stack_dir", "windows_path",
     "PROB_FORMAT", "Probs", "as_stored", "check_probabilities", "read_csv_table", "read_parquet_table",
     "read_probs", "write_fold_predictions", "write_parquet_probs", "write_probs",
-    "check_window_ids", "has_windows", "read_windows",
+    "check_window_ids", "has_windows", "read_windows", "read_window_widths", "write_window_widths",
+    "WIDTHS_FILE",
 ]

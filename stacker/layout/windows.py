@@ -1,16 +1,21 @@
-"""Per-window predictions: one ``<id>.npy`` array (n_windows, n_classes) per row beside probs.csv."""
+"""Per-window predictions: one ``<id>.npy`` array (n_windows, n_classes) per row beside probs.csv,
+and optionally ``windows.csv``, the width of each row's windows (``<id>,width,windows``: for each
+row, its windows of one width, in the order of the rows of ``<id>.npy``)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from stacker.errors import LayoutError
+from stacker.layout.atomic import atomic_write_text
 from stacker.layout.paths import check_window_id, fold_dir, windows_path
 from stacker.layout.reading import first_line
+
+WIDTHS_FILE = "windows.csv"
 
 
 def check_window_ids(ids: Iterable[str], folder: Path | str, *, source: str | None = None) -> None:
@@ -65,3 +70,42 @@ def check_window_values(array: np.ndarray, *, path=None, experiment=None) -> Non
     problem = "is NaN or infinite" if not np.isfinite(value) else f"is {str(value)}, outside [0, 1]"
     raise LayoutError(f"window {window}, column {col}: value {problem}; per-window predictions "
                       "must be probabilities in [0, 1]", experiment=experiment, path=path)
+
+
+def write_window_widths(root: Path | str, name: str, fold: int, split: str,
+                        widths: Mapping[str, np.ndarray], *, id_column: str = "fname") -> Path:
+    """``fold_<k>/<split>/windows.csv`` from {row id: int array (n_windows,)}, each window's width
+    in frames in ``<id>.npy`` row order; one line per run of equal widths."""
+    import pandas as pd  # pandas loads pyarrow when present: only where a table is written
+
+    lines = []
+    for row_id, row_widths in widths.items():
+        row_widths = np.asarray(row_widths, dtype=np.int64)
+        edges = np.flatnonzero(np.diff(row_widths)) + 1
+        for run in np.split(row_widths, edges):
+            lines.append((str(row_id), int(run[0]), len(run)))
+    frame = pd.DataFrame(lines, columns=[id_column, "width", "windows"])
+    return atomic_write_text(fold_dir(root, name, fold, split) / WIDTHS_FILE,
+                             frame.to_csv(index=False))
+
+
+def read_window_widths(root: Path | str, name: str, fold: int, split: str
+                       ) -> dict[str, np.ndarray] | None:
+    """{row id: int array (n_windows,)}, each window's width, from ``windows.csv``; None when the
+    folder has none. LayoutError naming the line for a malformed file."""
+    import pandas as pd
+
+    path = fold_dir(root, name, fold, split) / WIDTHS_FILE
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(frame.columns[1:]) != ["width", "windows"]:
+        raise LayoutError(f"header is {','.join(frame.columns)}; expected <id>,width,windows",
+                          experiment=name, path=path)
+    out: dict[str, list[np.ndarray]] = {}
+    for line, (row_id, width, count) in enumerate(frame.itertuples(index=False), start=2):
+        if not (width.isdigit() and count.isdigit() and int(width) > 0 and int(count) > 0):
+            raise LayoutError(f"line {line}: width '{width}' and windows '{count}' must be "
+                              "positive whole numbers", experiment=name, path=path)
+        out.setdefault(row_id, []).append(np.full(int(count), int(width), dtype=np.int64))
+    return {row_id: np.concatenate(runs) for row_id, runs in out.items()}

@@ -12,6 +12,7 @@ wrote it.
 | ``tune.db`` (+ ``.lock``)     | ``stack tune``                           | ``stack tune`` (resume)        |
 | ``best_params.json`` (+ lock) | ``stack tune``                           | ``--params best``              |
 | ``spectrograms/``             | ``stack first-level audio``              | the same, on a rerun           |
+| ``noisy/<name>/fold_<k>.csv`` | ``stack first-level audio --noisy-meta`` | ``--noisy-filter <name>``      |
 | ``staging/``                  | level-2 writers (renamed into place)     | nothing                        |
 | ``auto/state.json``           | ``stack auto``                           | ``stack auto`` (resume)        |
 | ``auto/tune.db``              | ``stack auto`` (its Optuna study)        | ``stack auto`` (resume)        |
@@ -33,6 +34,7 @@ SUBSETS_FILE = "subsets.json"
 TUNE_DB = "tune.db"
 BEST_PARAMS_FILE = "best_params.json"
 SPECTROGRAMS_DIR = "spectrograms"
+NOISY_DIR = "noisy"
 STAGING_DIR = "staging"
 AUTO_DIR = "auto"
 AUTO_STATE_FILE = "state.json"
@@ -65,6 +67,12 @@ def best_params_path(root: Path | str) -> Path:
 
 def spectrograms_dir(root: Path | str) -> Path:
     return workspace_dir(root) / SPECTROGRAMS_DIR
+
+
+def noisy_predictions_dir(root: Path | str, name: str) -> Path:
+    """``.stack/noisy/<name>``: experiment ``name``'s fold models on the noisy clips, one
+    ``fold_<k>.csv`` (probs.csv form) per fold; beside the layout, so nothing collects them."""
+    return workspace_dir(root) / NOISY_DIR / name
 
 
 def staging_dir(root: Path | str) -> Path:

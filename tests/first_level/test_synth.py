@@ -128,3 +128,35 @@ def test_progress_reaches_the_total(tmp_path):
     generate_dataset(tmp_path / "p", n_train=60, n_test=10, seed=0,
                      on_progress=lambda done, total: calls.append((done, total)))
     assert calls[-1] == (70, 70) and all(t == 70 for _, t in calls)
+
+
+def test_corrupt_labels_replaces_each_label_at_the_given_rate():
+    from first_level.synth import corrupt_labels
+    rng = np.random.default_rng(0)
+    clean = ("bell", "tone")
+    rows = [corrupt_labels(clean, 0.3, rng) for _ in range(4000)]
+    assert all(len(set(r)) == 2 and r == tuple(sorted(r)) for r in rows)
+    wrong = np.mean([len(set(r) - set(clean)) / 2 for r in rows])
+    assert abs(wrong - 0.3) < 0.02
+    assert corrupt_labels(clean, 0.0, rng) == clean
+    assert not set(corrupt_labels(clean, 1.0, rng)) & set(clean)
+
+
+def test_noisy_set_is_written_beside_an_unchanged_curated_set(tmp_path):
+    plain = generate_dataset(tmp_path / "plain", n_train=12, n_test=2, seed=4, clip_seconds=0.5,
+                             sample_rate=8000)
+    noisy = generate_dataset(tmp_path / "noisy", n_train=12, n_test=2, seed=4, clip_seconds=0.5,
+                             sample_rate=8000, n_noisy=40, noisy_rate=0.5)
+    assert plain.train_csv.read_bytes() == noisy.train_csv.read_bytes()
+    assert not plain.noisy_csv.exists()
+    names, labels = read_labels(noisy.noisy_csv)
+    truth_names, truth = read_labels(noisy.noisy_truth_csv)
+    assert names == truth_names and len(names) == 40
+    assert all((noisy.noisy_dir / n).is_file() for n in names)
+    assert [len(a) for a in labels] == [len(b) for b in truth]
+    wrong = sum(len(set(a) - set(b)) for a, b in zip(labels, truth)) / sum(map(len, truth))
+    assert 0.3 < wrong < 0.7
+    meta = json.loads(noisy.meta.read_text())
+    assert meta["n_noisy"] == 40 and meta["noisy_rate"] == 0.5
+    with pytest.raises(OptionError, match="noisy_rate"):
+        generate_dataset(tmp_path / "bad", n_train=12, n_test=2, n_noisy=3, noisy_rate=2)

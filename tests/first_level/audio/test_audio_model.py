@@ -5,7 +5,10 @@ import pytest
 import torch
 
 from first_level.audio.cnn import AttentionPool, AudioCNN
-from first_level.audio.model import AudioCNNModel, _crop, _spec_augment, window_starts
+from first_level.audio.crops import crop as _crop
+from first_level.audio.crops import spec_augment as _spec_augment
+from first_level.audio.crops import window_starts
+from first_level.audio.model import AudioCNNModel
 
 TINY_NET = dict(channels=(8, 16, 32), crop_frames=16, batch_size=6, lr=5e-3, patience=5,
                 mixup_alpha=0.2, freq_mask=2, time_mask=2, dropout=0.0, num_threads=1)
@@ -205,9 +208,9 @@ def test_refit_trains_every_training_row_for_the_best_epoch_count(monkeypatch):
     specs, y = tone_spectrograms(10)
     calls, original = [], AudioCNNModel._train_epoch
 
-    def spy(self, train, labels, optimiser, rng):
-        calls.append((len(train), optimiser.param_groups[0]["lr"]))
-        return original(self, train, labels, optimiser, rng)
+    def spy(self, rows, optimiser, rng):
+        calls.append((len(rows.specs), optimiser.param_groups[0]["lr"]))
+        return original(self, rows, optimiser, rng)
 
     monkeypatch.setattr(AudioCNNModel, "_train_epoch", spy)
     model = AudioCNNModel(**{**TINY_NET, "patience": 2}, plateau_patience=0, epochs=5,
