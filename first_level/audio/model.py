@@ -433,6 +433,12 @@ class AudioCNNModel:
         return np.concatenate(out).astype(np.float32)
 
 
+def epoch_notes(update: Callable[..., None], fold: int) -> Callable[[str, int, int], None]:
+    """An ``on_epoch`` that shows each epoch of fold ``fold`` as the note of a progress
+    ``update(done, total, note=...)`` ("fold 2: epoch 7/12"), the fold count unchanged."""
+    return lambda phase, epoch, epochs: update(None, None, note=f"fold {fold}: {phase} {epoch}/{epochs}")
+
+
 def _partners(is_noisy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Mixup partners: a shuffle of the batch within each set (curated rows mix with curated rows,
     noisy with noisy), so every mixed row stays curated or noisy for the loss."""
