@@ -337,7 +337,9 @@ def run_set(name: str, args) -> dict:
     if abs(check - scores["stack auto"]) > 1e-9:
         raise AssertionError(f"fast lwlrap {scores['stack auto']} != stacker's {check}")
     seconds["total"] = sum(seconds.values())
+    single = auto["recipes"].get("best single")
     return {"set": name, "scores": scores, "rows": rows, "nested_cv": auto["nested_cv"],
+            "best_single_cv": None if single is None else float(single.cv),
             "chosen": auto["final"], "subset": subset, "autogluon_weights": ag_weights,
             "settings": auto["settings"], "tuning": auto["tuning"], "seconds": seconds,
             "load": load(), "n_rows": int(len(level1["ids"])), "n_test": int(len(test_ids)),
@@ -404,6 +406,13 @@ def print_table(results: list[dict], gain: dict) -> None:
     print(f"{'held-out - nested':<{width}}" + "".join(f"{v:>+{col}.4f}" for v in gaps))
     print(f"{'  2 SE of held-out':<{width}}" + "".join(f"{2 * gain[r['set']]['auto se']:>{col}.4f}"
                                                       for r in results))
+    # the split's own shift, seen by a model whose CV chose nothing: the best single model's
+    # held-out score minus its CV; what remains of the gap is the estimate's own bias
+    if all(r.get("best_single_cv") is not None for r in results):
+        shift = [gain[r["set"]]["scores"]["best single"] - r["best_single_cv"] for r in results]
+        print(f"{'split shift (single)':<{width}}" + "".join(f"{v:>+{col}.4f}" for v in shift))
+        print(f"{'  gap net of shift':<{width}}" + "".join(f"{g - v:>+{col}.4f}"
+                                                           for g, v in zip(gaps, shift)))
     print(f"{'auto chose':<{width}}" + "".join(f"{r['chosen'][:col - 1]:>{col}}" for r in results))
     for part in ("layout", "stack auto", "peers", "total"):
         print(f"{'seconds: ' + part:<{width}}" + "".join(f"{r['seconds'][part]:>{col}.0f}"
