@@ -28,6 +28,9 @@ import numpy as np
 # rows per block: the blocks of every slot and of 16 members should fit in a core's L2 cache
 CACHE_BYTES = 512 * 1024
 _KERNEL = None
+# the compiled add_row_precisions (a module global: the kernels that call it find it here when
+# numba compiles them, and their on-disk caches stay valid)
+_add_row_precisions = None
 
 
 def available() -> bool:
@@ -39,10 +42,38 @@ def available() -> bool:
     return True
 
 
+def add_row_precisions(acc, row, p0, p1, row_cols, row_fold, row_weight):  # pragma: no cover
+    """Add the weighted precision of each positive ``p`` in ``p0:p1`` of one row of sums ``row``
+    (n_classes,) to ``acc[row_fold[p]]``, in order: the hits (positives at or above it) over the
+    classes at or above it. Compiled by :func:`row_precisions`; the one per-row scoring loop of the
+    walk kernel and of :mod:`stacker.search.stable_rows`."""
+    n_classes = row.shape[0]
+    for p in range(p0, p1):
+        value = row[row_cols[p]]
+        at_or_above = 0
+        for c in range(n_classes):
+            if row[c] >= value:
+                at_or_above += 1
+        hits = 0
+        for p2 in range(p0, p1):
+            if row[row_cols[p2]] >= value:
+                hits += 1
+        acc[row_fold[p]] += hits / at_or_above * row_weight[p]
+
+
+def row_precisions():
+    """:func:`add_row_precisions` compiled (once), for the kernels that call it."""
+    global _add_row_precisions
+    if _add_row_precisions is None:
+        _add_row_precisions = _jit(add_row_precisions)
+    return _add_row_precisions
+
+
 def _compile():
     global _KERNEL
     if _KERNEL is not None:
         return _KERNEL
+    row_precisions()            # compiled first: walk_kernel calls it
 
     def walk_kernel(q, starts, src, model, dst, out_row, row_start, row_cols, row_fold, row_weight,
                     n_slots, block_rows, out):  # pragma: no cover - compiled
@@ -71,20 +102,8 @@ def _compile():
                 if o < 0:
                     continue
                 for i in range(nb):
-                    row = buf[d, i]
-                    p0 = row_start[r0 + i]
-                    p1 = row_start[r0 + i + 1]
-                    for p in range(p0, p1):
-                        value = row[row_cols[p]]
-                        at_or_above = 0
-                        for c in range(n_classes):
-                            if row[c] >= value:
-                                at_or_above += 1
-                        hits = 0
-                        for p2 in range(p0, p1):
-                            if row[row_cols[p2]] >= value:
-                                hits += 1
-                        out[o, row_fold[p]] += hits / at_or_above * row_weight[p]
+                    _add_row_precisions(out[o], buf[d, i], row_start[r0 + i],
+                                        row_start[r0 + i + 1], row_cols, row_fold, row_weight)
         return out
 
     _KERNEL = _jit(walk_kernel)

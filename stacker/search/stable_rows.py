@@ -34,6 +34,7 @@ import numpy as np
 import stacker.search.kernel as kernel
 
 _KERNELS: dict = {}
+_add_row_precisions = None       # kernel.add_row_precisions compiled (set by _build)
 _LOCK = threading.Lock()
 
 
@@ -45,6 +46,8 @@ def _compile() -> dict:
 
 
 def _build() -> dict:
+    global _add_row_precisions
+    _add_row_precisions = kernel.row_precisions()   # extend calls it: compiled first
 
     def margins(q, row_start, row_cols, up, down):  # pragma: no cover - compiled
         """up[m, p], down[m, p] of every model and positive."""
@@ -104,6 +107,7 @@ def _build() -> dict:
         # each step's per-fold sums are held in ``acc`` over a block: the same additions, in
         # the same order, as adding into ``out`` (no store-to-load chain through memory)
         acc = np.empty(out.shape[1])
+        row = np.empty(n_classes, dtype=np.int64)       # an unsettled row's sums
         for r0 in range(0, n_rows, block_rows):
             r1 = min(n_rows, r0 + block_rows)
             for k in range(base.shape[0]):
@@ -124,17 +128,9 @@ def _build() -> dict:
                         for p in range(p0, p1):
                             acc[row_fold[p]] += value[g, p]
                         continue
-                    for p in range(p0, p1):
-                        v = starts[g, r, row_cols[p]] + q[m, r, row_cols[p]]
-                        at_or_above = 0
-                        for c in range(n_classes):
-                            if starts[g, r, c] + q[m, r, c] >= v:
-                                at_or_above += 1
-                        hits = 0
-                        for p2 in range(p0, p1):
-                            if starts[g, r, row_cols[p2]] + q[m, r, row_cols[p2]] >= v:
-                                hits += 1
-                        acc[row_fold[p]] += hits / at_or_above * row_weight[p]
+                    for c in range(n_classes):
+                        row[c] = starts[g, r, c] + q[m, r, c]
+                    _add_row_precisions(acc, row, p0, p1, row_cols, row_fold, row_weight)
                 for f in range(out.shape[1]):
                     out[o, f] = acc[f]
         return out
