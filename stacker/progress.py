@@ -144,16 +144,18 @@ class Lines:
 
     def close(self, failed: bool = False) -> None:
         """The stage's last line: done and how long it took, or where it stopped (only when it
-        had started: an error before any work speaks for itself)."""
+        had started: an error before any work speaks for itself), with the last note (a tuning's
+        final tally of complete and pruned trials)."""
         with self._lock:
             now = self.clock()
             took = duration(now - self.began)
+            note = f", {self.note}" if self.note else ""
             if failed:
                 if self.started:
-                    self._line(now, f"stopped at {self._count()} after {took}")
+                    self._line(now, f"stopped at {self._count()} after {took}{note}")
             else:
                 count = self._count() if self.started else ""
-                self._line(now, f"done {count} in {took}".replace("  ", " "))
+                self._line(now, f"done {count} in {took}{note}".replace("  ", " "))
 
     def _count(self) -> str:
         done = self.done or 0

@@ -1,8 +1,9 @@
 """`stack report`: one self-contained HTML page on where an ensemble stands.
 
 Sections: the leaderboard, the correlation of the experiments' OOF predictions, the subset-search
-curve (best CV by subset size, selected and nested, from ``<root>/.stack/subsets.json``), per-class
-lwlrap of the searched blend against the best single model, and the level-2 learning curves
+curve (best CV by subset size, selected and nested, from ``<root>/.stack/subsets.json``; after
+`stack auto`, its candidate recipes instead), per-class lwlrap of the searched blend (or the
+submission) against the best single model, and the level-2 learning curves
 (``<experiment>/fold_<k>/history.json``). A section whose input is absent or unreadable says so in
 the page instead of failing the report.
 
@@ -262,9 +263,9 @@ def _curve_figure(curve: pd.DataFrame, metric: str, chosen: int | None) -> Figur
     if chosen is not None:
         ax.axvline(chosen, color=SUBMISSION, linestyle=":", lw=2, label=f"chosen size {chosen}")
     ax.set_xlabel("subset size (models blended)", fontsize=LABEL_SIZE + 1)
-    low = float(np.nanmin(curve[["cv", "nested_cv"]].to_numpy()))
-    ax.set_ylabel(f"CV {metric} (axis from {low:.3f})" if low > 0 else f"CV {metric}",
-                  fontsize=LABEL_SIZE + 1)
+    start = ax.get_ylim()[0]          # where the autoscaled axis starts, a little below the lowest
+    ax.set_ylabel(f"CV {metric} (the axis starts at {start:.3f}, not 0)" if abs(start) > 1e-9
+                  else f"CV {metric}", fontsize=LABEL_SIZE + 1)
     ax.set_xticks(curve["size"])
     ax.tick_params(labelsize=LABEL_SIZE)
     ax.grid(alpha=0.3)
@@ -405,7 +406,8 @@ def build_report(root: Path | str = layout.DEFAULT_ROOT, *, metric: str = "lwlra
     else:
         where = subsets_path(root)
         candidates = _candidates_section(page, result, scorer, where)
-        _curve_section(page, result, scorer, where, auto=candidates is not None)
+        if candidates is None or result.get("by_size"):   # `stack auto`: its recipes instead
+            _curve_section(page, result, scorer, where)
         _per_class_section(page, collection, result, single, where)
     _history_section(page, root, collection, histories or {})
     return Report(html=_page_html(root, collection, scorer, page.parts), notes=page.notes,
@@ -413,6 +415,7 @@ def build_report(root: Path | str = layout.DEFAULT_ROOT, *, metric: str = "lwlra
 
 
 _PER_CLASS_TITLE = "Per-class lwlrap: searched blend vs best single model"
+_PER_CLASS_AUTO_TITLE = "Per-class lwlrap: the submission vs best single model"
 
 
 def _leaderboard_section(page: _Page, collection: Collection, scorer) -> str:
@@ -453,26 +456,36 @@ def _candidates_section(page: _Page, result: dict, scorer, where: Path) -> pd.Da
                      "Nested CV is the honest estimate: each choice repeated without the fold "
                      "it is scored on.</p>",
                      f"<p>{html.escape(str(estimate))}</p>" if estimate else "",
+                     _written_as(result, candidates),
                      page.figure(_candidates_figure(candidates,
                                                     str(result.get("metric", scorer.name)))),
                      _table(candidates))
     return candidates
 
 
-def _curve_section(page: _Page, result: dict, scorer, where: Path, *, auto: bool) -> None:
-    """The best score by subset size (none for a `stack auto` record without one)."""
+def _written_as(result: dict, candidates: pd.DataFrame) -> str:
+    """Which experiment of the leaderboard the submission is, and why its CV there is the nested
+    CV rather than the recipe's CV in the chart (its OOF holds the nested predictions)."""
+    members, cv = list(result.get("members") or []), result.get("cv")
+    chosen = candidates[candidates.chosen]
+    if len(members) != 1 or cv is None or chosen.empty:
+        return ""
+    name, row = html.escape(members[0]), chosen.iloc[0]
+    if abs(float(cv) - row.nested_cv) > 5e-5:
+        return f"<p>In the leaderboard the submission is the experiment <b>{name}</b> (CV {float(cv):.4f}).</p>"
+    return (f"<p>In the leaderboard the submission is the experiment <b>{name}</b>: its out-of-fold "
+            f"predictions are the recipe's nested ones, so its CV there ({float(cv):.4f}) is the "
+            f"nested CV, not the CV of the selections made on every fold ({row.cv:.4f}).</p>")
+
+
+def _curve_section(page: _Page, result: dict, scorer, where: Path) -> None:
+    """The best score by subset size, with the chosen subset."""
     title = "Subset search: best score by subset size"
     members = list(result["members"])
     summary = (f"<p>Chosen by {html.escape(str(result.get('method', '?')))} search with the "
                f"{html.escape(str(result.get('blend', 'geo-mean')))} blend: "
                f"<b>{html.escape(', '.join(members))}</b>; CV "
                f"{_fmt(result.get('cv'))}, nested CV {_fmt(result.get('nested_cv'))}.</p>")
-    if auto and not result.get("by_size"):
-        page.section(title, summary,
-                     f"<p>The submission is <code>stack auto</code>'s "
-                     f"{html.escape(str(result.get('recipe')))}, not one subset search, so there "
-                     "is no curve by subset size; its candidates are above.</p>")
-        return
     try:
         curve = subset_curve(result)
     except LayoutError as error:
@@ -486,11 +499,13 @@ def _curve_section(page: _Page, result: dict, scorer, where: Path, *, auto: bool
 
 def _per_class_section(page: _Page, collection: Collection, result: dict, single: str,
                        where: Path) -> None:
-    """Per-class lwlrap of the searched blend against the best single model."""
+    """Per-class lwlrap of the searched blend (after `stack auto`: the submission) against the
+    best single model."""
+    title = _PER_CLASS_AUTO_TITLE if result.get("recipe") else _PER_CLASS_TITLE
     try:
         blended = searched_blend(collection, result)
     except StackError as error:      # a member gone, or a blend name this version lacks
-        page.section(_PER_CLASS_TITLE, page.note(f"{where}: {error}"))
+        page.section(title, page.note(f"{where}: {error}"))
         return
     single_probs = collection.oof[:, collection.index([single])[0]]
     table = per_class_comparison(collection.y, blended, single_probs, collection.classes)
@@ -500,7 +515,7 @@ def _per_class_section(page: _Page, collection: Collection, result: dict, single
                f"{(table.gain < 0).sum()}.</p>")
     # after `stack auto` the record is its submission's recipe, not one subset search
     name = f"the submission: {result['recipe']}" if result.get("recipe") else "searched blend"
-    page.section(_PER_CLASS_TITLE, overall, page.figure(_per_class_figure(table, single, name)),
+    page.section(title, overall, page.figure(_per_class_figure(table, single, name)),
                  _table(table.sort_values("gain", ascending=False, kind="stable")))
 
 

@@ -59,8 +59,11 @@ def test_runs_every_stage_and_writes_what_it_chose(layout_root, tmp_path):
     page = report.read_text()
     assert "stack auto: the candidate recipes" in page and "final linear" in page
     assert f"The submission is <b>{result.final.name}</b>" in page
-    # a recipe without a size curve is said so, not reported as a damaged subsets.json
-    assert ("no curve by subset size" in page) == (not subsets.get("by_size"))
+    # its recipes replace the size curve (not reported as a damaged subsets.json); the submission
+    # is named in the leaderboard, where its CV is the nested CV
+    assert ("Subset search: best score by subset size" in page) == bool(subsets.get("by_size"))
+    assert "In the leaderboard the submission is the experiment <b>auto_blend</b>" in page
+    assert "Per-class lwlrap: the submission vs best single model" in page
     assert "by_size" not in page
     for name in ("auto_mlp_1", "auto_mlp_2"):
         meta = layout.read_meta(layout_root, name)

@@ -133,6 +133,23 @@ def test_a_failed_stage_says_where_it_stopped_only_when_it_had_started():
     assert lines[-1][1] == "train: stopped at 3/5 after 12 s"
 
 
+def test_the_closing_line_keeps_the_last_note():
+    """A tuning's final tally stays in the log: the last update is not printed (the closing line
+    says it), so the closing line carries its note."""
+    clock = FakeClock()
+    lines, write = recorder(clock)
+    stage = Lines("tune", write=write, clock=clock)
+    stage.update(0, None, note="0 complete, 0 pruned, 2 min 20 s budget left")
+    clock.now += 1
+    stage.update(43, note="12 complete, 31 pruned, 0.0 s budget left")   # within EVERY_S: no line
+    stage.close()
+    assert [text for _, text in lines][-1] == "tune: done 43 in 1.0 s, 12 complete, 31 pruned, 0.0 s budget left"
+    failed = Lines("cnn", write=write, clock=clock)
+    failed.update(1, 3, note="fold 1: epoch 4/12")
+    failed.close(failed=True)
+    assert lines[-1][1] == "cnn: stopped at 1/3 after 0.0 s, fold 1: epoch 4/12"
+
+
 def test_the_ticker_thread_writes_heartbeats_while_the_work_is_silent():
     written = []
     stage = Lines("slow", write=written.append, heartbeat=0.05)

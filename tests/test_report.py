@@ -359,6 +359,9 @@ def test_score_axes_say_where_they_start(full_layout):
         ax = figures[name].axes[0]
         start = ax.get_xlim()[0]
         assert start > 0 and f"the axis starts at {start:.3f}, not 0" in ax.get_xlabel(), name
+    ax = figures["curve"].axes[0]           # the curve's score axis is its y axis
+    start = ax.get_ylim()[0]
+    assert 0 < start < 0.79 and f"the axis starts at {start:.3f}, not 0" in ax.get_ylabel()
 
 
 def test_charts_use_the_page_width_and_heatmap_labels_are_readable(full_layout):
@@ -388,3 +391,29 @@ def test_after_stack_auto_the_per_class_chart_names_the_submission(full_layout, 
     build_report(full_layout, record=record)
     build_report(full_layout, record={**record, "recipe": "final blend"})
     assert drawn == [("searched blend",), ("the submission: final blend",)]
+
+
+def test_after_stack_auto_its_recipes_replace_the_size_curve_and_the_submission_is_named(full_layout):
+    """README: after `stack auto` the report shows its candidate recipes where a plain search
+    shows the curve by subset size; the submission's experiment is named, with why its
+    leaderboard CV is the nested CV and not the recipe's CV in the chart."""
+    record = json.loads((full_layout / ".stack" / "subsets.json").read_text())
+    plain = build_report(full_layout, record=record).html
+    assert "Subset search: best score by subset size" in plain and "candidate recipes" not in plain
+    assert "Per-class lwlrap: searched blend vs best single model" in plain
+    auto = {**record, "by_size": [], "recipe": "final blend", "members": ["sim_003"],
+            "weights": {"sim_003": 1.0}, "cv": 0.85,
+            "candidates": [{"name": "best single", "cv": 0.8, "nested_cv": 0.8},
+                           {"name": "final blend", "cv": 0.9, "nested_cv": 0.85}]}
+    report = build_report(full_layout, record=auto)
+    page = report.html
+    assert "Subset search" not in page and "no curve" not in page and report.notes == []
+    assert "stack auto: the candidate recipes" in page
+    assert ("In the leaderboard the submission is the experiment <b>sim_003</b>: its out-of-fold "
+            "predictions are the recipe's nested ones, so its CV there (0.8500) is the nested CV, "
+            "not the CV of the selections made on every fold (0.9000).") in page
+    assert "Per-class lwlrap: the submission vs best single model" in page
+    other = build_report(full_layout, record={**auto, "cv": 0.87}).html   # not the nested CV
+    assert "the experiment <b>sim_003</b> (CV 0.8700).</p>" in other and "nested ones" not in other
+    with_curve = build_report(full_layout, record={**auto, "by_size": record["by_size"]}).html
+    assert "Subset search: best score by subset size" in with_curve

@@ -52,7 +52,7 @@ def tune_step(run: Run) -> None:
     what = "reusing the study" if done else (f"{n_trials} trials" if timeout is None else f"{budget:.0f} s")
     with run.stage(f"tune the level-2 MLP ({what})") as update:
         result = tune(pool, names, replace(config, n_trials=n_trials, timeout=timeout), data=data,
-                      on_progress=lambda d, t: update(d, None if timeout else t))
+                      on_progress=lambda d, t, note=None: update(d, None if timeout else t, note=note))
     elapsed = time.perf_counter() - began
     trials = result.trials
     complete = trials[trials.state == "complete"] if len(trials) else trials

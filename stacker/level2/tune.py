@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import optuna
@@ -45,7 +46,7 @@ from stacker.level2.params import MLPParams, best_params_path
 from stacker.level2.space import TUNED_PARAMS, suggest
 from stacker.level2.storage import storage_url
 from stacker.metrics import Metric, check_defined, get_metric
-from stacker.runtime import ProgressCallback
+from stacker.progress import duration
 
 HONESTY_NOTE = ("the tuned CV chose these params on the same folds, so it is optimistic; "
                 "a held-out fold (`holdout_fold` K) gives an untouched estimate")
@@ -304,7 +305,7 @@ class TuneConfig:
 
 
 def tune(collection: Collection, names: Sequence[str], config: TuneConfig | None = None, *,
-         data: Level2Data | None = None, on_progress: ProgressCallback | None = None,
+         data: Level2Data | None = None, on_progress: Callable[..., None] | None = None,
          **options) -> TuneResult:
     """Run ``config.n_trials`` more trials (or until its timeout) of the study, then summarise it.
 
@@ -312,7 +313,9 @@ def tune(collection: Collection, names: Sequence[str], config: TuneConfig | None
     (``tune(col, names, n_trials=20, holdout_fold=0)``), applied over ``config`` if given.
     data: the inputs already in memory (``level2_data(collection, names)``), so that one run that
     tunes and trains reads them once; None reads them here.
-    on_progress: ``on_progress(done, n_trials)`` after each finished trial of this run.
+    on_progress: ``on_progress(done, n_trials, note=...)`` before the first and after each finished
+    trial of this run; the note counts this run's complete and pruned trials and, with a timeout,
+    the budget left (:func:`trial_note`). A :data:`~stacker.runtime.Stage`'s update takes it.
     """
     config = TuneConfig(**options) if config is None else replace(config, **options)
     metric = get_metric(config.metric)
@@ -351,30 +354,48 @@ def tune(collection: Collection, names: Sequence[str], config: TuneConfig | None
                       n_this_run=n_this_run)
 
 
+def trial_note(complete: int, pruned: int, seconds_left: float | None = None) -> str:
+    """The tuning's progress note: '12 complete, 31 pruned, 2 min 20 s budget left' (the budget
+    only when there is a timeout; :func:`~stacker.progress.duration`'s units)."""
+    note = f"{complete} complete, {pruned} pruned"
+    return note if seconds_left is None else f"{note}, {duration(seconds_left)} budget left"
+
+
 def _optimise(study: optuna.Study, data: Level2Data, config: TuneConfig, metric: Metric,
-              on_progress: ProgressCallback | None) -> int:
-    """Run the config's trials on ``data`` (the tuning folds); how many finished."""
-    base_params, n_trials = config.base_params, config.n_trials
+              on_progress: Callable[..., None] | None) -> int:
+    """Run the config's trials on ``data`` (the tuning folds); how many finished. Progress:
+    ``on_progress(done, n_trials, note=trial_note(...))`` before the first and after each trial."""
+    base_params, n_trials, timeout = config.base_params, config.n_trials, config.timeout
     if config.enqueue_base and not study.trials:
         study.enqueue_trial({k: getattr(base_params, k) for k in TUNED_PARAMS})
-    done = [0]
+    counts = {"done": 0, "complete": 0, "pruned": 0}
+    lock, began = threading.Lock(), time.monotonic()
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial, base_params)
         return cv_objective(data, params, metric=metric, seed=config.seed, device=config.device,
                             trial=trial)
 
-    def progress(_study, _trial) -> None:
-        done[0] += 1
-        if on_progress:
-            on_progress(done[0], n_trials)
+    def report() -> None:
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - began))
+        note = trial_note(counts["complete"], counts["pruned"], left)
+        on_progress(counts["done"], n_trials, note=note)
+
+    def progress(_study, trial: optuna.trial.FrozenTrial) -> None:
+        with lock:   # n_jobs threads call back
+            counts["done"] += 1
+            state = trial.state.name.lower()
+            if state in counts:
+                counts[state] += 1
+            if on_progress:
+                report()
 
     if on_progress:
-        on_progress(0, n_trials)
+        report()
     if n_trials:
-        study.optimize(objective, n_trials=n_trials, timeout=config.timeout, n_jobs=config.n_jobs,
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, n_jobs=config.n_jobs,
                        callbacks=[progress], gc_after_trial=False)
-    return done[0]
+    return counts["done"]
 
 
 def _summarise(study: optuna.Study, config: TuneConfig, *, storage: str, metric: Metric,
