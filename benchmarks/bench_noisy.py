@@ -13,7 +13,15 @@ For every seed it trains, on the same folds of the curated set:
   windows    lsoft, predicted on --infer-windows widths pooled by the max per width
 
 and prints the held-out lwlrap and accuracy of the fold-mean test predictions, the CV lwlrap (the
-curated rows' OOF) and the wall time of each run, then their means over the seeds.
+curated rows' OOF) and the wall time of each run, then their means over the seeds. The seeds change
+the training (weights, crops, hold-out); the sets and folds are the same for every seed.
+
+Every run passes the same ``--epoch-rows`` (default: the curated plus the noisy rows, one pass of the
+mixed runs' data), as argus fixed its epoch size: with an epoch of every row once, the curated-only
+run's epochs would be 11 times shorter (90 against 990 fit rows per fold), so the same --epochs and
+patience (4 epochs, of 3 batches each) stop it before it learns (held-out accuracy near chance),
+and the comparison would measure the number of gradient steps rather than the noisy data.
+``--epoch-rows 0`` gives that old setup.
 
     nice -n 19 python benchmarks/bench_noisy.py --workdir /tmp/bench_noisy --seeds 0,1
 
@@ -105,6 +113,9 @@ def main(argv=None) -> None:
     parser.add_argument("--noise-rate", type=float, default=0.3)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--epoch-rows", type=int, default=None,
+                        help="rows per training epoch of every run (default: curated + noisy rows; "
+                             "0: every training row once, so the curated-only epochs are shorter)")
     parser.add_argument("--windows", default="20,40", help="--infer-windows of the windows run")
     parser.add_argument("--configs", default=",".join([*CONFIGS, "windows"]))
     args = parser.parse_args(argv)
@@ -114,6 +125,11 @@ def main(argv=None) -> None:
     meta = pd.read_csv(args.data / "meta.csv", dtype=str)
     paths = write_sets(meta, args.workdir, curated_takes=args.curated_takes,
                        n_noisy=args.n_noisy, noise_rate=args.noise_rate, seed=0)
+    epoch_rows = args.epoch_rows
+    if epoch_rows is None:
+        epoch_rows = sum(len(pd.read_csv(paths[part])) for part in ("train", "noisy"))
+    print(f"epoch rows: {epoch_rows or 'every training row once'}")
+    sizing = ["--epoch-rows", epoch_rows] if epoch_rows else []
     root = args.workdir / "root"
     if not (root / layout.FOLDS_FILE).exists():
         invoke("make-folds", paths["train"], "--label-column", "label", "--root", root,
@@ -129,7 +145,7 @@ def main(argv=None) -> None:
             invoke("first-level", "audio", "--meta", paths["train"], "--label-column", "label",
                    "--audio-dir", args.data / "recordings", "--test-meta", paths["test"],
                    "--name", name, "--root", root, "--seed", seed,
-                   *(["--epochs", args.epochs] if args.epochs else []),
+                   *(["--epochs", args.epochs] if args.epochs else []), *sizing,
                    *(noisy if config != "curated" else []), *configs[config])
             wall = time.perf_counter() - start
             cv = layout.read_meta(root, name)["cv"]["lwlrap"]

@@ -68,8 +68,11 @@ class CNNSettings:
     row for the best epoch count (else keep the best weights); mixup_alpha: Beta(alpha, alpha)
     mixing weights (0 turns mixup off); freq_mask / time_mask: the widest SpecAugment mask on each
     axis (0 turns it off); infer_windows: the inference window widths in frames (empty: one
-    width, crop_frames); window_pool: 'mean' or 'max' over each width's windows. The defaults are
-    the "fast" preset's.
+    width, crop_frames); window_pool: 'mean' or 'max' over each width's windows; epoch_rows: the
+    rows of one training epoch, drawn pass by pass over the training rows (0: every row once), so
+    that epochs, patience and the learning-rate schedule mean as many steps whatever the data
+    size (a small curated set alone or with a large noisy one). The defaults are the "fast"
+    preset's.
     """
 
     channels: Sequence[int] = (8, 16, 32, 64)
@@ -89,6 +92,7 @@ class CNNSettings:
     refit: bool = True
     infer_windows: Sequence[int] = ()
     window_pool: str = "mean"
+    epoch_rows: int = 0
 
     def __post_init__(self):
         if not 0 < self.inner_fraction <= 0.5:
@@ -100,6 +104,8 @@ class CNNSettings:
                 any(int(w) < 1 for w in self.infer_windows):
             raise ValueError(f"infer_windows must be distinct widths of at least 1 frame, got "
                              f"{list(self.infer_windows)}")
+        if int(self.epoch_rows) < 0:
+            raise ValueError(f"epoch_rows must be 0 (every row once) or more, got {self.epoch_rows}")
         # numbers from JSON or the command line arrive as any numeric type: store them as declared
         kinds = {"channels": lambda c: tuple(int(w) for w in c), "refit": bool,
                  "infer_windows": lambda ws: tuple(int(w) for w in ws), "window_pool": str}
@@ -114,12 +120,14 @@ class CNNSettings:
 
     def to_dict(self) -> dict:
         """The settings as meta.json records them (channels as a list). The inference windows
-        only when they differ from one crop-sized width pooled by the mean, so that experiments
-        made before they existed still resume."""
+        only when they differ from one crop-sized width pooled by the mean, and epoch_rows only
+        when set, so that experiments made before they existed still resume."""
         out = {**asdict(self), "channels": list(self.channels),
                "infer_windows": list(self.infer_windows)}
         if not self.infer_windows and self.window_pool == "mean":
             del out["infer_windows"], out["window_pool"]
+        if not self.epoch_rows:
+            del out["epoch_rows"]
         return out
 
 
@@ -338,7 +346,8 @@ class AudioCNNModel:
         settings = self.settings
         noisy_settings = self.noisy.settings if self.noisy is not None else None
         self.net_.train()
-        order = epoch_order(rows.n_curated, rows.n_noisy, rows.fraction, rng)
+        order = epoch_order(rows.n_curated, rows.n_noisy, rows.fraction, rng,
+                            size=settings.epoch_rows or None)
         total, seen = 0.0, 0
         for start in range(0, len(order), settings.batch_size):
             picked = order[start:start + settings.batch_size]

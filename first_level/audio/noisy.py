@@ -11,6 +11,9 @@ held out for early stopping.
   cross-entropy target (p the softmax).
 - ``fraction``: the expected share of noisy rows in a batch (None: their share of the data).
 - ``schedule='pretrain'``: the noisy rows first, then a fine-tune on the curated rows of the fold.
+- An epoch is every row once, or ``epoch_rows`` rows (:class:`~first_level.audio.model.CNNSettings`;
+  argus fixed its epoch size), so that an epoch, the patience and the learning-rate schedule mean
+  the same amount of training with or without the noisy rows.
 """
 
 from __future__ import annotations
@@ -113,23 +116,32 @@ def batch_loss(logits: torch.Tensor, targets: torch.Tensor, noisy: torch.Tensor 
 
 
 def epoch_order(n_curated: int, n_noisy: int, fraction: float | None,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator, size: int | None = None) -> np.ndarray:
     """One epoch's row order over curated rows ``0..n_curated-1`` then noisy rows
-    ``n_curated..n_curated+n_noisy-1``, of length n_curated + n_noisy.
+    ``n_curated..n_curated+n_noisy-1``, ``size`` long (None: n_curated + n_noisy).
 
-    fraction None: a permutation of every row (each row once; the noisy share of a batch is their
-    share of the data). Otherwise each position is a noisy row with probability ``fraction``
-    (0: never), drawn with replacement from its set (argus sampled the two sets with different
-    probabilities)."""
+    fraction None: permutations of every row, one after another (each row once per pass; the noisy
+    share of a batch is their share of the data). Otherwise each position is a noisy row with
+    probability ``fraction`` (0: never), drawn with replacement from its set (argus sampled the two
+    sets with different probabilities, into epochs of a fixed size)."""
     total = n_curated + n_noisy
     if fraction is None or n_noisy == 0:
-        return rng.permutation(total)
+        return _passes(total, total if size is None else size, rng)
     if fraction <= 0:
-        return rng.permutation(n_curated)
-    is_noisy = rng.random(total) < fraction
+        return _passes(n_curated, n_curated if size is None else size, rng)
+    length = total if size is None else size
+    is_noisy = rng.random(length) < fraction
     if n_curated == 0:
         is_noisy[:] = True
-    out = np.empty(total, dtype=np.int64)
+    out = np.empty(length, dtype=np.int64)
     out[~is_noisy] = rng.integers(0, n_curated, size=int((~is_noisy).sum()))
     out[is_noisy] = n_curated + rng.integers(0, n_noisy, size=int(is_noisy.sum()))
     return out
+
+
+def _passes(n_rows: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """``length`` positions: permutations of ``0..n_rows-1`` one after another, the last cut short."""
+    n_passes = -(-length // n_rows) if n_rows else 0
+    if n_passes <= 1:
+        return rng.permutation(n_rows)[:length]
+    return np.concatenate([rng.permutation(n_rows) for _ in range(n_passes)])[:length]

@@ -83,6 +83,10 @@ def audio_command(
                                                              "label(s).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Most epochs per fold (default: the "
                                                        "preset's).")] = None,
+    epoch_rows: Annotated[Optional[int], typer.Option(
+        help="Rows per training epoch, drawn pass by pass over the training rows (default: every "
+             "row once): a fixed size makes --epochs and the patience mean as much training with "
+             "or without a noisy set.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (crops, augmentation, weights).")] = 0,
     root: RootOption = layout.DEFAULT_ROOT,
     force: Annotated[bool, typer.Option("--force", help="Retrain every fold, replacing what exists.")] = False,
@@ -138,6 +142,8 @@ def audio_command(
     layout.check_experiment_name(name)
     if epochs is not None and epochs < 1:
         raise OptionError(f"--epochs must be at least 1, got {epochs}")
+    if epoch_rows is not None and epoch_rows < 2:
+        raise OptionError(f"--epoch-rows must be at least 2 (one batch of two rows), got {epoch_rows}")
     widths = _widths(infer_windows)
     noisy_settings = _noisy_settings(noisy_meta, noisy_audio_dir, noisy_loss, lsoft_beta,
                                      noisy_fraction, noisy_schedule, noisy_filter,
@@ -167,6 +173,8 @@ def audio_command(
     model_params = dict(MODEL_PRESETS[preset.value])
     if epochs is not None:
         model_params["epochs"] = epochs
+    if epoch_rows is not None:
+        model_params["epoch_rows"] = epoch_rows
     model_params.update(infer_windows=widths, window_pool=window_pool.value)
     probe = AudioCNNModel(**model_params)
     params = {"preset": preset.value, "features": settings.to_dict(), "network": probe.params()}

@@ -72,6 +72,48 @@ def test_epoch_order_default_is_every_row_once_and_a_fraction_sets_the_noisy_sha
     assert (epoch_order(10, 50, 0.0, rng) < 10).all()
 
 
+def test_epoch_order_of_a_fixed_size_is_passes_over_the_rows_or_the_noisy_share():
+    rng = np.random.default_rng(0)
+    order = epoch_order(5, 7, None, rng, size=30)       # 12 rows: two full passes, then 6 rows
+    assert len(order) == 30
+    assert sorted(order[:12]) == sorted(order[12:24]) == list(range(12))
+    assert len(set(order[24:])) == 6 and order[24:].max() < 12
+    assert len(set(epoch_order(5, 7, None, rng, size=8))) == 8    # part of one pass: no repeats
+    curated = epoch_order(10, 50, 0.0, rng, size=30)     # curated rows only, each three times
+    assert np.bincount(curated, minlength=10).tolist() == [3] * 10
+    mixed = epoch_order(100, 900, 0.25, rng, size=4000)
+    assert len(mixed) == 4000 and abs((mixed >= 100).mean() - 0.25) < 0.03
+    alone = epoch_order(90, 0, None, rng, size=1000)     # a curated-only fit: 11 passes and 10 rows
+    assert np.bincount(alone).min() == 11 and np.bincount(alone).max() == 12
+    # no size: the same draws as before sizes existed (one permutation)
+    np.testing.assert_array_equal(epoch_order(5, 7, None, np.random.default_rng(3)),
+                                  np.random.default_rng(3).permutation(12))
+
+
+@pytest.mark.parametrize("with_noisy", [False, True])
+def test_epoch_rows_fix_the_rows_of_every_epoch(monkeypatch, with_noisy):
+    """Every epoch of the hold-out run and of the refit crops exactly epoch_rows rows, with or
+    without the noisy set; without epoch_rows an epoch is every fit row once."""
+    import first_level.audio.model as model_module
+
+    specs, y = tone_spectrograms(8)
+    crops, original = [], model_module.crop
+    monkeypatch.setattr(model_module, "crop", lambda *a: crops.append(1) or original(*a))
+    noisy = noisy_set() if with_noisy else None
+    model = AudioCNNModel(**TINY_NET, epochs=3, seed=1, epoch_rows=50, noisy=noisy).fit(specs, y)
+    assert len(crops) == 50 * (len(model.history_) + model.best_epoch_)
+    assert model.params()["epoch_rows"] == 50
+    crops.clear()
+    plain = AudioCNNModel(**TINY_NET, epochs=3, seed=1, noisy=noisy).fit(specs, y)
+    n_noisy = len(noisy.specs) if noisy else 0
+    n_fit = len(specs) - plain.n_stop_rows_
+    assert len(crops) == (n_fit + n_noisy) * len(plain.history_) + \
+        (len(specs) + n_noisy) * plain.best_epoch_
+    assert "epoch_rows" not in plain.params()       # experiments made before it still resume
+    with pytest.raises(ValueError, match="epoch_rows"):
+        AudioCNNModel(epoch_rows=-1)
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(loss="soft"), "noisy_loss"), (dict(schedule="later"), "noisy_schedule"),
     (dict(lsoft_beta=1.5), "lsoft_beta"), (dict(fraction=1.0), "noisy_fraction"),
