@@ -174,15 +174,14 @@ def test_validation_labels_never_steer_the_fit():
     assert fits[0].n_stop_rows_ > 0
 
 
-def test_fold_k_predictions_ignore_fold_k_labels(tmp_path):
-    """The fold-k label-permutation test through the K-fold runner: permuting the labels of fold
-    1 only and retraining with the same seed leaves fold 1's val and test predictions unchanged;
-    the other folds, which train on fold 1's rows, change."""
+def fold_permutation_runs(tmp_path, n_per_class: int, *, epochs: int, **model_options) -> list[dict]:
+    """Two K-fold runs of the tiny CNN (3 folds, the same seeds), the second with fold 1's labels
+    permuted among its rows: [{(fold, "val"|"test"): probabilities}] of each run."""
     from first_level.runner import run_kfold
     from stacker import layout
     from stacker.runtime import fold_seed
 
-    specs, y = tone_spectrograms(10)
+    specs, y = tone_spectrograms(n_per_class)
     classes = ["c0", "c1", "c2"]
     ids = [f"clip_{i:02d}" for i in range(len(specs))]
     fold = np.random.default_rng(0).permutation(np.arange(len(specs)) % 3)
@@ -195,10 +194,18 @@ def test_fold_k_predictions_ignore_fold_k_labels(tmp_path):
                 labels[row] = (classes[int(y[source].argmax())],)
         layout.write_folds(tmp_path, ids, labels, fold, classes=classes)
         run_kfold(tmp_path, f"cnn{run}", lambda k: AudioCNNModel(
-            **{**TINY_NET, "patience": 1}, epochs=4, seed=fold_seed(0, k)), specs, ids, specs[:4],
-            ["t0", "t1", "t2", "t3"], model="audio-cnn", params={}, seed=0)
+            **{**TINY_NET, "patience": 1}, epochs=epochs, seed=fold_seed(0, k), **model_options),
+            specs, ids, specs[:4], ["t0", "t1", "t2", "t3"], model="audio-cnn", params={}, seed=0)
         runs.append({(k, split): layout.read_probs(layout.probs_path(tmp_path, f"cnn{run}", k, split)
                                                   ).values for k in (0, 1, 2) for split in ("val", "test")})
+    return runs
+
+
+def test_fold_k_predictions_ignore_fold_k_labels(tmp_path):
+    """The fold-k label-permutation test through the K-fold runner: permuting the labels of fold
+    1 only and retraining with the same seed leaves fold 1's val and test predictions unchanged;
+    the other folds, which train on fold 1's rows, change."""
+    runs = fold_permutation_runs(tmp_path, 10, epochs=4)
     for split in ("val", "test"):
         np.testing.assert_allclose(runs[0][(1, split)], runs[1][(1, split)], atol=1e-6)
     assert max(np.abs(runs[0][(k, "val")] - runs[1][(k, "val")]).max() for k in (0, 2)) > 1e-4

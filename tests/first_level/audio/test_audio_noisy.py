@@ -4,7 +4,7 @@ several widths, each against a naive reference."""
 import numpy as np
 import pytest
 import torch
-from test_audio_model import TINY_NET, tone_spectrograms
+from test_audio_model import TINY_NET, fold_permutation_runs, tone_spectrograms
 
 from first_level.audio.crops import pool_windows, window, window_starts
 from first_level.audio.model import AudioCNNModel
@@ -176,28 +176,7 @@ def test_fold_k_predictions_ignore_fold_k_labels_with_noisy_rows(tmp_path, sched
     """The fold-k permutation test with a noisy set: permuting the curated labels of fold 1 only
     leaves fold 1's val and test predictions unchanged (every fold trains on the same noisy rows)
     while the folds that train on fold 1's rows change."""
-    from first_level.runner import run_kfold
-    from stacker import layout
-    from stacker.runtime import fold_seed
-
-    specs, y = tone_spectrograms(8)
-    noisy = noisy_set(schedule=schedule)
-    classes = ["c0", "c1", "c2"]
-    ids = [f"clip_{i:02d}" for i in range(len(specs))]
-    fold = np.random.default_rng(0).permutation(np.arange(len(specs)) % 3)
-    labels = [(classes[int(row.argmax())],) for row in y]
-    runs = []
-    for run in range(2):
-        if run:
-            rows = np.flatnonzero(fold == 1)
-            for row, source in zip(rows, np.random.default_rng(1).permutation(rows)):
-                labels[row] = (classes[int(y[source].argmax())],)
-        layout.write_folds(tmp_path, ids, labels, fold, classes=classes)
-        run_kfold(tmp_path, f"cnn{run}", lambda k: AudioCNNModel(
-            **{**TINY_NET, "patience": 1}, epochs=3, seed=fold_seed(0, k), noisy=noisy), specs,
-            ids, specs[:4], ["t0", "t1", "t2", "t3"], model="audio-cnn", params={}, seed=0)
-        runs.append({(k, split): layout.read_probs(layout.probs_path(tmp_path, f"cnn{run}", k, split)
-                                                  ).values for k in (0, 1, 2) for split in ("val", "test")})
+    runs = fold_permutation_runs(tmp_path, 8, epochs=3, noisy=noisy_set(schedule=schedule))
     for split in ("val", "test"):
         np.testing.assert_allclose(runs[0][(1, split)], runs[1][(1, split)], atol=1e-6)
     assert max(np.abs(runs[0][(k, "val")] - runs[1][(k, "val")]).max() for k in (0, 2)) > 1e-4
