@@ -218,10 +218,10 @@ def _widths(text: Optional[str]) -> tuple[int, ...]:
     if text is None:
         return ()
     parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() and int(part) > 0 for part in parts):
-        bad = next(part for part in parts if not (part.isdigit() and int(part) > 0))
-        raise OptionError(f"--infer-windows: '{bad}' is not a width in frames; pass positive "
-                          "whole numbers separated by commas, e.g. 64,128,256")
+    for part in parts:
+        if not (part.isdigit() and int(part) > 0):
+            raise OptionError(f"--infer-windows: '{part}' is not a width in frames; pass positive "
+                              "whole numbers separated by commas, e.g. 64,128,256")
     if len(set(parts)) != len(parts):
         raise OptionError(f"--infer-windows: '{text}' repeats a width; name each width once")
     return tuple(int(part) for part in parts)
