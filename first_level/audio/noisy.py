@@ -8,7 +8,10 @@ held out for early stopping.
 - ``loss='lsoft'`` (argus's Lsoft, soft bootstrapping): a noisy row's target becomes
   ``beta * y + (1 - beta) * p``, p the network's own (detached) prediction, so a wrong noisy label
   pulls less; curated rows keep the plain target. For single-label data the same mix is the
-  cross-entropy target (p the softmax).
+  cross-entropy target (p the softmax). With p detached, as argus had it, the gradient of either
+  loss on a noisy row's logits is ``beta * (p - y)``: ``beta`` times the plain loss's, for a wrong
+  label and a right one alike (tested), so Lsoft weights the noisy rows by ``beta`` rather than
+  singling out the wrong labels; benchmarks/bench_noisy.py measures what that is worth.
 - ``fraction``: the expected share of noisy rows in a batch (None: their share of the data).
 - ``schedule='pretrain'``: the noisy rows first, then a fine-tune on the curated rows of the fold.
 - An epoch is every row once, or ``epoch_rows`` rows (:class:`~first_level.audio.model.CNNSettings`;

@@ -63,6 +63,29 @@ def test_lsoft_targets_do_not_pass_gradients_through_the_prediction():
     assert not target.requires_grad
 
 
+@pytest.mark.parametrize("multi_label", [True, False])
+def test_lsoft_gradient_is_beta_times_the_plain_gradient_on_noisy_rows(multi_label):
+    """With p detached, d loss / d logits = beta * (p - y) on a noisy row (BCE and softmax CE
+    alike): the docstring's claim that Lsoft weights the noisy rows by beta."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(6, 5)).astype(np.float32)
+    if multi_label:
+        targets = (rng.random((6, 5)) < 0.4).astype(np.float32)
+    else:
+        targets = np.eye(5, dtype=np.float32)[rng.integers(0, 5, 6)]
+    noisy = np.array([1, 0, 1, 1, 0, 0], dtype=bool)
+
+    def grad(loss):
+        z = torch.from_numpy(logits).requires_grad_(True)
+        batch_loss(z, torch.from_numpy(targets), torch.from_numpy(noisy), multi_label=multi_label,
+                   loss=loss, beta=0.7).backward()
+        return z.grad.numpy()
+
+    lsoft, plain = grad("lsoft"), grad("plain")
+    np.testing.assert_allclose(lsoft[noisy], 0.7 * plain[noisy], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(lsoft[~noisy], plain[~noisy], rtol=1e-6)
+
+
 def test_epoch_order_default_is_every_row_once_and_a_fraction_sets_the_noisy_share():
     rng = np.random.default_rng(0)
     assert sorted(epoch_order(5, 7, None, rng)) == list(range(12))
