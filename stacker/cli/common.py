@@ -10,7 +10,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -149,7 +148,9 @@ def user_errors(func):
         except KeyboardInterrupt:
             err_console.print(INTERRUPTED, highlight=False)
             raise typer.Exit(code=EXIT_INTERRUPTED) from None
-        except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+        # typer's own exits and usage errors (typer carries its own click: no `import click`, which
+        # a plain install of stack does not have)
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
             raise
         except Exception as error:
             if _caused_by_interrupt(error) and not debug_enabled():

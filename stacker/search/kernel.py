@@ -10,8 +10,9 @@ comparisons are fused, and each member's rows are read from memory once per walk
 candidate.
 
 The walk scores the exhaustive search; the extensions of greedy, beam and GES (each base plus each
-candidate) go through :mod:`stacker.search.stable_rows`, which also skips the rows a candidate cannot
-re-rank.
+candidate) go through :mod:`stacker.search.stable_rows`: its settled-row pass skips the rows a
+candidate cannot re-rank, its dense pass computes every row without a test (the faster with one
+base, where reading the rows is the cost); :class:`KernelWalker` times both and runs the faster.
 
 The scores are bit-identical to the numpy scorer's: the counts are integers, and the weighted
 precisions of a fold are added one after the other in the row-major order of
@@ -50,14 +51,14 @@ def add_row_precisions(acc, row, p0, p1, row_cols, row_fold, row_weight):  # pra
     n_classes = row.shape[0]
     for p in range(p0, p1):
         value = row[row_cols[p]]
+        # the comparisons added as integers, not counted under an ``if``: LLVM vectorises this
+        # form (measured: 41 against 85 ns per row of 80 classes)
         at_or_above = 0
         for c in range(n_classes):
-            if row[c] >= value:
-                at_or_above += 1
+            at_or_above += np.int64(row[c] >= value)
         hits = 0
         for p2 in range(p0, p1):
-            if row[row_cols[p2]] >= value:
-                hits += 1
+            hits += np.int64(row[row_cols[p2]] >= value)
         acc[row_fold[p]] += hits / at_or_above * row_weight[p]
 
 
@@ -203,7 +204,10 @@ class KernelWalker:
 
         self.q, self.scorer, self.n_jobs = q, scorer, max(1, int(n_jobs))
         self.stable = StableRows(q, scorer)
-        self._calls, self._walk = 0, False
+        self._calls = 0
+        # seconds per (candidate, row) of each pass, last measured, by number of bases
+        self._cost: dict = {}
+        self._warm: set = set()
 
     def exhaustive(self, chunk, max_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(masks (n,), per-fold sums (n, n_folds)) of every subset of ``chunk``."""
@@ -211,24 +215,43 @@ class KernelWalker:
         starts = np.zeros((1,) + self.q.shape[1:], dtype=np.int64)
         return masks, run_walk(self.q, starts, steps, len(masks), self.scorer, max_size + 1)
 
-    # the settled-row pass pays off when at least this share of the rows is settled (measured:
-    # 40% settled runs 1.4x faster than the walk, 25% no faster and its base margins cost more);
-    # below it the walk runs, and every PROBE_EVERY calls the settled-row pass measures again
-    MIN_SETTLED = 0.35
+    # Two passes give the same scores: "dense" computes every row (the rows stream at the memory's
+    # pace; with one base, where reading the rows is the cost, measured the faster at every step
+    # of GES: 53 against 80-130 ms a step of 200 models x 5,000 rows x 80 classes), "stable" skips
+    # what a candidate cannot re-rank (the faster with several bases, where the computing is the
+    # cost: 6 bases 280 against 350 ms). One base runs dense; with several the walker times both
+    # on its first calls for each number of bases, runs the faster one, and every PROBE_EVERY
+    # calls the other one again (the choice changes only the time).
+    PASSES = ("dense", "stable")
     PROBE_EVERY = 5
 
+    def choose_pass(self, n_bases: int) -> str:
+        """The pass of the next call with ``n_bases`` bases."""
+        if n_bases == 1:
+            return "dense"
+        costs = [self._cost.get((name, n_bases)) for name in self.PASSES]
+        for name, cost in zip(self.PASSES, costs):
+            if cost is None:
+                return name
+        ranked = sorted(zip(costs, self.PASSES))
+        return ranked[1][1] if self._calls % self.PROBE_EVERY == 0 else ranked[0][1]
+
     def extensions_many(self, base_sums: list, candidate_lists: list) -> list:
-        """:meth:`extensions` of several bases at once, each member read once for all bases:
-        with the settled-row pass, or the walk while too few rows settle (the same scores)."""
+        """:meth:`extensions` of several bases at once, each member read once for all bases,
+        by the pass measured faster (the same scores either way)."""
+        import time
+
         self._calls += 1
-        walk = self._walk and self._calls % self.PROBE_EVERY
-        if walk:
-            return walk_extensions_many(self, base_sums, candidate_lists)
-        stable = self.stable
-        visited, settled = stable.visited, stable.settled
-        out = extensions_many(self, base_sums, candidate_lists)
-        if stable.visited > visited:
-            self._walk = (stable.settled - settled) < self.MIN_SETTLED * (stable.visited - visited)
+        n_bases = len(base_sums)
+        name = self.choose_pass(n_bases)
+        if name not in self._warm:         # its first call loads (or compiles) its kernels:
+            warm_up(name)                  # not part of what it costs
+            self._warm.add(name)
+        started = time.perf_counter()
+        out = extensions_many(self, base_sums, candidate_lists, name)
+        work = sum(len(c) for c in candidate_lists) * self.q.shape[1]
+        if work:
+            self._cost[name, n_bases] = (time.perf_counter() - started) / work
         return out
 
     def extensions(self, base_sum: np.ndarray, candidates) -> np.ndarray:
@@ -236,11 +259,24 @@ class KernelWalker:
         return extensions_many(self, [base_sum], [list(candidates)])[0]
 
 
-def extensions_many(walker: KernelWalker, base_sums: list, candidate_lists: list) -> list:
+def warm_up(pass_name: str) -> None:
+    """Run the kernels of ``pass_name`` once on a toy pool: their first call loads them from
+    numba's on-disk cache (or compiles them), which then costs nothing in a timed call."""
+    from stacker.search.scoring import make_scorer
+
+    y = np.array([[1, 0], [0, 1]])
+    scorer = make_scorer(y, np.array([0, 1]), [0, 1], "lwlrap", blend="mean", power=1.0)
+    q = np.array([[[3, 1], [0, 2]], [[1, 1], [2, 0]]], dtype=np.int64)
+    walker = KernelWalker(q, scorer)
+    extensions_many(walker, [np.zeros((2, 2), dtype=np.int64)], [[0, 1]], pass_name)
+
+
+def extensions_many(walker: KernelWalker, base_sums: list, candidate_lists: list,
+                    pass_name: str = "stable") -> list:
     """Per-fold sums of ``base_sums[g] + q[j]`` for every j of ``candidate_lists[g]``: a list of
     arrays of shape (len(candidate_lists[g]), n_folds). One pass over the pool
-    (:mod:`stacker.search.stable_rows`): model-major, each model's rows read once for every base,
-    and only where its addition can change a ranking."""
+    (:mod:`stacker.search.stable_rows`): model-major, each model's rows read once for every base;
+    ``pass_name`` "stable" reads only where its addition can change a ranking, "dense" every row."""
     n_bases = len(base_sums)
     sizes = [len(c) for c in candidate_lists]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -249,15 +285,25 @@ def extensions_many(walker: KernelWalker, base_sums: list, candidate_lists: list
     if total == 0:
         return [out[offsets[g]:offsets[g + 1]] for g in range(n_bases)]
     starts = np.ascontiguousarray(np.stack([np.asarray(s, dtype=np.int64) for s in base_sums]))
-    state = walker.stable.bases(starts)
+    stable = walker.stable
+    n_jobs = walker.n_jobs if total * walker.q[0].size >= walker.min_parallel else 1
+    if pass_name == "stable":
+        state = stable.bases(starts, n_jobs)
+
+        def score(steps, n_out):
+            return stable.run(starts, state, steps, n_out)
+    elif pass_name == "dense":
+        def score(steps, n_out):
+            return stable.dense(starts, steps, n_out)
+    else:
+        raise ValueError(f"unknown pass {pass_name!r}: {', '.join(KernelWalker.PASSES)}")
     # (base, model, out) of every candidate, model-major
     base = np.repeat(np.arange(n_bases, dtype=np.int64), sizes)
     model = np.concatenate([np.asarray(c, dtype=np.int64) for c in candidate_lists])
     order = np.lexsort((base, model))
     steps = np.column_stack([base[order], model[order], order])
-    n_jobs = walker.n_jobs if total * walker.q[0].size >= walker.min_parallel else 1
     if n_jobs <= 1:
-        return _split(walker.stable.run(starts, state, steps, total), offsets)
+        return _split(score(steps, total), offsets)
     # whole models to each thread: every output row is summed by one thread, in row order
     cuts = np.searchsorted(steps[:, 1], np.quantile(steps[:, 1], np.linspace(0, 1, n_jobs + 1)[1:-1]),
                            side="right")
@@ -266,7 +312,7 @@ def extensions_many(walker: KernelWalker, base_sums: list, candidate_lists: list
 
     def run(part):
         local = np.column_stack([part[:, :2], np.arange(len(part))])
-        return part[:, 2], walker.stable.run(starts, state, local, len(part))
+        return part[:, 2], score(local, len(part))
 
     with ThreadPoolExecutor(max_workers=len(parts)) as pool:
         for rows, sums in pool.map(run, parts):
@@ -276,47 +322,3 @@ def extensions_many(walker: KernelWalker, base_sums: list, candidate_lists: list
 
 def _split(out: np.ndarray, offsets: np.ndarray) -> list:
     return [out[offsets[g]:offsets[g + 1]] for g in range(len(offsets) - 1)]
-
-
-def _many_steps(requests, n_bases: int, out_offsets, models) -> np.ndarray:
-    """Steps scoring ``base g + q[j]`` for the (g, j) of ``requests`` whose j is in ``models``,
-    model-major (each model's rows are read once for every base)."""
-    steps = []
-    for j in models:
-        for g, candidates in enumerate(requests):
-            position = candidates.get(j)
-            if position is not None:
-                steps.append((g, j, n_bases, out_offsets[g] + position))
-    return np.asarray(steps, dtype=np.int64).reshape(-1, 4)
-
-
-def walk_extensions_many(walker: KernelWalker, base_sums: list, candidate_lists: list) -> list:
-    """:func:`extensions_many` on the walk kernel: every row of every candidate computed (the
-    faster pass when few rows settle)."""
-    n_bases = len(base_sums)
-    lookups = [{int(j): i for i, j in enumerate(c)} for c in candidate_lists]
-    sizes = [len(c) for c in candidate_lists]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    total = int(offsets[-1])
-    starts = np.stack([np.asarray(s, dtype=np.int64) for s in base_sums])
-    models = sorted({int(j) for c in candidate_lists for j in c})
-    n_jobs = walker.n_jobs if total * walker.q[0].size >= walker.min_parallel else 1
-    parts = [part for part in np.array_split(np.asarray(models, dtype=np.int64), n_jobs) if len(part)]
-
-    def run(part):
-        steps = _many_steps(lookups, n_bases, offsets, part)
-        sums = run_walk(walker.q, starts, np.column_stack([steps[:, :3], np.arange(len(steps))]),
-                        len(steps), walker.scorer, n_bases + 1)
-        return steps[:, 3], sums
-
-    if len(parts) <= 1:
-        results = [run(np.asarray(models, dtype=np.int64))]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-            results = list(pool.map(run, parts))
-    out = np.zeros((total, walker.scorer.n_folds))
-    for rows, sums in results:
-        out[rows] = sums
-    return [out[offsets[g]:offsets[g + 1]] for g in range(n_bases)]

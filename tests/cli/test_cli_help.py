@@ -3,7 +3,6 @@ the edge, flags without a `<bool>` type or a `--no-no-x` twin, commands in workf
 
 from __future__ import annotations
 
-import click
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -14,11 +13,16 @@ from stacker.cli.help import WORKFLOW, summary
 WIDTH = 80
 
 
+def _context(command):
+    """A context of ``command`` of typer's own click (typer carries it: no ``import click``)."""
+    return command.context_class(command)
+
+
 def _commands(command, path=()):
     """(path, click command) of the app and every command and group under it."""
     yield path, command
     if hasattr(command, "list_commands"):
-        ctx = click.Context(command)
+        ctx = _context(command)
         for name in command.list_commands(ctx):
             yield from _commands(command.get_command(ctx, name), (*path, name))
 
@@ -47,7 +51,7 @@ def test_help_fits_80_columns_and_flags_show_no_type(path):
                          ids=lambda p: " ".join(p) if isinstance(p, tuple) else "")
 def test_every_summary_is_one_whole_sentence_on_one_line(path, group):
     lines = _help(path).splitlines()
-    ctx = click.Context(group)
+    ctx = _context(group)
     for name in group.list_commands(ctx):
         command = group.get_command(ctx, name)
         text = summary(command.help)
@@ -59,9 +63,25 @@ def test_every_summary_is_one_whole_sentence_on_one_line(path, group):
 
 def test_commands_are_listed_in_workflow_order():
     root = typer.main.get_command(app)
-    names = root.list_commands(click.Context(root))
+    names = root.list_commands(_context(root))
     assert names[:len(WORKFLOW)] == list(WORKFLOW)
     lines = _help(()).splitlines()
     shown = [line.split()[1] for line in lines
              if line.startswith("│ ") and len(line.split()) > 1 and line.split()[1] in names]
     assert shown == names
+
+
+def test_the_cli_starts_without_a_click_of_its_own():
+    """typer carries its own click: a plain install of stack has no ``click`` package (it came
+    with dask in the dev extras), so no module of the CLI may import it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['click'] = None\n"      # `import click` now fails
+            "from typer.testing import CliRunner\n"
+            "from stacker.cli.app import app\n"
+            "result = CliRunner().invoke(app, ['blend', '--root', 'nowhere'])\n"
+            "assert result.exit_code == 1, result.output\n"
+            "assert 'Traceback' not in result.output, result.output\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -46,6 +46,12 @@ def test_margins_and_base_state_match_their_naive_twins(votes):
     np.testing.assert_array_equal(above[0], expected_above)
     hits, at_or_above = scorer.counts(S)
     np.testing.assert_array_equal(value[0], hits / at_or_above * scorer.row_weight)
+    # several bases on threads: each base's state as alone
+    other = sm.ensemble_sum(q, (0, 1, 0, 0, 2, 0, 0))
+    for together, alone in zip(walker.stable.bases(np.stack([S, other, S]), n_jobs=2),
+                               walker.stable.bases(other[None])):
+        np.testing.assert_array_equal(together[1], alone[0])
+        np.testing.assert_array_equal(together[0], together[2])
 
 
 @pytest.mark.parametrize("metric, blend, votes", [
@@ -53,7 +59,8 @@ def test_margins_and_base_state_match_their_naive_twins(votes):
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_settled_rows_keep_scores_bit_identical(metric, blend, votes, n_jobs, monkeypatch):
     """Bases of growing size settle more and more rows (checked: some but not all), and every
-    candidate's score stays that of the numpy scorer, bit for bit."""
+    candidate's score stays that of the numpy scorer, bit for bit, in the settled-row pass and in
+    the dense pass (every row computed) alike."""
     monkeypatch.setattr(kernel.KernelWalker, "min_parallel", 0)
     q, scorer = prepared(metric, blend, votes=votes, n_rows=400)
     walker = kernel.KernelWalker(q, scorer, n_jobs=n_jobs)
@@ -66,10 +73,13 @@ def test_settled_rows_keep_scores_bit_identical(metric, blend, votes, n_jobs, mo
         settled.append(np.mean((up < below[0]) & (down <= above[0])))
     assert 0 < max(settled) < 1
     candidates = [list(range(q.shape[0])), [6, 2, 0], [5]]
-    for base, S, cands, part in zip(bases, sums, candidates,
-                                    walker.extensions_many(sums, candidates)):
+    stable = kernel.extensions_many(walker, sums, candidates, "stable")
+    dense = kernel.extensions_many(walker, sums, candidates, "dense")
+    for base, S, cands, part, every_row in zip(bases, sums, candidates, stable, dense):
         expected = np.array([scorer.evaluate(S + q[j], sum(base) + 1) for j in cands])
         np.testing.assert_array_equal(scorer.outputs_from_fold_sums(part), expected)
+        np.testing.assert_array_equal(scorer.outputs_from_fold_sums(every_row), expected)
+    assert walker.stable.settled > 0
 
 
 def test_threaded_quantization_is_identical(monkeypatch):
@@ -83,9 +93,9 @@ def test_threaded_quantization_is_identical(monkeypatch):
     np.testing.assert_array_equal(one, two)
 
 
-@pytest.mark.parametrize("min_settled", [0.0, 1.01])     # always the settled-row pass / the walk
+@pytest.mark.parametrize("forced", [None, "dense", "stable"])     # timed choice, or one pass
 @pytest.mark.parametrize("method", ["greedy", "ges", "beam"])
-def test_search_is_identical_whichever_pass_scores_the_steps(method, min_settled, monkeypatch):
+def test_search_is_identical_whichever_pass_scores_the_steps(method, forced, monkeypatch):
     from stacker.search.engine import search_arrays
 
     oof, y, fold, names = pool(seed=7, n_models=6)
@@ -94,16 +104,51 @@ def test_search_is_identical_whichever_pass_scores_the_steps(method, min_settled
     with monkeypatch.context() as patch:
         patch.setattr(kernel, "available", lambda: False)
         reference = search_arrays(oof, y, fold, **options)
-    monkeypatch.setattr(kernel.KernelWalker, "MIN_SETTLED", min_settled)
     monkeypatch.setattr(kernel.KernelWalker, "min_parallel", 0)
-    calls = {"walk": 0}
-    real = kernel.walk_extensions_many
+    used = []
+    real = kernel.extensions_many
 
-    def counting(*args):
-        calls["walk"] += 1
-        return real(*args)
+    def recording(walker, bases, candidates, pass_name="stable"):
+        used.append(pass_name)
+        return real(walker, bases, candidates, pass_name)
 
-    monkeypatch.setattr(kernel, "walk_extensions_many", counting)
+    monkeypatch.setattr(kernel, "extensions_many", recording)
+    if forced:
+        monkeypatch.setattr(kernel.KernelWalker, "choose_pass", lambda self, n_bases: forced)
     result = search_arrays(oof, y, fold, **options)
-    assert (calls["walk"] > 0) == (min_settled > 1)
+    assert set(used) == ({forced} if forced else {"dense", "stable"})
     assert comparable(result) == comparable(reference)
+
+
+def test_the_walker_runs_the_pass_it_measured_faster_and_probes_the_other():
+    q, scorer = prepared("lwlrap", "geo-mean", n_rows=50)
+    walker = kernel.KernelWalker(q, scorer)
+    assert walker.choose_pass(1) == "dense"            # one base: always dense
+    assert walker.choose_pass(2) == "dense"            # nothing measured: each pass once
+    walker._cost["dense", 2] = 2e-9
+    assert walker.choose_pass(2) == "stable"
+    walker._cost["stable", 2] = 1e-9
+    walker._calls = 1
+    assert walker.choose_pass(2) == "stable"           # the faster
+    walker._calls = walker.PROBE_EVERY
+    assert walker.choose_pass(2) == "dense"            # the other, measured again
+    assert walker.choose_pass(3) == "dense"            # each number of bases measured apart
+    assert walker.choose_pass(1) == "dense"
+    with pytest.raises(ValueError, match="unknown pass"):
+        kernel.extensions_many(walker, [np.zeros(q.shape[1:], dtype=np.int64)], [[0]], "walk")
+
+
+def test_a_pass_is_timed_only_once_its_kernels_are_loaded(monkeypatch):
+    """The first call of a pass loads its kernels (numba's cache, or a compile): a toy call runs
+    first, so that load is not taken for what the pass costs."""
+    q, scorer = prepared("lwlrap", "geo-mean", n_rows=50)
+    walker = kernel.KernelWalker(q, scorer)
+    warmed = []
+    monkeypatch.setattr(kernel, "warm_up", warmed.append)
+    S = np.zeros(q.shape[1:], dtype=np.int64)
+    for _ in range(3):
+        walker.extensions_many([S, S + q[0]], [[1, 2], [3]])
+    assert warmed == ["dense", "stable"]
+    monkeypatch.undo()
+    kernel.warm_up("dense")         # the toy pool runs (its scores are not looked at)
+    kernel.warm_up("stable")
