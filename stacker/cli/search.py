@@ -22,7 +22,7 @@ from stacker.cli.common import (
 )
 from stacker.layout import workspace
 from stacker.search.config import CmaesConfig, GesConfig, SearchConfig, WalkConfig
-from stacker.search.engine import search_subsets
+from stacker.search.engine import preload_kernels, search_subsets
 from stacker.search.result import SearchResult
 from stacker.search.subsets import resolve_subset
 
@@ -123,6 +123,7 @@ def search_subsets_command(
         time_budget=time_budget, device=device, walk=WalkConfig(beam_width=beam_width),
         ges=GesConfig(iterations=ges_iterations, init=ges_init, bags=ges_bags),
         cmaes=CmaesConfig(evaluations=cmaes_evaluations))
+    preload_kernels(config)             # numba loads while the pool is read
     collection = load_collection(root)
     pool = resolve_subset(root, subset, collection.names)
     with progress_bar("searching subsets") as update:

@@ -53,6 +53,16 @@ def check_device(device: str) -> str:
     raise OptionError(f"unknown device '{device}'; choose one of: {', '.join(DEVICES)} (or cuda:N)")
 
 
+def compiled_path_likely(metric, device: str) -> bool:
+    """True when a search with ``metric`` (a name or a Metric) on ``device`` will score with the
+    compiled kernel (lwlrap or lrap on the CPU), judged without importing torch or numba."""
+    from stacker.search.scoring import FAST_METRICS
+
+    device = str(device)
+    return getattr(metric, "name", metric) in FAST_METRICS and (device == "cpu" or (device == "auto"
+                                                          and not _driver_present()))
+
+
 def make_walker(q: np.ndarray, scorer, device: str = "auto", n_jobs: int = 1):
     """(walker or None, backend name) for scoring ``q`` with ``scorer`` on ``device``.
 

@@ -76,8 +76,20 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
     elif options:
         raise OptionError(f"pass either a SearchConfig or search options, not both (got "
                           f"{', '.join(sorted(options))})")
+    preload_kernels(config)
     problem = prepare(oof, y, fold, names=names, config=config, fold_numbers=fold_numbers,
                       on_progress=on_progress)
     method = SELECTORS[config.method]
     with threadpool_limits(1) if method.weighted else nullcontext():
         return build_result(problem, method.select(problem), started=started)
+
+
+def preload_kernels(config: SearchConfig) -> None:
+    """Start loading the compiled kernels in the background when ``config``'s search will use
+    them (:func:`stacker.search.kernel.preload`): call it before reading the pool."""
+    from stacker.search.backends import compiled_path_likely
+
+    if compiled_path_likely(config.metric, config.device):
+        from stacker.search import kernel
+
+        kernel.preload()

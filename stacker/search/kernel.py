@@ -259,6 +259,31 @@ class KernelWalker:
         return extensions_many(self, [base_sum], [list(candidates)])[0]
 
 
+_PRELOADING = None           # the thread of preload(), once started
+
+
+def preload() -> None:
+    """Import numba and load the extension kernels on a background thread, so that their fixed
+    cost (about 0.3 s to import numba and 0.3 s for its first call; measured) overlaps the pool's
+    reading and quantizing instead of adding to them. Once per process; nothing when numba is not
+    installed; a failure there is met again, and reported, where the kernels are used."""
+    global _PRELOADING
+    import importlib.util
+    import threading
+
+    if _PRELOADING is not None or importlib.util.find_spec("numba") is None:
+        return
+
+    def load() -> None:
+        try:
+            warm_up("dense")
+        except Exception:      # noqa: BLE001 - the search meets it again and says what it is
+            pass
+
+    _PRELOADING = threading.Thread(target=load, name="stack-kernels", daemon=True)
+    _PRELOADING.start()
+
+
 def warm_up(pass_name: str) -> None:
     """Run the kernels of ``pass_name`` once on a toy pool: their first call loads them from
     numba's on-disk cache (or compiles them), which then costs nothing in a timed call."""

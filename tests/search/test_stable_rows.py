@@ -152,3 +152,26 @@ def test_a_pass_is_timed_only_once_its_kernels_are_loaded(monkeypatch):
     monkeypatch.undo()
     kernel.warm_up("dense")         # the toy pool runs (its scores are not looked at)
     kernel.warm_up("stable")
+
+
+def test_preload_loads_the_kernels_once_on_a_background_thread(monkeypatch):
+    from stacker.search import stable_rows
+    from stacker.search.backends import compiled_path_likely
+    from stacker.search.config import SearchConfig
+    from stacker.search.engine import preload_kernels
+
+    monkeypatch.setattr(kernel, "_PRELOADING", None)
+    calls = []
+    monkeypatch.setattr(kernel, "warm_up", calls.append)
+    preload_kernels(SearchConfig(metric="lwlrap", device="cpu"))
+    thread = kernel._PRELOADING
+    preload_kernels(SearchConfig(metric="lwlrap", device="cpu"))     # once per process
+    assert kernel._PRELOADING is thread and thread.name == "stack-kernels"
+    thread.join(30)
+    assert calls == ["dense"]
+    assert stable_rows._compile()                                    # and the real one loads
+    # no compiled path, no preload: another metric, or a GPU
+    monkeypatch.setattr(kernel, "_PRELOADING", None)
+    preload_kernels(SearchConfig(metric="roc_auc", device="cpu"))
+    assert kernel._PRELOADING is None
+    assert compiled_path_likely("lrap", "cpu") and not compiled_path_likely("lwlrap", "cuda")
