@@ -128,6 +128,8 @@ def main(argv=None) -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=30,
                         help="the most epochs of every run (0: the preset's)")
+    parser.add_argument("--patience", type=int, default=0,
+                        help="--patience of every run (0: the preset's, 4 epochs)")
     parser.add_argument("--epoch-rows", type=int, default=None,
                         help="rows per training epoch of every run (default: curated + noisy rows; "
                              "0: every training row once, so the curated-only epochs are shorter)")
@@ -143,7 +145,8 @@ def main(argv=None) -> None:
     epoch_rows = args.epoch_rows
     if epoch_rows is None:
         epoch_rows = sum(len(pd.read_csv(paths[part])) for part in ("train", "noisy"))
-    print(f"epoch rows: {epoch_rows or 'every training row once'}")
+    print(f"epoch rows: {epoch_rows or 'every training row once'}; patience: "
+          f"{args.patience or 'the preset'}")
     sizing = ["--epoch-rows", epoch_rows] if epoch_rows else []
     root = args.workdir / "root"
     if not (root / layout.FOLDS_FILE).exists():
@@ -163,6 +166,7 @@ def main(argv=None) -> None:
                    "--audio-dir", args.data / "recordings", "--test-meta", paths["test"],
                    "--name", name, "--root", root, "--seed", seed,
                    *(["--epochs", args.epochs] if args.epochs else []), *sizing,
+                   *(["--patience", args.patience] if args.patience else []),
                    *(noisy if config != "curated" else []),
                    *[str(a).format(seed=seed) for a in configs[config]])
             wall = time.perf_counter() - start

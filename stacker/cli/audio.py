@@ -87,6 +87,9 @@ def audio_command(
         help="Rows per training epoch, drawn pass by pass over the training rows (default: every "
              "row once): a fixed size makes --epochs and the patience mean as much training with "
              "or without a noisy set.")] = None,
+    patience: Annotated[Optional[int], typer.Option(
+        help="Epochs without a better lwlrap on the inner hold-out before a fold stops (default: "
+             "the preset's; --epochs or more: every epoch runs and the best is kept).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (crops, augmentation, weights).")] = 0,
     root: RootOption = layout.DEFAULT_ROOT,
     force: Annotated[bool, typer.Option("--force", help="Retrain every fold, replacing what exists.")] = False,
@@ -142,6 +145,8 @@ def audio_command(
     layout.check_experiment_name(name)
     if epochs is not None and epochs < 1:
         raise OptionError(f"--epochs must be at least 1, got {epochs}")
+    if patience is not None and patience < 1:
+        raise OptionError(f"--patience must be at least 1 epoch, got {patience}")
     if epoch_rows is not None and epoch_rows < 2:
         raise OptionError(f"--epoch-rows must be at least 2 (one batch of two rows), got {epoch_rows}")
     widths = _widths(infer_windows)
@@ -175,6 +180,8 @@ def audio_command(
         model_params["epochs"] = epochs
     if epoch_rows is not None:
         model_params["epoch_rows"] = epoch_rows
+    if patience is not None:
+        model_params["patience"] = patience
     model_params.update(infer_windows=widths, window_pool=window_pool.value)
     probe = AudioCNNModel(**model_params)
     params = {"preset": preset.value, "features": settings.to_dict(), "network": probe.params()}

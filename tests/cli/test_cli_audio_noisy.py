@@ -73,10 +73,12 @@ def test_pretrain_schedule_and_a_noisy_fraction_run(noisy):
     pretrain = invoke(*noisy_args(noisy, "--noisy-schedule", "pretrain", "--noisy-loss", "plain",
                                   name="pre"))
     assert pretrain.exit_code == 0, pretrain.output
-    mixed = invoke(*noisy_args(noisy, "--noisy-fraction", 0.2, "--epoch-rows", 24, name="frac"))
+    mixed = invoke(*noisy_args(noisy, "--noisy-fraction", 0.2, "--epoch-rows", 24,
+                               "--patience", 7, name="frac"))
     assert mixed.exit_code == 0, mixed.output
     params = json.loads((noisy / "root" / "frac" / "meta.json").read_text())["params"]
     assert params["noisy"]["fraction"] == 0.2 and params["network"]["epoch_rows"] == 24
+    assert params["network"]["patience"] == 7
 
 
 def _curated_in_noisy(p):
@@ -125,6 +127,7 @@ def test_bad_noisy_input_stops_in_one_line_or_is_skipped(noisy, damage, message)
     (["--infer-windows", "8,x"], "--infer-windows: 'x' is not a width"),
     (["--infer-windows", "8,8"], "repeats a width"),
     (["--epoch-rows", 1], "--epoch-rows must be at least 2"),
+    (["--patience", 0], "--patience must be at least 1 epoch"),
 ])
 def test_bad_noisy_and_window_options(project, extra, message):  # noqa: F811
     result = invoke(*audio_args(project), *extra)
