@@ -193,7 +193,8 @@ _FIRST_CALLS = (
     "q = i(1, 1, 2); st = np.array([0, 1]); c = i(1); k = stable_rows._compile(); "
     "k['margins'](q, st, c, i(1, 1), i(1, 1)); b, a, v = i(1, 1), i(1, 1), f(1, 1); "
     "k['base_state'](q[0], st, c, f(1), b[0], a[0], v[0]); "
-    "k['extend'](q, q, c, c, c, st, c, c, f(1), i(1, 1), i(1, 1), b, a, v, 8, f(1, 1)); "
+    "k['extend'](q, q, c, c, c, st, c, c, f(1), i(1, 1), i(1, 1), b, a, v, True, 8, f(1, 1), "
+    "i(1)); "
     "print('first calls', time.perf_counter() - t)")
 
 

@@ -106,9 +106,12 @@ def _build() -> dict:
                 value[p] = hits / at_or_above * row_weight[p]
 
     def extend(q, starts, base, model, out_row, row_start, row_cols, row_fold, row_weight,
-               up, down, below, above, value, block_rows, out, settled_rows):  # pragma: no cover
-        """out[out_row[k], fold] += the precisions of ``starts[base[k]] + q[model[k]]``;
-        settled_rows[0] += the rows skipped."""
+               up, down, below, above, value, test_rows, block_rows, out,
+               settled_rows):  # pragma: no cover - compiled
+        """out[out_row[k], fold] += the precisions of ``starts[base[k]] + q[model[k]]``. With
+        ``test_rows``, a row no candidate's addition can re-rank adds the base's precisions
+        (settled_rows[0] += the rows skipped); without, every row is computed (the dense pass: no
+        test, no branch, the rows stream through at the memory's pace; up ... value unused)."""
         n_rows = q.shape[1]
         n_classes = q.shape[2]
         # each step's per-fold sums are held in ``acc`` over a block: the same additions, in
@@ -126,15 +129,16 @@ def _build() -> dict:
                 for r in range(r0, r1):
                     p0 = row_start[r]
                     p1 = row_start[r + 1]
-                    settled = True
-                    for p in range(p0, p1):
-                        if up[m, p] >= below[g, p] or down[m, p] > above[g, p]:
-                            settled = False
-                    if settled:
-                        settled_rows[0] += 1
+                    if test_rows:
+                        settled = True
                         for p in range(p0, p1):
-                            acc[row_fold[p]] += value[g, p]
-                        continue
+                            if up[m, p] >= below[g, p] or down[m, p] > above[g, p]:
+                                settled = False
+                        if settled:
+                            settled_rows[0] += 1
+                            for p in range(p0, p1):
+                                acc[row_fold[p]] += value[g, p]
+                            continue
                     for c in range(n_classes):
                         row[c] = starts[g, r, c] + q[m, r, c]
                     _add_row_precisions(acc, row, p0, p1, row_cols, row_fold, row_weight)
@@ -142,33 +146,8 @@ def _build() -> dict:
                     out[o, f] = acc[f]
         return out
 
-    def dense(q, starts, base, model, out_row, row_start, row_cols, row_fold, row_weight,
-              block_rows, out):  # pragma: no cover - compiled
-        """out[out_row[k], fold] += the precisions of ``starts[base[k]] + q[model[k]]``, every
-        row computed (no test, no branch: the rows stream through at the memory's pace)."""
-        n_rows = q.shape[1]
-        n_classes = q.shape[2]
-        acc = np.empty(out.shape[1])
-        row = np.empty(n_classes, dtype=np.int64)
-        for r0 in range(0, n_rows, block_rows):
-            r1 = min(n_rows, r0 + block_rows)
-            for k in range(base.shape[0]):
-                g = base[k]
-                m = model[k]
-                o = out_row[k]
-                for f in range(out.shape[1]):
-                    acc[f] = out[o, f]
-                for r in range(r0, r1):
-                    for c in range(n_classes):
-                        row[c] = starts[g, r, c] + q[m, r, c]
-                    _add_row_precisions(acc, row, row_start[r], row_start[r + 1], row_cols,
-                                        row_fold, row_weight)
-                for f in range(out.shape[1]):
-                    out[o, f] = acc[f]
-        return out
-
     return {"margins": kernel._jit(margins), "base_state": kernel._jit(base_state),
-            "extend": kernel._jit(extend), "dense": kernel._jit(dense)}
+            "extend": kernel._jit(extend)}
 
 
 # bytes of one block of every base and of the model being added: well inside a core's L2 cache
@@ -238,7 +217,8 @@ class StableRows:
         _compile()["extend"](self.q, starts, np.ascontiguousarray(steps[:, 0]),
                              np.ascontiguousarray(steps[:, 1]), np.ascontiguousarray(steps[:, 2]),
                              s.row_start, s.row_cols, s.row_fold, s.row_weight, up, down, below,
-                             above, value, block_rows(len(starts), self.q.shape[2]), out, settled)
+                             above, value, True, block_rows(len(starts), self.q.shape[2]), out,
+                             settled)
         self.visited += len(steps) * self.q.shape[1]    # (threads: a lost update only
         self.settled += int(settled[0])                 #  delays the next probe)
         return out
@@ -253,7 +233,10 @@ class StableRows:
         steps = np.ascontiguousarray(steps, dtype=np.int64).reshape(-1, 3)
         # one base: no blocks (the model's rows are read once whatever the order)
         rows = self.q.shape[1] if len(starts) == 1 else block_rows(len(starts), self.q.shape[2])
-        _compile()["dense"](self.q, starts, np.ascontiguousarray(steps[:, 0]),
-                            np.ascontiguousarray(steps[:, 1]), np.ascontiguousarray(steps[:, 2]),
-                            s.row_start, s.row_cols, s.row_fold, s.row_weight, int(rows), out)
+        unused = np.zeros((1, 1), dtype=np.int64)
+        _compile()["extend"](self.q, starts, np.ascontiguousarray(steps[:, 0]),
+                             np.ascontiguousarray(steps[:, 1]), np.ascontiguousarray(steps[:, 2]),
+                             s.row_start, s.row_cols, s.row_fold, s.row_weight, unused, unused,
+                             unused, unused, np.zeros((1, 1)), False, int(rows), out,
+                             np.zeros(1, dtype=np.int64))
         return out
