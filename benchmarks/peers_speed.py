@@ -14,7 +14,8 @@ times, as whole processes (interpreter start-up, imports and reading the pool in
                weighted average of probabilities
 
 each ``--repeats`` times, alternating, after one untimed warm-up of each (the files in the page
-cache, numba's on-disk cache of the compiled kernel written). It prints the median seconds, the
+cache, numba's on-disk cache of the compiled kernel and the bytecode of both written, as an install
+leaves them). It prints the median seconds, the
 ratios AutoGluon / stack (targets: >= 10x on 200 models, >= 3x on 40), whether stack's mean blend
 chose AutoGluon's weights (AutoGluon breaks ties at random and scores in float64, stack exactly:
 they agree unless two candidates tie), and the load average before and after each figure.
@@ -133,6 +134,10 @@ def compare(n_models: int, folder: Path, repeats: int) -> dict:
     root = folder / "layout"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")]),
            "COLUMNS": "200"}
+    # both tools as installed: pip writes every package's bytecode at install time, so the
+    # warm-up runs may write the checkout's (a session that sets PYTHONDONTWRITEBYTECODE would
+    # otherwise recompile stack's sources in every timed run, and not AutoGluon's)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     autogluon = [sys.executable, str(Path(__file__).resolve()), "--child", str(folder)]
     stack = [sys.executable, "-c", "from stacker.cli.entry import main; main()", "search-subsets",
              "--root", str(root), "--method", "ges", "--ges-iterations", str(ITERATIONS),
