@@ -85,3 +85,35 @@ def test_the_cli_starts_without_a_click_of_its_own():
             "assert 'Traceback' not in result.output, result.output\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["--help"], 0, "search-subsets"),                  # the whole help, through a pipe
+    (["blend", "--root", "nowhere"], 1, "error: "),    # a refusal: one line, exit 1
+    (["--no-such-option"], 2, "No such option"),        # a usage error: typer's exit 2
+])
+def test_the_console_script_keeps_exit_codes_and_output_without_the_teardown(args, code, text):
+    """`stack` leaves through os._exit after the exit handlers (stacker.cli.entry.leave): the exit
+    code and every line written still reach the caller."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "stacker.cli.entry", *args], capture_output=True,
+                          text=True, env={**os.environ, "COLUMNS": "100"})
+    assert done.returncode == code, done.stdout + done.stderr
+    assert text in done.stdout + done.stderr
+
+
+def test_leave_runs_the_exit_handlers_and_reports_a_message_as_exit_1(tmp_path):
+    import subprocess
+    import sys
+
+    marker = tmp_path / "handler ran"
+    code = ("import atexit, pathlib; from stacker.cli.entry import leave\n"
+            f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('yes'))\n"
+            "print('last words')\n"
+            "leave('a message')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1 and "a message" in done.stderr and "last words" in done.stdout
+    assert marker.read_text() == "yes"
