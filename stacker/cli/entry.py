@@ -1,8 +1,9 @@
 """The `stack` console script. Ctrl-C while the CLI is still importing (typer, rich, the command
 modules) gives the same one line and exit code 130 as Ctrl-C inside a command, not a traceback.
 
-When the command is done the process leaves without tearing the interpreter down: the exit
-handlers still run (temporary folders, loggers) and every stream is flushed, but the teardown of
+When the command is done the process leaves without tearing the interpreter down: as at a normal
+exit, the threads that are not daemons are waited for (and the thread pools' exit hooks run), then
+the exit handlers (temporary folders, loggers), and every stream is flushed; only the teardown of
 every module and object (numba's compiler, the arrays of the pool) is skipped. It cost 0.2 to 0.5 s
 of a 1.5 s `stack search-subsets` (measured: 1.1 s against 0.7 s for a process that only loads the
 compiled kernels)."""
@@ -32,6 +33,7 @@ def leave(code) -> None:
     1) after the exit handlers, without the interpreter's teardown."""
     import atexit
     import os
+    import threading
 
     if code is None:
         code = 0
@@ -39,6 +41,11 @@ def leave(code) -> None:
         sys.stderr.write(f"{code}\n")
         code = 1
     try:
+        # the interpreter's own first step at exit: wait for non-daemon threads, run the
+        # thread pools' exit hooks
+        wait_for_threads = getattr(threading, "_shutdown", None)
+        if wait_for_threads is not None:
+            wait_for_threads()
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):

@@ -105,15 +105,17 @@ def test_the_console_script_keeps_exit_codes_and_output_without_the_teardown(arg
     assert text in done.stdout + done.stderr
 
 
-def test_leave_runs_the_exit_handlers_and_reports_a_message_as_exit_1(tmp_path):
+def test_leave_waits_for_threads_runs_the_exit_handlers_and_reports_a_message_as_1(tmp_path):
     import subprocess
     import sys
 
-    marker = tmp_path / "handler ran"
-    code = ("import atexit, pathlib; from stacker.cli.entry import leave\n"
+    marker, late = tmp_path / "handler ran", tmp_path / "thread done"
+    code = ("import atexit, pathlib, threading, time; from stacker.cli.entry import leave\n"
             f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('yes'))\n"
+            f"def work(): time.sleep(0.5); pathlib.Path({str(late)!r}).write_text('done')\n"
+            "threading.Thread(target=work).start()\n"      # not a daemon: waited for
             "print('last words')\n"
             "leave('a message')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 1 and "a message" in done.stderr and "last words" in done.stdout
-    assert marker.read_text() == "yes"
+    assert marker.read_text() == "yes" and late.read_text() == "done"
