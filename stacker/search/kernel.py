@@ -312,16 +312,12 @@ def extensions_many(walker: KernelWalker, base_sums: list, candidate_lists: list
     starts = np.ascontiguousarray(np.stack([np.asarray(s, dtype=np.int64) for s in base_sums]))
     stable = walker.stable
     n_jobs = walker.n_jobs if total * walker.q[0].size >= walker.min_parallel else 1
-    if pass_name == "stable":
-        state = stable.bases(starts, n_jobs)
-
-        def score(steps, n_out):
-            return stable.run(starts, state, steps, n_out)
-    elif pass_name == "dense":
-        def score(steps, n_out):
-            return stable.dense(starts, steps, n_out)
-    else:
+    if pass_name not in KernelWalker.PASSES:
         raise ValueError(f"unknown pass {pass_name!r}: {', '.join(KernelWalker.PASSES)}")
+    state = stable.bases(starts, n_jobs) if pass_name == "stable" else None
+
+    def score(steps, n_out):
+        return stable.run(starts, state, steps, n_out)
     # (base, model, out) of every candidate, model-major
     base = np.repeat(np.arange(n_bases, dtype=np.int64), sizes)
     model = np.concatenate([np.asarray(c, dtype=np.int64) for c in candidate_lists])

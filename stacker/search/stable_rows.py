@@ -109,7 +109,7 @@ def _build() -> dict:
                up, down, below, above, value, test_rows, block_rows, out,
                settled_rows):  # pragma: no cover - compiled
         """out[out_row[k], fold] += the precisions of ``starts[base[k]] + q[model[k]]``. With
-        ``test_rows``, a row no candidate's addition can re-rank adds the base's precisions
+        ``test_rows``, a row the candidate's addition cannot re-rank adds the base's precisions
         (settled_rows[0] += the rows skipped); without, every row is computed (the dense pass: no
         test, no branch, the rows stream through at the memory's pace; up ... value unused)."""
         n_rows = q.shape[1]
@@ -166,8 +166,7 @@ class StableRows:
     def __init__(self, q: np.ndarray, scorer):
         self.q, self.scorer = q, scorer
         self._margins = None
-        self.visited = 0         # (candidate, row) pairs scored, and of them skipped as settled
-        self.settled = 0
+        self.settled = 0         # (candidate, row) pairs skipped as settled, for diagnostics
 
     def margins(self) -> tuple[np.ndarray, np.ndarray]:
         if self._margins is None:
@@ -205,38 +204,30 @@ class StableRows:
         return below, above, value
 
     def run(self, starts: np.ndarray, state, steps: np.ndarray, n_out: int) -> np.ndarray:
-        """Per-fold sums (n_out, n_folds) of the steps ``(base, model, out)``, (n_steps, 3)."""
+        """Per-fold sums (n_out, n_folds) of the steps ``(base, model, out)``, (n_steps, 3).
+
+        state: :meth:`bases` of ``starts``, and the settled rows are skipped; or None, the dense
+        pass: every row computed, no base state, and with one base no blocks (the model's rows
+        are read once whatever the order), the faster pass when reading the rows is the cost."""
         s = self.scorer
         out = np.zeros((n_out, s.n_folds), dtype=np.float64)
         if n_out == 0 or self.q.shape[1] == 0:
             return out
-        up, down = self.margins()
-        below, above, value = state
         steps = np.ascontiguousarray(steps, dtype=np.int64).reshape(-1, 3)
         settled = np.zeros(1, dtype=np.int64)
+        rows = block_rows(len(starts), self.q.shape[2])
+        if state is None:
+            unused = np.zeros((1, 1), dtype=np.int64)
+            up = down = below = above = unused
+            value = np.zeros((1, 1))
+            if len(starts) == 1:
+                rows = self.q.shape[1]
+        else:
+            up, down = self.margins()
+            below, above, value = state
         _compile()["extend"](self.q, starts, np.ascontiguousarray(steps[:, 0]),
                              np.ascontiguousarray(steps[:, 1]), np.ascontiguousarray(steps[:, 2]),
                              s.row_start, s.row_cols, s.row_fold, s.row_weight, up, down, below,
-                             above, value, True, block_rows(len(starts), self.q.shape[2]), out,
-                             settled)
-        self.visited += len(steps) * self.q.shape[1]    # (threads: a lost update only
-        self.settled += int(settled[0])                 #  delays the next probe)
-        return out
-
-    def dense(self, starts: np.ndarray, steps: np.ndarray, n_out: int) -> np.ndarray:
-        """:meth:`run` with every row computed (no base state): the faster pass when the rows'
-        reading, not their computing, is the cost (one base)."""
-        s = self.scorer
-        out = np.zeros((n_out, s.n_folds), dtype=np.float64)
-        if n_out == 0 or self.q.shape[1] == 0:
-            return out
-        steps = np.ascontiguousarray(steps, dtype=np.int64).reshape(-1, 3)
-        # one base: no blocks (the model's rows are read once whatever the order)
-        rows = self.q.shape[1] if len(starts) == 1 else block_rows(len(starts), self.q.shape[2])
-        unused = np.zeros((1, 1), dtype=np.int64)
-        _compile()["extend"](self.q, starts, np.ascontiguousarray(steps[:, 0]),
-                             np.ascontiguousarray(steps[:, 1]), np.ascontiguousarray(steps[:, 2]),
-                             s.row_start, s.row_cols, s.row_fold, s.row_weight, unused, unused,
-                             unused, unused, np.zeros((1, 1)), False, int(rows), out,
-                             np.zeros(1, dtype=np.int64))
+                             above, value, state is not None, int(rows), out, settled)
+        self.settled += int(settled[0])     # (threads: a lost update only misses a count)
         return out
