@@ -83,5 +83,9 @@ def make_walker(q: np.ndarray, scorer, device: str = "auto", n_jobs: int = 1):
     import stacker.search.kernel as kernel
 
     if kernel.available():
+        from stacker.search.row_major import RowWalker, is_row_major
+
+        if is_row_major(q):
+            return RowWalker(q, scorer, n_jobs=n_jobs), "numba"
         return kernel.KernelWalker(q, scorer, n_jobs=n_jobs), "numba"
     return None, "numpy (numba is not installed)"

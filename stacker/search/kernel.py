@@ -277,6 +277,9 @@ def preload() -> None:
     def load() -> None:
         try:
             warm_up("dense")
+            from stacker.search import row_major
+
+            row_major.warm_up()
         except Exception:      # noqa: BLE001 - the search meets it again and says what it is
             pass
 

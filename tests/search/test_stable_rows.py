@@ -96,7 +96,11 @@ def test_threaded_quantization_is_identical(monkeypatch):
 @pytest.mark.parametrize("forced", [None, "dense", "stable"])     # timed choice, or one pass
 @pytest.mark.parametrize("method", ["greedy", "ges", "beam"])
 def test_search_is_identical_whichever_pass_scores_the_steps(method, forced, monkeypatch):
+    """The model-major pool's passes (auto's; greedy, beam and GES run row-major on the CPU)."""
+    import stacker.search.methods.core as core
     from stacker.search.engine import search_arrays
+
+    monkeypatch.setattr(core, "row_major_likely", lambda config: False)
 
     oof, y, fold, names = pool(seed=7, n_models=6)
     options = {"names": names, "method": method, "nested": True, "n_jobs": 2, "ges_iterations": 9,

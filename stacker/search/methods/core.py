@@ -23,6 +23,7 @@ import numpy as np
 
 from stacker.blend import check_weights, finalize, transform
 from stacker.search.backends import make_walker
+from stacker.search.member_sums import weighted_sum
 from stacker.search.problem import Problem
 from stacker.search.result import Selection
 from stacker.search.scoring import Scorer, make_scorer, quantize
@@ -45,21 +46,38 @@ class Context:
     def n_models(self) -> int:
         return self.q.shape[0]
 
+    def member(self, m: int) -> np.ndarray:
+        """Model ``m``'s quantized (n_rows, n_classes) values, contiguous (the row-major pool's
+        walker keeps copies of the last few; ``q[m]`` is a strided view there)."""
+        member = getattr(self.walker, "member", None)
+        return self.q[m] if member is None else member(m)
 
-def subset_context(problem: Problem, max_terms: int) -> Context:
+
+def subset_context(problem: Problem, max_terms: int, *, extensions: bool = False) -> Context:
     """The quantized pool on the scorer's rows (sums of up to ``max_terms`` members cannot
-    overflow) and the walker of the config's device."""
+    overflow) and the walker of the config's device. ``extensions``: the method scores only
+    extensions of bases and whole sets (greedy, beam, GES), so on the CPU the pool is laid out
+    row-major for :mod:`stacker.search.row_major` (the exhaustive walk needs it model-major)."""
     config = problem.config
     scorer = make_scorer(problem.y, problem.fold, problem.fold_numbers, config.metric,
                          blend=config.blend, power=config.power)
     n_jobs = max(1, min(int(config.n_jobs), os.cpu_count() or 1))
+    layout = "rows" if extensions and row_major_likely(config) else "models"
     q, scale = quantize(problem.oof, config.blend, max_terms=max_terms, power=config.power,
-                        eps=config.eps, rows=scorer.rows, n_jobs=n_jobs)
+                        eps=config.eps, rows=scorer.rows, n_jobs=n_jobs, layout=layout)
     scorer.scale = scale
     walker, backend = make_walker(q, scorer, config.device, n_jobs)
     # the context holds the only reference to q: the worker pool may swap it for its
     # memory-mapped twin
     return Context(q=q, scorer=scorer, walker=walker, backend=backend, n_jobs=n_jobs)
+
+
+def row_major_likely(config) -> bool:
+    """True when the walker will be the compiled row-major one (lwlrap/lrap, CPU, numba)."""
+    from stacker.search import kernel
+    from stacker.search.backends import compiled_path_likely
+
+    return compiled_path_likely(config.metric, config.device) and kernel.available()
 
 
 class CountBlends:
@@ -92,9 +110,8 @@ class CountBlends:
         # blend_arrays' np.sum(t * w, axis=members) adds the weighted members one after the other
         # in member order (the reduced axis is not the contiguous one): the same additions here,
         # without stacking the members into one (rows, members, classes) copy
-        total = self._transforms[idx[0]][rows] * w[0]
-        for m, weight in zip(idx[1:], w[1:]):
-            total += self._transforms[m][rows] * weight
+        # (:func:`stacker.search.member_sums.weighted_sum`: those operations, in one pass)
+        total = weighted_sum([self._transforms[m] for m in idx], w, rows)
         return finalize(total / w.sum(), config.blend, power=config.power)
 
     def describe(self, counts: Counts) -> tuple[tuple[str, ...], dict]:
@@ -195,10 +212,19 @@ class Evaluator:
         if walker is None:
             return [self.extend(base, candidates, targets) for base, candidates, targets in requests]
         self.n_evaluated += sum(len(candidates) for _, candidates, _ in requests)
+        lists = [candidates for _, candidates, _ in requests]
+        if hasattr(walker, "bases_buffer"):
+            # the row-major walker: the sums are formed in its buffer (not the one holding the
+            # previous call's bases), no copy, no fresh memory
+            stacked = walker.bases_buffer(len(requests))
+            self._previous_sums = {base: self._base_sum(base, out=stacked[g])
+                                   for g, (base, _, _) in enumerate(requests)}
+            parts = walker.extensions_stacked(stacked, lists)
+            return [self.ctx.scorer.outputs_from_fold_sums(part)[:, list(targets)]
+                    for part, (_, _, targets) in zip(parts, requests)]
         sums = {base: self._base_sum(base) for base, _, _ in requests}
         self._previous_sums = sums
         bases = [sums[base] for base, _, _ in requests]
-        lists = [candidates for _, candidates, _ in requests]
         if hasattr(walker, "extensions_many"):
             parts = walker.extensions_many(bases, lists)
         else:
@@ -206,39 +232,50 @@ class Evaluator:
         return [self.ctx.scorer.outputs_from_fold_sums(part)[:, list(targets)]
                 for part, (_, _, targets) in zip(parts, requests)]
 
-    def _base_sum(self, counts: Counts) -> np.ndarray:
-        """The int64 sum of ``counts``: a base of the previous call plus one member when one is a
-        member away (exact, like every sum here), else from scratch."""
+    def _base_sum(self, counts: Counts, out: np.ndarray | None = None) -> np.ndarray:
+        """The int64 sum of ``counts`` (into ``out`` when given): a base of the previous call
+        plus one member when one is a member away (exact, like every sum here), else from
+        scratch."""
         previous = self._previous_sums
         if counts in previous:
-            return previous[counts]
+            if out is None:
+                return previous[counts]
+            np.copyto(out, previous[counts])
+            return out
         for m, c in enumerate(counts):
             if c:
                 smaller = counts[:m] + (c - 1,) + counts[m + 1:]
                 if smaller in previous:
-                    return previous[smaller] + self.ctx.q[m]
-        return ensemble_sum(self.ctx.q, counts)
+                    return np.add(previous[smaller], self.ctx.member(m), out=out)
+        total = ensemble_sum(self.ctx.q, counts, self.ctx.member)
+        if out is None:
+            return total
+        np.copyto(out, total)
+        return out
 
     def sets(self, ensembles: list, targets: list) -> np.ndarray:
         """Scores of whole ensembles (counts): (len(ensembles), len(targets))."""
         self.n_evaluated += len(ensembles)
         out = np.empty((len(ensembles), len(targets)))
         for i, counts in enumerate(ensembles):
-            out[i] = self.ctx.scorer.evaluate_targets(ensemble_sum(self.ctx.q, counts),
-                                                      sum(counts), targets)
+            out[i] = self.ctx.scorer.evaluate_targets(
+                ensemble_sum(self.ctx.q, counts, self.ctx.member), sum(counts), targets)
         return out
 
 
-def ensemble_sum(q: np.ndarray, counts: Counts) -> np.ndarray:
+def ensemble_sum(q: np.ndarray, counts: Counts, member=None) -> np.ndarray:
+    """The int64 sum of ``counts`` of the members of ``q``; ``member(m)``: q[m] (or a
+    contiguous copy of it)."""
+    member = (lambda m: q[m]) if member is None else member
     S = np.zeros(q.shape[1:], dtype=np.int64)
     for m, c in enumerate(counts):
         if c:
-            S += q[m] if c == 1 else c * q[m]
+            S += member(m) if c == 1 else c * member(m)
     return S
 
 
 def score_extensions(ctx: Context, base: Counts, candidates, targets) -> np.ndarray:
-    S = ensemble_sum(ctx.q, base)
+    S = ensemble_sum(ctx.q, base, ctx.member)
     if ctx.walker is not None:
         sums = ctx.walker.extensions(S, candidates)
         return ctx.scorer.outputs_from_fold_sums(sums)[:, list(targets)]

@@ -1,0 +1,125 @@
+"""The row-major pool and its walker (stacker.search.row_major) against naive twins: the quantized
+values equal the model-major ones, the bounds equal plain loops, every extension's score equals
+the numpy scorer's bit for bit (ties, several bases, candidate lists, threads), and whole searches
+equal the numpy path's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_backends import comparable, pool
+
+import stacker.search.scoring as scoring
+from stacker.search import kernel, row_major
+from stacker.search.methods import core as sm
+from stacker.search.scoring import make_scorer, quantize
+
+pytestmark = pytest.mark.skipif(not kernel.available(), reason="numba is not installed")
+
+
+def prepared_rows(metric="lwlrap", blend="geo-mean", **kwargs):
+    oof, y, fold, _ = pool(**kwargs)
+    scorer = make_scorer(y, fold, sorted(np.unique(fold)), metric, blend=blend, power=2.0)
+    q, scale = quantize(oof, blend, max_terms=20, power=2.0, eps=1e-7, rows=scorer.rows,
+                        layout="rows")
+    scorer.scale = scale
+    return q, scorer
+
+
+@pytest.mark.parametrize("blend", ["geo-mean", "mean", "rank", "power"])
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_row_major_quantization_holds_the_model_major_values(blend, n_jobs, monkeypatch):
+    oof, y, fold, _ = pool(n_rows=250, n_models=5, votes=blend == "mean")
+    rows = np.random.default_rng(1).permutation(len(oof))[:200]
+    expected, scale = quantize(oof, blend, max_terms=9, power=2.0, eps=1e-7, rows=rows)
+    monkeypatch.setattr(scoring, "QUANTIZE_MIN_VALUES", 1)
+    monkeypatch.setattr(scoring, "ROWS_BLOCK_BYTES", 8 * 5 * 9 * 7)      # blocks of 7 rows
+    got, got_scale = quantize(oof, blend, max_terms=9, power=2.0, eps=1e-7, rows=rows,
+                              n_jobs=n_jobs, layout="rows")
+    assert got_scale == scale and got.shape == expected.shape
+    assert row_major.is_row_major(got) and not row_major.is_row_major(expected)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_bounds_and_members_match_plain_loops(monkeypatch):
+    q, scorer = prepared_rows(n_rows=40)
+    walker = row_major.RowWalker(q, scorer)
+    dmin, dmax = walker.bounds()
+    k = 0
+    for r in range(q.shape[1]):
+        for c_p in scorer.row_cols[scorer.row_start[r]:scorer.row_start[r + 1]]:
+            for c in range(q.shape[2]):
+                differences = [int(q[m, r, c]) - int(q[m, r, c_p]) for m in range(q.shape[0])]
+                assert (dmin[k, c], dmax[k, c]) == (min(differences), max(differences))
+            k += 1
+    monkeypatch.setattr(row_major, "MEMBER_CACHE_BYTES", 1)      # two copies kept
+    walker = row_major.RowWalker(q, scorer, n_jobs=2)
+    for m in [3, 0, 3, 6, 1, 3]:
+        member = walker.member(m)
+        assert member.flags.c_contiguous
+        np.testing.assert_array_equal(member, q[m])
+    assert list(walker._members) == [1, 3]
+
+
+@pytest.mark.parametrize("metric, blend, votes", [
+    ("lwlrap", "geo-mean", False), ("lrap", "mean", False), ("lwlrap", "mean", True)])
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_extensions_are_bit_identical_to_the_numpy_scorer(metric, blend, votes, n_jobs,
+                                                          monkeypatch):
+    """Bases from empty (every class contested) to large (few contested), one base (the models
+    split between threads) and three (the bases split), candidate lists of any order."""
+    monkeypatch.setattr(row_major.RowWalker, "min_parallel", 0)
+    q, scorer = prepared_rows(metric, blend, votes=votes, n_rows=400)
+    walker = row_major.RowWalker(q, scorer, n_jobs=n_jobs)
+    bases = [(0,) * 7, (0, 0, 0, 3, 0, 2, 1), (4, 1, 2, 3, 2, 5, 3)]
+    sums = [sm.ensemble_sum(q, b) for b in bases]
+    candidates = [list(range(q.shape[0])), [6, 2, 0], [5]]
+    for chosen in ([0], [1], [0, 1, 2]):
+        parts = walker.extensions_many([sums[g] for g in chosen], [candidates[g] for g in chosen])
+        for g, part in zip(chosen, parts):
+            expected = np.array([scorer.evaluate(sums[g] + q[j], sum(bases[g]) + 1)
+                                 for j in candidates[g]])
+            np.testing.assert_array_equal(scorer.outputs_from_fold_sums(part), expected)
+    stacked = walker.bases_buffer(3)
+    stacked[:] = np.stack(sums)
+    again = walker.extensions_stacked(stacked, candidates)
+    for part, direct in zip(again, walker.extensions_many(sums, candidates)):
+        np.testing.assert_array_equal(part, direct)
+
+
+def test_the_bases_buffers_alternate():
+    q, scorer = prepared_rows(n_rows=30)
+    walker = row_major.RowWalker(q, scorer)
+    first = walker.bases_buffer(2)
+    second = walker.bases_buffer(3)
+    assert not np.shares_memory(first, second) and second.shape == (3,) + q.shape[1:]
+    assert np.shares_memory(walker.bases_buffer(1), first)      # the first one again
+    grown = walker.bases_buffer(4)                                 # larger than it was: a new one
+    assert not np.shares_memory(grown, second) and len(grown) == 4
+    assert np.shares_memory(walker.bases_buffer(2), first)
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam", "ges"])
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_searches_on_the_row_major_pool_equal_the_numpy_path(method, n_jobs, monkeypatch):
+    from stacker.search.engine import search_arrays
+
+    oof, y, fold, names = pool(seed=11, n_models=7)
+    options = {"names": names, "method": method, "nested": True, "n_jobs": n_jobs,
+               "ges_iterations": 12, "device": "cpu"}
+    with monkeypatch.context() as patch:
+        patch.setattr(kernel, "available", lambda: False)
+        reference = search_arrays(oof, y, fold, **options)
+    assert reference.params["backend"].startswith("numpy")
+    monkeypatch.setattr(row_major.RowWalker, "min_parallel", 0)
+    used = []
+    real = row_major.RowWalker.extensions_stacked
+
+    def recording(self, starts, lists):
+        used.append(len(starts))
+        return real(self, starts, lists)
+
+    monkeypatch.setattr(row_major.RowWalker, "extensions_stacked", recording)
+    result = search_arrays(oof, y, fold, **options)
+    assert used and result.params["backend"] == "numba"
+    assert comparable(result) == comparable(reference)
