@@ -37,6 +37,9 @@ from stacker.search.methods import SELECTORS, WEIGHTED_METHODS
 from stacker.search.problem import prepare
 from stacker.search.result import SearchResult, build_result
 
+# the methods that score on the row-major pool on the CPU (subset_context(..., extensions=True))
+ROW_MAJOR_METHODS = ("greedy", "beam", "ges")
+
 __all__ = ["METHODS", "WEIGHTED_METHODS", "SearchConfig", "SearchResult", "search_arrays",
            "search_subsets"]
 
@@ -92,4 +95,4 @@ def preload_kernels(config: SearchConfig) -> None:
     if compiled_path_likely(config.metric, config.device):
         from stacker.search import kernel
 
-        kernel.preload()
+        kernel.preload(row_major=config.method in ROW_MAJOR_METHODS)

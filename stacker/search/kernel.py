@@ -262,7 +262,7 @@ class KernelWalker:
 _PRELOADING = None           # the thread of preload(), once started
 
 
-def preload() -> None:
+def preload(row_major: bool = False) -> None:
     """Import numba and load the extension kernels on a background thread, so that their fixed
     cost (about 0.3 s to import numba and 0.3 s for its first call; measured) overlaps the pool's
     reading and quantizing instead of adding to them. Once per process; nothing when numba is not
@@ -276,10 +276,15 @@ def preload() -> None:
 
     def load() -> None:
         try:
-            warm_up("dense")
-            from stacker.search import row_major
+            if row_major:           # greedy, beam, GES: the row-major pool's kernels
+                from stacker.search import row_major as rows
 
-            row_major.warm_up()
+                rows.warm_up()
+            else:
+                warm_up("dense")
+            from stacker.search import member_sums
+
+            member_sums.warm_up()   # what the reported scores are computed with
         except Exception:      # noqa: BLE001 - the search meets it again and says what it is
             pass
 

@@ -41,6 +41,25 @@ _MAX_FRACTION_BITS = 52
 QUANTIZE_MIN_VALUES = 4_000_000   # values per thread below which quantize uses one thread
 
 
+def small_pages_empty(shape, dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)`` without numpy's advice to back it with transparent huge pages.
+
+    Every value of the quantized pool is written once, right away: on the shared machines we
+    measured (THP on "madvise", a virtual machine) the first touch of a 640 MB array took
+    0.07 s or 1.2-1.4 s with huge pages (the kernel compacts memory to find them), 0.24-0.55 s
+    without, run after run; the quantize of bench_peers' 200 models took 0.88-0.93 s against
+    0.29-0.41 s. The advice is numpy's process-wide setting: put back at once."""
+    multiarray = getattr(getattr(np, "_core", None), "multiarray", None)
+    toggle = getattr(multiarray, "_set_madvise_hugepage", None)
+    if toggle is None:
+        return np.empty(shape, dtype=dtype)
+    previous = toggle(False)
+    try:
+        return np.empty(shape, dtype=dtype)
+    finally:
+        toggle(previous)
+
+
 def transform_bound(method: str, n_classes: int, eps: float) -> float:
     """The largest |transform(p)| for probabilities p in [0, 1]."""
     if method == "geo-mean":
@@ -73,7 +92,7 @@ def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, ep
                               n_jobs=n_jobs), scale
     if layout != "models":
         raise ValueError(f"unknown layout {layout!r}: models or rows")
-    q = np.empty((n_models, n_rows, n_classes), dtype=np.int64)
+    q = small_pages_empty((n_models, n_rows, n_classes), np.int64)
 
     def fill(models) -> None:
         t = np.empty((n_rows, n_classes), dtype=np.float64)     # one buffer, reused: no page faults
@@ -108,7 +127,7 @@ def _quantize_rows(probs: np.ndarray, method: str, *, scale: float, power: float
     buffers, elementwise), then into place transposed."""
     n_rows = probs.shape[0] if rows is None else len(rows)
     n_models, n_classes = probs.shape[1], probs.shape[2]
-    qr = np.empty((n_rows, n_classes, n_models), dtype=np.int64)
+    qr = small_pages_empty((n_rows, n_classes, n_models), np.int64)
     step = max(1, ROWS_BLOCK_BYTES // (8 * max(n_models * n_classes, 1)))
     blocks = [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
 

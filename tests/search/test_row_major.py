@@ -123,3 +123,22 @@ def test_searches_on_the_row_major_pool_equal_the_numpy_path(method, n_jobs, mon
     result = search_arrays(oof, y, fold, **options)
     assert used and result.params["backend"] == "numba"
     assert comparable(result) == comparable(reference)
+
+
+def test_small_pages_empty_puts_numpy_s_huge_page_advice_back():
+    multiarray = np._core.multiarray
+    before = multiarray._get_madvise_hugepage()
+    array = scoring.small_pages_empty((3, 4, 5), np.int64)
+    assert array.shape == (3, 4, 5) and array.dtype == np.int64
+    assert multiarray._get_madvise_hugepage() == before
+
+
+def test_the_preload_loads_the_row_major_kernels_for_the_methods_that_use_them(monkeypatch):
+    from stacker.search import engine
+    from stacker.search.config import SearchConfig
+
+    asked = []
+    monkeypatch.setattr(kernel, "preload", lambda row_major=False: asked.append(row_major))
+    for method in ("ges", "greedy", "beam", "exhaustive", "auto"):
+        engine.preload_kernels(SearchConfig(method=method, device="cpu"))
+    assert asked == [True, True, True, False, False]
