@@ -129,6 +129,22 @@ def run_step(command: list[str], *, env: dict) -> dict:
             "load_after": os.getloadavg()[0]}
 
 
+def code_used(env: dict) -> str:
+    """Where the ``stacker`` a child started with ``env`` imports comes from."""
+    out = subprocess.run([sys.executable, "-P", "-c", "import stacker; print(stacker.__file__)"],
+                         env=env, cwd=PROJECT, capture_output=True, text=True, check=True)
+    return str(Path(out.stdout.strip()).parent.parent)
+
+
+def warm_cache(collect_command: list, env: dict) -> None:
+    """An untimed collect() with ``env``'s code before its timed search: each version keeps its
+    own cache format (a version that finds the other's cache rebuilds it, 35 s here, which would
+    be timed as part of its search)."""
+    result = run_step(collect_command, env=env)
+    if result["rc"] != 0:
+        raise SystemExit(f"collect before the search failed:\n{result['output'][-2000:]}")
+
+
 def library_collect(root: str) -> None:
     """Child of ``--step collect``: time collect() alone and say whether the pool is mapped."""
     start = time.perf_counter()
@@ -210,7 +226,9 @@ def main() -> None:
         built = build(root, args)
         shutil.rmtree(root / layout.STACK_DIR, ignore_errors=True)
         env = {**os.environ, "PYTHONPATH": str(PROJECT), "COLUMNS": "200"}
-        stack = [sys.executable, "-c", "from stacker.cli.app import main; main()"]
+        # -P: the working folder is not put first on sys.path, so PYTHONPATH says whose code runs
+        # (without it every `-c` child imported this checkout's stacker, the reference's too)
+        stack = [sys.executable, "-P", "-c", "from stacker.cli.app import main; main()"]
         me = [sys.executable, str(Path(__file__).resolve()), "--step", "collect", "--root", str(root)]
         every = {
             "cold": ("collect() cold", me), "warm": ("collect() warm", me),
@@ -238,12 +256,17 @@ def main() -> None:
               f"before/after  target")
         worst = 0.0
         compared = {"collect() cold", "search greedy (nested)", "search ges (nested)"}
+        if args.reference is not None:
+            for who, path in (("this checkout", PROJECT), ("reference", args.reference.resolve())):
+                print(f"{who}: {code_used({**env, 'PYTHONPATH': str(path)})}")
         for name, command in steps:
             before = None
             if args.reference is not None and name in compared:
                 if name == "collect() cold":
                     shutil.rmtree(root / layout.STACK_DIR, ignore_errors=True)
                 reference_env = {**env, "PYTHONPATH": str(args.reference.resolve())}
+                if name.startswith("search"):
+                    warm_cache(me, reference_env)
                 before = run_step(command, env=reference_env)
                 if before["rc"] != 0:
                     print(f"{name} (reference): failed (exit {before['rc']}):\n"
@@ -252,6 +275,8 @@ def main() -> None:
                 before["selection"] = selection(root) if name.startswith("search") else None
                 if name == "collect() cold":
                     shutil.rmtree(root / layout.STACK_DIR, ignore_errors=True)
+            if args.reference is not None and name in compared and name.startswith("search"):
+                warm_cache(me, env)
             result = run_step(command, env=env)
             if result["rc"] != 0:
                 print(f"{name}: failed (exit {result['rc']}):\n{result['output'][-3000:]}")

@@ -111,6 +111,15 @@ def _compile():
     return _KERNEL
 
 
+def build_once(kernels: dict, lock, build) -> dict:
+    """``kernels`` filled with ``build()`` on the first call (under ``lock``: threads that load
+    the kernels at once build them once)."""
+    with lock:
+        if not kernels:
+            kernels.update(build())
+    return kernels
+
+
 def _jit(func):
     """``func`` compiled, its machine code cached on disk where numba finds a writable place (the
     package's ``__pycache__``, ``NUMBA_CACHE_DIR``, the user's cache folder); with none (a read-only

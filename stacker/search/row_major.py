@@ -36,10 +36,7 @@ MEMBER_CACHE_BYTES = 512 * 1024 * 1024
 
 
 def _compile() -> dict:
-    with _LOCK:
-        if not _KERNELS:
-            _KERNELS.update(_build())
-    return _KERNELS
+    return kernel.build_once(_KERNELS, _LOCK, _build)
 
 
 def _build() -> dict:

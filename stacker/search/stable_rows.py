@@ -46,10 +46,7 @@ _LOCK = threading.Lock()
 
 
 def _compile() -> dict:
-    with _LOCK:
-        if not _KERNELS:
-            _KERNELS.update(_build())
-    return _KERNELS
+    return kernel.build_once(_KERNELS, _LOCK, _build)
 
 
 def _build() -> dict:

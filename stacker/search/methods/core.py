@@ -91,9 +91,20 @@ class CountBlends:
         self._transforms: dict = {}
 
     def warm(self, choices: list) -> None:
-        """Compute the transforms of every member of ``choices`` now (before threads share them)."""
-        for counts in choices:
-            self._transform_members([m for m, c in enumerate(counts) if c])
+        """Compute the transforms of every member of ``choices`` now (before threads share them),
+        two models at a time (numpy releases the GIL; each transform is the same either way)."""
+        todo = sorted({m for counts in choices for m, c in enumerate(counts) if c}
+                      - set(self._transforms))
+        if len(todo) < 2:
+            self._transform_members(todo)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        config = self.config
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            found = pool.map(lambda m: transform(self.oof[:, m], config.blend, power=config.power,
+                                                 eps=config.eps), todo)
+            self._transforms.update(zip(todo, found))
 
     def _transform_members(self, idx: list) -> None:
         config = self.config
