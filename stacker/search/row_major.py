@@ -39,7 +39,19 @@ def _compile() -> dict:
     return kernel.build_once(_KERNELS, _LOCK, _build)
 
 
+_add_row_precisions = None       # kernel.add_row_precisions compiled (set by _build)
+
+
 def _build() -> dict:
+    global _add_row_precisions
+    _add_row_precisions = kernel.row_precisions()   # score calls it: compiled first
+
+    def score(S, row_start, row_cols, row_fold, row_weight, out):  # pragma: no cover - compiled
+        """out[fold] += the weighted precisions of the sums S (n_rows, n_classes), row by row."""
+        for r in range(S.shape[0]):
+            _add_row_precisions(out, S[r], row_start[r], row_start[r + 1], row_cols, row_fold,
+                                row_weight)
+
     def bounds(qr, row_start, row_cols, r0, r1, dmin, dmax):  # pragma: no cover - compiled
         """dmin[p, c], dmax[p, c]: least and greatest of qr[r, c, m] - qr[r, c_p, m] over m,
         for the positives of rows r0:r1."""
@@ -135,7 +147,7 @@ def _build() -> dict:
                 out[r, c] = qr[r, c, m]
 
     return {"bounds": kernel._jit(bounds), "extend": kernel._jit(extend),
-            "column": kernel._jit(column)}
+            "column": kernel._jit(column), "score": kernel._jit(score)}
 
 
 def is_row_major(q: np.ndarray) -> bool:
@@ -257,6 +269,16 @@ class RowWalker:
         """Per-fold sums (len(candidates), n_folds) of ``base_sum + q[j]`` for each candidate j."""
         return self.extensions_many([base_sum], [list(candidates)])[0]
 
+    def score_sums(self, S: np.ndarray) -> np.ndarray:
+        """Per-fold sums (n_folds,) of the sums ``S`` themselves (a whole ensemble: greedy's
+        pruning, GES's sorted initialisation), one pass over its rows."""
+        s = self.scorer
+        out = np.zeros(s.n_folds, dtype=np.float64)
+        if S.shape[0]:
+            _compile()["score"](np.ascontiguousarray(S, dtype=np.int64), s.row_start,
+                                s.row_cols, s.row_fold, s.row_weight, out)
+        return out
+
 
 def _parallel(function, parts: list) -> None:
     if len(parts) <= 1:
@@ -279,3 +301,4 @@ def warm_up() -> None:
     walker = RowWalker(qr.transpose(2, 0, 1), scorer)
     walker.extensions(np.zeros((2, 2), dtype=np.int64), [0, 1])
     walker.member(1)
+    walker.score_sums(qr[:, :, 0])

@@ -142,3 +142,29 @@ def test_the_preload_loads_the_row_major_kernels_for_the_methods_that_use_them(m
     for method in ("ges", "greedy", "beam", "exhaustive", "auto"):
         engine.preload_kernels(SearchConfig(method=method, device="cpu"))
     assert asked == [True, True, True, False, False]
+
+
+@pytest.mark.parametrize("metric, blend, votes", [
+    ("lwlrap", "geo-mean", False), ("lrap", "mean", False), ("lwlrap", "mean", True)])
+def test_whole_sums_score_as_the_numpy_scorer_scores_them(metric, blend, votes):
+    q, scorer = prepared_rows(metric, blend, votes=votes, n_rows=300)
+    walker = row_major.RowWalker(q, scorer)
+    for counts in [(1, 0, 0, 0, 0, 0, 0), (0, 2, 0, 1, 0, 0, 3), (1,) * 7]:
+        S = sm.ensemble_sum(q, counts, walker.member)
+        got = scorer.outputs_from_fold_sums(walker.score_sums(S)[None])[0]
+        np.testing.assert_array_equal(got, scorer.evaluate(S, sum(counts)))
+    ctx = sm.Context(q=q, scorer=scorer, walker=walker)
+    ensembles = [(0, 1, 1, 0, 0, 0, 0), (2, 0, 0, 0, 0, 1, 0)]
+    expected = [scorer.evaluate_targets(sm.ensemble_sum(q, e), sum(e), [0, 2]) for e in ensembles]
+    np.testing.assert_array_equal(sm.Evaluator(ctx).sets(ensembles, [0, 2]), np.array(expected))
+
+
+def test_near_sums_equal_sums_from_scratch():
+    q, scorer = prepared_rows(n_rows=50)
+    member = lambda m: q[m]
+    known = ((1, 2, 0, 0, 1, 0, 0), sm.ensemble_sum(q, (1, 2, 0, 0, 1, 0, 0)))
+    for counts in [(1, 2, 0, 0, 1, 0, 0), (0, 2, 0, 0, 1, 0, 0), (1, 1, 0, 1, 1, 0, 0),
+                   (1, 2, 0, 0, 1, 2, 0), (1, 0, 0, 0, 1, 0, 0)]:
+        np.testing.assert_array_equal(sm.near_sum(counts, known, member),
+                                      sm.ensemble_sum(q, counts))
+    assert sm.near_sum((0, 1, 0, 0, 1, 1, 0), known, member) is None      # three picks apart

@@ -268,10 +268,39 @@ class Evaluator:
         """Scores of whole ensembles (counts): (len(ensembles), len(targets))."""
         self.n_evaluated += len(ensembles)
         out = np.empty((len(ensembles), len(targets)))
+        score_sums = getattr(self.ctx.walker, "score_sums", None)
+        anchor = None          # the first sum formed from scratch: the others from it, when near
         for i, counts in enumerate(ensembles):
-            out[i] = self.ctx.scorer.evaluate_targets(
-                ensemble_sum(self.ctx.q, counts, self.ctx.member), sum(counts), targets)
+            S = near_sum(counts, anchor, self.ctx.member) if anchor else None
+            if S is None:
+                S = ensemble_sum(self.ctx.q, counts, self.ctx.member)
+                anchor = anchor or (counts, S)
+            if score_sums is not None:          # the compiled pass: the numpy scorer's values
+                scores = self.ctx.scorer.outputs_from_fold_sums(score_sums(S)[None])[0]
+                out[i] = scores[list(targets)]
+                continue
+            out[i] = self.ctx.scorer.evaluate_targets(S, sum(counts), targets)
         return out
+
+
+NEAR_MEMBERS = 2          # a sum is formed from a known one when they differ by this many picks
+
+
+def near_sum(counts: Counts, known: tuple, member) -> np.ndarray | None:
+    """The sum of ``counts`` from ``known`` = (its counts, its sum) when they differ by at most
+    NEAR_MEMBERS picks (greedy's pruning: the best set without one member, then another), else
+    None. Integer additions: exact, the same sum whatever the order."""
+    known_counts, known_sum = known
+    changes = [(m, c - k) for m, (c, k) in enumerate(zip(counts, known_counts)) if c != k]
+    if sum(abs(d) for _, d in changes) > NEAR_MEMBERS:
+        return None
+    S = known_sum.copy()
+    for m, d in changes:
+        if d > 0:
+            S += member(m) if d == 1 else d * member(m)
+        else:
+            S -= member(m) if d == -1 else -d * member(m)
+    return S
 
 
 def ensemble_sum(q: np.ndarray, counts: Counts, member=None) -> np.ndarray:
