@@ -72,9 +72,11 @@ def _build() -> dict:
                     dmax[p, c] = hi
 
     def extend(qr, starts, g0, g1, m0, m1, row_start, row_cols, row_fold, row_weight, dmin,
-               dmax, acc):  # pragma: no cover - compiled
+               dmax, acc, parents, parent, slot, cache):  # pragma: no cover - compiled
         """acc[g, fold, m] += the weighted precisions of starts[g] + q[m], bases g0:g1, models
-        m0:m1 (a positive's bounds are read once for all bases)."""
+        m0:m1 (a positive's bounds are read once for all bases). A base with parent[g] >= 0 is
+        formed row by row first: starts[g, r] = parents[parent[g], r] (+ cache[slot[g], r]
+        when slot[g] >= 0), the integer addition done where the row is read anyway."""
         n_rows, n_classes, _ = qr.shape
         width = m1 - m0
         at = np.empty(width, dtype=np.int64)
@@ -85,6 +87,17 @@ def _build() -> dict:
             p0 = row_start[r]
             p1 = row_start[r + 1]
             block = qr[r]
+            for g in range(g0, g1):
+                if parent[g] >= 0:
+                    formed = starts[g, r]
+                    source = parents[parent[g], r]
+                    if slot[g] >= 0:
+                        added = cache[slot[g], r]
+                        for c in range(n_classes):
+                            formed[c] = source[c] + added[c]
+                    else:
+                        for c in range(n_classes):
+                            formed[c] = source[c]
             for p in range(p0, p1):
                 lows = dmin[p]
                 highs = dmax[p]
@@ -178,9 +191,10 @@ class RowWalker:
         self.q, self.scorer, self.n_jobs = q, scorer, max(1, int(n_jobs))
         self.qr = q.transpose(1, 2, 0)
         self._bounds = None
-        self._members: OrderedDict = OrderedDict()
+        self._members: OrderedDict = OrderedDict()       # model -> its slot in _cache
         per_member = max(1, q[0].size * 8)
         self._member_slots = max(2, MEMBER_CACHE_BYTES // per_member)
+        self._cache = None          # (slots, n_rows, n_classes) int64, allocated on first use
         self._buffers: list = [None, None]
         self._turn = 0
 
@@ -206,19 +220,31 @@ class RowWalker:
 
     def member(self, m: int) -> np.ndarray:
         """Model ``m``'s (n_rows, n_classes) values, contiguous (copies kept for the last few)."""
+        slot = self.member_slot(m)          # (allocates the cache on first use)
+        return self._cache[slot]
+
+    def member_slot(self, m: int) -> int:
+        """The slot of the member cache holding model ``m``'s copy (made now if it is not
+        there, in the slot of the least recently used one)."""
         m = int(m)
         if m in self._members:
             self._members.move_to_end(m)
             return self._members[m]
-        out = np.empty(self.q.shape[1:], dtype=np.int64)
+        if self._cache is None:
+            from stacker.search.scoring import small_pages_empty
+
+            self._cache = small_pages_empty((self._member_slots,) + self.q.shape[1:], np.int64)
+        if len(self._members) < self._member_slots:
+            slot = len(self._members)
+        else:
+            _, slot = self._members.popitem(last=False)
+        out = self._cache[slot]
         if out.size:
             run = _compile()["column"]
             _parallel(lambda part: run(self.qr, m, part[0], part[1], out),
                       _split(self.qr.shape[0], self._threads()))
-        self._members[m] = out
-        while len(self._members) > self._member_slots:
-            self._members.popitem(last=False)
-        return out
+        self._members[m] = slot
+        return slot
 
     def bases_buffer(self, n_bases: int) -> np.ndarray:
         """(n_bases, n_rows, n_classes) int64 to form the next call's bases in: two buffers
@@ -239,13 +265,38 @@ class RowWalker:
                   np.stack([np.asarray(b, dtype=np.int64) for b in base_sums]))
         return self.extensions_stacked(starts, candidate_lists)
 
-    def extensions_stacked(self, starts: np.ndarray, candidate_lists: list) -> list:
-        """:meth:`extensions_many` of the bases ``starts`` (n_bases, n_rows, n_classes)."""
+    def fuses(self, n_bases: int, n_members: int) -> bool:
+        """Whether :meth:`extensions_stacked` can form ``n_bases`` bases from parents itself,
+        adding ``n_members`` distinct members: each base is then one thread's (the bases split
+        between threads) and the members fit the cache together."""
+        return n_bases >= self._threads() and n_members <= self._member_slots
+
+    def extensions_stacked(self, starts: np.ndarray, candidate_lists: list,
+                           formed_from=None) -> list:
+        """:meth:`extensions_many` of the bases ``starts`` (n_bases, n_rows, n_classes).
+
+        formed_from: None (``starts`` holds every base), or (parents, plan): plan[g] is
+        (index into parents, member) for a base the kernel forms, ``parents[index]`` plus one
+        more of ``member`` (-1: none), or None for a base ``starts[g]`` already holds
+        (:meth:`fuses` says when this may be used)."""
         s = self.scorer
         n_models = self.q.shape[0]
         n_bases = len(starts)
         acc = np.zeros((n_bases, s.n_folds, n_models), dtype=np.float64)
-        if self.q.shape[1] and any(len(c) for c in candidate_lists):
+        parent = np.full(n_bases, -1, dtype=np.int64)
+        slot = np.full(n_bases, -1, dtype=np.int64)
+        parents = cache = np.zeros((1, 1, 1), dtype=np.int64)
+        if formed_from is not None:
+            parents, plan = formed_from
+            for g, step in enumerate(plan):
+                if step is not None:
+                    parent[g] = step[0]
+                    slot[g] = -1 if step[1] < 0 else self.member_slot(step[1])
+            cache = self._cache if self._cache is not None else cache
+        threads = self._threads()
+        if formed_from is not None and (parent >= 0).any() and n_bases < threads:
+            raise ValueError("bases formed by the kernel need a thread each (see fuses())")
+        if self.q.shape[1] and (any(len(c) for c in candidate_lists) or (parent >= 0).any()):
             starts = np.ascontiguousarray(starts, dtype=np.int64)
             dmin, dmax = self.bounds()
             run = _compile()["extend"]
@@ -253,9 +304,8 @@ class RowWalker:
             def fill(part):
                 (g0, g1), (m0, m1) = part
                 run(self.qr, starts, g0, g1, m0, m1, s.row_start, s.row_cols, s.row_fold,
-                    s.row_weight, dmin, dmax, acc)
+                    s.row_weight, dmin, dmax, acc, parents, parent, slot, cache)
 
-            threads = self._threads()
             # the bases split between threads (each base's scan done once); one base: the models
             if n_bases >= threads:
                 parts = [(bases, (0, n_models)) for bases in _split(n_bases, threads)]

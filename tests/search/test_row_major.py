@@ -115,13 +115,14 @@ def test_searches_on_the_row_major_pool_equal_the_numpy_path(method, n_jobs, mon
     used = []
     real = row_major.RowWalker.extensions_stacked
 
-    def recording(self, starts, lists):
-        used.append(len(starts))
-        return real(self, starts, lists)
+    def recording(self, starts, lists, formed_from=None):
+        used.append(formed_from is not None)
+        return real(self, starts, lists, formed_from)
 
     monkeypatch.setattr(row_major.RowWalker, "extensions_stacked", recording)
     result = search_arrays(oof, y, fold, **options)
     assert used and result.params["backend"] == "numba"
+    assert any(used)                    # bases formed by the kernel
     assert comparable(result) == comparable(reference)
 
 
@@ -168,3 +169,22 @@ def test_near_sums_equal_sums_from_scratch():
         np.testing.assert_array_equal(sm.near_sum(counts, known, member),
                                       sm.ensemble_sum(q, counts))
     assert sm.near_sum((0, 1, 0, 0, 1, 1, 0), known, member) is None      # three picks apart
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_bases_the_kernel_forms_are_the_sums_python_forms(n_jobs, monkeypatch):
+    monkeypatch.setattr(row_major.RowWalker, "min_parallel", 0)
+    q, scorer = prepared_rows(n_rows=200)
+    walker = row_major.RowWalker(q, scorer, n_jobs=n_jobs)
+    parents = np.stack([sm.ensemble_sum(q, (1, 0, 0, 2, 0, 0, 0)), sm.ensemble_sum(q, (0,) * 7)])
+    wanted = [(1, 0, 0, 2, 0, 1, 0), (0, 0, 0, 0, 0, 0, 0), (1, 0, 0, 2, 0, 0, 0), (0, 3, 1, 0, 0, 0, 0)]
+    plan = [(0, 5), (1, -1), (0, -1), None]
+    candidates = [list(range(7)), [1, 2], [6], [0, 3]]
+    assert walker.fuses(len(wanted), 1)
+    starts = walker.bases_buffer(len(wanted))
+    starts[3] = sm.ensemble_sum(q, wanted[3])
+    parts = walker.extensions_stacked(starts, candidates, (parents, plan))
+    for g, counts in enumerate(wanted):
+        np.testing.assert_array_equal(starts[g], sm.ensemble_sum(q, counts))
+        expected = [scorer.evaluate(starts[g] + q[j], sum(counts) + 1) for j in candidates[g]]
+        np.testing.assert_array_equal(scorer.outputs_from_fold_sums(parts[g]), np.array(expected))

@@ -201,6 +201,8 @@ class Evaluator:
         self.ctx = ctx
         self.n_evaluated = 0
         self._previous_sums: dict = {}      # the bases of the last extend_many: counts -> sum
+        self._previous_index: dict = {}     # (row-major walker) counts -> index in the stack
+        self._previous_stack = None         # (row-major walker) the last call's stacked bases
 
     @property
     def n_models(self) -> int:
@@ -226,11 +228,21 @@ class Evaluator:
         lists = [candidates for _, candidates, _ in requests]
         if hasattr(walker, "bases_buffer"):
             # the row-major walker: the sums are formed in its buffer (not the one holding the
-            # previous call's bases), no copy, no fresh memory
+            # previous call's bases), no copy, no fresh memory; a base one member (or none) from
+            # a previous one is formed by the kernel itself, row by row as it reads them
             stacked = walker.bases_buffer(len(requests))
-            self._previous_sums = {base: self._base_sum(base, out=stacked[g])
-                                   for g, (base, _, _) in enumerate(requests)}
-            parts = walker.extensions_stacked(stacked, lists)
+            plan = [self._one_away(base) for base, _, _ in requests]
+            added = {step[1] for step in plan if step is not None and step[1] >= 0}
+            fused = (self._previous_stack is not None and any(plan)
+                     and walker.fuses(len(requests), len(added)))
+            for g, ((base, _, _), step) in enumerate(zip(requests, plan)):
+                if not fused or step is None:
+                    self._base_sum(base, out=stacked[g])
+            formed_from = (self._previous_stack, plan) if fused else None
+            parts = walker.extensions_stacked(stacked, lists, formed_from)
+            self._previous_sums = {base: stacked[g] for g, (base, _, _) in enumerate(requests)}
+            self._previous_index = {base: g for g, (base, _, _) in enumerate(requests)}
+            self._previous_stack = stacked
             return [self.ctx.scorer.outputs_from_fold_sums(part)[:, list(targets)]
                     for part, (_, _, targets) in zip(parts, requests)]
         sums = {base: self._base_sum(base) for base, _, _ in requests}
@@ -242,6 +254,19 @@ class Evaluator:
             parts = [walker.extensions(S, candidates) for S, candidates in zip(bases, lists)]
         return [self.ctx.scorer.outputs_from_fold_sums(part)[:, list(targets)]
                 for part, (_, _, targets) in zip(parts, requests)]
+
+    def _one_away(self, counts: Counts):
+        """(index of a base of the previous call, the member ``counts`` adds to it, -1 for the
+        same base), or None when none is one member away."""
+        index = self._previous_index
+        if counts in index:
+            return index[counts], -1
+        for m, c in enumerate(counts):
+            if c:
+                smaller = counts[:m] + (c - 1,) + counts[m + 1:]
+                if smaller in index:
+                    return index[smaller], m
+        return None
 
     def _base_sum(self, counts: Counts, out: np.ndarray | None = None) -> np.ndarray:
         """The int64 sum of ``counts`` (into ``out`` when given): a base of the previous call
