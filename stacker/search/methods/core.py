@@ -67,6 +67,8 @@ def subset_context(problem: Problem, max_terms: int, *, extensions: bool = False
                         eps=config.eps, rows=scorer.rows, n_jobs=n_jobs, layout=layout)
     scorer.scale = scale
     walker, backend = make_walker(q, scorer, config.device, n_jobs)
+    if hasattr(walker, "max_bases"):
+        walker.max_bases = len(problem.targets)
     # the context holds the only reference to q: the worker pool may swap it for its
     # memory-mapped twin
     return Context(q=q, scorer=scorer, walker=walker, backend=backend, n_jobs=n_jobs)
