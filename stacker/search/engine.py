@@ -80,8 +80,12 @@ def search_arrays(oof: np.ndarray, y: np.ndarray, fold: np.ndarray, *, names: Se
         raise OptionError(f"pass either a SearchConfig or search options, not both (got "
                           f"{', '.join(sorted(options))})")
     preload_kernels(config)
+    from stacker.search.methods.core import row_major_likely
+
+    # the row-major quantizer checks the values it reads (one pass less over the pool)
+    deferred = config.method in ROW_MAJOR_METHODS and row_major_likely(config)
     problem = prepare(oof, y, fold, names=names, config=config, fold_numbers=fold_numbers,
-                      on_progress=on_progress)
+                      on_progress=on_progress, check_range=not deferred)
     method = SELECTORS[config.method]
     with threadpool_limits(1) if method.weighted else nullcontext():
         return build_result(problem, method.select(problem), started=started)

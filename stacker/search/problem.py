@@ -32,6 +32,8 @@ class Problem:
     max_size: int
     nested: bool
     on_progress: ProgressCallback | None = None
+    # False: prepare left the [0, 1] check of oof to the quantizer, which reads every value anyway
+    range_checked: bool = True
 
     @property
     def metric(self) -> Metric:
@@ -50,20 +52,28 @@ class Problem:
             self.on_progress(done, total)
 
 
+def check_probabilities(values: np.ndarray) -> None:
+    """OptionError unless every value is a probability in [0, 1] (no NaN)."""
+    # min and max propagate NaN (and the comparisons then fail): no pool-sized temporary
+    if values.size and not (np.min(values) >= 0 and np.max(values) <= 1):
+        raise OptionError("oof must hold probabilities in [0, 1] (no NaN); check the experiments "
+                          "with `stack collect`")
+
+
 def prepare(oof, y, fold, *, names: Sequence[str], config: SearchConfig,
             fold_numbers: Sequence[int] | None = None,
-            on_progress: ProgressCallback | None = None) -> Problem:
-    """Check the arrays against each other and the config; raises OptionError."""
+            on_progress: ProgressCallback | None = None, check_range: bool = True) -> Problem:
+    """Check the arrays against each other and the config; raises OptionError.
+    check_range False: the [0, 1] check of ``oof`` is left to the quantizer (one pass less over
+    the pool; :func:`stacker.search.methods.core.subset_context` makes it)."""
     oof = np.asarray(oof)
     names = list(names)
     n_models = oof.shape[1] if oof.ndim == 3 else 0
     if oof.ndim != 3 or n_models != len(names) or n_models == 0:
         raise OptionError(f"need oof of shape (n_rows, n_models, n_classes) with one name per "
                           f"model; got shape {oof.shape} and {len(names)} name(s)")
-    # min and max propagate NaN (and the comparisons then fail): no pool-sized temporary
-    if oof.size and not (np.min(oof) >= 0 and np.max(oof) <= 1):
-        raise OptionError("oof must hold probabilities in [0, 1] (no NaN); check the experiments "
-                          "with `stack collect`")
+    if check_range:
+        check_probabilities(oof)
     check_defined(config.metric, y, fold, sorted(np.unique(fold)) if fold_numbers is None
                   else fold_numbers)
     max_size = n_models if config.max_size is None else min(int(config.max_size), n_models)
@@ -72,4 +82,4 @@ def prepare(oof, y, fold, *, names: Sequence[str], config: SearchConfig,
                     else list(fold_numbers))
     return Problem(oof=oof, y=np.asarray(y), fold=fold, fold_numbers=fold_numbers, names=names,
                    config=config, max_size=max_size, nested=config.nested and len(fold_numbers) > 1,
-                   on_progress=on_progress)
+                   on_progress=on_progress, range_checked=check_range)

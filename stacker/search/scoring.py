@@ -33,6 +33,7 @@ import math
 import numpy as np
 
 from stacker.blend import finalize, transform
+from stacker.search.problem import check_probabilities
 from stacker.metrics import Metric, get_metric
 
 FAST_METRICS = ("lwlrap", "lrap")
@@ -70,8 +71,8 @@ def transform_bound(method: str, n_classes: int, eps: float) -> float:
 
 
 def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, eps: float,
-             rows: np.ndarray | None = None, n_jobs: int = 1,
-             layout: str = "models") -> tuple[np.ndarray, float]:
+             rows: np.ndarray | None = None, n_jobs: int = 1, layout: str = "models",
+             check: bool = False) -> tuple[np.ndarray, float]:
     """Fixed-point per-model transforms, one model at a time (no float64 copy of the pool).
 
     probs: array of shape (n_rows, n_models, n_classes), values in [0, 1].
@@ -80,7 +81,8 @@ def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, ep
     ``q[m] == round(transform(probs[rows, m]) * scale)``; ``scale`` is a power of two chosen so
     that a sum of ``max_terms`` values cannot overflow. layout "rows": the same values, with q the
     transposed view of a C-contiguous (n_used_rows, n_classes, n_models) array
-    (:mod:`stacker.search.row_major`), filled a block of rows at a time.
+    (:mod:`stacker.search.row_major`), filled a block of rows at a time. check: raise
+    OptionError when a value read is not a probability in [0, 1] (each block as it is read).
     """
     n_rows = probs.shape[0] if rows is None else len(rows)
     n_models, n_classes = probs.shape[1], probs.shape[2]
@@ -89,7 +91,7 @@ def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, ep
     scale = float(2.0 ** min(_MAX_FRACTION_BITS, bits))
     if layout == "rows":
         return _quantize_rows(probs, method, scale=scale, power=power, eps=eps, rows=rows,
-                              n_jobs=n_jobs), scale
+                              n_jobs=n_jobs, check=check), scale
     if layout != "models":
         raise ValueError(f"unknown layout {layout!r}: models or rows")
     q = small_pages_empty((n_models, n_rows, n_classes), np.int64)
@@ -98,6 +100,8 @@ def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, ep
         t = np.empty((n_rows, n_classes), dtype=np.float64)     # one buffer, reused: no page faults
         for m in models:
             column = probs[:, m] if rows is None else probs[rows, m]
+            if check:
+                check_probabilities(column)
             _transform_into(column, method, power=power, eps=eps, out=t)
             t *= scale
             np.rint(t, out=t)
@@ -121,7 +125,7 @@ ROWS_BLOCK_BYTES = 2 * 1024 * 1024       # float64 bytes of one block of rows (a
 
 
 def _quantize_rows(probs: np.ndarray, method: str, *, scale: float, power: float, eps: float,
-                   rows: np.ndarray | None, n_jobs: int) -> np.ndarray:
+                   rows: np.ndarray | None, n_jobs: int, check: bool = False) -> np.ndarray:
     """:func:`quantize`'s values as the transposed view of a (rows, classes, models) array: each
     block of rows goes through the same float64 operations as the model-major path (contiguous
     buffers, elementwise), then into place transposed."""
@@ -135,6 +139,8 @@ def _quantize_rows(probs: np.ndarray, method: str, *, scale: float, power: float
         t = np.empty((step, n_models, n_classes), dtype=np.float64)
         for a, b in part:
             chunk = probs[a:b] if rows is None else probs[rows[a:b]]
+            if check:
+                check_probabilities(chunk)
             out = t[:b - a]
             _transform_into(chunk, method, power=power, eps=eps, out=out)   # (per row: rank)
             out *= scale

@@ -188,3 +188,20 @@ def test_bases_the_kernel_forms_are_the_sums_python_forms(n_jobs, monkeypatch):
         np.testing.assert_array_equal(starts[g], sm.ensemble_sum(q, counts))
         expected = [scorer.evaluate(starts[g] + q[j], sum(counts) + 1) for j in candidates[g]]
         np.testing.assert_array_equal(scorer.outputs_from_fold_sums(parts[g]), np.array(expected))
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam", "ges", "exhaustive", "auto"])
+@pytest.mark.parametrize("where", ["positive row", "row without a positive"])
+@pytest.mark.parametrize("bad", [np.nan, 1.5, -0.25])
+def test_values_outside_0_1_are_refused_by_every_method(method, where, bad):
+    """The row-major methods leave the check to the quantizer (one pass less over the pool): it
+    and subset_context still read every row, with or without a positive label."""
+    from stacker.errors import OptionError
+    from stacker.search.engine import search_arrays
+
+    oof, y, fold, names = pool(seed=5, n_models=4, n_rows=120)
+    rows = np.flatnonzero(y.any(axis=1) if where == "positive row" else ~y.any(axis=1))
+    oof = oof.copy()
+    oof[rows[len(rows) // 2], 2, 1] = bad
+    with pytest.raises(OptionError, match=r"probabilities in \[0, 1\]"):
+        search_arrays(oof, y, fold, names=names, method=method, device="cpu", max_size=3)

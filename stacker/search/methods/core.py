@@ -24,7 +24,7 @@ import numpy as np
 from stacker.blend import check_weights, finalize, transform
 from stacker.search.backends import make_walker
 from stacker.search.member_sums import weighted_sum
-from stacker.search.problem import Problem
+from stacker.search.problem import Problem, check_probabilities
 from stacker.search.result import Selection
 from stacker.search.scoring import Scorer, make_scorer, quantize
 
@@ -63,8 +63,13 @@ def subset_context(problem: Problem, max_terms: int, *, extensions: bool = False
                          blend=config.blend, power=config.power)
     n_jobs = max(1, min(int(config.n_jobs), os.cpu_count() or 1))
     layout = "rows" if extensions and row_major_likely(config) else "models"
+    check = not problem.range_checked
+    if check:       # the rows the quantizer does not read (no positive label) checked here
+        unread = np.setdiff1d(np.arange(len(problem.oof)), scorer.rows)
+        check_probabilities(problem.oof[unread])
     q, scale = quantize(problem.oof, config.blend, max_terms=max_terms, power=config.power,
-                        eps=config.eps, rows=scorer.rows, n_jobs=n_jobs, layout=layout)
+                        eps=config.eps, rows=scorer.rows, n_jobs=n_jobs, layout=layout,
+                        check=check)
     scorer.scale = scale
     walker, backend = make_walker(q, scorer, config.device, n_jobs)
     if hasattr(walker, "max_bases"):
