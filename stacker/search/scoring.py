@@ -33,8 +33,8 @@ import math
 import numpy as np
 
 from stacker.blend import finalize, transform
-from stacker.search.problem import check_probabilities
 from stacker.metrics import Metric, get_metric
+from stacker.search.problem import check_probabilities
 
 FAST_METRICS = ("lwlrap", "lrap")
 _INT64_BITS = 62          # leave a bit of headroom under int64's 63 value bits
