@@ -50,7 +50,8 @@ def small_pages_empty(shape, dtype) -> np.ndarray:
     0.07 s or 1.2-1.4 s with huge pages (the kernel compacts memory to find them), 0.24-0.55 s
     without, run after run; the quantize of bench_peers' 200 models took 0.88-0.93 s against
     0.29-0.41 s. The advice is numpy's process-wide setting: put back at once."""
-    multiarray = getattr(getattr(np, "_core", None), "multiarray", None)
+    core = getattr(np, "_core", None) or getattr(np, "core", None)       # numpy 2 / numpy 1
+    multiarray = getattr(core, "multiarray", None)
     toggle = getattr(multiarray, "_set_madvise_hugepage", None)
     if toggle is None:
         return np.empty(shape, dtype=dtype)
