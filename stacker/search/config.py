@@ -18,6 +18,9 @@ from stacker.metrics import Metric, get_metric
 
 METHODS = ("auto", "exhaustive", "greedy", "beam", "ges", "ges-bagged", "cmaes", "per-class",
            "linear")
+# the methods that score only extensions of bases and whole sets: on the CPU their pool is laid
+# out row-major (stacker.search.row_major; the exhaustive walk, and auto, need it model-major)
+ROW_MAJOR_METHODS = ("greedy", "beam", "ges")
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,10 @@ from threadpoolctl import threadpool_limits
 from stacker.errors import OptionError
 from stacker.layout.collect import Collection
 from stacker.runtime import ProgressCallback
-from stacker.search.config import METHODS, SearchConfig
+from stacker.search.config import METHODS, ROW_MAJOR_METHODS, SearchConfig
 from stacker.search.methods import SELECTORS, WEIGHTED_METHODS
 from stacker.search.problem import prepare
 from stacker.search.result import SearchResult, build_result
-
-# the methods that score on the row-major pool on the CPU (subset_context(..., extensions=True))
-ROW_MAJOR_METHODS = ("greedy", "beam", "ges")
 
 __all__ = ["METHODS", "WEIGHTED_METHODS", "SearchConfig", "SearchResult", "search_arrays",
            "search_subsets"]

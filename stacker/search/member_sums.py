@@ -16,40 +16,40 @@ import numpy as np
 
 import stacker.search.kernel as kernel
 
-_KERNEL = None
+_KERNELS: dict = {}
 _LOCK = threading.Lock()
 
 
 def _compile():
-    global _KERNEL
-    with _LOCK:
-        if _KERNEL is None:
-            def add_members(total, t0, t1, t2, t3, w, n, first, rows):  # pragma: no cover
-                """total[i] (= if not first: total[i] +) t0[r] * w[0] + ... for n members,
-                r = rows[i] (every row in order when rows is empty)."""
-                gather = rows.shape[0] > 0
-                for i in range(total.shape[0]):
-                    r = rows[i] if gather else i
-                    out = total[i]
-                    a0 = t0[r]
-                    a1 = t1[r]
-                    a2 = t2[r]
-                    a3 = t3[r]
-                    for c in range(out.shape[0]):
-                        if first:
-                            acc = a0[c] * w[0]
-                        else:
-                            acc = out[c] + a0[c] * w[0]
-                        if n > 1:
-                            acc = acc + a1[c] * w[1]
-                        if n > 2:
-                            acc = acc + a2[c] * w[2]
-                        if n > 3:
-                            acc = acc + a3[c] * w[3]
-                        out[c] = acc
+    return kernel.build_once(_KERNELS, _LOCK, _build)["add_members"]
 
-            _KERNEL = kernel._jit(add_members)
-    return _KERNEL
+
+def _build() -> dict:
+    def add_members(total, t0, t1, t2, t3, w, n, first, rows):  # pragma: no cover
+        """total[i] (= if not first: total[i] +) t0[r] * w[0] + ... for n members,
+        r = rows[i] (every row in order when rows is empty)."""
+        gather = rows.shape[0] > 0
+        for i in range(total.shape[0]):
+            r = rows[i] if gather else i
+            out = total[i]
+            a0 = t0[r]
+            a1 = t1[r]
+            a2 = t2[r]
+            a3 = t3[r]
+            for c in range(out.shape[0]):
+                if first:
+                    acc = a0[c] * w[0]
+                else:
+                    acc = out[c] + a0[c] * w[0]
+                if n > 1:
+                    acc = acc + a1[c] * w[1]
+                if n > 2:
+                    acc = acc + a2[c] * w[2]
+                if n > 3:
+                    acc = acc + a3[c] * w[3]
+                out[c] = acc
+
+    return {"add_members": kernel._jit(add_members)}
 
 
 def weighted_sum(members: list, weights: np.ndarray, rows=slice(None)) -> np.ndarray:

@@ -16,8 +16,8 @@ With ``qr`` row-major the comparisons of one class run over the models in contig
 compiler vectorises them), every base reads the same block of the row, and the precisions of all
 candidates are added to ``acc[base, fold, model]`` side by side. Every precision is added in the
 row-major order of :meth:`stacker.search.scoring.RankScorer.fold_sums_from_counts`, so the scores
-are bit-identical to the other backends'. Threads share the models (each candidate's sums stay in
-one thread, in row order).
+are bit-identical to the other backends'. Threads share the bases (one base: the models); each
+candidate's sums stay in one thread, in row order.
 """
 
 from __future__ import annotations

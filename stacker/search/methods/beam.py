@@ -24,7 +24,7 @@ from stacker.search.result import Selection
 
 
 def select(problem: Problem) -> Selection:
-    return run(subset_context(problem, problem.max_size, extensions=True), problem)
+    return run(subset_context(problem, problem.max_size), problem)
 
 
 def run(ctx: Context, problem: Problem) -> Selection:

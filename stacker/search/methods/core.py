@@ -23,6 +23,7 @@ import numpy as np
 
 from stacker.blend import check_weights, finalize, transform
 from stacker.search.backends import make_walker
+from stacker.search.config import ROW_MAJOR_METHODS
 from stacker.search.member_sums import weighted_sum
 from stacker.search.problem import Problem, check_probabilities
 from stacker.search.result import Selection
@@ -53,16 +54,16 @@ class Context:
         return self.q[m] if member is None else member(m)
 
 
-def subset_context(problem: Problem, max_terms: int, *, extensions: bool = False) -> Context:
+def subset_context(problem: Problem, max_terms: int) -> Context:
     """The quantized pool on the scorer's rows (sums of up to ``max_terms`` members cannot
-    overflow) and the walker of the config's device. ``extensions``: the method scores only
-    extensions of bases and whole sets (greedy, beam, GES), so on the CPU the pool is laid out
-    row-major for :mod:`stacker.search.row_major` (the exhaustive walk needs it model-major)."""
+    overflow) and the walker of the config's device; laid out row-major on the CPU for the
+    config's method when it is one of ROW_MAJOR_METHODS (:mod:`stacker.search.row_major`)."""
     config = problem.config
     scorer = make_scorer(problem.y, problem.fold, problem.fold_numbers, config.metric,
                          blend=config.blend, power=config.power)
     n_jobs = max(1, min(int(config.n_jobs), os.cpu_count() or 1))
-    layout = "rows" if extensions and row_major_likely(config) else "models"
+    layout = ("rows" if config.method in ROW_MAJOR_METHODS and row_major_likely(config)
+              else "models")
     check = not problem.range_checked
     if check:       # the rows the quantizer does not read (no positive label) checked here
         unread = np.setdiff1d(np.arange(len(problem.oof)), scorer.rows)
@@ -98,20 +99,9 @@ class CountBlends:
         self._transforms: dict = {}
 
     def warm(self, choices: list) -> None:
-        """Compute the transforms of every member of ``choices`` now (before threads share them),
-        two models at a time (numpy releases the GIL; each transform is the same either way)."""
-        todo = sorted({m for counts in choices for m, c in enumerate(counts) if c}
-                      - set(self._transforms))
-        if len(todo) < 2:
-            self._transform_members(todo)
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        config = self.config
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            found = pool.map(lambda m: transform(self.oof[:, m], config.blend, power=config.power,
-                                                 eps=config.eps), todo)
-            self._transforms.update(zip(todo, found))
+        """Compute the transforms of every member of ``choices`` now (before threads share them)."""
+        for counts in choices:
+            self._transform_members([m for m, c in enumerate(counts) if c])
 
     def _transform_members(self, idx: list) -> None:
         config = self.config
@@ -208,7 +198,6 @@ class Evaluator:
         self.ctx = ctx
         self.n_evaluated = 0
         self._previous_sums: dict = {}      # the bases of the last extend_many: counts -> sum
-        self._previous_index: dict = {}     # (row-major walker) counts -> index in the stack
         self._previous_stack = None         # (row-major walker) the last call's stacked bases
 
     @property
@@ -238,7 +227,9 @@ class Evaluator:
             # previous call's bases), no copy, no fresh memory; a base one member (or none) from
             # a previous one is formed by the kernel itself, row by row as it reads them
             stacked = walker.bases_buffer(len(requests))
-            plan = [self._one_away(base) for base, _, _ in requests]
+            position = {base: g for g, base in enumerate(self._previous_sums)}   # in the stack
+            plan = [None if near is None else (position[near[0]], near[1])
+                    for near in (self._one_away(base) for base, _, _ in requests)]
             added = {step[1] for step in plan if step is not None and step[1] >= 0}
             fused = (self._previous_stack is not None and any(plan)
                      and walker.fuses(len(requests), len(added)))
@@ -248,7 +239,6 @@ class Evaluator:
             formed_from = (self._previous_stack, plan) if fused else None
             parts = walker.extensions_stacked(stacked, lists, formed_from)
             self._previous_sums = {base: stacked[g] for g, (base, _, _) in enumerate(requests)}
-            self._previous_index = {base: g for g, (base, _, _) in enumerate(requests)}
             self._previous_stack = stacked
             return [self.ctx.scorer.outputs_from_fold_sums(part)[:, list(targets)]
                     for part, (_, _, targets) in zip(parts, requests)]
@@ -263,33 +253,31 @@ class Evaluator:
                 for part, (_, _, targets) in zip(parts, requests)]
 
     def _one_away(self, counts: Counts):
-        """(index of a base of the previous call, the member ``counts`` adds to it, -1 for the
-        same base), or None when none is one member away."""
-        index = self._previous_index
-        if counts in index:
-            return index[counts], -1
+        """(a base of the previous call, the member ``counts`` adds to it: -1 when it is that
+        base), or None when no base is a member away."""
+        previous = self._previous_sums
+        if counts in previous:
+            return counts, -1
         for m, c in enumerate(counts):
             if c:
                 smaller = counts[:m] + (c - 1,) + counts[m + 1:]
-                if smaller in index:
-                    return index[smaller], m
+                if smaller in previous:
+                    return smaller, m
         return None
 
     def _base_sum(self, counts: Counts, out: np.ndarray | None = None) -> np.ndarray:
         """The int64 sum of ``counts`` (into ``out`` when given): a base of the previous call
         plus one member when one is a member away (exact, like every sum here), else from
         scratch."""
-        previous = self._previous_sums
-        if counts in previous:
+        near = self._one_away(counts)
+        if near is not None:
+            base, m = near
+            if m >= 0:
+                return np.add(self._previous_sums[base], self.ctx.member(m), out=out)
             if out is None:
-                return previous[counts]
-            np.copyto(out, previous[counts])
+                return self._previous_sums[base]
+            np.copyto(out, self._previous_sums[base])
             return out
-        for m, c in enumerate(counts):
-            if c:
-                smaller = counts[:m] + (c - 1,) + counts[m + 1:]
-                if smaller in previous:
-                    return np.add(previous[smaller], self.ctx.member(m), out=out)
         total = ensemble_sum(self.ctx.q, counts, self.ctx.member)
         if out is None:
             return total

@@ -45,8 +45,7 @@ from stacker.search.result import Selection
 def select(problem: Problem) -> Selection:
     """GES (with sorted initialisation when ``ges.init``) for every target, in lockstep."""
     ges_config, max_size = problem.config.ges, problem.max_size
-    ctx = subset_context(problem, max(max_size, ges_config.iterations + ges_config.init),
-                         extensions=True)
+    ctx = subset_context(problem, max(max_size, ges_config.iterations + ges_config.init))
     settings = dict(iterations=ges_config.iterations, max_size=max_size)
     if ges_config.init:
         settings["init"] = sorted_init(Evaluator(ctx), problem.targets, ges_config.init,
