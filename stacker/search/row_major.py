@@ -153,6 +153,51 @@ def _build() -> dict:
                         out[i] += hits[i] / at[i] * w
         return acc
 
+    def place(qr, values, a, row_start, row_cols, row_weight, dmin, dmax,
+              single):  # pragma: no cover - compiled
+        """qr[a + i, c, m] = values[i, m, c] (the quantizer's integral float64 block); for the
+        positives of those rows, their bounds (as :func:`bounds`) and ``single[p, m]``: the
+        weighted precision of model m alone (the extension of the empty base: the same
+        integers, the same division)."""
+        n_models, n_classes = values.shape[1], values.shape[2]
+        at = np.empty(n_models, dtype=np.int64)
+        hits = np.empty(n_models, dtype=np.int64)
+        for i in range(values.shape[0]):
+            r = a + i
+            block = qr[r]
+            for m in range(n_models):
+                for c in range(n_classes):
+                    block[c, m] = np.int64(values[i, m, c])
+            for p in range(row_start[r], row_start[r + 1]):
+                qp = block[row_cols[p]]
+                at[:] = 0
+                for c in range(n_classes):
+                    qc = block[c]
+                    lo = qc[0] - qp[0]
+                    hi = lo
+                    for m in range(n_models):
+                        d = qc[m] - qp[m]
+                        lo = min(lo, d)
+                        hi = max(hi, d)
+                        at[m] += np.int64(d >= 0)
+                    dmin[p, c] = lo
+                    dmax[p, c] = hi
+                hits[:] = 0
+                for p2 in range(row_start[r], row_start[r + 1]):
+                    q2 = block[row_cols[p2]]
+                    for m in range(n_models):
+                        hits[m] += np.int64(q2[m] - qp[m] >= 0)
+                w = row_weight[p]
+                for m in range(n_models):
+                    single[p, m] = hits[m] / at[m] * w
+
+    def fold_sums(single, row_fold, acc):  # pragma: no cover - compiled
+        """acc[fold, m] += single[p, m], the positives in row order (the extensions' order)."""
+        for p in range(single.shape[0]):
+            out = acc[row_fold[p]]
+            for m in range(single.shape[1]):
+                out[m] += single[p, m]
+
     def column(qr, m, r0, r1, out):  # pragma: no cover - compiled
         """out[r, c] = qr[r, c, m] for rows r0:r1."""
         for r in range(r0, r1):
@@ -160,7 +205,8 @@ def _build() -> dict:
                 out[r, c] = qr[r, c, m]
 
     return {"bounds": kernel._jit(bounds), "extend": kernel._jit(extend),
-            "column": kernel._jit(column), "score": kernel._jit(score)}
+            "column": kernel._jit(column), "score": kernel._jit(score),
+            "place": kernel._jit(place), "fold_sums": kernel._jit(fold_sums)}
 
 
 def is_row_major(q: np.ndarray) -> bool:
@@ -174,6 +220,26 @@ def _split(n: int, parts: int) -> list:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
+class Placer:
+    """:func:`stacker.search.scoring.quantize`'s ``place`` for the row-major pool of ``scorer``'s
+    rows: each block goes into place with the compiled kernel, which computes the walker's
+    bounds and every model's own precisions (the first step's extensions, the empty base) from
+    the block while it is in the cache, instead of two more passes over the whole pool."""
+
+    def __init__(self, scorer, n_models: int, n_classes: int):
+        n_pos = len(scorer.row_cols)
+        self.scorer = scorer
+        self.dmin = np.empty((n_pos, n_classes), dtype=np.int64)
+        self.dmax = np.empty_like(self.dmin)
+        self.single = np.empty((n_pos, n_models), dtype=np.float64)
+        self._run = _compile()["place"]
+
+    def __call__(self, qr: np.ndarray, values: np.ndarray, a: int, b: int) -> None:
+        s = self.scorer
+        self._run(qr, values, a, s.row_start, s.row_cols, s.row_weight, self.dmin, self.dmax,
+                  self.single)
+
+
 class RowWalker:
     """Scores the extensions of a step on the row-major pool (lwlrap, lrap, CPU).
 
@@ -185,12 +251,19 @@ class RowWalker:
     name = "numba"
     min_parallel = 2_000_000        # models x rows x classes below which one thread is used
 
-    def __init__(self, q: np.ndarray, scorer, n_jobs: int = 1):
+    def __init__(self, q: np.ndarray, scorer, n_jobs: int = 1, placed: Placer | None = None,
+                 source=None):
         if not is_row_major(q):
             raise ValueError("RowWalker needs the row-major pool (quantize(..., layout='rows'))")
         self.q, self.scorer, self.n_jobs = q, scorer, max(1, int(n_jobs))
         self.qr = q.transpose(1, 2, 0)
-        self._bounds = None
+        # placed: the Placer that quantize put q in place with (its bounds and the models' own
+        # precisions); source(m, out): out[...] = q[m] from the pool itself (one contiguous read
+        # of the model's float32 values, not a strided gather from qr)
+        self._bounds = None if placed is None else (placed.dmin, placed.dmax)
+        self._single = None if placed is None else placed.single
+        self._single_sums = None
+        self.source = source
         self._members: OrderedDict = OrderedDict()       # model -> its slot in _cache
         per_member = max(1, q[0].size * 8)
         self._member_slots = max(2, MEMBER_CACHE_BYTES // per_member)
@@ -240,7 +313,9 @@ class RowWalker:
         else:
             _, slot = self._members.popitem(last=False)
         out = self._cache[slot]
-        if out.size:
+        if out.size and self.source is not None:
+            self.source(m, out)
+        elif out.size:
             run = _compile()["column"]
             _parallel(lambda part: run(self.qr, m, part[0], part[1], out),
                       _split(self.qr.shape[0], self._threads()))
@@ -278,17 +353,33 @@ class RowWalker:
         between threads) and the members fit the cache together."""
         return n_bases >= self._threads() and n_members <= self._member_slots
 
+    def single_sums(self) -> np.ndarray | None:
+        """(n_folds, n_models): the per-fold sums of each model alone (the extensions of the
+        empty base), from the precisions the Placer computed; None without a Placer."""
+        if self._single is None:
+            return None
+        if self._single_sums is None:
+            acc = np.zeros((self.scorer.n_folds, self.q.shape[0]), dtype=np.float64)
+            _compile()["fold_sums"](self._single, self.scorer.row_fold, acc)
+            self._single_sums = acc
+        return self._single_sums
+
     def extensions_stacked(self, starts: np.ndarray, candidate_lists: list,
-                           formed_from=None) -> list:
+                           formed_from=None, empty=None) -> list:
         """:meth:`extensions_many` of the bases ``starts`` (n_bases, n_rows, n_classes).
 
         formed_from: None (``starts`` holds every base), or (parents, plan): plan[g] is
         (index into parents, member) for a base the kernel forms, ``parents[index]`` plus one
         more of ``member`` (-1: none), or None for a base ``starts[g]`` already holds
-        (:meth:`fuses` says when this may be used)."""
+        (:meth:`fuses` says when this may be used). empty: one flag per base, True for a base
+        that holds no member (all zeros): when every base is, the models' own sums answer."""
         s = self.scorer
         n_models = self.q.shape[0]
         n_bases = len(starts)
+        singles = self.single_sums() if empty is not None and all(empty) else None
+        if singles is not None and formed_from is None:
+            return [singles[:, np.asarray(c, dtype=np.int64)].T.copy() if len(c) else
+                    np.zeros((0, s.n_folds)) for c in candidate_lists]
         acc = np.zeros((n_bases, s.n_folds, n_models), dtype=np.float64)
         parent = np.full(n_bases, -1, dtype=np.int64)
         slot = np.full(n_bases, -1, dtype=np.int64)
@@ -355,7 +446,10 @@ def warm_up() -> None:
     y = np.array([[1, 0], [0, 1]])
     scorer = make_scorer(y, np.array([0, 1]), [0, 1], "lwlrap", blend="mean", power=1.0)
     qr = np.array([[[3, 1], [0, 2]], [[1, 1], [2, 0]]], dtype=np.int64)
-    walker = RowWalker(qr.transpose(2, 0, 1), scorer)
+    placed = Placer(scorer, 2, 2)
+    placed(np.empty_like(qr), qr.transpose(0, 2, 1).astype(np.float64), 0, 2)
+    walker = RowWalker(qr.transpose(2, 0, 1), scorer, placed=placed)
+    walker.single_sums()
     walker.extensions(np.zeros((2, 2), dtype=np.int64), [0, 1])
     walker.member(1)
     walker.score_sums(qr[:, :, 0])

@@ -73,7 +73,7 @@ def transform_bound(method: str, n_classes: int, eps: float) -> float:
 
 def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, eps: float,
              rows: np.ndarray | None = None, n_jobs: int = 1, layout: str = "models",
-             check: bool = False) -> tuple[np.ndarray, float]:
+             check: bool = False, place=None) -> tuple[np.ndarray, float]:
     """Fixed-point per-model transforms, one model at a time (no float64 copy of the pool).
 
     probs: array of shape (n_rows, n_models, n_classes), values in [0, 1].
@@ -84,15 +84,16 @@ def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, ep
     transposed view of a C-contiguous (n_used_rows, n_classes, n_models) array
     (:mod:`stacker.search.row_major`), filled a block of rows at a time. check: raise
     OptionError when a value read is not a probability in [0, 1] (each block as it is read).
+    place: (layout "rows") ``place(qr, values, a, b)`` puts the float64 block ``values`` of rows
+    a:b, shape (b - a, n_models, n_classes), into ``qr[a:b]`` transposed (and may compute what it
+    needs from the block while it is in the cache: :class:`stacker.search.row_major.Placer`).
     """
     n_rows = probs.shape[0] if rows is None else len(rows)
     n_models, n_classes = probs.shape[1], probs.shape[2]
-    largest = transform_bound(method, n_classes, eps)
-    bits = _INT64_BITS - math.ceil(math.log2(largest * max(max_terms, 1) + 1))
-    scale = float(2.0 ** min(_MAX_FRACTION_BITS, bits))
+    scale = quantize_scale(method, n_classes, eps=eps, max_terms=max_terms)
     if layout == "rows":
         return _quantize_rows(probs, method, scale=scale, power=power, eps=eps, rows=rows,
-                              n_jobs=n_jobs, check=check), scale
+                              n_jobs=n_jobs, check=check, place=place), scale
     if layout != "models":
         raise ValueError(f"unknown layout {layout!r}: models or rows")
     q = small_pages_empty((n_models, n_rows, n_classes), np.int64)
@@ -100,13 +101,8 @@ def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, ep
     def fill(models) -> None:
         t = np.empty((n_rows, n_classes), dtype=np.float64)     # one buffer, reused: no page faults
         for m in models:
-            column = probs[:, m] if rows is None else probs[rows, m]
-            if check:
-                check_probabilities(column)
-            _transform_into(column, method, power=power, eps=eps, out=t)
-            t *= scale
-            np.rint(t, out=t)
-            q[m] = t
+            quantize_model(probs, m, method, scale=scale, power=power, eps=eps, rows=rows,
+                           out=q[m], buffer=t, check=check)
 
     # numpy releases the GIL in each of these operations: threads share the models (every
     # model's values are the same whichever thread computes them)
@@ -121,12 +117,36 @@ def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, ep
     return q, scale
 
 
+def quantize_scale(method: str, n_classes: int, *, eps: float, max_terms: int) -> float:
+    """The power of two :func:`quantize` scales by: a sum of ``max_terms`` values cannot
+    overflow."""
+    largest = transform_bound(method, n_classes, eps)
+    bits = _INT64_BITS - math.ceil(math.log2(largest * max(max_terms, 1) + 1))
+    return float(2.0 ** min(_MAX_FRACTION_BITS, bits))
+
+
+def quantize_model(probs: np.ndarray, m: int, method: str, *, scale: float, power: float,
+                   eps: float, rows: np.ndarray | None, out: np.ndarray,
+                   buffer: np.ndarray | None = None, check: bool = False) -> None:
+    """``out[...] = q[m]``, model ``m``'s values of :func:`quantize` (either layout), computed
+    from ``probs`` alone (``buffer``: a float64 (n_rows, n_classes) scratch array to reuse)."""
+    column = probs[:, m] if rows is None else probs[rows, m]
+    if check:
+        check_probabilities(column)
+    t = np.empty(column.shape, dtype=np.float64) if buffer is None else buffer
+    _transform_into(column, method, power=power, eps=eps, out=t)
+    t *= scale
+    np.rint(t, out=t)
+    out[...] = t
+
+
 ROWS_BLOCK_BYTES = 2 * 1024 * 1024       # float64 bytes of one block of rows (all models): 2 MB measured
                                          # 0.9 s for bench_scale's pool, 8 MB 3.6-5.5 s (2 threads)
 
 
 def _quantize_rows(probs: np.ndarray, method: str, *, scale: float, power: float, eps: float,
-                   rows: np.ndarray | None, n_jobs: int, check: bool = False) -> np.ndarray:
+                   rows: np.ndarray | None, n_jobs: int, check: bool = False,
+                   place=None) -> np.ndarray:
     """:func:`quantize`'s values as the transposed view of a (rows, classes, models) array: each
     block of rows goes through the same float64 operations as the model-major path (contiguous
     buffers, elementwise), then into place transposed."""
@@ -146,7 +166,10 @@ def _quantize_rows(probs: np.ndarray, method: str, *, scale: float, power: float
             _transform_into(chunk, method, power=power, eps=eps, out=out)   # (per row: rank)
             out *= scale
             np.rint(out, out=out)
-            qr[a:b] = out.transpose(0, 2, 1)
+            if place is None:
+                qr[a:b] = out.transpose(0, 2, 1)
+            else:
+                place(qr, out, a, b)
 
     n_jobs = max(1, min(int(n_jobs), len(blocks), qr.size // QUANTIZE_MIN_VALUES))
     if n_jobs == 1:

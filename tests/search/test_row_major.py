@@ -115,9 +115,9 @@ def test_searches_on_the_row_major_pool_equal_the_numpy_path(method, n_jobs, mon
     used = []
     real = row_major.RowWalker.extensions_stacked
 
-    def recording(self, starts, lists, formed_from=None):
+    def recording(self, starts, lists, formed_from=None, **options):
         used.append(formed_from is not None)
-        return real(self, starts, lists, formed_from)
+        return real(self, starts, lists, formed_from, **options)
 
     monkeypatch.setattr(row_major.RowWalker, "extensions_stacked", recording)
     result = search_arrays(oof, y, fold, **options)
@@ -207,3 +207,54 @@ def test_values_outside_0_1_are_refused_by_every_method(method, where, bad):
     oof[rows[len(rows) // 2], 2, 1] = bad
     with pytest.raises(OptionError, match=r"probabilities in \[0, 1\]"):
         search_arrays(oof, y, fold, names=names, method=method, device="cpu", max_size=3)
+
+
+@pytest.mark.parametrize("metric, blend, votes", [
+    ("lwlrap", "geo-mean", False), ("lrap", "mean", False), ("lwlrap", "mean", True)])
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_the_placer_s_bounds_and_models_alone_equal_the_walker_s_own(metric, blend, votes,
+                                                                     n_jobs, monkeypatch):
+    """What the Placer computes from each block as the quantizer puts it in place (blocks of 7
+    rows, threads) equals the separate passes: the bounds kernel, and the extensions of the
+    empty base, bit for bit; members read from the pool equal the pool's values."""
+    monkeypatch.setattr(scoring, "QUANTIZE_MIN_VALUES", 1)
+    monkeypatch.setattr(row_major.RowWalker, "min_parallel", 0)
+    oof, y, fold, _ = pool(votes=votes, n_rows=400)
+    scorer = make_scorer(y, fold, sorted(np.unique(fold)), metric, blend=blend, power=2.0)
+    monkeypatch.setattr(scoring, "ROWS_BLOCK_BYTES", 8 * oof.shape[1] * oof.shape[2] * 7)
+    placed = row_major.Placer(scorer, oof.shape[1], oof.shape[2])
+    q, scale = quantize(oof, blend, max_terms=20, power=2.0, eps=1e-7, rows=scorer.rows,
+                        layout="rows", n_jobs=n_jobs, place=placed)
+    expected, _ = quantize(oof, blend, max_terms=20, power=2.0, eps=1e-7, rows=scorer.rows)
+    np.testing.assert_array_equal(q, expected)
+    scorer.scale = scale
+    plain = row_major.RowWalker(q, scorer, n_jobs=n_jobs)
+
+    def source(m, out):
+        scoring.quantize_model(oof, m, blend, scale=scale, power=2.0, eps=1e-7,
+                               rows=scorer.rows, out=out)
+
+    walker = row_major.RowWalker(q, scorer, n_jobs=n_jobs, placed=placed, source=source)
+    for got, want in zip(walker.bounds(), plain.bounds()):
+        np.testing.assert_array_equal(got, want)
+    candidates = [[3, 0, 6], list(range(7))]
+    empty = np.zeros((2,) + q.shape[1:], dtype=np.int64)
+    for got, want in zip(walker.extensions_stacked(empty, candidates, empty=[True, True]),
+                         plain.extensions_stacked(empty, candidates)):
+        np.testing.assert_array_equal(got, want)
+    for m in [5, 2, 5]:
+        np.testing.assert_array_equal(walker.member(m), q[m])
+
+
+def test_the_models_alone_answer_only_when_every_base_is_empty():
+    q, scorer = prepared_rows(n_rows=60)
+    walker = row_major.RowWalker(q, scorer)          # no Placer: nothing precomputed
+    assert walker.single_sums() is None
+    placed = row_major.Placer(scorer, q.shape[0], q.shape[2])
+    placed(np.empty_like(q.transpose(1, 2, 0)), q.transpose(1, 0, 2).astype(np.float64),
+           0, q.shape[1])
+    walker = row_major.RowWalker(q, scorer, placed=placed)
+    bases = np.stack([np.zeros(q.shape[1:], dtype=np.int64), sm.ensemble_sum(q, (0, 2) + (0,) * 5)])
+    parts = walker.extensions_stacked(bases, [[1, 4], [1, 4]], empty=[True, False])
+    expected = [scorer.evaluate(bases[1] + q[j], 3) for j in [1, 4]]
+    np.testing.assert_array_equal(scorer.outputs_from_fold_sums(parts[1]), np.array(expected))

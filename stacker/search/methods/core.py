@@ -27,7 +27,7 @@ from stacker.search.config import ROW_MAJOR_METHODS
 from stacker.search.member_sums import weighted_sum
 from stacker.search.problem import Problem, check_probabilities
 from stacker.search.result import Selection
-from stacker.search.scoring import Scorer, make_scorer, quantize
+from stacker.search.scoring import Scorer, make_scorer, quantize, quantize_model
 
 Counts = tuple  # tuple[int, ...] of length n_models
 Tick = Callable[[int], None]
@@ -54,6 +54,9 @@ class Context:
         return self.q[m] if member is None else member(m)
 
 
+SOURCE_BLOCK_BYTES = 1024 * 1024      # float64 scratch of a member read from the pool
+
+
 def subset_context(problem: Problem, max_terms: int) -> Context:
     """The quantized pool on the scorer's rows (sums of up to ``max_terms`` members cannot
     overflow) and the walker of the config's device; laid out row-major on the CPU for the
@@ -68,11 +71,29 @@ def subset_context(problem: Problem, max_terms: int) -> Context:
     if check:       # the rows the quantizer does not read (no positive label) checked here
         unread = np.setdiff1d(np.arange(len(problem.oof)), scorer.rows)
         check_probabilities(problem.oof[unread])
+    n_models, n_classes = problem.oof.shape[1], problem.oof.shape[2]
+    placed = None
+    if layout == "rows":        # the walker's bounds computed as the pool is put in place
+        from stacker.search.row_major import Placer
+
+        placed = Placer(scorer, n_models, n_classes)
     q, scale = quantize(problem.oof, config.blend, max_terms=max_terms, power=config.power,
                         eps=config.eps, rows=scorer.rows, n_jobs=n_jobs, layout=layout,
-                        check=check)
+                        check=check, place=placed)
     scorer.scale = scale
-    walker, backend = make_walker(q, scorer, config.device, n_jobs)
+
+    step = max(1, SOURCE_BLOCK_BYTES // (8 * max(n_classes, 1)))
+    buffer = np.empty((min(step, len(scorer.rows)), n_classes))
+
+    def source(m: int, out: np.ndarray) -> None:        # q[m] from the pool (checked above)
+        for a in range(0, len(scorer.rows), step):     # a cached buffer: no fresh memory
+            b = min(a + step, len(scorer.rows))
+            quantize_model(problem.oof, m, config.blend, scale=scale, power=config.power,
+                           eps=config.eps, rows=scorer.rows[a:b], out=out[a:b],
+                           buffer=buffer[:b - a])
+
+    walker, backend = make_walker(q, scorer, config.device, n_jobs, placed=placed,
+                                  source=source if placed is not None else None)
     if hasattr(walker, "max_bases"):
         walker.max_bases = len(problem.targets)
     # the context holds the only reference to q: the worker pool may swap it for its
@@ -237,7 +258,8 @@ class Evaluator:
                 if not fused or step is None:
                     self._base_sum(base, out=stacked[g])
             formed_from = (self._previous_stack, plan) if fused else None
-            parts = walker.extensions_stacked(stacked, lists, formed_from)
+            parts = walker.extensions_stacked(stacked, lists, formed_from,
+                                              empty=[not any(base) for base, _, _ in requests])
             self._previous_sums = {base: stacked[g] for g, (base, _, _) in enumerate(requests)}
             self._previous_stack = stacked
             return [self.ctx.scorer.outputs_from_fold_sums(part)[:, list(targets)]
