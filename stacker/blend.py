@@ -90,19 +90,33 @@ def transform(probs: np.ndarray, method: str = "geo-mean", *, power: float = DEF
     Returns a new float64 array of the same shape.
     """
     check_blend(method, power=power, eps=eps)
-    p = np.asarray(probs, dtype=np.float64)
-    if method == "geo-mean":
-        return np.log(np.clip(p, eps, 1.0))
-    if method == "mean":
-        return p.copy()
     if method == "rank":
-        return row_ranks(p)
-    return np.power(np.clip(p, 0.0, None), power)
+        return row_ranks(np.asarray(probs, dtype=np.float64))
+    # one new array, every operation in place in it (the same values as new arrays at each
+    # operation; each new array of a large pool is memory the system must hand over afresh)
+    p = np.array(probs, dtype=np.float64, copy=True)
+    if method == "geo-mean":
+        np.clip(p, eps, 1.0, out=p)
+        return np.log(p, out=p)
+    if method == "mean":
+        return p
+    np.clip(p, 0.0, None, out=p)
+    return np.power(p, power, out=p)
 
 
-def finalize(mean: np.ndarray, method: str = "geo-mean", *, power: float = DEFAULT_POWER) -> np.ndarray:
+def finalize(mean: np.ndarray, method: str = "geo-mean", *, power: float = DEFAULT_POWER,
+             in_place: bool = False) -> np.ndarray:
     """The blend from the weighted mean of :func:`transform` values, shape (..., n_classes)
-    (a new array)."""
+    (a new array; with ``in_place``, ``mean`` itself, a float64 array, overwritten)."""
+    if in_place:
+        if method == "geo-mean":
+            return np.exp(mean, out=mean)
+        if method == "power":
+            np.clip(mean, 0.0, None, out=mean)
+            return np.power(mean, 1.0 / power, out=mean)
+        if method == "rank":
+            mean /= max(np.shape(mean)[-1] - 1, 1)
+        return mean
     if method == "geo-mean":
         return np.exp(mean)
     if method == "power":

@@ -169,6 +169,7 @@ class _Scores:
     def __init__(self, problem: Problem, blends: Blends):
         self.problem, self.blends = problem, blends
         self._full: dict = {}
+        self._fold_rows = None          # each fold's row indices (fold_numbers order)
 
     def full(self, choice) -> float:
         """The metric on every row (choice: hashable counts)."""
@@ -193,12 +194,14 @@ class _Scores:
         """Each fold's rows blended by its own choice (fold_choices[i] for fold_numbers[i]):
         (the metric of the pooled predictions, each fold's score, the pooled (n_rows, n_classes))."""
         p = self.problem
+        if self._fold_rows is None:
+            self._fold_rows = [np.flatnonzero(p.fold == k) for k in p.fold_numbers]
         pooled = np.empty(p.y.shape, dtype=np.float64)
         held = []
-        for choice, k in zip(fold_choices, p.fold_numbers):
-            rows = p.fold == k
-            pooled[rows] = self.blends.predict(choice, rows)
-            held.append(p.metric(p.y[rows], pooled[rows]))
+        for choice, rows in zip(fold_choices, self._fold_rows):
+            predicted = self.blends.predict(choice, rows)
+            pooled[rows] = predicted
+            held.append(p.metric(p.y[rows], predicted))
         return p.metric(p.y, pooled), held, pooled
 
 

@@ -153,6 +153,25 @@ def _build() -> dict:
                         out[i] += hits[i] / at[i] * w
         return acc
 
+    def without(S, cache, slots, mult, j0, j1, row_start, row_cols, row_fold, row_weight,
+                out):  # pragma: no cover - compiled
+        """out[j, fold] += the weighted precisions of S - mult[j] * cache[slots[j]] for
+        j in j0:j1, row by row (each as :func:`score` scores that sum)."""
+        n_rows, n_classes = S.shape
+        row = np.empty(n_classes, dtype=np.int64)
+        for r in range(n_rows):
+            p0 = row_start[r]
+            p1 = row_start[r + 1]
+            if p0 == p1:
+                continue
+            base = S[r]
+            for j in range(j0, j1):
+                member = cache[slots[j], r]
+                k = mult[j]
+                for c in range(n_classes):
+                    row[c] = base[c] - k * member[c]
+                _add_row_precisions(out[j], row, p0, p1, row_cols, row_fold, row_weight)
+
     def place(qr, values, a, row_start, row_cols, row_weight, dmin, dmax,
               single):  # pragma: no cover - compiled
         """qr[a + i, c, m] = values[i, m, c] (the quantizer's integral float64 block); for the
@@ -206,7 +225,8 @@ def _build() -> dict:
 
     return {"bounds": kernel._jit(bounds), "extend": kernel._jit(extend),
             "column": kernel._jit(column), "score": kernel._jit(score),
-            "place": kernel._jit(place), "fold_sums": kernel._jit(fold_sums)}
+            "place": kernel._jit(place), "fold_sums": kernel._jit(fold_sums),
+            "without": kernel._jit(without)}
 
 
 def is_row_major(q: np.ndarray) -> bool:
@@ -427,6 +447,32 @@ class RowWalker:
                                 s.row_cols, s.row_fold, s.row_weight, out)
         return out
 
+    def score_without(self, S: np.ndarray, members: list, mult: list) -> np.ndarray:
+        """Per-fold sums (len(members), n_folds) of ``S - mult[j] * q[members[j]]`` for each j
+        (greedy's pruning: the best set without each of its members), one pass over the rows
+        of ``S`` and the members' copies; each the sums :meth:`score_sums` gives."""
+        s = self.scorer
+        out = np.zeros((len(members), s.n_folds), dtype=np.float64)
+        if not len(members) or not S.shape[0]:
+            return out
+        if len(members) > self._member_slots:         # the copies would not fit together
+            for j, (m, k) in enumerate(zip(members, mult)):
+                out[j] = self.score_sums(S - np.int64(k) * self.member(m))
+            return out
+        # (at most as many as the cache holds: each copy made here evicts one not used here)
+        slots = np.array([self.member_slot(m) for m in members], dtype=np.int64)
+        mult = np.asarray(mult, dtype=np.int64)
+        S = np.ascontiguousarray(S, dtype=np.int64)
+        run = _compile()["without"]
+
+        def fill(part):
+            run(S, self._cache, slots, mult, part[0], part[1], s.row_start, s.row_cols,
+                s.row_fold, s.row_weight, out)
+
+        threads = self._threads() if S.size * len(members) >= self.min_parallel else 1
+        _parallel(fill, _split(len(members), min(threads, len(members))))
+        return out
+
 
 def _parallel(function, parts: list) -> None:
     if len(parts) <= 1:
@@ -453,3 +499,4 @@ def warm_up() -> None:
     walker.extensions(np.zeros((2, 2), dtype=np.int64), [0, 1])
     walker.member(1)
     walker.score_sums(qr[:, :, 0])
+    walker.score_without(qr[:, :, 0], [1], [1])

@@ -258,3 +258,25 @@ def test_the_models_alone_answer_only_when_every_base_is_empty():
     parts = walker.extensions_stacked(bases, [[1, 4], [1, 4]], empty=[True, False])
     expected = [scorer.evaluate(bases[1] + q[j], 3) for j in [1, 4]]
     np.testing.assert_array_equal(scorer.outputs_from_fold_sums(parts[1]), np.array(expected))
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+@pytest.mark.parametrize("cache_bytes", [row_major.MEMBER_CACHE_BYTES, 1])
+def test_a_set_without_each_member_scores_as_that_set_alone(n_jobs, cache_bytes, monkeypatch):
+    """Greedy's pruning: one pass for every member dropped (the copies side by side in the
+    cache, or one by one when they do not fit) equals each smaller set scored alone."""
+    monkeypatch.setattr(row_major.RowWalker, "min_parallel", 0)
+    monkeypatch.setattr(row_major, "MEMBER_CACHE_BYTES", cache_bytes)
+    q, scorer = prepared_rows(n_rows=300)
+    walker = row_major.RowWalker(q, scorer, n_jobs=n_jobs)
+    counts = (1, 0, 3, 1, 0, 2, 1)
+    S = sm.ensemble_sum(q, counts)
+    drops = [0, 2, 3, 5, 6]
+    got = walker.score_without(S, drops, [counts[m] for m in drops])
+    for j, m in enumerate(drops):
+        smaller = tuple(0 if i == m else c for i, c in enumerate(counts))
+        np.testing.assert_array_equal(got[j], walker.score_sums(sm.ensemble_sum(q, smaller)))
+    ctx = sm.Context(q=q, scorer=scorer, walker=walker)
+    smaller = [tuple(0 if i == m else c for i, c in enumerate(counts)) for m in drops]
+    np.testing.assert_array_equal(sm.Evaluator(ctx).sets_without(counts, drops, [0, 2]),
+                                  sm.Evaluator(sm.Context(q=q, scorer=scorer)).sets(smaller, [0, 2]))

@@ -141,7 +141,8 @@ class CountBlends:
         # without stacking the members into one (rows, members, classes) copy
         # (:func:`stacker.search.member_sums.weighted_sum`: those operations, in one pass)
         total = weighted_sum([self._transforms[m] for m in idx], w, rows)
-        return finalize(total / w.sum(), config.blend, power=config.power)
+        total /= w.sum()                # (a new array: the division and finalize in place)
+        return finalize(total, config.blend, power=config.power, in_place=True)
 
     def describe(self, counts: Counts) -> tuple[tuple[str, ...], dict]:
         idx = [m for m, c in enumerate(counts) if c]
@@ -323,6 +324,19 @@ class Evaluator:
                 continue
             out[i] = self.ctx.scorer.evaluate_targets(S, sum(counts), targets)
         return out
+
+
+    def sets_without(self, counts: Counts, drops: list, targets: list) -> np.ndarray:
+        """:meth:`sets` of ``counts`` without each member of ``drops`` (all of its picks):
+        (len(drops), len(targets)); the row-major walker scores them in one pass."""
+        smaller = [tuple(0 if m == drop else c for m, c in enumerate(counts)) for drop in drops]
+        score_without = getattr(self.ctx.walker, "score_without", None)
+        if score_without is None or not drops:
+            return self.sets(smaller, targets)
+        self.n_evaluated += len(drops)
+        S = ensemble_sum(self.ctx.q, counts, self.ctx.member)
+        sums = score_without(S, list(drops), [counts[m] for m in drops])
+        return self.ctx.scorer.outputs_from_fold_sums(sums)[:, list(targets)]
 
 
 NEAR_MEMBERS = 2          # a sum is formed from a known one when they differ by this many picks

@@ -73,7 +73,7 @@ def greedy(ev: Evaluator, targets: list, *, max_size: int, prune: bool = True,
                 chosen = [m for m, c in enumerate(best_counts) if c]
                 smaller = [tuple(0 if m == drop else c for m, c in enumerate(best_counts))
                            for drop in chosen]
-                scores = ev.sets(smaller, [t])[:, 0]
+                scores = ev.sets_without(best_counts, chosen, [t])[:, 0]
                 drop, score = pick(list(range(len(smaller))), scores)
                 if rounded(score) < rounded(best):
                     break
