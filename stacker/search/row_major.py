@@ -83,6 +83,7 @@ def _build() -> dict:
         hits = np.empty(width, dtype=np.int64)
         contested = np.empty(n_classes, dtype=np.int64)
         needs = np.empty(n_classes, dtype=np.int64)
+        table = np.empty(n_classes + 1, dtype=np.float64)
         for r in range(n_rows):
             p0 = row_start[r]
             p1 = row_start[r + 1]
@@ -127,13 +128,41 @@ def _build() -> dict:
                             out[i] += value
                         continue
                     n = 0
-                    for c in range(n_classes):
+                    wanted = some - fixed       # (the contested classes: at or below highs
+                    for c in range(n_classes):  # and not at or below lows)
                         need = v - row[c]
                         if need > lows[c] and need <= highs[c]:
                             contested[n] = c
                             needs[n] = need
                             n += 1
+                            if n == wanted:
+                                break
                     qp = block[row_cols[p], m0:m1]
+                    if some_hits == fixed_hits and n == 1:
+                        # one contested class, no contested positive: at is fixed or
+                        # fixed + 1 for every candidate, the two precisions computed once
+                        # (the same integers, the same division)
+                        below = fixed_hits / fixed * w
+                        above = fixed_hits / (fixed + 1) * w
+                        qc = block[contested[0], m0:m1]
+                        need = needs[0]
+                        for i in range(width):
+                            out[i] += above if qc[i] - qp[i] >= need else below
+                        continue
+                    if some_hits == fixed_hits and n == 2:
+                        # two: at is fixed, fixed + 1 or fixed + 2 (three precisions)
+                        v0 = fixed_hits / fixed * w
+                        v1 = fixed_hits / (fixed + 1) * w
+                        v2 = fixed_hits / (fixed + 2) * w
+                        qa = block[contested[0], m0:m1]
+                        qb = block[contested[1], m0:m1]
+                        na = needs[0]
+                        nb = needs[1]
+                        for i in range(width):
+                            a = qa[i] - qp[i] >= na
+                            b = qb[i] - qp[i] >= nb
+                            out[i] += (v2 if b else v1) if a else (v1 if b else v0)
+                        continue
                     at[:] = fixed
                     hits[:] = fixed_hits
                     for j in range(n):
@@ -149,6 +178,13 @@ def _build() -> dict:
                                 q2 = block[c2, m0:m1]
                                 for i in range(width):
                                     hits[i] += np.int64(q2[i] - qp[i] >= need)
+                    if some_hits == fixed_hits:
+                        # the n + 1 precisions at can give, each computed once
+                        for k in range(n + 1):
+                            table[k] = fixed_hits / (fixed + k) * w
+                        for i in range(width):
+                            out[i] += table[at[i] - fixed]
+                        continue
                     for i in range(width):
                         out[i] += hits[i] / at[i] * w
         return acc

@@ -280,3 +280,19 @@ def test_a_set_without_each_member_scores_as_that_set_alone(n_jobs, cache_bytes,
     smaller = [tuple(0 if i == m else c for i, c in enumerate(counts)) for m in drops]
     np.testing.assert_array_equal(sm.Evaluator(ctx).sets_without(counts, drops, [0, 2]),
                                   sm.Evaluator(sm.Context(q=q, scorer=scorer)).sets(smaller, [0, 2]))
+
+
+@pytest.mark.parametrize("votes", [False, True])
+def test_extensions_of_many_bases_are_bit_identical(votes, monkeypatch):
+    """Bases of every size (few or many contested classes, one or two of them, contested
+    positives): each of the kernel's accumulation forms against the numpy scorer."""
+    monkeypatch.setattr(row_major.RowWalker, "min_parallel", 0)
+    q, scorer = prepared_rows(votes=votes, n_rows=300)
+    walker = row_major.RowWalker(q, scorer, n_jobs=2)
+    rng = np.random.default_rng(5)
+    for size in [1, 2, 3, 5, 8, 13, 19]:
+        counts = tuple(np.bincount(rng.integers(0, 7, size), minlength=7))
+        S = sm.ensemble_sum(q, counts)
+        part = walker.extensions(S, list(range(7)))
+        expected = np.array([scorer.evaluate(S + q[j], size + 1) for j in range(7)])
+        np.testing.assert_array_equal(scorer.outputs_from_fold_sums(part), expected)
