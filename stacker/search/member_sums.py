@@ -52,13 +52,15 @@ def _build() -> dict:
     return {"add_members": kernel._jit(add_members)}
 
 
-def weighted_sum(members: list, weights: np.ndarray, rows=slice(None)) -> np.ndarray:
+def weighted_sum(members: list, weights: np.ndarray, rows=slice(None),
+                 out: np.ndarray | None = None) -> np.ndarray:
     """``members[0][rows] * weights[0] + members[1][rows] * weights[1] + ...`` (added in that
     order), float64 of shape (n_selected_rows, n_classes). members: float64 (n_rows, n_classes)
-    arrays; rows: a slice(None), a boolean mask or row indices."""
+    arrays; rows: a slice(None), a boolean mask or row indices; out: a float64 array of that
+    shape to write the sum into (returned), else a new one."""
     weights = np.asarray(weights, dtype=np.float64)
     if not kernel.available() or members[0].ndim != 2:
-        total = members[0][rows] * weights[0]
+        total = np.multiply(members[0][rows], weights[0], out=out)
         for t, weight in zip(members[1:], weights[1:]):
             total += t[rows] * weight
         return total
@@ -73,7 +75,12 @@ def weighted_sum(members: list, weights: np.ndarray, rows=slice(None)) -> np.nda
         n_out = len(index)
         if n_out == 0:
             return np.zeros((0, n_classes))
-    total = np.empty((n_out, n_classes), dtype=np.float64)
+    if out is None:
+        total = np.empty((n_out, n_classes), dtype=np.float64)
+    elif out.shape != (n_out, n_classes) or out.dtype != np.float64 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous float64 of shape {(n_out, n_classes)}")
+    else:
+        total = out
     run = _compile()
     for start in range(0, len(members), 4):
         group = members[start:start + 4]

@@ -10,6 +10,7 @@ metric, exactly what ``stack blend`` prints; the fast scores of the search only 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -170,12 +171,24 @@ class _Scores:
         self.problem, self.blends = problem, blends
         self._full: dict = {}
         self._fold_rows = None          # each fold's row indices (fold_numbers order)
+        self._local = threading.local()  # each thread's prediction buffer
 
     def full(self, choice) -> float:
         """The metric on every row (choice: hashable counts)."""
         if choice not in self._full:
-            self._full[choice] = self.problem.metric(self.problem.y, self.blends.predict(choice))
+            self._full[choice] = self._score(choice)
         return self._full[choice]
+
+    def _score(self, choice) -> float:
+        """The metric of ``choice`` on every row; blends that take ``out`` predict into this
+        thread's buffer (scored at once, then reused: no new memory for each choice)."""
+        p = self.problem
+        if not getattr(self.blends, "predicts_into", False):
+            return p.metric(p.y, self.blends.predict(choice))
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None:
+            buffer = self._local.buffer = np.empty(p.y.shape, dtype=np.float64)
+        return p.metric(p.y, self.blends.predict(choice, out=buffer))
 
     def prefetch(self, choices: list) -> None:
         """:meth:`full` of ``choices`` on two threads (numpy releases the GIL in the blends and
@@ -186,17 +199,18 @@ class _Scores:
         self.blends.warm(todo)                # shared caches filled before the threads start
         from concurrent.futures import ThreadPoolExecutor
 
-        score = lambda c: self.problem.metric(self.problem.y, self.blends.predict(c))
         with ThreadPoolExecutor(max_workers=2) as pool:
-            self._full.update(zip(todo, pool.map(score, todo)))
+            self._full.update(zip(todo, pool.map(self._score, todo)))
 
-    def pooled(self, fold_choices: list) -> tuple[float, list, np.ndarray]:
+    def pooled(self, fold_choices: list, out: np.ndarray | None = None
+               ) -> tuple[float, list, np.ndarray]:
         """Each fold's rows blended by its own choice (fold_choices[i] for fold_numbers[i]):
-        (the metric of the pooled predictions, each fold's score, the pooled (n_rows, n_classes))."""
+        (the metric of the pooled predictions, each fold's score, the pooled (n_rows, n_classes),
+        written into ``out`` when given)."""
         p = self.problem
         if self._fold_rows is None:
             self._fold_rows = [np.flatnonzero(p.fold == k) for k in p.fold_numbers]
-        pooled = np.empty(p.y.shape, dtype=np.float64)
+        pooled = np.empty(p.y.shape, dtype=np.float64) if out is None else out
         held = []
         for choice, rows in zip(fold_choices, self._fold_rows):
             predicted = self.blends.predict(choice, rows)
@@ -218,11 +232,14 @@ def _ranked(scores: _Scores, runs: dict, top: int) -> tuple[list, list]:
         members, weights = describe(counts)
         top_list.append(Candidate(members=members, weights=weights, cv=scores.full(counts)))
     by_size = []
+    pooled = None               # one buffer for every size's pooled predictions (scored, dropped)
     for size, (counts, _) in main.by_size.items():
         nested_size = None
         if len(runs) > 1 and all(size in runs[1 + i].by_size for i in range(n_folds)):
+            if pooled is None:
+                pooled = np.empty(scores.problem.y.shape, dtype=np.float64)
             nested_size, _, _ = scores.pooled([runs[1 + i].by_size[size][0]
-                                               for i in range(n_folds)])
+                                               for i in range(n_folds)], out=pooled)
         by_size.append(SizeScore(size=size, members=describe(counts)[0],
                                  cv=scores.full(counts), nested_cv=nested_size))
     return top_list, by_size

@@ -26,3 +26,6 @@ def test_count_blends_are_blend_arrays_bit_for_bit(blend):
         np.testing.assert_array_equal(blends.predict(counts), expected)
         np.testing.assert_array_equal(blends.predict(counts, rows),
                                       blend_arrays(oof[rows][:, idx], blend, weights=weights))
+        buffer = np.full(expected.shape, np.nan)        # a reused buffer: the same values
+        assert blends.predict(counts, out=buffer) is buffer
+        np.testing.assert_array_equal(buffer, expected)

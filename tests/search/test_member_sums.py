@@ -28,6 +28,12 @@ def test_weighted_sum_is_the_numpy_chain_bit_for_bit(n_members, rows):
     expected = chain(members, weights, chosen)
     assert got.shape == expected.shape and got.dtype == np.float64
     np.testing.assert_array_equal(got, expected)
+    if len(expected):
+        buffer = np.full(expected.shape, np.nan)
+        assert weighted_sum(members, weights, chosen, out=buffer) is buffer
+        np.testing.assert_array_equal(buffer, expected)
+        with pytest.raises(ValueError, match="out must be"):
+            weighted_sum(members, weights, chosen, out=buffer[:, :3])
 
 
 @pytest.mark.skipif(not kernel.available(), reason="numba is not installed")

@@ -114,6 +114,8 @@ class CountBlends:
     division by their sum comes last, which keeps exact ties), the same operations in the same
     order, with each member's transform computed once for the whole result."""
 
+    predicts_into = True        # predict(..., out=buffer)
+
     def __init__(self, problem: Problem):
         self.oof, self.names = problem.oof, problem.names
         self.config = problem.config
@@ -131,7 +133,10 @@ class CountBlends:
                 self._transforms[m] = transform(self.oof[:, m], config.blend, power=config.power,
                                                 eps=config.eps)
 
-    def predict(self, counts: Counts, rows=slice(None)) -> np.ndarray:
+    def predict(self, counts: Counts, rows=slice(None), out: np.ndarray | None = None
+                ) -> np.ndarray:
+        """The blend of ``counts`` on ``rows`` (into ``out``, float64 of its shape, when given:
+        a caller that scores it at once reuses one buffer instead of new memory each time)."""
         config = self.config
         idx = [m for m, c in enumerate(counts) if c]
         self._transform_members(idx)
@@ -140,8 +145,8 @@ class CountBlends:
         # in member order (the reduced axis is not the contiguous one): the same additions here,
         # without stacking the members into one (rows, members, classes) copy
         # (:func:`stacker.search.member_sums.weighted_sum`: those operations, in one pass)
-        total = weighted_sum([self._transforms[m] for m in idx], w, rows)
-        total /= w.sum()                # (a new array: the division and finalize in place)
+        total = weighted_sum([self._transforms[m] for m in idx], w, rows, out=out)
+        total /= w.sum()                # (the division and finalize in place)
         return finalize(total, config.blend, power=config.power, in_place=True)
 
     def describe(self, counts: Counts) -> tuple[tuple[str, ...], dict]:
