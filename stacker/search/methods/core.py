@@ -85,8 +85,10 @@ def subset_context(problem: Problem, max_terms: int) -> Context:
     step = max(1, SOURCE_BLOCK_BYTES // (8 * max(n_classes, 1)))
     buffer = np.empty((min(step, len(scorer.rows)), n_classes))
 
-    def source(m: int, out: np.ndarray) -> None:        # q[m] from the pool (checked above)
-        for a in range(0, len(scorer.rows), step):     # a cached buffer: no fresh memory
+    def source(m: int, out: np.ndarray) -> None:
+        """out[...] = q[m], from the pool (checked above); called by the search's own thread
+        only (one scratch buffer, reused: no fresh memory)."""
+        for a in range(0, len(scorer.rows), step):
             b = min(a + step, len(scorer.rows))
             quantize_model(problem.oof, m, config.blend, scale=scale, power=config.power,
                            eps=config.eps, rows=scorer.rows[a:b], out=out[a:b],
@@ -329,7 +331,6 @@ class Evaluator:
                 continue
             out[i] = self.ctx.scorer.evaluate_targets(S, sum(counts), targets)
         return out
-
 
     def sets_without(self, counts: Counts, drops: list, targets: list) -> np.ndarray:
         """:meth:`sets` of ``counts`` without each member of ``drops`` (all of its picks):
