@@ -64,12 +64,12 @@ def compiled_path_likely(metric, device: str) -> bool:
 
 
 def make_walker(q: np.ndarray, scorer, device: str = "auto", n_jobs: int = 1, *,
-                placed=None, source=None):
+                placed=None, source=None, exact_row=None):
     """(walker or None, backend name) for scoring ``q`` with ``scorer`` on ``device``.
 
     cpu, or auto without CUDA: the compiled kernel (numpy if numba is missing); cuda, cuda:N, or
     auto with CUDA: torch on that device. Other metrics than lwlrap/lrap: numpy (None).
-    placed, source: for the row-major pool's walker (:class:`stacker.search.row_major.RowWalker`).
+    placed, source, exact_row: for the row-major pool's walker (:class:`stacker.search.row_major.RowWalker`).
     """
     device = check_device(device)
     on_cpu = device == "cpu" or (device == "auto" and not cuda_present())
@@ -88,6 +88,7 @@ def make_walker(q: np.ndarray, scorer, device: str = "auto", n_jobs: int = 1, *,
         from stacker.search.row_major import RowWalker, is_row_major
 
         if is_row_major(q):
-            return RowWalker(q, scorer, n_jobs=n_jobs, placed=placed, source=source), "numba"
+            return (RowWalker(q, scorer, n_jobs=n_jobs, placed=placed, source=source,
+                              exact_row=exact_row), "numba")
         return kernel.KernelWalker(q, scorer, n_jobs=n_jobs), "numba"
     return None, "numpy (numba is not installed)"

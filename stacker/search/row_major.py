@@ -22,6 +22,7 @@ candidate's sums stay in one thread, in row order.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 
@@ -40,11 +41,136 @@ def _compile() -> dict:
 
 
 _add_row_precisions = None       # kernel.add_row_precisions compiled (set by _build)
+_positive = None                 # positive compiled (set by _build; extend calls it)
+
+
+def positive(block, shift, row, lows, highs, p, p0, p1, row_cols, w, m0, m1, out, at, hits,
+             contested, needs, table):  # pragma: no cover - compiled
+    """out[i] += the weighted precision at positive ``p`` of ``row + q[m0 + i]`` (``row``: a
+    base's sums of the positive's row; ``block``: that row's values (class, model) or their high
+    parts, ``q >> shift``; lows, highs: the positive's bounds). Returns 1, adding nothing, when
+    the high parts do not decide a comparison; else 0.
+
+    With high parts H (``q = H * 2**shift + L``, 0 <= L < 2**shift) a difference of two values
+    is ``d + (L_c - L_p)`` with ``d = (H_c - H_p) * 2**shift`` and ``|L_c - L_p| <= span``
+    (``2**shift - 1``): at or above ``need`` for sure when ``d >= need + span``, below for sure
+    when ``d < need - span``; in between only the values decide. shift 0: always decided."""
+    n_classes = row.shape[0]
+    width = m1 - m0
+    v = row[row_cols[p]]
+    # counted without a branch (vectorised): at or above for every model, and at or above for
+    # some model
+    fixed = 0
+    some = 0
+    for c in range(n_classes):
+        need = v - row[c]
+        fixed += np.int64(need <= lows[c])
+        some += np.int64(need <= highs[c])
+    fixed_hits = 0
+    some_hits = 0
+    for p2 in range(p0, p1):
+        c2 = row_cols[p2]
+        need = v - row[c2]
+        fixed_hits += np.int64(need <= lows[c2])
+        some_hits += np.int64(need <= highs[c2])
+    if some == fixed and some_hits == fixed_hits:
+        value = fixed_hits / fixed * w        # the same for every candidate
+        for i in range(width):
+            out[i] += value
+        return 0
+    span = (np.int64(1) << shift) - 1
+    n = 0
+    wanted = some - fixed       # (the contested classes: at or below highs and not at or
+    for c in range(n_classes):  # below lows)
+        need = v - row[c]
+        if need > lows[c] and need <= highs[c]:
+            contested[n] = c
+            needs[n] = need
+            n += 1
+            if n == wanted:
+                break
+    qp = block[row_cols[p], m0:m1]
+    unsure = 0
+    if some_hits == fixed_hits and n == 1:
+        # one contested class, no contested positive: at is fixed or fixed + 1 for every
+        # candidate, the two precisions computed once (the same integers, the same division)
+        qc = block[contested[0], m0:m1]
+        low = needs[0] - span
+        high = needs[0] + span
+        for i in range(width):
+            d = (np.int64(qc[i]) - np.int64(qp[i])) << shift
+            unsure += np.int64(d >= low) - np.int64(d >= high)
+        if unsure:
+            return 1
+        below = fixed_hits / fixed * w
+        above = fixed_hits / (fixed + 1) * w
+        for i in range(width):
+            d = (np.int64(qc[i]) - np.int64(qp[i])) << shift
+            out[i] += above if d >= high else below
+        return 0
+    if some_hits == fixed_hits and n == 2:
+        # two: at is fixed, fixed + 1 or fixed + 2 (three precisions)
+        qa = block[contested[0], m0:m1]
+        qb = block[contested[1], m0:m1]
+        low_a = needs[0] - span
+        high_a = needs[0] + span
+        low_b = needs[1] - span
+        high_b = needs[1] + span
+        for i in range(width):
+            da = (np.int64(qa[i]) - np.int64(qp[i])) << shift
+            db = (np.int64(qb[i]) - np.int64(qp[i])) << shift
+            unsure += (np.int64(da >= low_a) - np.int64(da >= high_a)
+                       + np.int64(db >= low_b) - np.int64(db >= high_b))
+        if unsure:
+            return 1
+        v0 = fixed_hits / fixed * w
+        v1 = fixed_hits / (fixed + 1) * w
+        v2 = fixed_hits / (fixed + 2) * w
+        for i in range(width):
+            a = ((np.int64(qa[i]) - np.int64(qp[i])) << shift) >= high_a
+            b = ((np.int64(qb[i]) - np.int64(qp[i])) << shift) >= high_b
+            out[i] += (v2 if b else v1) if a else (v1 if b else v0)
+        return 0
+    at[:] = fixed
+    hits[:] = fixed_hits
+    for j in range(n):
+        qc = block[contested[j], m0:m1]
+        low = needs[j] - span
+        high = needs[j] + span
+        for i in range(width):
+            d = (np.int64(qc[i]) - np.int64(qp[i])) << shift
+            at[i] += np.int64(d >= high)
+            unsure += np.int64(d >= low) - np.int64(d >= high)
+    if some_hits != fixed_hits:
+        for p2 in range(p0, p1):
+            c2 = row_cols[p2]
+            need = v - row[c2]
+            if need > lows[c2] and need <= highs[c2]:
+                q2 = block[c2, m0:m1]
+                low = need - span
+                high = need + span
+                for i in range(width):
+                    d = (np.int64(q2[i]) - np.int64(qp[i])) << shift
+                    hits[i] += np.int64(d >= high)
+                    unsure += np.int64(d >= low) - np.int64(d >= high)
+    if unsure:
+        return 1
+    if some_hits == fixed_hits:
+        # the n + 1 precisions at can give, each computed once
+        for k in range(n + 1):
+            table[k] = fixed_hits / (fixed + k) * w
+        for i in range(width):
+            out[i] += table[at[i] - fixed]
+        return 0
+    for i in range(width):
+        out[i] += hits[i] / at[i] * w
+    return 0
 
 
 def _build() -> dict:
-    global _add_row_precisions
+    global _add_row_precisions, _positive
     _add_row_precisions = kernel.row_precisions()   # score calls it: compiled first
+    _positive = kernel._jit(positive)               # extend calls it
 
     def score(S, row_start, row_cols, row_fold, row_weight, out):  # pragma: no cover - compiled
         """out[fold] += the weighted precisions of the sums S (n_rows, n_classes), row by row."""
@@ -71,123 +197,64 @@ def _build() -> dict:
                     dmin[p, c] = lo
                     dmax[p, c] = hi
 
-    def extend(qr, starts, g0, g1, m0, m1, row_start, row_cols, row_fold, row_weight, dmin,
-               dmax, acc, parents, parent, slot, cache):  # pragma: no cover - compiled
+    def extend(qr, shift, exact, exact_r, state, starts, g0, g1, m0, m1, row_start, row_cols,
+               row_fold, row_weight, dmin, dmax, acc, parents, parent, slot,
+               cache):  # pragma: no cover - compiled
         """acc[g, fold, m] += the weighted precisions of starts[g] + q[m], bases g0:g1, models
         m0:m1 (a positive's bounds are read once for all bases). A base with parent[g] >= 0 is
         formed row by row first: starts[g, r] = parents[parent[g], r] (+ cache[slot[g], r]
-        when slot[g] >= 0), the integer addition done where the row is read anyway."""
-        n_rows, n_classes, _ = qr.shape
+        when slot[g] >= 0), the integer addition done where the row is read anyway.
+
+        qr holds the values' high parts (``q >> shift``; shift 0: the values). Starts at
+        (row, positive, base) ``state`` (positive -1: the row from its start); returns 0 when
+        done, or 1 with ``state`` at the first (row, positive, base) whose comparisons the high
+        parts do not decide (nothing of it added): called again with ``exact`` holding row
+        ``exact_r`` = state[0]'s values (class, model), it goes on from there."""
+        n_rows = qr.shape[0]
+        n_classes = qr.shape[1]
         width = m1 - m0
         at = np.empty(width, dtype=np.int64)
         hits = np.empty(width, dtype=np.int64)
         contested = np.empty(n_classes, dtype=np.int64)
         needs = np.empty(n_classes, dtype=np.int64)
         table = np.empty(n_classes + 1, dtype=np.float64)
-        for r in range(n_rows):
+        first = state[0]
+        resume_p = state[1]
+        resume_g = state[2]
+        for r in range(first, n_rows):
             p0 = row_start[r]
             p1 = row_start[r + 1]
-            block = qr[r]
-            for g in range(g0, g1):
-                if parent[g] >= 0:
-                    formed = starts[g, r]
-                    source = parents[parent[g], r]
-                    if slot[g] >= 0:
-                        added = cache[slot[g], r]
-                        for c in range(n_classes):
-                            formed[c] = source[c] + added[c]
-                    else:
-                        for c in range(n_classes):
-                            formed[c] = source[c]
-            for p in range(p0, p1):
-                lows = dmin[p]
-                highs = dmax[p]
+            resumed = r == first and resume_p >= 0
+            if not resumed:
                 for g in range(g0, g1):
+                    if parent[g] >= 0:
+                        formed = starts[g, r]
+                        source = parents[parent[g], r]
+                        if slot[g] >= 0:
+                            added = cache[slot[g], r]
+                            for c in range(n_classes):
+                                formed[c] = source[c] + added[c]
+                        else:
+                            for c in range(n_classes):
+                                formed[c] = source[c]
+            for p in range(resume_p if resumed else p0, p1):
+                for g in range(resume_g if resumed and p == resume_p else g0, g1):
                     row = starts[g, r]
-                    v = row[row_cols[p]]
-                    # counted without a branch (vectorised): at or above for every model, and
-                    # at or above for some model
-                    fixed = 0
-                    some = 0
-                    for c in range(n_classes):
-                        need = v - row[c]
-                        fixed += np.int64(need <= lows[c])
-                        some += np.int64(need <= highs[c])
-                    fixed_hits = 0
-                    some_hits = 0
-                    for p2 in range(p0, p1):
-                        c2 = row_cols[p2]
-                        need = v - row[c2]
-                        fixed_hits += np.int64(need <= lows[c2])
-                        some_hits += np.int64(need <= highs[c2])
                     out = acc[g, row_fold[p], m0:m1]
-                    w = row_weight[p]
-                    if some == fixed and some_hits == fixed_hits:
-                        value = fixed_hits / fixed * w        # the same for every candidate
-                        for i in range(width):
-                            out[i] += value
-                        continue
-                    n = 0
-                    wanted = some - fixed       # (the contested classes: at or below highs
-                    for c in range(n_classes):  # and not at or below lows)
-                        need = v - row[c]
-                        if need > lows[c] and need <= highs[c]:
-                            contested[n] = c
-                            needs[n] = need
-                            n += 1
-                            if n == wanted:
-                                break
-                    qp = block[row_cols[p], m0:m1]
-                    if some_hits == fixed_hits and n == 1:
-                        # one contested class, no contested positive: at is fixed or
-                        # fixed + 1 for every candidate, the two precisions computed once
-                        # (the same integers, the same division)
-                        below = fixed_hits / fixed * w
-                        above = fixed_hits / (fixed + 1) * w
-                        qc = block[contested[0], m0:m1]
-                        need = needs[0]
-                        for i in range(width):
-                            out[i] += above if qc[i] - qp[i] >= need else below
-                        continue
-                    if some_hits == fixed_hits and n == 2:
-                        # two: at is fixed, fixed + 1 or fixed + 2 (three precisions)
-                        v0 = fixed_hits / fixed * w
-                        v1 = fixed_hits / (fixed + 1) * w
-                        v2 = fixed_hits / (fixed + 2) * w
-                        qa = block[contested[0], m0:m1]
-                        qb = block[contested[1], m0:m1]
-                        na = needs[0]
-                        nb = needs[1]
-                        for i in range(width):
-                            a = qa[i] - qp[i] >= na
-                            b = qb[i] - qp[i] >= nb
-                            out[i] += (v2 if b else v1) if a else (v1 if b else v0)
-                        continue
-                    at[:] = fixed
-                    hits[:] = fixed_hits
-                    for j in range(n):
-                        qc = block[contested[j], m0:m1]
-                        need = needs[j]
-                        for i in range(width):
-                            at[i] += np.int64(qc[i] - qp[i] >= need)
-                    if some_hits != fixed_hits:
-                        for p2 in range(p0, p1):
-                            c2 = row_cols[p2]
-                            need = v - row[c2]
-                            if need > lows[c2] and need <= highs[c2]:
-                                q2 = block[c2, m0:m1]
-                                for i in range(width):
-                                    hits[i] += np.int64(q2[i] - qp[i] >= need)
-                    if some_hits == fixed_hits:
-                        # the n + 1 precisions at can give, each computed once
-                        for k in range(n + 1):
-                            table[k] = fixed_hits / (fixed + k) * w
-                        for i in range(width):
-                            out[i] += table[at[i] - fixed]
-                        continue
-                    for i in range(width):
-                        out[i] += hits[i] / at[i] * w
-        return acc
+                    if r == exact_r:
+                        unsure = _positive(exact, 0, row, dmin[p], dmax[p], p, p0, p1,
+                                           row_cols, row_weight[p], m0, m1, out, at, hits,
+                                           contested, needs, table)
+                    else:
+                        unsure = _positive(qr[r], shift, row, dmin[p], dmax[p], p, p0, p1,
+                                           row_cols, row_weight[p], m0, m1, out, at, hits,
+                                           contested, needs, table)
+                    if unsure:
+                        state[0] = r
+                        state[1] = p
+                        state[2] = g
+                        return 1
+        return 0
 
     def without(S, cache, slots, mult, j0, j1, row_start, row_cols, row_fold, row_weight,
                 out):  # pragma: no cover - compiled
@@ -208,26 +275,30 @@ def _build() -> dict:
                     row[c] = base[c] - k * member[c]
                 _add_row_precisions(out[j], row, p0, p1, row_cols, row_fold, row_weight)
 
-    def place(qr, values, a, row_start, row_cols, row_weight, dmin, dmax,
+    def place(qr, values, a, shift, row_start, row_cols, row_weight, dmin, dmax,
               single):  # pragma: no cover - compiled
-        """qr[a + i, c, m] = values[i, m, c] (the quantizer's integral float64 block); for the
-        positives of those rows, their bounds (as :func:`bounds`) and ``single[p, m]``: the
-        weighted precision of model m alone (the extension of the empty base: the same
-        integers, the same division)."""
+        """qr[a + i, c, m] = values[i, m, c] >> shift (the quantizer's integral float64 block;
+        shift 0: the values themselves); for the positives of those rows, their bounds (as
+        :func:`bounds`, of the values) and ``single[p, m]``: the weighted precision of model m
+        alone (the extension of the empty base: the same integers, the same division)."""
         n_models, n_classes = values.shape[1], values.shape[2]
         at = np.empty(n_models, dtype=np.int64)
         hits = np.empty(n_models, dtype=np.int64)
+        exact = np.empty((n_classes, n_models), dtype=np.int64)
         for i in range(values.shape[0]):
             r = a + i
             block = qr[r]
             for m in range(n_models):
                 for c in range(n_classes):
-                    block[c, m] = np.int64(values[i, m, c])
+                    exact[c, m] = np.int64(values[i, m, c])
+            for c in range(n_classes):
+                for m in range(n_models):
+                    block[c, m] = exact[c, m] >> shift
             for p in range(row_start[r], row_start[r + 1]):
-                qp = block[row_cols[p]]
+                qp = exact[row_cols[p]]
                 at[:] = 0
                 for c in range(n_classes):
-                    qc = block[c]
+                    qc = exact[c]
                     lo = qc[0] - qp[0]
                     hi = lo
                     for m in range(n_models):
@@ -239,7 +310,7 @@ def _build() -> dict:
                     dmax[p, c] = hi
                 hits[:] = 0
                 for p2 in range(row_start[r], row_start[r + 1]):
-                    q2 = block[row_cols[p2]]
+                    q2 = exact[row_cols[p2]]
                     for m in range(n_models):
                         hits[m] += np.int64(q2[m] - qp[m] >= 0)
                 w = row_weight[p]
@@ -276,15 +347,37 @@ def _split(n: int, parts: int) -> list:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
+HIGH_BITS = 31      # the high parts are int32: |q >> shift| < 2**30, their differences fit too
+
+
+def high_shift(largest: float) -> int:
+    """The shift that keeps the high parts ``q >> shift`` of values up to ``largest`` in
+    absolute value under 2**30 (their differences under 2**31)."""
+    return max(0, int(math.ceil(largest)).bit_length() - (HIGH_BITS - 1))
+
+
 class Placer:
     """:func:`stacker.search.scoring.quantize`'s ``place`` for the row-major pool of ``scorer``'s
     rows: each block goes into place with the compiled kernel, which computes the walker's
     bounds and every model's own precisions (the first step's extensions, the empty base) from
-    the block while it is in the cache, instead of two more passes over the whole pool."""
+    the block while it is in the cache, instead of two more passes over the whole pool.
 
-    def __init__(self, scorer, n_models: int, n_classes: int):
+    largest: the largest |value| of the pool; given, the pool holds the values' int32 high
+    parts (``q >> shift``, half the memory of int64: on bench_scale's pool 2 GB less written,
+    fresh memory, and read at every step): the bounds and the models' own precisions are of the
+    values themselves, and the walker decides from the high parts every comparison they decide
+    (all but about one in 10 million), the rest from the row's values (its ``exact_row``).
+    shift: the shift to use (tests; default from ``largest``). Neither: the int64 values."""
+
+    def __init__(self, scorer, n_models: int, n_classes: int, *, largest: float | None = None,
+                 shift: int | None = None):
         n_pos = len(scorer.row_cols)
         self.scorer = scorer
+        high = largest is not None or shift is not None
+        self.shift = int(shift if shift is not None else high_shift(largest) if high else 0)
+        if not 0 <= self.shift < 63:
+            raise ValueError(f"shift {self.shift} is out of range (0 to 62)")
+        self.dtype = np.int32 if high else np.int64
         self.dmin = np.empty((n_pos, n_classes), dtype=np.int64)
         self.dmax = np.empty_like(self.dmin)
         self.single = np.empty((n_pos, n_models), dtype=np.float64)
@@ -292,8 +385,8 @@ class Placer:
 
     def __call__(self, qr: np.ndarray, values: np.ndarray, a: int, b: int) -> None:
         s = self.scorer
-        self._run(qr, values, a, s.row_start, s.row_cols, s.row_weight, self.dmin, self.dmax,
-                  self.single)
+        self._run(qr, values, a, self.shift, s.row_start, s.row_cols, s.row_weight, self.dmin,
+                  self.dmax, self.single)
 
 
 class RowWalker:
@@ -308,14 +401,22 @@ class RowWalker:
     min_parallel = 2_000_000        # models x rows x classes below which one thread is used
 
     def __init__(self, q: np.ndarray, scorer, n_jobs: int = 1, placed: Placer | None = None,
-                 source=None):
+                 source=None, exact_row=None):
         if not is_row_major(q):
             raise ValueError("RowWalker needs the row-major pool (quantize(..., layout='rows'))")
         self.q, self.scorer, self.n_jobs = q, scorer, max(1, int(n_jobs))
         self.qr = q.transpose(1, 2, 0)
         # placed: the Placer that quantize put q in place with (its bounds and the models' own
         # precisions); source(m, out): out[...] = q[m] from the pool itself (one contiguous read
-        # of the model's float32 values, not a strided gather from qr)
+        # of the model's float32 values, not a strided gather from qr); exact_row(r, out):
+        # out[c, m] = the values of row r (where q holds high parts, Placer(largest=...))
+        self.shift = 0 if placed is None else placed.shift
+        if q.dtype != np.int64 and (placed is None or placed.dtype != q.dtype):
+            raise ValueError("a pool of high parts needs the Placer that put it in place")
+        if q.dtype != np.int64 and (source is None or exact_row is None):
+            raise ValueError("a pool of high parts needs source and exact_row (its values)")
+        self.exact_row = exact_row
+        self.unsure_rows = 0        # rows whose values decided a comparison (exact_row calls)
         self._bounds = None if placed is None else (placed.dmin, placed.dmax)
         self._single = None if placed is None else placed.single
         self._single_sums = None
@@ -455,10 +556,19 @@ class RowWalker:
             dmin, dmax = self.bounds()
             run = _compile()["extend"]
 
+            n_classes = self.qr.shape[1]
+
             def fill(part):
                 (g0, g1), (m0, m1) = part
-                run(self.qr, starts, g0, g1, m0, m1, s.row_start, s.row_cols, s.row_fold,
-                    s.row_weight, dmin, dmax, acc, parents, parent, slot, cache)
+                state = np.array([0, -1, 0], dtype=np.int64)
+                exact = np.zeros((n_classes, n_models), dtype=np.int64)
+                exact_r = -1
+                while run(self.qr, self.shift, exact, exact_r, state, starts, g0, g1, m0, m1,
+                          s.row_start, s.row_cols, s.row_fold, s.row_weight, dmin, dmax, acc,
+                          parents, parent, slot, cache):
+                    exact_r = int(state[0])         # the values decide: that row's, exactly
+                    self.exact_row(exact_r, exact)
+                    self.unsure_rows += 1
 
             # the bases split between threads (each base's scan done once); one base: the models
             if n_bases >= threads:
@@ -522,17 +632,27 @@ def _parallel(function, parts: list) -> None:
 
 
 def warm_up() -> None:
-    """Run the kernels once on a toy pool (their first call loads them from numba's cache)."""
+    """Run the kernels once on a toy pool of high parts, as the search uses them (their first
+    call loads them from numba's cache)."""
     from stacker.search.scoring import make_scorer
 
     y = np.array([[1, 0], [0, 1]])
     scorer = make_scorer(y, np.array([0, 1]), [0, 1], "lwlrap", blend="mean", power=1.0)
-    qr = np.array([[[3, 1], [0, 2]], [[1, 1], [2, 0]]], dtype=np.int64)
-    placed = Placer(scorer, 2, 2)
-    placed(np.empty_like(qr), qr.transpose(0, 2, 1).astype(np.float64), 0, 2)
-    walker = RowWalker(qr.transpose(2, 0, 1), scorer, placed=placed)
+    values = np.array([[[3, 1], [0, 2]], [[1, 1], [2, 0]]], dtype=np.int64)  # (row, class, model)
+    placed = Placer(scorer, 2, 2, shift=1)
+    qr = np.empty(values.shape, dtype=placed.dtype)
+    placed(qr, values.transpose(0, 2, 1).astype(np.float64), 0, 2)
+
+    def source(m, out):
+        out[...] = values[:, :, m]
+
+    def exact_row(r, out):
+        out[...] = values[r]
+
+    walker = RowWalker(qr.transpose(2, 0, 1), scorer, placed=placed, source=source,
+                       exact_row=exact_row)
     walker.single_sums()
-    walker.extensions(np.zeros((2, 2), dtype=np.int64), [0, 1])
+    walker.extensions(np.array([[0, 1], [1, 0]], dtype=np.int64), [0, 1])
     walker.member(1)
-    walker.score_sums(qr[:, :, 0])
-    walker.score_without(qr[:, :, 0], [1], [1])
+    walker.score_sums(values[:, :, 0])
+    walker.score_without(values[:, :, 0], [1], [1])

@@ -86,7 +86,8 @@ def quantize(probs: np.ndarray, method: str, *, max_terms: int, power: float, ep
     OptionError when a value read is not a probability in [0, 1] (each block as it is read).
     place: (layout "rows") ``place(qr, values, a, b)`` puts the float64 block ``values`` of rows
     a:b, shape (b - a, n_models, n_classes), into ``qr[a:b]`` transposed (and may compute what it
-    needs from the block while it is in the cache: :class:`stacker.search.row_major.Placer`).
+    needs from the block while it is in the cache: :class:`stacker.search.row_major.Placer`);
+    the row-major array has ``place.dtype`` (the Placer's int32 high parts) when it has one.
     """
     n_rows = probs.shape[0] if rows is None else len(rows)
     n_models, n_classes = probs.shape[1], probs.shape[2]
@@ -152,7 +153,7 @@ def _quantize_rows(probs: np.ndarray, method: str, *, scale: float, power: float
     buffers, elementwise), then into place transposed."""
     n_rows = probs.shape[0] if rows is None else len(rows)
     n_models, n_classes = probs.shape[1], probs.shape[2]
-    qr = small_pages_empty((n_rows, n_classes, n_models), np.int64)
+    qr = small_pages_empty((n_rows, n_classes, n_models), getattr(place, "dtype", np.int64))
     step = max(1, ROWS_BLOCK_BYTES // (8 * max(n_models * n_classes, 1)))
     blocks = [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
 
@@ -163,9 +164,7 @@ def _quantize_rows(probs: np.ndarray, method: str, *, scale: float, power: float
             if check:
                 check_probabilities(chunk)
             out = t[:b - a]
-            _transform_into(chunk, method, power=power, eps=eps, out=out)   # (per row: rank)
-            out *= scale
-            np.rint(out, out=out)
+            _block_values(chunk, method, scale=scale, power=power, eps=eps, out=out)
             if place is None:
                 qr[a:b] = out.transpose(0, 2, 1)
             else:
@@ -180,6 +179,27 @@ def _quantize_rows(probs: np.ndarray, method: str, *, scale: float, power: float
         with ThreadPoolExecutor(max_workers=n_jobs) as pool:
             list(pool.map(fill, [blocks[i::n_jobs] for i in range(n_jobs)]))
     return qr.transpose(2, 0, 1)
+
+
+def _block_values(chunk: np.ndarray, method: str, *, scale: float, power: float, eps: float,
+                  out: np.ndarray) -> None:
+    """``out[...]`` = the quantized values of ``chunk`` (rows, n_models, n_classes) as integral
+    float64: the row-major quantizer's operations, and :func:`quantize_row`'s."""
+    _transform_into(chunk, method, power=power, eps=eps, out=out)       # (per row: rank)
+    out *= scale
+    np.rint(out, out=out)
+
+
+def quantize_row(probs: np.ndarray, row: int, method: str, *, scale: float, power: float,
+                 eps: float, out: np.ndarray, buffer: np.ndarray | None = None) -> None:
+    """``out[c, m]`` = the int64 value :func:`quantize` gives row ``row`` of ``probs`` (an index
+    into ``probs``), class ``c``, model ``m``: the row-major quantizer's operations on that row
+    alone (the exact values behind a pool kept as high parts, :mod:`stacker.search.row_major`).
+    buffer: float64 (1, n_models, n_classes) scratch to reuse."""
+    chunk = probs[row:row + 1]
+    t = np.empty(chunk.shape, dtype=np.float64) if buffer is None else buffer
+    _block_values(chunk, method, scale=scale, power=power, eps=eps, out=t)
+    out[...] = t[0].T
 
 
 def _transform_into(column: np.ndarray, method: str, *, power: float, eps: float,

@@ -296,3 +296,125 @@ def test_extensions_of_many_bases_are_bit_identical(votes, monkeypatch):
         part = walker.extensions(S, list(range(7)))
         expected = np.array([scorer.evaluate(S + q[j], size + 1) for j in range(7)])
         np.testing.assert_array_equal(scorer.outputs_from_fold_sums(part), expected)
+
+
+def high_parts_walker(oof, scorer, blend, shift, n_jobs=1):
+    """The pool as high parts ``q >> shift`` (its Placer, source and exact_row as subset_context
+    makes them) and the int64 pool it stands for."""
+    placed = row_major.Placer(scorer, oof.shape[1], oof.shape[2], shift=shift)
+    q, scale = quantize(oof, blend, max_terms=20, power=2.0, eps=1e-7, rows=scorer.rows,
+                        layout="rows", n_jobs=n_jobs, place=placed)
+    scorer.scale = scale
+
+    def source(m, out):
+        scoring.quantize_model(oof, m, blend, scale=scale, power=2.0, eps=1e-7,
+                               rows=scorer.rows, out=out)
+
+    def exact_row(r, out):
+        scoring.quantize_row(oof, int(scorer.rows[r]), blend, scale=scale, power=2.0, eps=1e-7,
+                             out=out)
+
+    walker = row_major.RowWalker(q, scorer, n_jobs=n_jobs, placed=placed, source=source,
+                                 exact_row=exact_row)
+    values, _ = quantize(oof, blend, max_terms=20, power=2.0, eps=1e-7, rows=scorer.rows,
+                         layout="rows")
+    return walker, q, values
+
+
+@pytest.mark.parametrize("blend", ["geo-mean", "mean", "rank", "power"])
+def test_a_row_quantized_alone_holds_the_pool_s_values(blend):
+    oof, y, fold, _ = pool(n_rows=90, n_models=5, votes=blend == "mean")
+    values, scale = quantize(oof, blend, max_terms=9, power=2.0, eps=1e-7, layout="rows")
+    out = np.empty((oof.shape[2], oof.shape[1]), dtype=np.int64)
+    for r in [0, 17, 89]:
+        scoring.quantize_row(oof, r, blend, scale=scale, power=2.0, eps=1e-7, out=out)
+        np.testing.assert_array_equal(out, values[:, r].T)
+
+
+@pytest.mark.parametrize("shift", ["least", 44])
+def test_the_high_parts_pool_holds_shifted_values_and_the_values_own_bounds(shift):
+    oof, y, fold, _ = pool(n_rows=200)
+    scorer = make_scorer(y, fold, sorted(np.unique(fold)), "lwlrap", blend="geo-mean", power=2.0)
+    if shift == "least":
+        shift = row_major.high_shift(scoring.transform_bound("geo-mean", 9, 1e-7)
+                                     * scoring.quantize_scale("geo-mean", 9, eps=1e-7,
+                                                              max_terms=20))
+        assert 20 < shift < 30
+    walker, q, values = high_parts_walker(oof, scorer, "geo-mean", shift)
+    assert q.dtype == np.int32 and walker.shift == shift
+    np.testing.assert_array_equal(q, values >> shift)
+    plain = row_major.RowWalker(values, scorer)
+    for got, want in zip(walker.bounds(), plain.bounds()):
+        np.testing.assert_array_equal(got, want)
+    empty = np.zeros((1,) + q.shape[1:], dtype=np.int64)
+    np.testing.assert_array_equal(walker.extensions_stacked(empty, [list(range(7))],
+                                                            empty=[True])[0],
+                                  plain.extensions_stacked(empty, [list(range(7))])[0])
+    for m in [4, 1]:
+        np.testing.assert_array_equal(walker.member(m), values[m])
+
+
+def test_the_shift_keeps_the_high_parts_and_their_differences_in_int32():
+    for largest in [0, 1, 2.0 ** 20, 34.5 * 2.0 ** 51, 2.0 ** 62 - 1]:
+        shift = row_major.high_shift(largest)
+        top = int(np.ceil(largest)) >> shift
+        assert top < 2 ** 30 and (shift == 0 or top >= 2 ** 29)
+        assert 2 * top + 1 < 2 ** 31
+
+
+@pytest.mark.parametrize("votes", [False, True])
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_extensions_on_high_parts_are_bit_identical_where_the_values_decide(votes, n_jobs,
+                                                                           monkeypatch):
+    """A shift so large that many comparisons need the row's values (the walker stops, reads
+    them and goes on from the same positive and base): every base size, one base and many,
+    the same scores as the int64 pool's walker, bit for bit."""
+    monkeypatch.setattr(row_major.RowWalker, "min_parallel", 0)
+    oof, y, fold, _ = pool(votes=votes, n_rows=300)
+    scorer = make_scorer(y, fold, sorted(np.unique(fold)), "lwlrap", blend="geo-mean", power=2.0)
+    walker, q, values = high_parts_walker(oof, scorer, "geo-mean", 46, n_jobs=n_jobs)
+    plain = row_major.RowWalker(values, scorer, n_jobs=n_jobs)
+    rng = np.random.default_rng(5)
+    bases = [tuple(np.bincount(rng.integers(0, 7, size), minlength=7))
+             for size in [1, 2, 3, 5, 8, 13, 19]]
+    sums = [sm.ensemble_sum(values, counts) for counts in bases]
+    for chosen in ([0], [3], list(range(len(bases)))):
+        got = walker.extensions_many([sums[g] for g in chosen], [list(range(7))] * len(chosen))
+        want = plain.extensions_many([sums[g] for g in chosen], [list(range(7))] * len(chosen))
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    assert walker.unsure_rows > 0
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam", "ges"])
+def test_searches_on_high_parts_equal_searches_on_the_values(method, monkeypatch):
+    """Whole searches (kernel-formed bases, nested targets) with a shift that leaves the values
+    to decide often select as the int64 pool does."""
+    from stacker.search.engine import search_arrays
+
+    oof, y, fold, names = pool(seed=11, n_models=7)
+    options = {"names": names, "method": method, "nested": True, "n_jobs": 2,
+               "ges_iterations": 12, "device": "cpu"}
+    monkeypatch.setattr(row_major.RowWalker, "min_parallel", 0)
+    with monkeypatch.context() as patch:
+        patch.setattr(row_major.Placer, "__init__", _int64_placer)
+        reference = search_arrays(oof, y, fold, **options)
+    walkers = []
+    real_init = row_major.RowWalker.__init__
+
+    def recording(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        walkers.append(self)
+
+    monkeypatch.setattr(row_major.RowWalker, "__init__", recording)
+    monkeypatch.setattr(row_major, "high_shift", lambda largest: 45)
+    result = search_arrays(oof, y, fold, **options)
+    assert walkers and walkers[0].q.dtype == np.int32 and walkers[0].unsure_rows > 0
+    assert comparable(result) == comparable(reference)
+
+
+_real_placer_init = row_major.Placer.__init__
+
+
+def _int64_placer(self, scorer, n_models, n_classes, **_):
+    _real_placer_init(self, scorer, n_models, n_classes)

@@ -27,7 +27,15 @@ from stacker.search.config import ROW_MAJOR_METHODS
 from stacker.search.member_sums import weighted_sum
 from stacker.search.problem import Problem, check_probabilities
 from stacker.search.result import Selection
-from stacker.search.scoring import Scorer, make_scorer, quantize, quantize_model
+from stacker.search.scoring import (
+    Scorer,
+    make_scorer,
+    quantize,
+    quantize_model,
+    quantize_row,
+    quantize_scale,
+    transform_bound,
+)
 
 Counts = tuple  # tuple[int, ...] of length n_models
 Tick = Callable[[int], None]
@@ -76,7 +84,10 @@ def subset_context(problem: Problem, max_terms: int) -> Context:
     if layout == "rows":        # the walker's bounds computed as the pool is put in place
         from stacker.search.row_major import Placer
 
-        placed = Placer(scorer, n_models, n_classes)
+        # the pool as int32 high parts, the values of a row where they decide (exact_row)
+        largest = transform_bound(config.blend, n_classes, config.eps) * quantize_scale(
+            config.blend, n_classes, eps=config.eps, max_terms=max_terms)
+        placed = Placer(scorer, n_models, n_classes, largest=largest)
     q, scale = quantize(problem.oof, config.blend, max_terms=max_terms, power=config.power,
                         eps=config.eps, rows=scorer.rows, n_jobs=n_jobs, layout=layout,
                         check=check, place=placed)
@@ -94,8 +105,14 @@ def subset_context(problem: Problem, max_terms: int) -> Context:
                            eps=config.eps, rows=scorer.rows[a:b], out=out[a:b],
                            buffer=buffer[:b - a])
 
+    def exact_row(r: int, out: np.ndarray) -> None:
+        """out[c, m] = the values of the pool's row r (each thread its own ``out``)."""
+        quantize_row(problem.oof, int(scorer.rows[r]), config.blend, scale=scale,
+                     power=config.power, eps=config.eps, out=out)
+
     walker, backend = make_walker(q, scorer, config.device, n_jobs, placed=placed,
-                                  source=source if placed is not None else None)
+                                  source=source if placed is not None else None,
+                                  exact_row=exact_row if placed is not None else None)
     if hasattr(walker, "max_bases"):
         walker.max_bases = len(problem.targets)
     # the context holds the only reference to q: the worker pool may swap it for its
