@@ -202,6 +202,30 @@ class _Scores:
         with ThreadPoolExecutor(max_workers=2) as pool:
             self._full.update(zip(todo, pool.map(self._score, todo)))
 
+    def pooled_many(self, sets: list) -> list:
+        """The metric of :meth:`pooled` (alone) of each of ``sets`` (each a list of fold
+        choices), on two threads, each with one buffer for its pooled predictions."""
+        if not sets:
+            return []
+        if len(sets) < 2 or not hasattr(self.blends, "warm"):
+            out = np.empty(self.problem.y.shape, dtype=np.float64)
+            return [self.pooled(fold_choices, out=out)[0] for fold_choices in sets]
+        self.blends.warm([c for fold_choices in sets for c in fold_choices])
+        if self._fold_rows is None:
+            self._fold_rows = [np.flatnonzero(self.problem.fold == k)
+                               for k in self.problem.fold_numbers]
+
+        def score(fold_choices):
+            buffer = getattr(self._local, "pooled", None)
+            if buffer is None:
+                buffer = self._local.pooled = np.empty(self.problem.y.shape, dtype=np.float64)
+            return self.pooled(fold_choices, out=buffer)[0]
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return list(pool.map(score, sets))
+
     def pooled(self, fold_choices: list, out: np.ndarray | None = None
                ) -> tuple[float, list, np.ndarray]:
         """Each fold's rows blended by its own choice (fold_choices[i] for fold_numbers[i]):
@@ -219,6 +243,16 @@ class _Scores:
         return p.metric(p.y, pooled), held, pooled
 
 
+def _ranked_choices(runs: dict | None, top: int) -> list:
+    """Every choice :func:`_ranked` scores."""
+    if runs is None:
+        return []
+    main = runs[0]
+    return ([counts for counts, _ in main.top[:top]]
+            + [counts for counts, _ in main.by_size.values()]
+            + [counts for run in runs.values() for counts, _ in run.by_size.values()])
+
+
 def _ranked(scores: _Scores, runs: dict, top: int) -> tuple[list, list]:
     """The top list and the best of each size of target 0, with the nested CV of picking the
     best of a size when every fold's selection has one."""
@@ -231,17 +265,14 @@ def _ranked(scores: _Scores, runs: dict, top: int) -> tuple[list, list]:
     for counts, _ in main.top[:top]:
         members, weights = describe(counts)
         top_list.append(Candidate(members=members, weights=weights, cv=scores.full(counts)))
-    by_size = []
-    pooled = None               # one buffer for every size's pooled predictions (scored, dropped)
-    for size, (counts, _) in main.by_size.items():
-        nested_size = None
-        if len(runs) > 1 and all(size in runs[1 + i].by_size for i in range(n_folds)):
-            if pooled is None:
-                pooled = np.empty(scores.problem.y.shape, dtype=np.float64)
-            nested_size, _, _ = scores.pooled([runs[1 + i].by_size[size][0]
-                                               for i in range(n_folds)], out=pooled)
-        by_size.append(SizeScore(size=size, members=describe(counts)[0],
-                                 cv=scores.full(counts), nested_cv=nested_size))
+    # the nested CV of each size whose every fold's selection has one: scored two at a time
+    nested_sets = {size: [runs[1 + i].by_size[size][0] for i in range(n_folds)]
+                   for size in main.by_size
+                   if len(runs) > 1 and all(size in runs[1 + i].by_size for i in range(n_folds))}
+    nested = dict(zip(nested_sets, scores.pooled_many(list(nested_sets.values()))))
+    by_size = [SizeScore(size=size, members=describe(counts)[0], cv=scores.full(counts),
+                         nested_cv=nested.get(size))
+               for size, (counts, _) in main.by_size.items()]
     return top_list, by_size
 
 
@@ -249,6 +280,9 @@ def build_result(problem: Problem, selection: Selection, *, started: float) -> S
     """The SearchResult of ``selection`` (``started``: its time.perf_counter() at the start)."""
     p, config, blends = problem, problem.config, selection.blends
     main = selection.choices[0]
+    if hasattr(blends, "warm"):         # every member's transform at once, on two threads
+        blends.warm(list(selection.choices.values()) + _ranked_choices(selection.ranked,
+                                                                       config.top))
     members, weights = blends.describe(main)
     chosen = blends.predict(main)
     cv = p.metric(p.y, chosen)

@@ -29,3 +29,45 @@ def test_count_blends_are_blend_arrays_bit_for_bit(blend):
         buffer = np.full(expected.shape, np.nan)        # a reused buffer: the same values
         assert blends.predict(counts, out=buffer) is buffer
         np.testing.assert_array_equal(buffer, expected)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2, 5])
+def test_transforms_warmed_on_threads_are_each_member_s_own(n_jobs):
+    from stacker.blend import transform
+
+    oof, y, fold, names = pool(seed=6, n_models=7)
+    problem = prepare(oof, y, fold, names=names, config=SearchConfig(blend="geo-mean"))
+    blends = CountBlends(problem)
+    blends.warm([(1, 0, 1, 0, 0, 0, 0), (0, 0, 2, 1, 0, 0, 1)], n_jobs=n_jobs)
+    assert sorted(blends._transforms) == [0, 2, 3, 6]
+    for m, t in blends._transforms.items():
+        np.testing.assert_array_equal(t, transform(oof[:, m], "geo-mean"))
+
+
+def test_pooled_scores_on_two_threads_equal_each_scored_alone():
+    from stacker.search.result import _Scores
+
+    oof, y, fold, names = pool(seed=7, n_models=6)
+    problem = prepare(oof, y, fold, names=names, config=SearchConfig(blend="geo-mean"))
+    folds = problem.fold_numbers
+    rng = np.random.default_rng(3)
+    sets = [[tuple(int(c) for c in rng.integers(0, 3, 6)) for _ in folds] for _ in range(5)]
+    sets = [[c if any(c) else (1,) + c[1:] for c in s] for s in sets]
+    got = _Scores(problem, CountBlends(problem)).pooled_many(sets)
+    alone = [_Scores(problem, CountBlends(problem)).pooled(s)[0] for s in sets]
+    assert got == alone
+
+
+def test_rows_added_on_threads_are_numpy_s_addition():
+    from stacker.search.methods import core
+
+    rng = np.random.default_rng(1)
+    a, b = (rng.integers(-2**60, 2**60, (301, 7)) for _ in range(2))
+    for n_jobs in [1, 2, 3]:
+        out = np.empty_like(a)
+        core.ADD_ROWS_MIN_VALUES, saved = 1, core.ADD_ROWS_MIN_VALUES
+        try:
+            core.add_rows(a, b, out, n_jobs)
+        finally:
+            core.ADD_ROWS_MIN_VALUES = saved
+        np.testing.assert_array_equal(out, a + b)
