@@ -16,8 +16,9 @@ With ``qr`` row-major the comparisons of one class run over the models in contig
 compiler vectorises them), every base reads the same block of the row, and the precisions of all
 candidates are added to ``acc[base, fold, model]`` side by side. Every precision is added in the
 row-major order of :meth:`stacker.search.scoring.RankScorer.fold_sums_from_counts`, so the scores
-are bit-identical to the other backends'. Threads share the bases (one base: the models); each
-candidate's sums stay in one thread, in row order.
+are bit-identical to the other backends'. Threads share the (base, fold) pairs: each pair's
+rows are one thread's, so each candidate's sums of a fold stay in one thread, in row order (with
+fewer pairs than threads, the models are shared instead).
 """
 
 from __future__ import annotations
@@ -197,13 +198,14 @@ def _build() -> dict:
                     dmin[p, c] = lo
                     dmax[p, c] = hi
 
-    def extend(qr, shift, exact, exact_r, state, starts, g0, g1, m0, m1, row_start, row_cols,
-               row_fold, row_weight, dmin, dmax, acc, parents, parent, slot,
+    def extend(qr, shift, exact, exact_r, state, starts, g0, g1, m0, m1, take, row_start,
+               row_cols, row_fold, row_weight, dmin, dmax, acc, parents, parent, slot,
                cache):  # pragma: no cover - compiled
         """acc[g, fold, m] += the weighted precisions of starts[g] + q[m], bases g0:g1, models
-        m0:m1 (a positive's bounds are read once for all bases). A base with parent[g] >= 0 is
-        formed row by row first: starts[g, r] = parents[parent[g], r] (+ cache[slot[g], r]
-        when slot[g] >= 0), the integer addition done where the row is read anyway.
+        m0:m1, the rows of each fold with take[g, fold] only (a positive's bounds are read once
+        for all bases). A base with parent[g] >= 0 is formed row by row first (the rows it
+        takes): starts[g, r] = parents[parent[g], r] (+ cache[slot[g], r] when slot[g] >= 0),
+        the integer addition done where the row is read anyway.
 
         qr holds the values' high parts (``q >> shift``; shift 0: the values). Starts at
         (row, positive, base) ``state`` (positive -1: the row from its start); returns 0 when
@@ -224,10 +226,13 @@ def _build() -> dict:
         for r in range(first, n_rows):
             p0 = row_start[r]
             p1 = row_start[r + 1]
+            if p0 == p1:
+                continue                # (every row of the pool has a positive)
+            f = row_fold[p0]            # (a row's positives are of its fold)
             resumed = r == first and resume_p >= 0
             if not resumed:
                 for g in range(g0, g1):
-                    if parent[g] >= 0:
+                    if parent[g] >= 0 and take[g, f]:
                         formed = starts[g, r]
                         source = parents[parent[g], r]
                         if slot[g] >= 0:
@@ -239,6 +244,8 @@ def _build() -> dict:
                                 formed[c] = source[c]
             for p in range(resume_p if resumed else p0, p1):
                 for g in range(resume_g if resumed and p == resume_p else g0, g1):
+                    if not take[g, f]:
+                        continue
                     row = starts[g, r]
                     out = acc[g, row_fold[p], m0:m1]
                     if r == exact_r:
@@ -506,9 +513,15 @@ class RowWalker:
 
     def fuses(self, n_bases: int, n_members: int) -> bool:
         """Whether :meth:`extensions_stacked` can form ``n_bases`` bases from parents itself,
-        adding ``n_members`` distinct members: each base is then one thread's (the bases split
-        between threads) and the members fit the cache together."""
-        return n_bases >= self._threads() and n_members <= self._member_slots
+        adding ``n_members`` distinct members: each row of each base is then one thread's (the
+        (base, fold) pairs split between threads) and the members fit the cache together."""
+        return self._pairs_split(n_bases, self._threads()) and n_members <= self._member_slots
+
+    def _pairs_split(self, n_bases: int, threads: int) -> bool:
+        """Whether :meth:`_parts` shares (base, fold) pairs between ``threads`` (not models)."""
+        n_folds = np.count_nonzero(np.bincount(self.scorer.row_fold,
+                                               minlength=self.scorer.n_folds))
+        return threads <= 1 or n_folds * n_bases >= threads
 
     def single_sums(self) -> np.ndarray | None:
         """(n_folds, n_models): the per-fold sums of each model alone (the extensions of the
@@ -549,8 +562,10 @@ class RowWalker:
                     slot[g] = -1 if step[1] < 0 else self.member_slot(step[1])
             cache = self._cache if self._cache is not None else cache
         threads = self._threads()
-        if formed_from is not None and (parent >= 0).any() and n_bases < threads:
-            raise ValueError("bases formed by the kernel need a thread each (see fuses())")
+        if (formed_from is not None and (parent >= 0).any()
+                and not self._pairs_split(n_bases, threads)):
+            raise ValueError("bases formed by the kernel need their rows split by folds between "
+                             "threads (see fuses())")
         if self.q.shape[1] and (any(len(c) for c in candidate_lists) or (parent >= 0).any()):
             starts = np.ascontiguousarray(starts, dtype=np.int64)
             dmin, dmax = self.bounds()
@@ -559,25 +574,43 @@ class RowWalker:
             n_classes = self.qr.shape[1]
 
             def fill(part):
-                (g0, g1), (m0, m1) = part
+                take, (m0, m1) = part
+                g0, g1 = _taken_range(take)
                 state = np.array([0, -1, 0], dtype=np.int64)
                 exact = np.zeros((n_classes, n_models), dtype=np.int64)
                 exact_r = -1
                 while run(self.qr, self.shift, exact, exact_r, state, starts, g0, g1, m0, m1,
-                          s.row_start, s.row_cols, s.row_fold, s.row_weight, dmin, dmax, acc,
-                          parents, parent, slot, cache):
+                          take, s.row_start, s.row_cols, s.row_fold, s.row_weight, dmin, dmax,
+                          acc, parents, parent, slot, cache):
                     exact_r = int(state[0])         # the values decide: that row's, exactly
                     self.exact_row(exact_r, exact)
                     self.unsure_rows += 1
 
-            # the bases split between threads (each base's scan done once); one base: the models
-            if n_bases >= threads:
-                parts = [(bases, (0, n_models)) for bases in _split(n_bases, threads)]
-            else:
-                parts = [((0, n_bases), models) for models in _split(n_models, threads)]
-            _parallel(fill, parts)
+            _parallel(fill, self._parts(n_bases, n_models, threads))
         return [acc[g][:, np.asarray(c, dtype=np.int64)].T.copy() if len(c) else
                 np.zeros((0, s.n_folds)) for g, c in enumerate(candidate_lists)]
+
+    def _parts(self, n_bases: int, n_models: int, threads: int) -> list:
+        """(take, models) of each thread: the (base, fold) pairs it scores (take[g, fold]),
+        every model; each pair's sums stay in one thread, in row order. The pairs are shared
+        by the folds' positives (one base: the folds split 3 to 2, where splitting the models
+        left each thread scanning every positive's classes: no faster than one thread on
+        bench_scale's pool; three bases: no 2 to 1). With fewer pairs than threads, the
+        models are split instead."""
+        n_folds = self.scorer.n_folds
+        every = np.ones((n_bases, n_folds), dtype=np.bool_)
+        weight = np.bincount(self.scorer.row_fold, minlength=n_folds).astype(np.float64)
+        if threads <= 1 or not self._pairs_split(n_bases, threads):
+            return [(every, models) for models in _split(n_models, max(threads, 1))]
+        units = [(g, f) for g in range(n_bases) for f in range(n_folds) if weight[f]]
+        total = weight.sum() * n_bases
+        takes = np.zeros((threads, n_bases, n_folds), dtype=np.bool_)
+        done = 0.0
+        for g, f in units:
+            t = min(threads - 1, int((done + weight[f] / 2) * threads / total))
+            takes[t, g, f] = True
+            done += weight[f]
+        return [(take, (0, n_models)) for take in takes if take.any()]
 
     def extensions(self, base_sum: np.ndarray, candidates) -> np.ndarray:
         """Per-fold sums (len(candidates), n_folds) of ``base_sum + q[j]`` for each candidate j."""
@@ -618,6 +651,12 @@ class RowWalker:
         threads = self._threads() if S.size * len(members) >= self.min_parallel else 1
         _parallel(fill, _split(len(members), min(threads, len(members))))
         return out
+
+
+def _taken_range(take: np.ndarray) -> tuple[int, int]:
+    """The bases (g0, g1) with some fold taken."""
+    bases = np.flatnonzero(take.any(axis=1))
+    return (int(bases[0]), int(bases[-1]) + 1) if len(bases) else (0, 0)
 
 
 def _parallel(function, parts: list) -> None:

@@ -418,3 +418,34 @@ _real_placer_init = row_major.Placer.__init__
 
 def _int64_placer(self, scorer, n_models, n_classes, **_):
     _real_placer_init(self, scorer, n_models, n_classes)
+
+
+@pytest.mark.parametrize("n_bases", [1, 2, 3, 6])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_each_base_and_fold_is_one_thread_s_and_the_threads_share_them_evenly(n_bases, threads):
+    q, scorer = prepared_rows(n_rows=500)
+    walker = row_major.RowWalker(q, scorer, n_jobs=threads)
+    parts = walker._parts(n_bases, q.shape[0], threads)
+    takes = np.stack([take for take, _ in parts])
+    assert all(models == (0, q.shape[0]) for _, models in parts)
+    np.testing.assert_array_equal(takes.sum(axis=0), np.ones((n_bases, scorer.n_folds)))
+    positives = np.bincount(scorer.row_fold, minlength=scorer.n_folds)
+    loads = [(take * positives).sum() for take in takes]
+    assert len(parts) == threads and max(loads) <= (sum(loads) / threads + positives.max())
+
+
+@pytest.mark.parametrize("n_jobs", [2, 3])
+def test_one_base_formed_by_the_kernel_on_threads_is_the_sum_python_forms(n_jobs, monkeypatch):
+    """One base (its folds shared by the threads): the kernel forms each row once and scores
+    every candidate as the numpy scorer does."""
+    monkeypatch.setattr(row_major.RowWalker, "min_parallel", 0)
+    q, scorer = prepared_rows(n_rows=200)
+    walker = row_major.RowWalker(q, scorer, n_jobs=n_jobs)
+    parents = np.stack([sm.ensemble_sum(q, (1, 0, 0, 2, 0, 0, 0))])
+    assert walker.fuses(1, 1)
+    starts = walker.bases_buffer(1)
+    parts = walker.extensions_stacked(starts, [list(range(7))], (parents, [(0, 4)]))
+    counts = (1, 0, 0, 2, 1, 0, 0)
+    np.testing.assert_array_equal(starts[0], sm.ensemble_sum(q, counts))
+    expected = [scorer.evaluate(starts[0] + q[j], 5) for j in range(7)]
+    np.testing.assert_array_equal(scorer.outputs_from_fold_sums(parts[0]), np.array(expected))
