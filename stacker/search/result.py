@@ -209,7 +209,7 @@ class _Scores:
             return []
         if len(sets) < 2 or not hasattr(self.blends, "warm"):
             out = np.empty(self.problem.y.shape, dtype=np.float64)
-            return [self.pooled(fold_choices, out=out)[0] for fold_choices in sets]
+            return [self.pooled(fold_choices, out=out, held=False)[0] for fold_choices in sets]
         self.blends.warm([c for fold_choices in sets for c in fold_choices])
         if self._fold_rows is None:
             self._fold_rows = [np.flatnonzero(self.problem.fold == k)
@@ -219,28 +219,44 @@ class _Scores:
             buffer = getattr(self._local, "pooled", None)
             if buffer is None:
                 buffer = self._local.pooled = np.empty(self.problem.y.shape, dtype=np.float64)
-            return self.pooled(fold_choices, out=buffer)[0]
+            return self.pooled(fold_choices, out=buffer, held=False)[0]
 
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=2) as pool:
             return list(pool.map(score, sets))
 
-    def pooled(self, fold_choices: list, out: np.ndarray | None = None
+    def pooled(self, fold_choices: list, out: np.ndarray | None = None, held: bool = True
                ) -> tuple[float, list, np.ndarray]:
         """Each fold's rows blended by its own choice (fold_choices[i] for fold_numbers[i]):
-        (the metric of the pooled predictions, each fold's score, the pooled (n_rows, n_classes),
-        written into ``out`` when given)."""
+        (the metric of the pooled predictions, each fold's score (an empty list without
+        ``held``: the folds' metrics not computed), the pooled (n_rows, n_classes), written into
+        ``out`` when given)."""
         p = self.problem
         if self._fold_rows is None:
             self._fold_rows = [np.flatnonzero(p.fold == k) for k in p.fold_numbers]
         pooled = np.empty(p.y.shape, dtype=np.float64) if out is None else out
-        held = []
+        scores = []
+        into = getattr(self.blends, "predicts_into", False)
         for choice, rows in zip(fold_choices, self._fold_rows):
-            predicted = self.blends.predict(choice, rows)
+            # each fold's predictions into this thread's buffer of that many rows (reused: no
+            # fresh memory for every fold of every choice)
+            predicted = (self.blends.predict(choice, rows, out=self._fold_buffer(len(rows)))
+                         if into else self.blends.predict(choice, rows))
             pooled[rows] = predicted
-            held.append(p.metric(p.y[rows], predicted))
-        return p.metric(p.y, pooled), held, pooled
+            if held:
+                scores.append(p.metric(p.y[rows], predicted))
+        return p.metric(p.y, pooled), scores, pooled
+
+
+    def _fold_buffer(self, n_rows: int) -> np.ndarray:
+        """This thread's float64 (n_rows, n_classes) buffer for one fold's predictions."""
+        buffers = getattr(self._local, "folds", None)
+        if buffers is None:
+            buffers = self._local.folds = {}
+        if n_rows not in buffers:
+            buffers[n_rows] = np.empty((n_rows, self.problem.y.shape[1]), dtype=np.float64)
+        return buffers[n_rows]
 
 
 def _ranked_choices(runs: dict | None, top: int) -> list:

@@ -56,6 +56,11 @@ def test_pooled_scores_on_two_threads_equal_each_scored_alone():
     got = _Scores(problem, CountBlends(problem)).pooled_many(sets)
     alone = [_Scores(problem, CountBlends(problem)).pooled(s)[0] for s in sets]
     assert got == alone
+    # without the folds' own metrics: the same pooled score and predictions
+    with_folds = _Scores(problem, CountBlends(problem)).pooled(sets[0])
+    without = _Scores(problem, CountBlends(problem)).pooled(sets[0], held=False)
+    assert without[0] == with_folds[0] and without[1] == [] and len(with_folds[1]) == len(folds)
+    np.testing.assert_array_equal(without[2], with_folds[2])
 
 
 def test_rows_added_on_threads_are_numpy_s_addition():
