@@ -452,7 +452,7 @@ class RowWalker:
             def fill(part):
                 run(self.qr, s.row_start, s.row_cols, part[0], part[1], dmin, dmax)
 
-            _parallel(fill, parts)
+            parallel_calls(fill, parts)
             self._bounds = dmin, dmax
         return self._bounds
 
@@ -481,7 +481,7 @@ class RowWalker:
             self.source(m, out)
         elif out.size:
             run = _compile()["column"]
-            _parallel(lambda part: run(self.qr, m, part[0], part[1], out),
+            parallel_calls(lambda part: run(self.qr, m, part[0], part[1], out),
                       _split(self.qr.shape[0], self._threads()))
         self._members[m] = slot
         return slot
@@ -586,7 +586,7 @@ class RowWalker:
                     self.exact_row(exact_r, exact)
                     self.unsure_rows += 1
 
-            _parallel(fill, self._parts(n_bases, n_models, threads))
+            parallel_calls(fill, self._parts(n_bases, n_models, threads))
         return [acc[g][:, np.asarray(c, dtype=np.int64)].T.copy() if len(c) else
                 np.zeros((0, s.n_folds)) for g, c in enumerate(candidate_lists)]
 
@@ -649,7 +649,7 @@ class RowWalker:
                 s.row_fold, s.row_weight, out)
 
         threads = self._threads() if S.size * len(members) >= self.min_parallel else 1
-        _parallel(fill, _split(len(members), min(threads, len(members))))
+        parallel_calls(fill, _split(len(members), min(threads, len(members))))
         return out
 
 
@@ -659,15 +659,17 @@ def _taken_range(take: np.ndarray) -> tuple[int, int]:
     return (int(bases[0]), int(bases[-1]) + 1) if len(bases) else (0, 0)
 
 
-def _parallel(function, parts: list) -> None:
-    if len(parts) <= 1:
-        for part in parts:
-            function(part)
+def parallel_calls(function, items) -> None:
+    """``function(item)`` for each item, on as many threads as items (one: no thread)."""
+    items = list(items)
+    if len(items) <= 1:
+        for item in items:
+            function(item)
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-        list(pool.map(function, parts))
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        list(pool.map(function, items))
 
 
 def warm_up() -> None:

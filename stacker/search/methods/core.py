@@ -27,6 +27,7 @@ from stacker.search.config import ROW_MAJOR_METHODS
 from stacker.search.member_sums import weighted_sum
 from stacker.search.problem import Problem, check_probabilities
 from stacker.search.result import Selection
+from stacker.search.row_major import parallel_calls
 from stacker.search.scoring import (
     Scorer,
     make_scorer,
@@ -403,19 +404,6 @@ def near_sum(counts: Counts, known: tuple, member) -> np.ndarray | None:
         else:
             S -= member(m) if d == -1 else -d * member(m)
     return S
-
-
-def parallel_calls(function: Callable, items) -> None:
-    """``function(item)`` for each item, on as many threads as items (one: no thread)."""
-    items = list(items)
-    if len(items) <= 1:
-        for item in items:
-            function(item)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=len(items)) as pool:
-        list(pool.map(function, items))
 
 
 ADD_ROWS_MIN_VALUES = 1_000_000       # values below which add_rows uses one thread
