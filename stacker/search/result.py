@@ -171,7 +171,7 @@ class _Scores:
         self.problem, self.blends = problem, blends
         self._full: dict = {}
         self._fold_rows = None          # each fold's row indices (fold_numbers order)
-        self._local = threading.local()  # each thread's prediction buffer
+        self._local = threading.local()  # each thread's prediction buffers
 
     def full(self, choice) -> float:
         """The metric on every row (choice: hashable counts)."""
@@ -185,10 +185,7 @@ class _Scores:
         p = self.problem
         if not getattr(self.blends, "predicts_into", False):
             return p.metric(p.y, self.blends.predict(choice))
-        buffer = getattr(self._local, "buffer", None)
-        if buffer is None:
-            buffer = self._local.buffer = np.empty(p.y.shape, dtype=np.float64)
-        return p.metric(p.y, self.blends.predict(choice, out=buffer))
+        return p.metric(p.y, self.blends.predict(choice, out=self._buffer("full", len(p.y))))
 
     def prefetch(self, choices: list) -> None:
         """:meth:`full` of ``choices`` on two threads (numpy releases the GIL in the blends and
@@ -207,20 +204,15 @@ class _Scores:
         choices), on two threads, each with one buffer for its pooled predictions."""
         if not sets:
             return []
-        if len(sets) < 2 or not hasattr(self.blends, "warm"):
-            out = np.empty(self.problem.y.shape, dtype=np.float64)
-            return [self.pooled(fold_choices, out=out, held=False)[0] for fold_choices in sets]
-        self.blends.warm([c for fold_choices in sets for c in fold_choices])
-        if self._fold_rows is None:
-            self._fold_rows = [np.flatnonzero(self.problem.fold == k)
-                               for k in self.problem.fold_numbers]
 
         def score(fold_choices):
-            buffer = getattr(self._local, "pooled", None)
-            if buffer is None:
-                buffer = self._local.pooled = np.empty(self.problem.y.shape, dtype=np.float64)
-            return self.pooled(fold_choices, out=buffer, held=False)[0]
+            out = self._buffer("pooled", len(self.problem.y))
+            return self.pooled(fold_choices, out=out, held=False)[0]
 
+        if len(sets) < 2 or not hasattr(self.blends, "warm"):
+            return [score(fold_choices) for fold_choices in sets]
+        self.blends.warm([c for fold_choices in sets for c in fold_choices])
+        self.fold_rows()                    # (computed before the threads share them)
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -233,30 +225,37 @@ class _Scores:
         ``held``: the folds' metrics not computed), the pooled (n_rows, n_classes), written into
         ``out`` when given)."""
         p = self.problem
-        if self._fold_rows is None:
-            self._fold_rows = [np.flatnonzero(p.fold == k) for k in p.fold_numbers]
         pooled = np.empty(p.y.shape, dtype=np.float64) if out is None else out
         scores = []
         into = getattr(self.blends, "predicts_into", False)
-        for choice, rows in zip(fold_choices, self._fold_rows):
+        for choice, rows in zip(fold_choices, self.fold_rows()):
             # each fold's predictions into this thread's buffer of that many rows (reused: no
             # fresh memory for every fold of every choice)
-            predicted = (self.blends.predict(choice, rows, out=self._fold_buffer(len(rows)))
+            predicted = (self.blends.predict(choice, rows, out=self._buffer("fold", len(rows)))
                          if into else self.blends.predict(choice, rows))
             pooled[rows] = predicted
             if held:
                 scores.append(p.metric(p.y[rows], predicted))
         return p.metric(p.y, pooled), scores, pooled
 
+    def fold_rows(self) -> list:
+        """Each fold's row indices, in fold_numbers order."""
+        if self._fold_rows is None:
+            p = self.problem
+            self._fold_rows = [np.flatnonzero(p.fold == k) for k in p.fold_numbers]
+        return self._fold_rows
 
-    def _fold_buffer(self, n_rows: int) -> np.ndarray:
-        """This thread's float64 (n_rows, n_classes) buffer for one fold's predictions."""
-        buffers = getattr(self._local, "folds", None)
+    def _buffer(self, use: str, n_rows: int) -> np.ndarray:
+        """This thread's float64 (n_rows, n_classes) buffer for ``use`` (``"full"``: a choice
+        scored on every row; ``"pooled"``: pooled predictions; ``"fold"``: one fold's), made on
+        first use and reused after."""
+        buffers = getattr(self._local, "buffers", None)
         if buffers is None:
-            buffers = self._local.folds = {}
-        if n_rows not in buffers:
-            buffers[n_rows] = np.empty((n_rows, self.problem.y.shape[1]), dtype=np.float64)
-        return buffers[n_rows]
+            buffers = self._local.buffers = {}
+        key = (use, n_rows)
+        if key not in buffers:
+            buffers[key] = np.empty((n_rows, self.problem.y.shape[1]), dtype=np.float64)
+        return buffers[key]
 
 
 def _ranked_choices(runs: dict | None, top: int) -> list:
