@@ -8,16 +8,20 @@ input this is exactly the DCASE 2019 reference; constant scores earn only chance
 Rows with no positive label are ignored by the ranking metrics (lwlrap, lrap, roc_auc, map).
 
 Speed. lwlrap needs no sort: each positive (row, class) pair is compared with the row's scores, so
-the cost is O(n_positives x n_classes), a few milliseconds for 5,000 x 80.
+the cost is O(n_positives x n_classes), a few milliseconds for 5,000 x 80. From 2 million
+comparisons on (numba installed) a compiled loop counts the same integers (50,000 x 100 with
+65,000 positives: 5-9 ms against 30-80 ms with numpy), so every precision is the same number.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from stacker import compiled
 from stacker.errors import OptionError
 
 _CHUNK_ELEMENTS = 4_000_000
@@ -50,9 +54,15 @@ def positive_precisions(y_true, y_score) -> tuple[np.ndarray, np.ndarray, np.nda
     precision = np.empty(len(rows), dtype=np.float64)
     if not len(rows):
         return rows, classes, precision
-    values = scores[rows, classes]
     n_pos = np.bincount(rows, minlength=n_rows)
     first = np.cumsum(n_pos) - n_pos
+    if _compiled_counts(scores, len(rows)):
+        at_or_above = np.empty(len(rows), dtype=np.int64)
+        hits = np.empty(len(rows), dtype=np.float64)
+        _kernels()["counts"](scores, rows, classes, first, n_pos, at_or_above, hits)
+        precision[:] = hits / at_or_above
+        return rows, classes, precision
+    values = scores[rows, classes]
     rank = np.arange(len(rows)) - first[rows]                  # j: the row's j-th positive
     ones = np.ones(n_classes, dtype=np.float32)
     step = max(1, _CHUNK_ELEMENTS // max(1, n_classes))
@@ -81,6 +91,56 @@ def positive_precisions(y_true, y_score) -> tuple[np.ndarray, np.ndarray, np.nda
         hits[index[present]] = counts[present]
     precision[:] = hits / at_or_above
     return rows, classes, precision
+
+
+# positives x classes from which the counts are compiled (smaller: numpy, numba never loaded)
+COMPILED_FROM = 2_000_000
+_KERNELS: dict = {}
+_LOCK = threading.Lock()
+
+
+def _compiled_counts(scores: np.ndarray, n_positives: int) -> bool:
+    """Whether :func:`positive_precisions` counts with the compiled kernel: a large enough
+    C-contiguous float32 or float64 score matrix, and numba there."""
+    return (n_positives * scores.shape[1] >= COMPILED_FROM and scores.flags.c_contiguous
+            and scores.dtype in (np.float32, np.float64) and compiled.available())
+
+
+def _kernels() -> dict:
+    return compiled.build_once(_KERNELS, _LOCK, lambda: {"counts": compiled.jit(count_ranks)})
+
+
+def warm_up() -> None:
+    """Load the compiled counts (numba's on-disk cache, or a compilation) with a toy call, so that
+    the first large metric does not wait for them; nothing without numba."""
+    if compiled.available():
+        counts = np.zeros(2, dtype=np.int64)
+        _kernels()["counts"](np.array([[0.5, 1.0]]), np.zeros(2, dtype=np.int64),
+                             np.arange(2), np.zeros(1, dtype=np.int64),
+                             np.array([2]), counts, np.zeros(2))
+
+
+def count_ranks(scores, rows, classes, first, n_pos, at_or_above, hits):  # pragma: no cover
+    """For each positive p (row rows[p], class classes[p]; a row's positives from first[row],
+    n_pos[row] of them): at_or_above[p] = the classes of its row scored at or above it, hits[p]
+    = the row's positives at or above it (1 for a row's only positive, as the numpy path
+    counts it). The integers :func:`positive_precisions` counts with numpy; compiled."""
+    n_classes = scores.shape[1]
+    for p in range(rows.shape[0]):
+        r = rows[p]
+        row = scores[r]
+        value = row[classes[p]]
+        at = 0
+        for c in range(n_classes):
+            at += np.int64(row[c] >= value)
+        at_or_above[p] = at
+        if n_pos[r] > 1:
+            count = 0
+            for p2 in range(first[r], first[r] + n_pos[r]):
+                count += np.int64(row[classes[p2]] >= value)
+            hits[p] = count
+        else:
+            hits[p] = 1.0
 
 
 def per_class_lwlrap(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:

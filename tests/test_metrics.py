@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sklearn import metrics as skm
 
-from stacker import metrics
+from stacker import compiled, metrics
 from stacker.errors import OptionError
 from stacker.metrics import (
     METRICS,
@@ -126,6 +126,50 @@ def test_lwlrap_on_every_row_labelled_with_ties_and_small_chunks(monkeypatch):
     monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 5 * 12)
     assert lwlrap(truth, scores) == pytest.approx(expected, abs=1e-12)
     assert lwlrap(truth, scores.astype(np.float32)) == pytest.approx(expected, abs=1e-12)
+
+
+def _both_paths(monkeypatch, truth, scores):
+    """positive_precisions counted with numpy and with the compiled kernel."""
+    monkeypatch.setattr(metrics, "COMPILED_FROM", 10**18)
+    numpy_path = metrics.positive_precisions(truth, scores)
+    monkeypatch.setattr(metrics, "COMPILED_FROM", 0)
+    assert metrics._compiled_counts(np.asarray(scores), 1)
+    return numpy_path, metrics.positive_precisions(truth, scores)
+
+
+@pytest.mark.skipif(not compiled.available(), reason="numba is not installed")
+@settings(max_examples=60, deadline=None)
+@given(labelled_problem(distinct=False), st.sampled_from([np.float64, np.float32]))
+def test_compiled_counts_give_the_numpy_precisions_exactly(problem, dtype):
+    truth, scores = problem
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        slow, fast = _both_paths(monkeypatch, truth, scores.astype(dtype))
+    for want, got in zip(slow, fast):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif(not compiled.available(), reason="numba is not installed")
+def test_compiled_counts_with_nan_unlabelled_rows_and_many_labels(monkeypatch):
+    rng = np.random.default_rng(5)
+    truth = (rng.random((400, 30)) < 0.2).astype(np.uint8)
+    truth[:40] = 0                                  # rows without a positive
+    scores = rng.integers(0, 6, size=truth.shape).astype(np.float64)
+    scores[50, :] = np.nan                          # a row of nan, a nan positive alone
+    truth[51] = 0
+    truth[51, 4] = 1
+    scores[51, 4] = np.nan
+    scores[52, truth[52] > 0] = np.nan              # nan positives among several
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slow, fast = _both_paths(monkeypatch, truth, scores)
+    for want, got in zip(slow, fast):
+        np.testing.assert_array_equal(got, want)
+    assert np.isfinite(fast[2]).sum() < len(fast[2])
+    monkeypatch.setattr(metrics, "COMPILED_FROM", 0)
+    assert lwlrap(truth[60:], scores[60:]) == pytest.approx(tie_rule_lwlrap(truth[60:], scores[60:]),
+                                                            abs=1e-12)
+    # a strided or integer matrix is counted by numpy
+    assert not metrics._compiled_counts(scores[:, ::2], 10**9)
+    assert not metrics._compiled_counts(np.nan_to_num(scores).astype(np.int64), 10**9)
 
 
 def test_lwlrap_is_nan_without_any_positive_and_ignores_unlabelled_rows():

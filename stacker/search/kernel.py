@@ -26,21 +26,16 @@ from __future__ import annotations
 
 import numpy as np
 
+# (the search's kernels reach these through this module)
+from stacker.compiled import available, build_once  # noqa: F401
+from stacker.compiled import jit as _jit
+
 # rows per block: the blocks of every slot and of 16 members should fit in a core's L2 cache
 CACHE_BYTES = 512 * 1024
 _KERNEL = None
 # the compiled add_row_precisions (a module global: the kernels that call it find it here when
 # numba compiles them, and their on-disk caches stay valid)
 _add_row_precisions = None
-
-
-def available() -> bool:
-    """True when numba can be imported (the compiled kernel can run)."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def add_row_precisions(acc, row, p0, p1, row_cols, row_fold, row_weight):  # pragma: no cover
@@ -109,29 +104,6 @@ def _compile():
 
     _KERNEL = _jit(walk_kernel)
     return _KERNEL
-
-
-def build_once(kernels: dict, lock, build) -> dict:
-    """``kernels`` filled with ``build()`` on the first call (under ``lock``: threads that load
-    the kernels at once build them once)."""
-    with lock:
-        if not kernels:
-            kernels.update(build())
-    return kernels
-
-
-def _jit(func):
-    """``func`` compiled, its machine code cached on disk where numba finds a writable place (the
-    package's ``__pycache__``, ``NUMBA_CACHE_DIR``, the user's cache folder); with none (a read-only
-    install and an unusable HOME) compiled for this process only, instead of failing."""
-    import numba
-
-    try:
-        return numba.njit(nogil=True, cache=True)(func)
-    except RuntimeError as error:
-        if "cannot cache" not in str(error):
-            raise
-        return numba.njit(nogil=True)(func)
 
 
 def block_rows(n_slots: int, n_classes: int) -> int:
@@ -294,6 +266,9 @@ def preload(row_major: bool = False) -> None:
             from stacker.search import member_sums
 
             member_sums.warm_up()   # what the reported scores are computed with
+            from stacker import metrics
+
+            metrics.warm_up()       # and scored with
         except Exception:      # noqa: BLE001 - the search meets it again and says what it is
             pass
 
