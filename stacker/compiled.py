@@ -26,15 +26,16 @@ def build_once(kernels: dict, lock, build) -> dict:
     return kernels
 
 
-def jit(func):
-    """``func`` compiled, its machine code cached on disk where numba finds a writable place (the
-    package's ``__pycache__``, ``NUMBA_CACHE_DIR``, the user's cache folder); with none (a read-only
-    install and an unusable HOME) compiled for this process only, instead of failing."""
+def jit(func, **options):
+    """``func`` compiled with numba's ``options`` (``error_model`` ...), its machine code cached on
+    disk where numba finds a writable place (the package's ``__pycache__``, ``NUMBA_CACHE_DIR``,
+    the user's cache folder); with none (a read-only install and an unusable HOME) compiled for
+    this process only, instead of failing."""
     import numba
 
     try:
-        return numba.njit(nogil=True, cache=True)(func)
+        return numba.njit(nogil=True, cache=True, **options)(func)
     except RuntimeError as error:
         if "cannot cache" not in str(error):
             raise
-        return numba.njit(nogil=True)(func)
+        return numba.njit(nogil=True, **options)(func)

@@ -43,30 +43,40 @@ def _compile() -> dict:
 
 _add_row_precisions = None       # kernel.add_row_precisions compiled (set by _build)
 _positive = None                 # positive compiled (set by _build; extend calls it)
+_form_row = None                 # form_row compiled (set by _build)
+_ahead = None                    # ahead compiled (set by _build)
+# stacker.search.intrinsics' helpers, imported by _build (that module imports numba)
+prefetch = units = diff = None
 
 
 def positive(block, shift, row, lows, highs, p, p0, p1, row_cols, w, m0, m1, out, at, hits,
-             contested, needs, table):  # pragma: no cover - compiled
+             contested, needs, flags, words):  # pragma: no cover - compiled
     """out[i] += the weighted precision at positive ``p`` of ``row + q[m0 + i]`` (``row``: a
     base's sums of the positive's row; ``block``: that row's values (class, model) or their high
     parts, ``q >> shift``; lows, highs: the positive's bounds). Returns 1, adding nothing, when
-    the high parts do not decide a comparison; else 0.
+    the high parts do not decide a comparison; else 0. at, hits: int32 scratch (width,);
+    contested, needs: int64 scratch (n_classes,); flags: uint8 scratch of n_classes rounded up
+    to 8, zero past n_classes, and ``words`` its uint64 view.
 
     With high parts H (``q = H * 2**shift + L``, 0 <= L < 2**shift) a difference of two values
     is ``d + (L_c - L_p)`` with ``d = (H_c - H_p) * 2**shift`` and ``|L_c - L_p| <= span``
     (``2**shift - 1``): at or above ``need`` for sure when ``d >= need + span``, below for sure
-    when ``d < need - span``; in between only the values decide. shift 0: always decided."""
+    when ``d < need - span``; in between only the values decide. shift 0: always decided. The
+    comparisons run in the block's own type (:func:`stacker.search.intrinsics.units`)."""
     n_classes = row.shape[0]
     width = m1 - m0
     v = row[row_cols[p]]
     # counted without a branch (vectorised): at or above for every model, and at or above for
-    # some model
+    # some model; flags[c]: class c contested (at or above for some model, not for all)
     fixed = 0
     some = 0
     for c in range(n_classes):
         need = v - row[c]
-        fixed += np.int64(need <= lows[c])
-        some += np.int64(need <= highs[c])
+        low = need <= lows[c]
+        high = need <= highs[c]
+        fixed += np.int64(low)
+        some += np.int64(high)
+        flags[c] = np.uint8(high) - np.uint8(low)     # (lows <= highs: low implies high)
     fixed_hits = 0
     some_hits = 0
     for p2 in range(p0, p1):
@@ -81,97 +91,157 @@ def positive(block, shift, row, lows, highs, p, p0, p1, row_cols, w, m0, m1, out
         return 0
     span = (np.int64(1) << shift) - 1
     n = 0
-    wanted = some - fixed       # (the contested classes: at or below highs and not at or
-    for c in range(n_classes):  # below lows)
-        need = v - row[c]
-        if need > lows[c] and need <= highs[c]:
-            contested[n] = c
-            needs[n] = need
-            n += 1
-            if n == wanted:
-                break
+    wanted = some - fixed
+    for k in range(words.shape[0]):         # the contested classes, eight flags at a time
+        if words[k] == 0:
+            continue
+        for c in range(8 * k, 8 * k + 8):
+            if flags[c]:
+                contested[n] = c
+                needs[n] = v - row[c]
+                n += 1
+        if n == wanted:
+            break
     qp = block[row_cols[p], m0:m1]
-    unsure = 0
     if some_hits == fixed_hits and n == 1:
         # one contested class, no contested positive: at is fixed or fixed + 1 for every
         # candidate, the two precisions computed once (the same integers, the same division)
         qc = block[contested[0], m0:m1]
-        low = needs[0] - span
-        high = needs[0] + span
+        low = units(needs[0] - span, shift, block)
+        high = units(needs[0] + span, shift, block)
+        unsure = np.int32(0)
         for i in range(width):
-            d = (np.int64(qc[i]) - np.int64(qp[i])) << shift
-            unsure += np.int64(d >= low) - np.int64(d >= high)
+            d = diff(qc[i], qp[i], block)
+            unsure += np.int32(d >= low) - np.int32(d >= high)
         if unsure:
             return 1
         below = fixed_hits / fixed * w
         above = fixed_hits / (fixed + 1) * w
         for i in range(width):
-            d = (np.int64(qc[i]) - np.int64(qp[i])) << shift
-            out[i] += above if d >= high else below
+            out[i] += above if diff(qc[i], qp[i], block) >= high else below
         return 0
     if some_hits == fixed_hits and n == 2:
         # two: at is fixed, fixed + 1 or fixed + 2 (three precisions)
         qa = block[contested[0], m0:m1]
         qb = block[contested[1], m0:m1]
-        low_a = needs[0] - span
-        high_a = needs[0] + span
-        low_b = needs[1] - span
-        high_b = needs[1] + span
+        low_a = units(needs[0] - span, shift, block)
+        high_a = units(needs[0] + span, shift, block)
+        low_b = units(needs[1] - span, shift, block)
+        high_b = units(needs[1] + span, shift, block)
+        unsure = np.int32(0)
         for i in range(width):
-            da = (np.int64(qa[i]) - np.int64(qp[i])) << shift
-            db = (np.int64(qb[i]) - np.int64(qp[i])) << shift
-            unsure += (np.int64(da >= low_a) - np.int64(da >= high_a)
-                       + np.int64(db >= low_b) - np.int64(db >= high_b))
+            da = diff(qa[i], qp[i], block)
+            db = diff(qb[i], qp[i], block)
+            unsure += (np.int32(da >= low_a) - np.int32(da >= high_a)
+                       + np.int32(db >= low_b) - np.int32(db >= high_b))
         if unsure:
             return 1
         v0 = fixed_hits / fixed * w
         v1 = fixed_hits / (fixed + 1) * w
         v2 = fixed_hits / (fixed + 2) * w
         for i in range(width):
-            a = ((np.int64(qa[i]) - np.int64(qp[i])) << shift) >= high_a
-            b = ((np.int64(qb[i]) - np.int64(qp[i])) << shift) >= high_b
+            a = diff(qa[i], qp[i], block) >= high_a
+            b = diff(qb[i], qp[i], block) >= high_b
             out[i] += (v2 if b else v1) if a else (v1 if b else v0)
         return 0
     at[:] = fixed
     hits[:] = fixed_hits
+    unsure = np.int32(0)
     for j in range(n):
         qc = block[contested[j], m0:m1]
-        low = needs[j] - span
-        high = needs[j] + span
+        low = units(needs[j] - span, shift, block)
+        high = units(needs[j] + span, shift, block)
         for i in range(width):
-            d = (np.int64(qc[i]) - np.int64(qp[i])) << shift
-            at[i] += np.int64(d >= high)
-            unsure += np.int64(d >= low) - np.int64(d >= high)
+            d = diff(qc[i], qp[i], block)
+            at[i] += np.int32(d >= high)
+            unsure += np.int32(d >= low) - np.int32(d >= high)
     if some_hits != fixed_hits:
         for p2 in range(p0, p1):
             c2 = row_cols[p2]
             need = v - row[c2]
             if need > lows[c2] and need <= highs[c2]:
                 q2 = block[c2, m0:m1]
-                low = need - span
-                high = need + span
+                low = units(need - span, shift, block)
+                high = units(need + span, shift, block)
                 for i in range(width):
-                    d = (np.int64(q2[i]) - np.int64(qp[i])) << shift
-                    hits[i] += np.int64(d >= high)
-                    unsure += np.int64(d >= low) - np.int64(d >= high)
+                    d = diff(q2[i], qp[i], block)
+                    hits[i] += np.int32(d >= high)
+                    unsure += np.int32(d >= low) - np.int32(d >= high)
     if unsure:
         return 1
+    # (compiled with numpy's error model: at >= 1, the positive's own class, so the division
+    # needs no zero test and is vectorised; the same division of the same integers)
     if some_hits == fixed_hits:
-        # the n + 1 precisions at can give, each computed once
-        for k in range(n + 1):
-            table[k] = fixed_hits / (fixed + k) * w
         for i in range(width):
-            out[i] += table[at[i] - fixed]
+            out[i] += fixed_hits / at[i] * w
         return 0
     for i in range(width):
         out[i] += hits[i] / at[i] * w
     return 0
 
 
+def form_row(r, f, g0, g1, take, starts, parents, parent, slot, cache):  # pragma: no cover
+    """Row ``r`` (of fold ``f``) of each base g0:g1 the kernel forms (parent[g] >= 0) and takes
+    in that fold: starts[g, r] = parents[parent[g], r] (+ cache[slot[g], r] when slot[g] >= 0).
+    Compiled."""
+    n_classes = starts.shape[2]
+    for g in range(g0, g1):
+        if parent[g] >= 0 and take[g, f]:
+            formed = starts[g, r]
+            source = parents[parent[g], r]
+            if slot[g] >= 0:
+                added = cache[slot[g], r]
+                for c in range(n_classes):
+                    formed[c] = source[c] + added[c]
+            else:
+                for c in range(n_classes):
+                    formed[c] = source[c]
+
+
+def ahead(block, r, f, g0, g1, m0, m1, take, starts, row_start, row_cols, dmin, dmax, flags,
+          words):  # pragma: no cover - compiled
+    """Ask the cache for what :func:`positive` will read of row ``r`` (``block``: its values or
+    high parts), while the row before is scored: each positive's models, and those of every
+    class contested for some base (the classes of one row are 40 KB apart on bench_scale's
+    pool: read cold, each waited for memory, a third of a step). Only hints: nothing changes."""
+    n_classes = block.shape[0]
+    for p in range(row_start[r], row_start[r + 1]):
+        strip = block[row_cols[p]]
+        for i in range(m0, m1, 16):
+            prefetch(strip, i)
+        prefetch(strip, m1 - 1)
+        lows = dmin[p]
+        highs = dmax[p]
+        flags[:] = 0
+        for g in range(g0, g1):
+            if not take[g, f]:
+                continue
+            row = starts[g, r]
+            v = row[row_cols[p]]
+            for c in range(n_classes):
+                need = v - row[c]
+                flags[c] |= np.uint8(need <= highs[c]) - np.uint8(need <= lows[c])
+        for k in range(words.shape[0]):
+            if words[k] == 0:
+                continue
+            for c in range(8 * k, 8 * k + 8):
+                if flags[c]:
+                    strip = block[c]
+                    for i in range(m0, m1, 16):
+                        prefetch(strip, i)
+                    prefetch(strip, m1 - 1)
+
+
 def _build() -> dict:
-    global _add_row_precisions, _positive
+    global _add_row_precisions, _positive, _form_row, _ahead, prefetch, units, diff
+    from stacker.search import intrinsics
+
+    prefetch, units, diff = intrinsics.prefetch, intrinsics.units, intrinsics.diff
     _add_row_precisions = kernel.row_precisions()   # score calls it: compiled first
-    _positive = kernel._jit(positive)               # extend calls it
+    # (extend calls these three)
+    _positive = kernel._jit(positive, error_model="numpy")
+    _form_row = kernel._jit(form_row)
+    _ahead = kernel._jit(ahead)
 
     def score(S, row_start, row_cols, row_fold, row_weight, out):  # pragma: no cover - compiled
         """out[fold] += the weighted precisions of the sums S (n_rows, n_classes), row by row."""
@@ -215,14 +285,16 @@ def _build() -> dict:
         n_rows = qr.shape[0]
         n_classes = qr.shape[1]
         width = m1 - m0
-        at = np.empty(width, dtype=np.int64)
-        hits = np.empty(width, dtype=np.int64)
+        at = np.empty(width, dtype=np.int32)
+        hits = np.empty(width, dtype=np.int32)
         contested = np.empty(n_classes, dtype=np.int64)
         needs = np.empty(n_classes, dtype=np.int64)
-        table = np.empty(n_classes + 1, dtype=np.float64)
+        flags = np.zeros(8 * ((n_classes + 7) // 8), dtype=np.uint8)
+        words = flags.view(np.uint64)
         first = state[0]
         resume_p = state[1]
         resume_g = state[2]
+        ready = -1                      # the row formed ahead
         for r in range(first, n_rows):
             p0 = row_start[r]
             p1 = row_start[r + 1]
@@ -230,18 +302,17 @@ def _build() -> dict:
                 continue                # (every row of the pool has a positive)
             f = row_fold[p0]            # (a row's positives are of its fold)
             resumed = r == first and resume_p >= 0
-            if not resumed:
-                for g in range(g0, g1):
-                    if parent[g] >= 0 and take[g, f]:
-                        formed = starts[g, r]
-                        source = parents[parent[g], r]
-                        if slot[g] >= 0:
-                            added = cache[slot[g], r]
-                            for c in range(n_classes):
-                                formed[c] = source[c] + added[c]
-                        else:
-                            for c in range(n_classes):
-                                formed[c] = source[c]
+            if not resumed and r != ready:
+                _form_row(r, f, g0, g1, take, starts, parents, parent, slot, cache)
+            # the next row formed now (again after a resume: the same sums) and its reads asked
+            # for, so that they arrive while this row is scored
+            following = r + 1
+            if following < n_rows and row_start[following] < row_start[following + 1]:
+                f_next = row_fold[row_start[following]]
+                _form_row(following, f_next, g0, g1, take, starts, parents, parent, slot, cache)
+                _ahead(qr[following], following, f_next, g0, g1, m0, m1, take, starts,
+                       row_start, row_cols, dmin, dmax, flags, words)
+                ready = following
             for p in range(resume_p if resumed else p0, p1):
                 for g in range(resume_g if resumed and p == resume_p else g0, g1):
                     if not take[g, f]:
@@ -251,11 +322,11 @@ def _build() -> dict:
                     if r == exact_r:
                         unsure = _positive(exact, 0, row, dmin[p], dmax[p], p, p0, p1,
                                            row_cols, row_weight[p], m0, m1, out, at, hits,
-                                           contested, needs, table)
+                                           contested, needs, flags, words)
                     else:
                         unsure = _positive(qr[r], shift, row, dmin[p], dmax[p], p, p0, p1,
                                            row_cols, row_weight[p], m0, m1, out, at, hits,
-                                           contested, needs, table)
+                                           contested, needs, flags, words)
                     if unsure:
                         state[0] = r
                         state[1] = p

@@ -449,3 +449,36 @@ def test_one_base_formed_by_the_kernel_on_threads_is_the_sum_python_forms(n_jobs
     np.testing.assert_array_equal(starts[0], sm.ensemble_sum(q, counts))
     expected = [scorer.evaluate(starts[0] + q[j], 5) for j in range(7)]
     np.testing.assert_array_equal(scorer.outputs_from_fold_sums(parts[0]), np.array(expected))
+
+
+def test_units_and_diff_compare_high_parts_as_the_values_compare():
+    """``(d << shift) >= x`` exactly when ``d >= units(x, shift)``, for int32 differences ``d``
+    and any int64 ``x`` (huge ones clamp to int32's range without changing an answer), compiled
+    and in Python, with an int32 and an int64 pool."""
+    numba = pytest.importorskip("numba")
+    from stacker.search import intrinsics
+
+    @numba.njit
+    def compiled(ds, xs, shift, like):
+        out = np.empty((xs.size, ds.size), dtype=np.bool_)
+        for i in range(xs.size):
+            u = intrinsics.units(xs[i], shift, like)
+            for j in range(ds.size):
+                out[i, j] = intrinsics.diff(ds[j], np.int64(0), like) >= u
+        return out
+
+    rng = np.random.default_rng(3)
+    for shift in [0, 1, 7, 22, 33]:
+        top = min(2 ** 30, 2 ** 62 >> shift)     # the values stay below 2**62 (high_shift)
+        ds = np.concatenate([rng.integers(-top, top, 300), [0, 1, -1, top - 1, -top]])
+        near = (ds[:40].astype(object) << shift) + rng.integers(-3, 4, 40).astype(object)
+        xs = np.array([int(v) for v in near] + [0, 2 ** 62, -2 ** 62, min(2 ** 31 << shift, 2 ** 62)],
+                      dtype=np.int64)
+        truth = (ds[None, :].astype(object) << shift) >= xs[:, None].astype(object)
+        for dtype in [np.int32, np.int64]:
+            like = np.zeros(1, dtype=dtype)
+            np.testing.assert_array_equal(compiled(ds.astype(dtype), xs, shift, like), truth)
+            python = np.array([[intrinsics.diff(dtype(d), 0, like)
+                                >= intrinsics.units(x, shift, like) for d in ds] for x in xs])
+            np.testing.assert_array_equal(python, truth)
+            assert intrinsics.diff(dtype(5), dtype(7), like).dtype == dtype
