@@ -17,6 +17,13 @@ def available() -> bool:
     return True
 
 
+def installed() -> bool:
+    """True when numba is installed, found without importing it (a test that costs nothing)."""
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
 def build_once(kernels: dict, lock, build) -> dict:
     """``kernels`` filled with ``build()`` on the first call (under ``lock``: threads that load
     the kernels at once build them once)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -133,8 +135,39 @@ def _both_paths(monkeypatch, truth, scores):
     monkeypatch.setattr(metrics, "COMPILED_FROM", 10**18)
     numpy_path = metrics.positive_precisions(truth, scores)
     monkeypatch.setattr(metrics, "COMPILED_FROM", 0)
+    metrics.warm_up()
     assert metrics._compiled_counts(np.asarray(scores), 1)
     return numpy_path, metrics.positive_precisions(truth, scores)
+
+
+def test_a_metric_never_waits_for_the_compiled_counts_to_load(monkeypatch):
+    """Not loaded yet: the counts are numpy's, the kernel loads on a thread of its own (once)."""
+    started, release = threading.Event(), threading.Event()
+    loaders = []
+
+    def slow_warm_up():
+        loaders.append(threading.current_thread())
+        started.set()
+        release.wait(10)
+
+    monkeypatch.setattr(metrics, "_KERNELS", {})
+    monkeypatch.setattr(metrics, "_LOADING", [])
+    monkeypatch.setattr(metrics, "warm_up", slow_warm_up)
+    monkeypatch.setattr(metrics, "COMPILED_FROM", 0)
+    monkeypatch.setattr(compiled, "installed", lambda: True)
+    rng = np.random.default_rng(9)
+    truth = (rng.random((300, 20)) < 0.2).astype(np.uint8)
+    truth[np.arange(300), rng.integers(20, size=300)] = 1
+    scores = rng.integers(0, 5, size=truth.shape) / 5.0
+    try:
+        value = lwlrap(truth, scores)           # returns while the kernel is still loading
+        assert started.wait(10) and loaders[0] is not threading.current_thread()
+        assert value == pytest.approx(tie_rule_lwlrap(truth, scores), abs=1e-12)
+        assert not metrics._compiled_counts(scores, 10**9)
+        assert len(metrics._LOADING) == 1        # one loading thread, however many calls
+    finally:
+        release.set()
+        metrics._LOADING[0].join(10)
 
 
 @pytest.mark.skipif(not compiled.available(), reason="numba is not installed")

@@ -35,6 +35,12 @@ _KERNELS: dict = {}
 _LOCK = threading.Lock()
 # contiguous (n_rows, n_classes) copies of members kept for the bases' sums, in bytes
 MEMBER_CACHE_BYTES = 512 * 1024 * 1024
+# what a thread does with a (base, fold) pair (``take[g, fold]`` of the extend kernel): nothing
+# (another thread's pair), form the base's rows of the fold only (no output reads its sums: a
+# selection with that fold held out), or form them and score the candidates on them
+OTHERS, FORMED, SCORED = 0, 1, 2
+# the cost of a pair formed only, against one scored, in the share of pairs between threads
+FORMED_COST = 0.05
 
 
 def _compile() -> dict:
@@ -182,11 +188,11 @@ def positive(block, shift, row, lows, highs, p, p0, p1, row_cols, w, m0, m1, out
 
 def form_row(r, f, g0, g1, take, starts, parents, parent, slot, cache):  # pragma: no cover
     """Row ``r`` (of fold ``f``) of each base g0:g1 the kernel forms (parent[g] >= 0) and takes
-    in that fold: starts[g, r] = parents[parent[g], r] (+ cache[slot[g], r] when slot[g] >= 0).
-    Compiled."""
+    in that fold (formed or scored): starts[g, r] = parents[parent[g], r] (+ cache[slot[g], r]
+    when slot[g] >= 0). Compiled."""
     n_classes = starts.shape[2]
     for g in range(g0, g1):
-        if parent[g] >= 0 and take[g, f]:
+        if parent[g] >= 0 and take[g, f] != OTHERS:
             formed = starts[g, r]
             source = parents[parent[g], r]
             if slot[g] >= 0:
@@ -214,7 +220,7 @@ def ahead(block, r, f, g0, g1, m0, m1, take, starts, row_start, row_cols, dmin, 
         highs = dmax[p]
         flags[:] = 0
         for g in range(g0, g1):
-            if not take[g, f]:
+            if take[g, f] != SCORED:
                 continue
             row = starts[g, r]
             v = row[row_cols[p]]
@@ -272,10 +278,10 @@ def _build() -> dict:
                row_cols, row_fold, row_weight, dmin, dmax, acc, parents, parent, slot,
                cache):  # pragma: no cover - compiled
         """acc[g, fold, m] += the weighted precisions of starts[g] + q[m], bases g0:g1, models
-        m0:m1, the rows of each fold with take[g, fold] only (a positive's bounds are read once
-        for all bases). A base with parent[g] >= 0 is formed row by row first (the rows it
-        takes): starts[g, r] = parents[parent[g], r] (+ cache[slot[g], r] when slot[g] >= 0),
-        the integer addition done where the row is read anyway.
+        m0:m1, the rows of each fold with take[g, fold] == SCORED only (a positive's bounds are
+        read once for all bases). A base with parent[g] >= 0 is formed row by row first (the
+        rows it takes, FORMED or SCORED): starts[g, r] = parents[parent[g], r] (+ cache[slot[g],
+        r] when slot[g] >= 0), the integer addition done where the row is read anyway.
 
         qr holds the values' high parts (``q >> shift``; shift 0: the values). Starts at
         (row, positive, base) ``state`` (positive -1: the row from its start); returns 0 when
@@ -315,7 +321,7 @@ def _build() -> dict:
                 ready = following
             for p in range(resume_p if resumed else p0, p1):
                 for g in range(resume_g if resumed and p == resume_p else g0, g1):
-                    if not take[g, f]:
+                    if take[g, f] != SCORED:
                         continue
                     row = starts[g, r]
                     out = acc[g, row_fold[p], m0:m1]
@@ -505,6 +511,7 @@ class RowWalker:
         self._cache = None          # (slots, n_rows, n_classes) int64, allocated on first use
         self.max_bases = 1          # the most bases a call will have (the search's targets)
         self._buffers: list = [None, None]
+        self._touched = [0, 0]               # the bases of each buffer touched so far
         self._turn = 0
 
     def _threads(self) -> int:
@@ -571,6 +578,17 @@ class RowWalker:
             size = max(n_bases, self.max_bases)
             held = small_pages_empty((size,) + self.q.shape[1:], np.int64)
             self._buffers[self._turn] = held
+            self._touched[self._turn] = 0
+        if self._touched[self._turn] < n_bases:
+            # the bases used for the first time touched now, the pages shared by the threads:
+            # touched by the kernel, a new base's pages were one thread's, while the other
+            # waited (bench_scale's pool: 110-220 ms more in each of the two steps after a
+            # selection diverged, 1.1 s of a nested GES)
+            fresh = held[self._touched[self._turn]:n_bases].reshape(-1)
+            edges = np.linspace(0, len(fresh), self._threads() + 1).astype(np.int64)
+            parallel_calls(lambda i: fresh[edges[i]:edges[i + 1]].fill(0),
+                           range(len(edges) - 1))
+            self._touched[self._turn] = n_bases
         return held[:n_bases]
 
     def extensions_many(self, base_sums: list, candidate_lists: list) -> list:
@@ -606,14 +624,16 @@ class RowWalker:
         return self._single_sums
 
     def extensions_stacked(self, starts: np.ndarray, candidate_lists: list,
-                           formed_from=None, empty=None) -> list:
+                           formed_from=None, empty=None, read=None) -> list:
         """:meth:`extensions_many` of the bases ``starts`` (n_bases, n_rows, n_classes).
 
         formed_from: None (``starts`` holds every base), or (parents, plan): plan[g] is
         (index into parents, member) for a base the kernel forms, ``parents[index]`` plus one
         more of ``member`` (-1: none), or None for a base ``starts[g]`` already holds
         (:meth:`fuses` says when this may be used). empty: one flag per base, True for a base
-        that holds no member (all zeros): when every base is, the models' own sums answer."""
+        that holds no member (all zeros): when every base is, the models' own sums answer.
+        read: (n_bases, n_folds) bool, the folds whose sums are wanted of each base (None:
+        every fold); the others are left at zero (their rows are still formed)."""
         s = self.scorer
         n_models = self.q.shape[0]
         n_bases = len(starts)
@@ -657,30 +677,34 @@ class RowWalker:
                     self.exact_row(exact_r, exact)
                     self.unsure_rows += 1
 
-            parallel_calls(fill, self._parts(n_bases, n_models, threads))
+            parallel_calls(fill, self._parts(n_bases, n_models, threads, read))
         return [acc[g][:, np.asarray(c, dtype=np.int64)].T.copy() if len(c) else
                 np.zeros((0, s.n_folds)) for g, c in enumerate(candidate_lists)]
 
-    def _parts(self, n_bases: int, n_models: int, threads: int) -> list:
-        """(take, models) of each thread: the (base, fold) pairs it scores (take[g, fold]),
-        every model; each pair's sums stay in one thread, in row order. The pairs are shared
-        by the folds' positives (one base: the folds split 3 to 2, where splitting the models
-        left each thread scanning every positive's classes: no faster than one thread on
-        bench_scale's pool; three bases: no 2 to 1). With fewer pairs than threads, the
-        models are split instead."""
+    def _parts(self, n_bases: int, n_models: int, threads: int, read=None) -> list:
+        """(take, models) of each thread: what it does with each (base, fold) pair
+        (take[g, fold]: OTHERS, FORMED or SCORED, the pairs of ``read`` scored), every model;
+        each pair's sums stay in one thread, in row order. The pairs are shared by the folds'
+        positives, a pair formed only at FORMED_COST (one base: the folds split 3 to 2, where
+        splitting the models left each thread scanning every positive's classes: no faster
+        than one thread on bench_scale's pool; three bases: no 2 to 1). With fewer pairs than
+        threads, the models are split instead."""
         n_folds = self.scorer.n_folds
-        every = np.ones((n_bases, n_folds), dtype=np.bool_)
+        wanted = (np.ones((n_bases, n_folds), dtype=np.bool_) if read is None
+                  else np.asarray(read, dtype=np.bool_).reshape(n_bases, n_folds))
+        every = np.where(wanted, SCORED, FORMED).astype(np.uint8)
         weight = np.bincount(self.scorer.row_fold, minlength=n_folds).astype(np.float64)
         if threads <= 1 or not self._pairs_split(n_bases, threads):
             return [(every, models) for models in _split(n_models, max(threads, 1))]
-        units = [(g, f) for g in range(n_bases) for f in range(n_folds) if weight[f]]
-        total = weight.sum() * n_bases
-        takes = np.zeros((threads, n_bases, n_folds), dtype=np.bool_)
+        units = [(g, f, weight[f] * (1.0 if wanted[g, f] else FORMED_COST))
+                 for g in range(n_bases) for f in range(n_folds) if weight[f]]
+        total = sum(cost for _, _, cost in units)
+        takes = np.full((threads, n_bases, n_folds), OTHERS, dtype=np.uint8)
         done = 0.0
-        for g, f in units:
-            t = min(threads - 1, int((done + weight[f] / 2) * threads / total))
-            takes[t, g, f] = True
-            done += weight[f]
+        for g, f, cost in units:
+            t = min(threads - 1, int((done + cost / 2) * threads / total))
+            takes[t, g, f] = every[g, f]
+            done += cost
         return [(take, (0, n_models)) for take in takes if take.any()]
 
     def extensions(self, base_sum: np.ndarray, candidates) -> np.ndarray:

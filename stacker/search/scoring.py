@@ -364,17 +364,35 @@ class RankScorer(Scorer):
         """Scores (higher is better), shape (n_candidates, n_outputs), from per-fold sums of shape
         (n_candidates, n_folds): all rows, then each fold left out."""
         sums = np.atleast_2d(sums)
-        total = sums[:, 0].copy()
-        for f in range(1, sums.shape[1]):
-            total += sums[:, f]
         out = np.empty((len(sums), self.n_outputs))
         count = self._total_count
-        out[:, 0] = total / count if count else np.nan
-        out[:, 1:] = (total[:, None] - sums) / self._rest_counts   # nan where a fold holds every positive
+        out[:, 0] = _sum_folds(sums, range(sums.shape[1])) / count if count else np.nan
+        for i in range(sums.shape[1]):
+            # the kept folds added in fold order (not the total less fold i: a left-out score
+            # reads nothing of its fold, whose sums the row-major walker then need not compute)
+            kept = _sum_folds(sums, (f for f in range(sums.shape[1]) if f != i))
+            out[:, 1 + i] = kept / self._rest_counts[i]     # nan where a fold holds every positive
         return self.sign * out
+
+    def folds_read(self, targets) -> np.ndarray:
+        """(n_folds,) bool: the folds whose sums :meth:`outputs_from_fold_sums` reads for the
+        outputs ``targets`` (0: every fold; 1 + i: every fold but i)."""
+        n_folds = self.n_folds
+        read = np.zeros(n_folds, dtype=bool)
+        for t in targets:
+            read |= (np.arange(n_folds) != t - 1) if t else True
+        return read
 
     def evaluate(self, S, n_terms):
         return self.outputs_from_fold_sums(self.fold_sums_from_counts(*self.counts(S)))[0]
+
+
+def _sum_folds(sums: np.ndarray, folds) -> np.ndarray:
+    """``sums[:, f]`` of ``folds`` added one after the other, in that order, from zero."""
+    total = np.zeros(len(sums))
+    for f in folds:
+        total += sums[:, f]
+    return total
 
 
 class MetricScorer(Scorer):

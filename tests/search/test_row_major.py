@@ -174,7 +174,10 @@ def test_near_sums_equal_sums_from_scratch():
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_bases_the_kernel_forms_are_the_sums_python_forms(n_jobs, monkeypatch):
+@pytest.mark.parametrize("held_out", [False, True])
+def test_bases_the_kernel_forms_are_the_sums_python_forms(n_jobs, held_out, monkeypatch):
+    """held_out: bases 1 to 3 selections with a fold held out (as nested GES's): that fold's
+    sums are not computed (zero), the outputs read are the same, every row is still formed."""
     monkeypatch.setattr(row_major.RowWalker, "min_parallel", 0)
     q, scorer = prepared_rows(n_rows=200)
     walker = row_major.RowWalker(q, scorer, n_jobs=n_jobs)
@@ -182,14 +185,23 @@ def test_bases_the_kernel_forms_are_the_sums_python_forms(n_jobs, monkeypatch):
     wanted = [(1, 0, 0, 2, 0, 1, 0), (0, 0, 0, 0, 0, 0, 0), (1, 0, 0, 2, 0, 0, 0), (0, 3, 1, 0, 0, 0, 0)]
     plan = [(0, 5), (1, -1), (0, -1), None]
     candidates = [list(range(7)), [1, 2], [6], [0, 3]]
+    targets = [[0], [1], [2], [scorer.n_folds]] if held_out else [[0]] * 4
+    read = [scorer.folds_read(t) for t in targets]
     assert walker.fuses(len(wanted), 1)
     starts = walker.bases_buffer(len(wanted))
     starts[3] = sm.ensemble_sum(q, wanted[3])
-    parts = walker.extensions_stacked(starts, candidates, (parents, plan))
+    parts = walker.extensions_stacked(starts, candidates, (parents, plan),
+                                      read=read if held_out else None)
     for g, counts in enumerate(wanted):
         np.testing.assert_array_equal(starts[g], sm.ensemble_sum(q, counts))
         expected = [scorer.evaluate(starts[g] + q[j], sum(counts) + 1) for j in candidates[g]]
-        np.testing.assert_array_equal(scorer.outputs_from_fold_sums(parts[g]), np.array(expected))
+        got = scorer.outputs_from_fold_sums(parts[g])
+        np.testing.assert_array_equal(got[:, targets[g]], np.array(expected)[:, targets[g]])
+        assert (parts[g][:, ~read[g]] == 0).all() and (parts[g][:, read[g]] != 0).any()
+        assert (held_out and g > 0) == (not read[g].all())
+    n_folds = scorer.n_folds
+    assert scorer.folds_read([0]).all() and scorer.folds_read([2, 3]).all()
+    np.testing.assert_array_equal(scorer.folds_read([1 + n_folds - 1]), np.arange(n_folds) < n_folds - 1)
 
 
 @pytest.mark.parametrize("method", ["greedy", "beam", "ges", "exhaustive", "auto"])
@@ -422,15 +434,26 @@ def _int64_placer(self, scorer, n_models, n_classes, **_):
 
 @pytest.mark.parametrize("n_bases", [1, 2, 3, 6])
 @pytest.mark.parametrize("threads", [2, 3])
-def test_each_base_and_fold_is_one_thread_s_and_the_threads_share_them_evenly(n_bases, threads):
+@pytest.mark.parametrize("nested", [False, True])
+def test_each_base_and_fold_is_one_thread_s_and_the_threads_share_them_evenly(n_bases, threads,
+                                                                              nested):
+    """Every (base, fold) pair is one thread's; the pairs read are scored, the others only
+    formed (nested: base g > 0 a selection with fold g - 1 held out, as GES's are)."""
     q, scorer = prepared_rows(n_rows=500)
     walker = row_major.RowWalker(q, scorer, n_jobs=threads)
-    parts = walker._parts(n_bases, q.shape[0], threads)
+    read = None
+    wanted = np.ones((n_bases, scorer.n_folds), dtype=bool)
+    if nested:
+        wanted = np.array([scorer.folds_read([g % (1 + scorer.n_folds)]) for g in range(n_bases)])
+        read = list(wanted)
+    parts = walker._parts(n_bases, q.shape[0], threads, read)
     takes = np.stack([take for take, _ in parts])
     assert all(models == (0, q.shape[0]) for _, models in parts)
-    np.testing.assert_array_equal(takes.sum(axis=0), np.ones((n_bases, scorer.n_folds)))
+    np.testing.assert_array_equal((takes != row_major.OTHERS).sum(axis=0),
+                                  np.ones((n_bases, scorer.n_folds)))
+    np.testing.assert_array_equal((takes == row_major.SCORED).any(axis=0), wanted)
     positives = np.bincount(scorer.row_fold, minlength=scorer.n_folds)
-    loads = [(take * positives).sum() for take in takes]
+    loads = [((take == row_major.SCORED) * positives).sum() for take in takes]
     assert len(parts) == threads and max(loads) <= (sum(loads) / threads + positives.max())
 
 

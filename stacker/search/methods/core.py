@@ -303,8 +303,11 @@ class Evaluator:
                 if not fused or step is None:
                     self._base_sum(base, out=stacked[g])
             formed_from = (self._previous_stack, plan) if fused else None
+            # a selection with a fold held out reads nothing of that fold: its sums are skipped
+            read = [self.ctx.scorer.folds_read(targets) for _, _, targets in requests]
             parts = walker.extensions_stacked(stacked, lists, formed_from,
-                                              empty=[not any(base) for base, _, _ in requests])
+                                              empty=[not any(base) for base, _, _ in requests],
+                                              read=read)
             self._previous_sums = {base: stacked[g] for g, (base, _, _) in enumerate(requests)}
             self._previous_stack = stacked
             return [self.ctx.scorer.outputs_from_fold_sums(part)[:, list(targets)]
