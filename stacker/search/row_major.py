@@ -251,8 +251,9 @@ def _build() -> dict:
 
     def score(S, row_start, row_cols, row_fold, row_weight, out):  # pragma: no cover - compiled
         """out[fold] += the weighted precisions of the sums S (n_rows, n_classes), row by row."""
+        acc = out.reshape(1, out.shape[0])
         for r in range(S.shape[0]):
-            _add_row_precisions(out, S[r], row_start[r], row_start[r + 1], row_cols, row_fold,
+            _add_row_precisions(acc, 0, S, r, row_start[r], row_start[r + 1], row_cols, row_fold,
                                 row_weight)
 
     def bounds(qr, row_start, row_cols, r0, r1, dmin, dmax):  # pragma: no cover - compiled
@@ -345,19 +346,17 @@ def _build() -> dict:
         """out[j, fold] += the weighted precisions of S - mult[j] * cache[slots[j]] for
         j in j0:j1, row by row (each as :func:`score` scores that sum)."""
         n_rows, n_classes = S.shape
-        row = np.empty(n_classes, dtype=np.int64)
+        row = np.empty((1, n_classes), dtype=np.int64)
         for r in range(n_rows):
             p0 = row_start[r]
             p1 = row_start[r + 1]
             if p0 == p1:
                 continue
-            base = S[r]
             for j in range(j0, j1):
-                member = cache[slots[j], r]
                 k = mult[j]
                 for c in range(n_classes):
-                    row[c] = base[c] - k * member[c]
-                _add_row_precisions(out[j], row, p0, p1, row_cols, row_fold, row_weight)
+                    row[0, c] = S[r, c] - k * cache[slots[j], r, c]
+                _add_row_precisions(out, j, row, 0, p0, p1, row_cols, row_fold, row_weight)
 
     def place(qr, values, a, shift, row_start, row_cols, row_weight, dmin, dmax,
               single):  # pragma: no cover - compiled

@@ -113,8 +113,8 @@ def _build() -> dict:
         n_classes = q.shape[2]
         # each step's per-fold sums are held in ``acc`` over a block: the same additions, in
         # the same order, as adding into ``out`` (no store-to-load chain through memory)
-        acc = np.empty(out.shape[1])
-        row = np.empty(n_classes, dtype=np.int64)       # an unsettled row's sums
+        acc = np.empty((1, out.shape[1]))              # (indexed: no view made for a row)
+        row = np.empty((1, n_classes), dtype=np.int64)  # an unsettled row's sums
         for r0 in range(0, n_rows, block_rows):
             r1 = min(n_rows, r0 + block_rows)
             for k in range(base.shape[0]):
@@ -122,7 +122,7 @@ def _build() -> dict:
                 m = model[k]
                 o = out_row[k]
                 for f in range(out.shape[1]):
-                    acc[f] = out[o, f]
+                    acc[0, f] = out[o, f]
                 for r in range(r0, r1):
                     p0 = row_start[r]
                     p1 = row_start[r + 1]
@@ -134,13 +134,13 @@ def _build() -> dict:
                         if settled:
                             settled_rows[0] += 1
                             for p in range(p0, p1):
-                                acc[row_fold[p]] += value[g, p]
+                                acc[0, row_fold[p]] += value[g, p]
                             continue
                     for c in range(n_classes):
-                        row[c] = starts[g, r, c] + q[m, r, c]
-                    _add_row_precisions(acc, row, p0, p1, row_cols, row_fold, row_weight)
+                        row[0, c] = starts[g, r, c] + q[m, r, c]
+                    _add_row_precisions(acc, 0, row, 0, p0, p1, row_cols, row_fold, row_weight)
                 for f in range(out.shape[1]):
-                    out[o, f] = acc[f]
+                    out[o, f] = acc[0, f]
         return out
 
     return {"margins": kernel._jit(margins), "base_state": kernel._jit(base_state),
