@@ -55,31 +55,37 @@ _ahead = None                    # ahead compiled (set by _build)
 prefetch = units = diff = None
 
 
-def positive(block, shift, row, lows, highs, p, p0, p1, row_cols, w, m0, m1, out, at, hits,
-             contested, needs, flags, words):  # pragma: no cover - compiled
-    """out[i] += the weighted precision at positive ``p`` of ``row + q[m0 + i]`` (``row``: a
-    base's sums of the positive's row; ``block``: that row's values (class, model) or their high
-    parts, ``q >> shift``; lows, highs: the positive's bounds). Returns 1, adding nothing, when
-    the high parts do not decide a comparison; else 0. at, hits: int32 scratch (width,);
-    contested, needs: int64 scratch (n_classes,); flags: uint8 scratch of n_classes rounded up
-    to 8, zero past n_classes, and ``words`` its uint64 view.
+def positive(block, br, shift, starts, g, r, dmin, dmax, p, p0, p1, row_cols, w, m0, m1, acc, f,
+             at, hits, contested, needs, flags, words):  # pragma: no cover - compiled
+    """acc[g, f, m0 + i] += the weighted precision at positive ``p`` of ``starts[g, r] + q[m0 +
+    i]`` (base g's sums of the positive's row r; ``block[br]``: that row's values (class, model)
+    or their high parts, ``q >> shift``; dmin[p], dmax[p]: the positive's bounds). Returns 1,
+    adding nothing, when the high parts do not decide a comparison; else 0. at, hits: int32
+    scratch (width,); contested, needs: int64 scratch (n_classes,); flags: uint8 scratch of
+    n_classes rounded up to 8, zero past n_classes, and ``words`` its uint64 view.
+
+    The arrays come whole, with indices: a view is a reference count taken and dropped, two
+    atomic operations (the five views of every call were 15% of a nested GES's time under
+    perf). Views are made only of the models' strips that a loop over the models reads
+    (vectorised; indexed there, the loops were slower), when it runs: kernel time of bench_scale's
+    nested GES 6.0 s against 6.7-7.1 (both threads, same run).
 
     With high parts H (``q = H * 2**shift + L``, 0 <= L < 2**shift) a difference of two values
     is ``d + (L_c - L_p)`` with ``d = (H_c - H_p) * 2**shift`` and ``|L_c - L_p| <= span``
     (``2**shift - 1``): at or above ``need`` for sure when ``d >= need + span``, below for sure
     when ``d < need - span``; in between only the values decide. shift 0: always decided. The
     comparisons run in the block's own type (:func:`stacker.search.intrinsics.units`)."""
-    n_classes = row.shape[0]
+    n_classes = starts.shape[2]
     width = m1 - m0
-    v = row[row_cols[p]]
+    v = starts[g, r, row_cols[p]]
     # counted without a branch (vectorised): at or above for every model, and at or above for
     # some model; flags[c]: class c contested (at or above for some model, not for all)
     fixed = 0
     some = 0
     for c in range(n_classes):
-        need = v - row[c]
-        low = need <= lows[c]
-        high = need <= highs[c]
+        need = v - starts[g, r, c]
+        low = need <= dmin[p, c]
+        high = need <= dmax[p, c]
         fixed += np.int64(low)
         some += np.int64(high)
         flags[c] = np.uint8(high) - np.uint8(low)     # (lows <= highs: low implies high)
@@ -87,11 +93,12 @@ def positive(block, shift, row, lows, highs, p, p0, p1, row_cols, w, m0, m1, out
     some_hits = 0
     for p2 in range(p0, p1):
         c2 = row_cols[p2]
-        need = v - row[c2]
-        fixed_hits += np.int64(need <= lows[c2])
-        some_hits += np.int64(need <= highs[c2])
+        need = v - starts[g, r, c2]
+        fixed_hits += np.int64(need <= dmin[p, c2])
+        some_hits += np.int64(need <= dmax[p, c2])
     if some == fixed and some_hits == fixed_hits:
         value = fixed_hits / fixed * w        # the same for every candidate
+        out = acc[g, f, m0:m1]
         for i in range(width):
             out[i] += value
         return 0
@@ -104,15 +111,17 @@ def positive(block, shift, row, lows, highs, p, p0, p1, row_cols, w, m0, m1, out
         for c in range(8 * k, 8 * k + 8):
             if flags[c]:
                 contested[n] = c
-                needs[n] = v - row[c]
+                needs[n] = v - starts[g, r, c]
                 n += 1
         if n == wanted:
             break
-    qp = block[row_cols[p], m0:m1]
+    cp = row_cols[p]
+    qp = block[br, cp, m0:m1]
+    out = acc[g, f, m0:m1]
     if some_hits == fixed_hits and n == 1:
         # one contested class, no contested positive: at is fixed or fixed + 1 for every
         # candidate, the two precisions computed once (the same integers, the same division)
-        qc = block[contested[0], m0:m1]
+        qc = block[br, contested[0], m0:m1]
         low = units(needs[0] - span, shift, block)
         high = units(needs[0] + span, shift, block)
         unsure = np.int32(0)
@@ -128,8 +137,8 @@ def positive(block, shift, row, lows, highs, p, p0, p1, row_cols, w, m0, m1, out
         return 0
     if some_hits == fixed_hits and n == 2:
         # two: at is fixed, fixed + 1 or fixed + 2 (three precisions)
-        qa = block[contested[0], m0:m1]
-        qb = block[contested[1], m0:m1]
+        qa = block[br, contested[0], m0:m1]
+        qb = block[br, contested[1], m0:m1]
         low_a = units(needs[0] - span, shift, block)
         high_a = units(needs[0] + span, shift, block)
         low_b = units(needs[1] - span, shift, block)
@@ -154,7 +163,7 @@ def positive(block, shift, row, lows, highs, p, p0, p1, row_cols, w, m0, m1, out
     hits[:] = fixed_hits
     unsure = np.int32(0)
     for j in range(n):
-        qc = block[contested[j], m0:m1]
+        qc = block[br, contested[j], m0:m1]
         low = units(needs[j] - span, shift, block)
         high = units(needs[j] + span, shift, block)
         for i in range(width):
@@ -164,9 +173,9 @@ def positive(block, shift, row, lows, highs, p, p0, p1, row_cols, w, m0, m1, out
     if some_hits != fixed_hits:
         for p2 in range(p0, p1):
             c2 = row_cols[p2]
-            need = v - row[c2]
-            if need > lows[c2] and need <= highs[c2]:
-                q2 = block[c2, m0:m1]
+            need = v - starts[g, r, c2]
+            if need > dmin[p, c2] and need <= dmax[p, c2]:
+                q2 = block[br, c2, m0:m1]
                 low = units(need - span, shift, block)
                 high = units(need + span, shift, block)
                 for i in range(width):
@@ -193,49 +202,45 @@ def form_row(r, f, g0, g1, take, starts, parents, parent, slot, cache):  # pragm
     n_classes = starts.shape[2]
     for g in range(g0, g1):
         if parent[g] >= 0 and take[g, f] != OTHERS:
-            formed = starts[g, r]
-            source = parents[parent[g], r]
-            if slot[g] >= 0:
-                added = cache[slot[g], r]
+            a = parent[g]
+            k = slot[g]
+            if k >= 0:
                 for c in range(n_classes):
-                    formed[c] = source[c] + added[c]
+                    starts[g, r, c] = parents[a, r, c] + cache[k, r, c]
             else:
                 for c in range(n_classes):
-                    formed[c] = source[c]
+                    starts[g, r, c] = parents[a, r, c]
 
 
-def ahead(block, r, f, g0, g1, m0, m1, take, starts, row_start, row_cols, dmin, dmax, flags,
-          words):  # pragma: no cover - compiled
-    """Ask the cache for what :func:`positive` will read of row ``r`` (``block``: its values or
-    high parts), while the row before is scored: each positive's models, and those of every
-    class contested for some base (the classes of one row are 40 KB apart on bench_scale's
-    pool: read cold, each waited for memory, a third of a step). Only hints: nothing changes."""
-    n_classes = block.shape[0]
+def ahead(flat, n_classes, n_models, r, f, g0, g1, m0, m1, take, starts, row_start, row_cols,
+          dmin, dmax, flags, words):  # pragma: no cover - compiled
+    """Ask the cache for what :func:`positive` will read of row ``r`` (``flat``: the pool's
+    values or high parts, (row, class, model) flattened), while the row before is scored: each
+    positive's models, and those of every class contested for some base (the classes of one
+    row are 40 KB apart on bench_scale's pool: read cold, each waited for memory, a third of a
+    step). Only hints: nothing changes."""
     for p in range(row_start[r], row_start[r + 1]):
-        strip = block[row_cols[p]]
+        strip = (r * n_classes + row_cols[p]) * n_models
         for i in range(m0, m1, 16):
-            prefetch(strip, i)
-        prefetch(strip, m1 - 1)
-        lows = dmin[p]
-        highs = dmax[p]
+            prefetch(flat, strip + i)
+        prefetch(flat, strip + m1 - 1)
         flags[:] = 0
         for g in range(g0, g1):
             if take[g, f] != SCORED:
                 continue
-            row = starts[g, r]
-            v = row[row_cols[p]]
+            v = starts[g, r, row_cols[p]]
             for c in range(n_classes):
-                need = v - row[c]
-                flags[c] |= np.uint8(need <= highs[c]) - np.uint8(need <= lows[c])
+                need = v - starts[g, r, c]
+                flags[c] |= np.uint8(need <= dmax[p, c]) - np.uint8(need <= dmin[p, c])
         for k in range(words.shape[0]):
             if words[k] == 0:
                 continue
             for c in range(8 * k, 8 * k + 8):
                 if flags[c]:
-                    strip = block[c]
+                    strip = (r * n_classes + c) * n_models
                     for i in range(m0, m1, 16):
-                        prefetch(strip, i)
-                    prefetch(strip, m1 - 1)
+                        prefetch(flat, strip + i)
+                    prefetch(flat, strip + m1 - 1)
 
 
 def _build() -> dict:
@@ -288,9 +293,11 @@ def _build() -> dict:
         (row, positive, base) ``state`` (positive -1: the row from its start); returns 0 when
         done, or 1 with ``state`` at the first (row, positive, base) whose comparisons the high
         parts do not decide (nothing of it added): called again with ``exact`` holding row
-        ``exact_r`` = state[0]'s values (class, model), it goes on from there."""
+        ``exact_r`` = state[0]'s values (exact[0, class, model]), it goes on from there."""
         n_rows = qr.shape[0]
         n_classes = qr.shape[1]
+        n_models = qr.shape[2]
+        flat = qr.reshape(-1)
         width = m1 - m0
         at = np.empty(width, dtype=np.int32)
         hits = np.empty(width, dtype=np.int32)
@@ -317,23 +324,21 @@ def _build() -> dict:
             if following < n_rows and row_start[following] < row_start[following + 1]:
                 f_next = row_fold[row_start[following]]
                 _form_row(following, f_next, g0, g1, take, starts, parents, parent, slot, cache)
-                _ahead(qr[following], following, f_next, g0, g1, m0, m1, take, starts,
-                       row_start, row_cols, dmin, dmax, flags, words)
+                _ahead(flat, n_classes, n_models, following, f_next, g0, g1, m0, m1, take,
+                       starts, row_start, row_cols, dmin, dmax, flags, words)
                 ready = following
             for p in range(resume_p if resumed else p0, p1):
                 for g in range(resume_g if resumed and p == resume_p else g0, g1):
                     if take[g, f] != SCORED:
                         continue
-                    row = starts[g, r]
-                    out = acc[g, row_fold[p], m0:m1]
                     if r == exact_r:
-                        unsure = _positive(exact, 0, row, dmin[p], dmax[p], p, p0, p1,
-                                           row_cols, row_weight[p], m0, m1, out, at, hits,
-                                           contested, needs, flags, words)
+                        unsure = _positive(exact, 0, 0, starts, g, r, dmin, dmax, p, p0, p1,
+                                           row_cols, row_weight[p], m0, m1, acc, row_fold[p],
+                                           at, hits, contested, needs, flags, words)
                     else:
-                        unsure = _positive(qr[r], shift, row, dmin[p], dmax[p], p, p0, p1,
-                                           row_cols, row_weight[p], m0, m1, out, at, hits,
-                                           contested, needs, flags, words)
+                        unsure = _positive(qr, r, shift, starts, g, r, dmin, dmax, p, p0, p1,
+                                           row_cols, row_weight[p], m0, m1, acc, row_fold[p],
+                                           at, hits, contested, needs, flags, words)
                     if unsure:
                         state[0] = r
                         state[1] = p
@@ -667,13 +672,13 @@ class RowWalker:
                 take, (m0, m1) = part
                 g0, g1 = _taken_range(take)
                 state = np.array([0, -1, 0], dtype=np.int64)
-                exact = np.zeros((n_classes, n_models), dtype=np.int64)
+                exact = np.zeros((1, n_classes, n_models), dtype=np.int64)
                 exact_r = -1
                 while run(self.qr, self.shift, exact, exact_r, state, starts, g0, g1, m0, m1,
                           take, s.row_start, s.row_cols, s.row_fold, s.row_weight, dmin, dmax,
                           acc, parents, parent, slot, cache):
                     exact_r = int(state[0])         # the values decide: that row's, exactly
-                    self.exact_row(exact_r, exact)
+                    self.exact_row(exact_r, exact[0])
                     self.unsure_rows += 1
 
             parallel_calls(fill, self._parts(n_bases, n_models, threads, read))
