@@ -99,7 +99,7 @@ def read_csv_table(path: Path | str, *, what: str = "file", experiment: str | No
     if not float_columns:
         for name in header[1:]:
             if name != "fold":
-                frame[name] = frame[name].replace("", np.nan)
+                frame[name] = frame[name].mask(frame[name].eq(""))   # (no dtype guessed)
     return frame
 
 
