@@ -143,6 +143,7 @@ def warm_cache(collect_command: list, env: dict) -> None:
     result = run_step(collect_command, env=env)
     if result["rc"] != 0:
         raise SystemExit(f"collect before the search failed:\n{result['output'][-2000:]}")
+    os.sync()       # its writes flushed: the timed search does not share the disk with them
 
 
 def library_collect(root: str) -> None:
