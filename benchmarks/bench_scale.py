@@ -151,18 +151,19 @@ def warm_cache(collect_command: list, env: dict) -> None:
 
 def touch_free_memory(fraction: float = 0.8) -> None:
     """Touch ``fraction`` of the machine's free memory (MemFree: the page cache, the pool's
-    files, stays) once, in a child process, and let it go. In a virtual machine (these are Firecracker guests) the first touch of guest memory the
-    host has not backed yet is a host page fault, several times a normal one: a timed step that
-    allocates gigabytes then pays for what earlier processes did or did not touch (measured: the
-    reference's quantize 10.1 s or 3.6 s, its nested greedy 19.4 or 13.4 s, depending on the
-    steps before). Touched once, memory freed and allocated again costs what it costs on a real
-    machine, for either version."""
-    available = 0
+    files, stays) once, in a child process, and let it go. In a virtual machine (these are
+    Firecracker guests) the first touch of guest memory the host has not backed yet is a host
+    page fault, several times a normal one: a timed step that allocates gigabytes then pays for
+    what earlier processes did or did not touch (measured: the reference's quantize 10.1 s or
+    3.6 s, its nested greedy 19.4 or 13.4 s, depending on the steps before). Touched once,
+    memory freed and allocated again costs what it costs on a real machine, for either
+    version."""
+    free = 0
     with open("/proc/meminfo") as info:
         for line in info:
             if line.startswith("MemFree:"):
-                available = int(line.split()[1]) * 1024
-    size = int(available * fraction)
+                free = int(line.split()[1]) * 1024
+    size = int(free * fraction)
     if size > 0:
         subprocess.run([sys.executable, "-c", f"import numpy as np; np.ones({size}, np.uint8)"],
                        check=True)

@@ -98,8 +98,6 @@ COMPILED_FROM = 2_000_000
 _KERNELS: dict = {}
 _LOCK = threading.Lock()
 _LOAD_LOCK = threading.Lock()
-
-
 _LOADING: list = []           # the thread loading the kernel, once started
 
 
