@@ -251,16 +251,33 @@ def accuracy(y_true, y_score) -> float:
     return float(np.mean(truth[np.arange(len(truth)), np.argmax(scores, axis=1)]))
 
 
+def _any_positive(y_true) -> bool:
+    """Whether a ranking metric (lwlrap, lrap) or accuracy has a value on ``y_true``: it scores
+    the rows with a positive label, so it has one exactly when some label is positive."""
+    return bool(np.any(np.asarray(y_true) > 0))
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A named metric: ``metric(y_true, y_score) -> float``; ``greater_is_better`` orders scores."""
+    """A named metric: ``metric(y_true, y_score) -> float``; ``greater_is_better`` orders scores.
+    ``defined(y_true) -> bool``, when given, says without scoring whether the metric of perfect
+    predictions on ``y_true`` is a number (:meth:`is_defined`)."""
 
     name: str
     fn: Callable[[np.ndarray, np.ndarray], float]
     greater_is_better: bool = True
+    defined: Callable[[np.ndarray], bool] | None = None
 
     def __call__(self, y_true, y_score) -> float:
         return self.fn(y_true, y_score)
+
+    def is_defined(self, y_true) -> bool:
+        """Whether the metric has a value on the labels ``y_true`` (n_rows, n_classes): the metric
+        of perfect predictions (y_true itself) is a number."""
+        if self.defined is not None:
+            return self.defined(y_true)
+        y_true = np.asarray(y_true)
+        return bool(np.isfinite(self(y_true, y_true.astype(np.float64))))
 
     def is_better(self, a: float, b: float) -> bool:
         """True when score ``a`` is strictly better than ``b`` (nan is never better)."""
@@ -277,12 +294,12 @@ class Metric:
 
 METRICS: dict[str, Metric] = {
     m.name: m for m in (
-        Metric("lwlrap", lwlrap),
-        Metric("lrap", lrap),
+        Metric("lwlrap", lwlrap, defined=_any_positive),
+        Metric("lrap", lrap, defined=_any_positive),
         Metric("roc_auc", roc_auc),
         Metric("map", mean_average_precision),
         Metric("log_loss", log_loss, greater_is_better=False),
-        Metric("accuracy", accuracy),
+        Metric("accuracy", accuracy, defined=_any_positive),
     )
 }
 
@@ -313,19 +330,19 @@ def check_defined(metric: str | Metric, y_true, fold, fold_numbers) -> None:
     be arbitrary, so every command that scores on the folds refuses first.
 
     The test: the metric of perfect predictions (y_true itself) must be a number, overall and on
-    every fold. y_true: (n_rows, n_classes) 0/1; fold: (n_rows,).
+    every fold (:meth:`Metric.is_defined`, which the ranking metrics answer without scoring).
+    y_true: (n_rows, n_classes) 0/1; fold: (n_rows,).
     """
     from stacker.errors import LayoutError
 
     metric = get_metric(metric)
     y_true = np.asarray(y_true)
-    perfect = y_true.astype(np.float64)
-    if not y_true.any() or not np.isfinite(metric(y_true, perfect)):
+    if not y_true.any() or not metric.is_defined(y_true):
         raise LayoutError(f"metric {metric.name} is undefined: no row of folds.csv has a label; "
                           "fill the labels column of folds.csv (stack make-folds)")
     fold = np.asarray(fold)
-    for k, score in zip(fold_numbers, fold_scores(y_true, perfect, fold, fold_numbers, metric)):
-        if not np.isfinite(score):
+    for k in fold_numbers:
+        if not metric.is_defined(y_true[fold == k]):
             raise LayoutError(f"metric {metric.name} is undefined on fold {k} of folds.csv: its "
                               f"{int((fold == k).sum())} rows have no label it can score; label "
                               "them or rebuild the folds with `stack make-folds`")

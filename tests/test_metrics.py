@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from stacker import compiled, metrics
 from stacker.errors import OptionError
 from stacker.metrics import (
     METRICS,
+    Metric,
     accuracy,
     get_metric,
     log_loss,
@@ -323,3 +325,21 @@ def test_is_better_and_sign_follow_the_direction():
     assert down.is_better(0.2, 0.3) and not down.is_better(0.3, 0.2)
     assert up.is_better(0.1, float("nan")) and not up.is_better(float("nan"), 0.1)
     assert up.sign() == 1.0 and down.sign() == -1.0
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_is_defined_answers_what_the_metric_of_perfect_predictions_says(name):
+    """The shortcut a metric declares (lwlrap, lrap, accuracy: any positive label) gives the
+    rule itself, the metric of y_true against itself being a number, on labels with no
+    positive, one, unlabelled rows and a class with every row positive."""
+    metric = METRICS[name]
+    rng = np.random.default_rng(3)
+    cases = [np.zeros((6, 4)), np.eye(4)[[0]], np.ones((5, 3)),
+             (rng.random((30, 5)) < 0.2).astype(float), np.eye(5)[[1, 1, 1]],
+             np.vstack([np.zeros((3, 4)), np.eye(4)[[2]]])]
+    for y in cases:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = bool(np.isfinite(metric(y, y.astype(np.float64))))
+            slow = Metric(name, metric.fn, metric.greater_is_better)       # no shortcut
+            assert metric.is_defined(y) == expected == slow.is_defined(y), (name, y)

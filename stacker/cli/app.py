@@ -5,6 +5,8 @@ Each command module defines plain typer command functions; they are registered h
 
 from __future__ import annotations
 
+import gc
+
 import typer
 
 from stacker.cli.help import StackCommand, StackGroup
@@ -72,6 +74,10 @@ app.command("tune", cls=StackCommand)(tune_command)
 
 def main() -> None:
     """Console-script entry point."""
+    # what the imports made lives as long as the process: moved out of the collector's sight,
+    # a full collection no longer walks it (bench_scale's nested greedy: 0.05 s of 0.12 s of
+    # collections)
+    gc.freeze()
     try:
         app()
     except StackError as error:  # a command that forgot @user_errors still prints one line

@@ -363,12 +363,30 @@ def _build() -> dict:
                     row[0, c] = S[r, c] - k * cache[slots[j], r, c]
                 _add_row_precisions(out, j, row, 0, p0, p1, row_cols, row_fold, row_weight)
 
-    def place(qr, values, a, shift, row_start, row_cols, row_weight, dmin, dmax,
+    def gather(probs, rows, a, lo, hi, check, out):  # pragma: no cover - compiled
+        """out[i] = float64(probs[rows[a + i]]) clipped to [lo, hi] (the quantizer's first
+        operations, numpy's clip: max, then min), in one pass; returns False when ``check``
+        and a value is not a probability in [0, 1] (or NaN)."""
+        ok = True
+        for i in range(out.shape[0]):
+            source = probs[rows[a + i]]
+            target = out[i]
+            for m in range(out.shape[1]):
+                for c in range(out.shape[2]):
+                    v = np.float64(source[m, c])
+                    if check and not (v >= 0.0 and v <= 1.0):
+                        ok = False
+                    target[m, c] = min(max(v, lo), hi)
+        return ok
+
+    def place(qr, values, a, scale, shift, row_start, row_cols, row_weight, dmin, dmax,
               single):  # pragma: no cover - compiled
-        """qr[a + i, c, m] = values[i, m, c] >> shift (the quantizer's integral float64 block;
-        shift 0: the values themselves); for the positives of those rows, their bounds (as
-        :func:`bounds`, of the values) and ``single[p, m]``: the weighted precision of model m
-        alone (the extension of the empty base: the same integers, the same division)."""
+        """qr[a + i, c, m] = rint(values[i, m, c] * scale) >> shift (the quantizer's last
+        operations on its float64 block, numpy's multiply and rint; scale 1: a block already
+        integral; shift 0: the values themselves); for the positives of those rows, their
+        bounds (as :func:`bounds`, of the values) and ``single[p, m]``: the weighted precision
+        of model m alone (the extension of the empty base: the same integers, the same
+        division)."""
         n_models, n_classes = values.shape[1], values.shape[2]
         at = np.empty(n_models, dtype=np.int64)
         hits = np.empty(n_models, dtype=np.int64)
@@ -378,7 +396,7 @@ def _build() -> dict:
             block = qr[r]
             for m in range(n_models):
                 for c in range(n_classes):
-                    exact[c, m] = np.int64(values[i, m, c])
+                    exact[c, m] = np.int64(np.rint(values[i, m, c] * scale))
             for c in range(n_classes):
                 for m in range(n_models):
                     block[c, m] = exact[c, m] >> shift
@@ -421,6 +439,7 @@ def _build() -> dict:
     return {"bounds": kernel._jit(bounds), "extend": kernel._jit(extend),
             "column": kernel._jit(column), "score": kernel._jit(score),
             "place": kernel._jit(place), "fold_sums": kernel._jit(fold_sums),
+            "gather": kernel._jit(gather),
             "without": kernel._jit(without)}
 
 
@@ -470,11 +489,22 @@ class Placer:
         self.dmax = np.empty_like(self.dmin)
         self.single = np.empty((n_pos, n_models), dtype=np.float64)
         self._run = _compile()["place"]
+        self._gather = _compile()["gather"]
 
-    def __call__(self, qr: np.ndarray, values: np.ndarray, a: int, b: int) -> None:
+    def __call__(self, qr: np.ndarray, values: np.ndarray, a: int, b: int,
+                 scale: float = 1.0) -> None:
+        """Rows a:b into place from ``values``, the block's integral float64 values, or (scale
+        given) the transforms they are ``rint(values * scale)`` of."""
         s = self.scorer
-        self._run(qr, values, a, self.shift, s.row_start, s.row_cols, s.row_weight, self.dmin,
-                  self.dmax, self.single)
+        self._run(qr, values, a, float(scale), self.shift, s.row_start, s.row_cols,
+                  s.row_weight, self.dmin, self.dmax, self.single)
+
+    def gather(self, probs: np.ndarray, rows: np.ndarray, a: int, lo: float, hi: float,
+               check: bool, out: np.ndarray) -> bool:
+        """out[i] = the float64 values of ``probs[rows[a + i]]`` clipped to [lo, hi], one
+        pass (no gathered copy, no separate cast); False when ``check`` finds a value that is
+        not a probability."""
+        return bool(self._gather(probs, rows, a, lo, hi, check, out))
 
 
 class RowWalker:
@@ -516,6 +546,7 @@ class RowWalker:
         self.max_bases = 1          # the most bases a call will have (the search's targets)
         self._buffers: list = [None, None]
         self._touched = [0, 0]               # the bases of each buffer touched so far
+        self._scratch = None                 # scratch()'s array when no buffer is idle
         self._turn = 0
 
     def _threads(self) -> int:
@@ -594,6 +625,19 @@ class RowWalker:
                            range(len(edges) - 1))
             self._touched[self._turn] = n_bases
         return held[:n_bases]
+
+    def scratch(self) -> np.ndarray:
+        """An int64 (n_rows, n_classes) array to form a sum in (greedy's pruning), memory
+        already touched when there is some: the first base of the buffer the last call did not
+        use (the next call overwrites it), else an array of its own, kept."""
+        idle = 1 - self._turn
+        if self._buffers[idle] is not None and self._touched[idle] >= 1:
+            return self._buffers[idle][0]
+        if self._scratch is None:
+            from stacker.search.scoring import small_pages_empty
+
+            self._scratch = small_pages_empty(self.q.shape[1:], np.int64)
+        return self._scratch
 
     def extensions_many(self, base_sums: list, candidate_lists: list) -> list:
         """Per-fold sums (len(candidate_lists[g]), n_folds) of ``base_sums[g] + q[j]`` for every

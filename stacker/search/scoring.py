@@ -157,13 +157,31 @@ def _quantize_rows(probs: np.ndarray, method: str, *, scale: float, power: float
     step = max(1, ROWS_BLOCK_BYTES // (8 * max(n_models * n_classes, 1)))
     blocks = [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
 
+    # a Placer reads the rows and clips them in one compiled pass (no gathered copy, no
+    # separate cast or range check), numpy takes the logarithm or the power in place, and the
+    # Placer scales and rounds while it puts the values in place: numpy's operations, in the
+    # same order, on the same float64 values
+    clip = _CLIPS[method](eps) if method in _CLIPS else None
+    gather = getattr(place, "gather", None) if clip is not None else None
+    source = np.asarray(probs)
+    order = np.arange(n_rows, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+
     def fill(part) -> None:
         t = np.empty((step, n_models, n_classes), dtype=np.float64)
         for a, b in part:
+            out = t[:b - a]
+            if gather is not None:
+                if not gather(source, order, a, clip[0], clip[1], check, out):
+                    check_probabilities(probs[order[a:b]])        # (raises, naming the fix)
+                if method == "geo-mean":
+                    np.log(out, out=out)
+                elif method == "power":
+                    np.power(out, power, out=out)
+                place(qr, out, a, b, scale=scale)
+                continue
             chunk = probs[a:b] if rows is None else probs[rows[a:b]]
             if check:
                 check_probabilities(chunk)
-            out = t[:b - a]
             _block_values(chunk, method, scale=scale, power=power, eps=eps, out=out)
             if place is None:
                 qr[a:b] = out.transpose(0, 2, 1)
@@ -179,6 +197,12 @@ def _quantize_rows(probs: np.ndarray, method: str, *, scale: float, power: float
         with ThreadPoolExecutor(max_workers=n_jobs) as pool:
             list(pool.map(fill, [blocks[i::n_jobs] for i in range(n_jobs)]))
     return qr.transpose(2, 0, 1)
+
+
+# the clip of :func:`_transform_into` for each blend the Placer's gather does: (lo, hi) of eps
+_CLIPS = {"geo-mean": lambda eps: (float(eps), 1.0),
+          "power": lambda eps: (0.0, math.inf),
+          "mean": lambda eps: (-math.inf, math.inf)}
 
 
 def _block_values(chunk: np.ndarray, method: str, *, scale: float, power: float, eps: float,

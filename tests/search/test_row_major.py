@@ -222,12 +222,14 @@ def test_values_outside_0_1_are_refused_by_every_method(method, where, bad):
 
 
 @pytest.mark.parametrize("metric, blend, votes", [
-    ("lwlrap", "geo-mean", False), ("lrap", "mean", False), ("lwlrap", "mean", True)])
+    ("lwlrap", "geo-mean", False), ("lrap", "mean", False), ("lwlrap", "mean", True),
+    ("lwlrap", "power", False), ("lwlrap", "rank", False)])
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_the_placer_s_bounds_and_models_alone_equal_the_walker_s_own(metric, blend, votes,
                                                                      n_jobs, monkeypatch):
     """What the Placer computes from each block as the quantizer puts it in place (blocks of 7
-    rows, threads) equals the separate passes: the bounds kernel, and the extensions of the
+    rows, threads; the rows gathered, clipped, scaled and rounded by its kernels for every
+    blend but rank) equals the model-major quantizer's values and the separate passes: the bounds kernel, and the extensions of the
     empty base, bit for bit; members read from the pool equal the pool's values."""
     monkeypatch.setattr(scoring, "QUANTIZE_MIN_VALUES", 1)
     monkeypatch.setattr(row_major.RowWalker, "min_parallel", 0)
@@ -292,6 +294,40 @@ def test_a_set_without_each_member_scores_as_that_set_alone(n_jobs, cache_bytes,
     smaller = [tuple(0 if i == m else c for i, c in enumerate(counts)) for m in drops]
     np.testing.assert_array_equal(sm.Evaluator(ctx).sets_without(counts, drops, [0, 2]),
                                   sm.Evaluator(sm.Context(q=q, scorer=scorer)).sets(smaller, [0, 2]))
+
+
+def test_pruning_sums_formed_from_known_sums_are_the_sums_from_zero(monkeypatch):
+    """Greedy's pruning after the steps: each set's sum is formed in the walker's scratch (an
+    idle buffer of bases) from a base of the last step or the set pruned before, never
+    overwriting those bases; every score equals the numpy evaluator's."""
+    monkeypatch.setattr(row_major.RowWalker, "min_parallel", 0)
+    q, scorer = prepared_rows(n_rows=300)
+    walker = row_major.RowWalker(q, scorer, n_jobs=2)
+    walker.max_bases = 2
+    ev = sm.Evaluator(sm.Context(q=q, scorer=scorer, walker=walker))
+    plain = sm.Evaluator(sm.Context(q=q, scorer=scorer))
+    steps = [[((0,) * 7, [0, 1, 2, 3, 4, 5, 6], [0, 1])],
+             [((0, 1, 0, 0, 0, 0, 0), [0, 2, 3, 4, 5, 6], [0]),
+              ((0, 0, 0, 1, 0, 0, 0), [0, 1, 2, 4, 5, 6], [1])],
+             [((0, 1, 0, 0, 1, 0, 0), [0, 2, 3, 5, 6], [0]),
+              ((0, 1, 0, 1, 0, 0, 0), [0, 2, 4, 5, 6], [1])],
+             [((0, 1, 0, 0, 1, 0, 1), [0, 2, 3, 5], [0]),
+              ((1, 1, 0, 1, 0, 0, 0), [2, 4, 5, 6], [1])]]
+    for requests in steps:
+        ev.extend_many(requests)
+    bases = {base: ev._previous_sums[base].copy() for base, _, _ in steps[-1]}
+    for counts, target in [((0, 1, 0, 0, 1, 1, 1), 0), ((0, 1, 0, 0, 1, 0, 1), 0),
+                           ((0, 0, 0, 0, 1, 0, 1), 0), ((1, 1, 1, 1, 0, 0, 0), 1),
+                           ((1, 0, 1, 1, 0, 0, 0), 1), ((3, 0, 2, 0, 0, 0, 0), 1)]:
+        drops = [m for m, c in enumerate(counts) if c]
+        smaller = [tuple(0 if i == m else c for i, c in enumerate(counts)) for m in drops]
+        np.testing.assert_array_equal(ev.sets_without(counts, drops, [target]),
+                                      plain.sets(smaller, [target]))
+        np.testing.assert_array_equal(ev._formed[1], sm.ensemble_sum(q, counts))
+    assert any(ev._formed[1] is view or np.shares_memory(ev._formed[1], view)
+               for view in walker._buffers if view is not None)     # the scratch: a buffer
+    for base, S in bases.items():                   # the last step's bases are untouched
+        np.testing.assert_array_equal(ev._previous_sums[base], S)
 
 
 @pytest.mark.parametrize("votes", [False, True])

@@ -265,6 +265,7 @@ class Evaluator:
         self.n_evaluated = 0
         self._previous_sums: dict = {}      # the bases of the last extend_many: counts -> sum
         self._previous_stack = None         # (row-major walker) the last call's stacked bases
+        self._formed = None                 # (counts, sum) last formed in the walker's scratch
 
     @property
     def n_models(self) -> int:
@@ -288,6 +289,7 @@ class Evaluator:
             return [self.extend(base, candidates, targets) for base, candidates, targets in requests]
         self.n_evaluated += sum(len(candidates) for _, candidates, _ in requests)
         lists = [candidates for _, candidates, _ in requests]
+        self._formed = None             # (the walker's scratch may be a buffer of bases)
         if hasattr(walker, "bases_buffer"):
             # the row-major walker: the sums are formed in its buffer (not the one holding the
             # previous call's bases), no copy, no fresh memory; a base one member (or none) from
@@ -384,9 +386,37 @@ class Evaluator:
         if score_without is None or not drops:
             return self.sets(smaller, targets)
         self.n_evaluated += len(drops)
-        S = ensemble_sum(self.ctx.q, counts, self.ctx.member)
+        S = self._formed_sum(counts)
         sums = score_without(S, list(drops), [counts[m] for m in drops])
         return self.ctx.scorer.outputs_from_fold_sums(sums)[:, list(targets)]
+
+    def _formed_sum(self, counts: Counts) -> np.ndarray:
+        """The int64 sum of ``counts`` in the walker's scratch array (memory already touched,
+        no new pages): formed from the nearest sum known (a base of the last call, or the last
+        sum formed here: greedy's pruning drops one member at a time) when that takes fewer
+        additions than starting from zero. Integer additions: exact in any order."""
+        known = list(self._previous_sums.items())
+        if self._formed is not None:
+            known.append(self._formed)
+        nearest = min(known, key=lambda item: picks_apart(counts, item[0]), default=None)
+        if nearest is None or picks_apart(counts, nearest[0]) >= sum(counts):
+            S = ensemble_sum(self.ctx.q, counts, self.ctx.member)
+        else:
+            S = self.ctx.walker.scratch()
+            if S is not nearest[1]:
+                np.copyto(S, nearest[1])
+            for m, (c, k) in enumerate(zip(counts, nearest[0])):
+                if c > k:
+                    S += self.ctx.member(m) if c - k == 1 else (c - k) * self.ctx.member(m)
+                elif c < k:
+                    S -= self.ctx.member(m) if k - c == 1 else (k - c) * self.ctx.member(m)
+        self._formed = (counts, S)
+        return S
+
+
+def picks_apart(a: Counts, b: Counts) -> int:
+    """How many picks (additions or removals of one member) turn ``b`` into ``a``."""
+    return sum(abs(x - y) for x, y in zip(a, b))
 
 
 NEAR_MEMBERS = 2          # a sum is formed from a known one when they differ by this many picks
