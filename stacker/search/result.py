@@ -164,6 +164,20 @@ class Selection:
 # ---------------------------------------------------------------- the canonical scores
 
 
+@dataclass(frozen=True)
+class Known:
+    """A choice already predicted on every row: its predictions, their metric and, when known,
+    each fold's (fold_numbers order)."""
+
+    choice: object
+    prediction: np.ndarray
+    score: float
+    fold_scores: list | None = None
+
+    def with_fold_scores(self, fold_scores: list) -> Known:
+        return Known(self.choice, self.prediction, self.score, list(fold_scores))
+
+
 class _Scores:
     """The metric of blended choices on the problem's rows; whole-pool scores are cached."""
 
@@ -199,36 +213,37 @@ class _Scores:
         with ThreadPoolExecutor(max_workers=2) as pool:
             self._full.update(zip(todo, pool.map(self._score, todo)))
 
-    def pooled_many(self, sets: list) -> list:
-        """The metric of :meth:`pooled` (alone) of each of ``sets`` (each a list of fold
-        choices), on two threads, each with one buffer for its pooled predictions."""
-        if not sets:
-            return []
-
-        def score(fold_choices):
-            out = self._buffer("pooled", len(self.problem.y))
-            return self.pooled(fold_choices, out=out, held=False)[0]
-
-        if len(sets) < 2 or not hasattr(self.blends, "warm"):
-            return [score(fold_choices) for fold_choices in sets]
-        self.blends.warm([c for fold_choices in sets for c in fold_choices])
-        self.fold_rows()                    # (computed before the threads share them)
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            return list(pool.map(score, sets))
-
-    def pooled(self, fold_choices: list, out: np.ndarray | None = None, held: bool = True
-               ) -> tuple[float, list, np.ndarray]:
+    def pooled(self, fold_choices: list, out: np.ndarray | None = None, held: bool = True,
+               known: Known | None = None) -> tuple[float, list, np.ndarray]:
         """Each fold's rows blended by its own choice (fold_choices[i] for fold_numbers[i]):
         (the metric of the pooled predictions, each fold's score (an empty list without
         ``held``: the folds' metrics not computed), the pooled (n_rows, n_classes), written into
-        ``out`` when given)."""
+        ``out`` when given).
+
+        known: a choice already predicted on every row (blends whose predictions are row by
+        row, ``row_wise``): the folds that made that choice take its rows (and its fold scores,
+        when it has them), the same numbers; when every fold made it, the pooled predictions
+        are that prediction itself (not copied) and their metric its score."""
         p = self.problem
+        if known is not None and not getattr(self.blends, "row_wise", False):
+            known = None
+        if known is not None and all(choice == known.choice for choice in fold_choices):
+            if out is not None:
+                np.copyto(out, known.prediction)
+            pooled = known.prediction if out is None else out
+            if held and known.fold_scores is None:
+                known = known.with_fold_scores(self._fold_metrics(known.prediction))
+            return known.score, (list(known.fold_scores) if held else []), pooled
         pooled = np.empty(p.y.shape, dtype=np.float64) if out is None else out
         scores = []
         into = getattr(self.blends, "predicts_into", False)
-        for choice, rows in zip(fold_choices, self.fold_rows()):
+        for i, (choice, rows) in enumerate(zip(fold_choices, self.fold_rows())):
+            if known is not None and choice == known.choice:
+                pooled[rows] = known.prediction[rows]
+                if held:
+                    scores.append(known.fold_scores[i] if known.fold_scores is not None
+                                  else p.metric(p.y[rows], pooled[rows]))
+                continue
             # each fold's predictions into this thread's buffer of that many rows (reused: no
             # fresh memory for every fold of every choice)
             predicted = (self.blends.predict(choice, rows, out=self._buffer("fold", len(rows)))
@@ -237,6 +252,50 @@ class _Scores:
             if held:
                 scores.append(p.metric(p.y[rows], predicted))
         return p.metric(p.y, pooled), scores, pooled
+
+    def _fold_metrics(self, prediction: np.ndarray) -> list:
+        """The metric of ``prediction`` on each fold's rows (fold_numbers order)."""
+        p = self.problem
+        return [p.metric(p.y[rows], prediction[rows]) for rows in self.fold_rows()]
+
+    def sizes(self, items: list) -> list:
+        """For each (choice, fold_choices or None): (the choice's score on every row, the
+        nested score of the fold choices pooled, or None), on two threads. The choice is
+        predicted once, into the thread's buffer, and its rows serve the folds that made the
+        same choice (:meth:`pooled`'s ``known``); the whole-row scores are cached as
+        :meth:`full`'s."""
+        if not items:
+            return []
+        n_rows = len(self.problem.y)
+
+        def score(item):
+            choice, fold_choices = item
+            p = self.problem
+            if getattr(self.blends, "predicts_into", False):
+                prediction = self.blends.predict(choice, out=self._buffer("full", n_rows))
+            else:
+                prediction = self.blends.predict(choice)
+            full = p.metric(p.y, prediction)
+            if fold_choices is None:
+                return full, None
+            if all(c == choice for c in fold_choices):      # (pooled, they are the prediction)
+                return full, full
+            nested = self.pooled(fold_choices, out=self._buffer("pooled", n_rows), held=False,
+                                 known=Known(choice, prediction, full))[0]
+            return full, nested
+
+        if len(items) < 2 or not hasattr(self.blends, "warm"):
+            results = [score(item) for item in items]
+        else:
+            self.blends.warm([c for choice, folds in items for c in [choice, *(folds or [])]])
+            self.fold_rows()                    # (computed before the threads share them)
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                results = list(pool.map(score, items))
+        for (choice, _), (full, _) in zip(items, results):
+            self._full.setdefault(choice, full)
+        return results
 
     def fold_rows(self) -> list:
         """Each fold's row indices, in fold_numbers order."""
@@ -274,17 +333,20 @@ def _ranked(scores: _Scores, runs: dict, top: int) -> tuple[list, list]:
     describe = scores.blends.describe
     n_folds = len(scores.problem.fold_numbers)
     main = runs[0]
-    scores.prefetch([counts for counts, _ in main.top[:top]]
-                    + [counts for counts, _ in main.by_size.values()])
+    # each size's best with the nested CV of picking the best of that size (when every fold's
+    # selection has one), two at a time: the best predicted once, its rows reused for the
+    # folds that chose it too
+    nested_sets = {size: [runs[1 + i].by_size[size][0] for i in range(n_folds)]
+                   for size in main.by_size
+                   if len(runs) > 1 and all(size in runs[1 + i].by_size for i in range(n_folds))}
+    sizes = list(main.by_size)
+    scored = scores.sizes([(main.by_size[size][0], nested_sets.get(size)) for size in sizes])
+    nested = {size: result[1] for size, result in zip(sizes, scored)}
+    scores.prefetch([counts for counts, _ in main.top[:top]])
     top_list = []
     for counts, _ in main.top[:top]:
         members, weights = describe(counts)
         top_list.append(Candidate(members=members, weights=weights, cv=scores.full(counts)))
-    # the nested CV of each size whose every fold's selection has one: scored two at a time
-    nested_sets = {size: [runs[1 + i].by_size[size][0] for i in range(n_folds)]
-                   for size in main.by_size
-                   if len(runs) > 1 and all(size in runs[1 + i].by_size for i in range(n_folds))}
-    nested = dict(zip(nested_sets, scores.pooled_many(list(nested_sets.values()))))
     by_size = [SizeScore(size=size, members=describe(counts)[0], cv=scores.full(counts),
                          nested_cv=nested.get(size))
                for size, (counts, _) in main.by_size.items()]
@@ -304,8 +366,10 @@ def build_result(problem: Problem, selection: Selection, *, started: float) -> S
     fold_cv = fold_scores(p.y, chosen, p.fold, p.fold_numbers, p.metric)
     nested_cv, nested_folds, nested_oof = None, [], None
     if len(selection.choices) > 1:
+        # (the folds that chose the selection itself: its rows and fold scores)
         nested_cv, held, nested_oof = _Scores(p, blends).pooled(
-            [selection.choices[1 + i] for i in range(len(p.fold_numbers))])
+            [selection.choices[1 + i] for i in range(len(p.fold_numbers))],
+            known=Known(main, chosen, cv, fold_cv))
         for i, k in enumerate(p.fold_numbers):
             fm, fw = blends.describe(selection.choices[1 + i])
             nested_folds.append(NestedFold(fold=k, members=fm, weights=fw, cv=held[i]))

@@ -44,23 +44,65 @@ def test_transforms_warmed_on_threads_are_each_member_s_own(n_jobs):
         np.testing.assert_array_equal(t, transform(oof[:, m], "geo-mean"))
 
 
-def test_pooled_scores_on_two_threads_equal_each_scored_alone():
+def test_sizes_scored_on_two_threads_equal_each_scored_alone():
+    """Each size's best scored on every row and its nested CV (the fold choices pooled), two at
+    a time with the best's rows reused for the folds that chose it: the numbers of scoring
+    each alone, whichever folds (none, some, all) chose the best."""
     from stacker.search.result import _Scores
 
     oof, y, fold, names = pool(seed=7, n_models=6)
     problem = prepare(oof, y, fold, names=names, config=SearchConfig(blend="geo-mean"))
     folds = problem.fold_numbers
     rng = np.random.default_rng(3)
-    sets = [[tuple(int(c) for c in rng.integers(0, 3, 6)) for _ in folds] for _ in range(5)]
-    sets = [[c if any(c) else (1,) + c[1:] for c in s] for s in sets]
-    got = _Scores(problem, CountBlends(problem)).pooled_many(sets)
-    alone = [_Scores(problem, CountBlends(problem)).pooled(s)[0] for s in sets]
-    assert got == alone
+
+    def some():
+        c = tuple(int(c) for c in rng.integers(0, 3, 6))
+        return c if any(c) else (1,) + c[1:]
+
+    items = []
+    for agree in [0, 1, len(folds) - 1, len(folds)]:
+        best = some()
+        items.append((best, [best if i < agree else some() for i in range(len(folds))]))
+    items.append((some(), None))
+    scores = _Scores(problem, CountBlends(problem))
+    got = scores.sizes(items)
+    for (best, fold_choices), (full, nested) in zip(items, got):
+        alone = _Scores(problem, CountBlends(problem))
+        assert full == alone.full(best) == scores.full(best)
+        assert nested == (None if fold_choices is None else alone.pooled(fold_choices)[0])
     # without the folds' own metrics: the same pooled score and predictions
-    with_folds = _Scores(problem, CountBlends(problem)).pooled(sets[0])
-    without = _Scores(problem, CountBlends(problem)).pooled(sets[0], held=False)
+    sets = items[1][1]
+    with_folds = _Scores(problem, CountBlends(problem)).pooled(sets)
+    without = _Scores(problem, CountBlends(problem)).pooled(sets, held=False)
     assert without[0] == with_folds[0] and without[1] == [] and len(with_folds[1]) == len(folds)
     np.testing.assert_array_equal(without[2], with_folds[2])
+
+
+@pytest.mark.parametrize("blend", ["geo-mean", "mean", "rank", "power"])
+def test_a_known_choice_s_rows_and_fold_scores_are_those_the_folds_would_compute(blend):
+    """CountBlends are row-wise (a choice predicted on some rows is its prediction on every row,
+    on those rows, bit for bit), so pooled() takes a known choice's rows and fold scores for
+    the folds that chose it: the same pooled predictions, scores and fold scores."""
+    from stacker.metrics import fold_scores
+    from stacker.search.result import Known, _Scores
+
+    oof, y, fold, names = pool(seed=8, n_models=5, n_rows=301)
+    problem = prepare(oof, y, fold, names=names, config=SearchConfig(blend=blend))
+    blends = CountBlends(problem)
+    assert blends.row_wise
+    main, other = (1, 0, 2, 0, 1), (0, 1, 1, 0, 0)
+    prediction = blends.predict(main)
+    for rows in _Scores(problem, blends).fold_rows():
+        np.testing.assert_array_equal(blends.predict(main, rows), prediction[rows])
+    score = problem.metric(y, prediction)
+    per_fold = fold_scores(y, prediction, fold, problem.fold_numbers, problem.metric)
+    n = len(problem.fold_numbers)
+    for fold_choices in [[main] * n, [other] * n, [main, other] * (n // 2) + [main] * (n % 2)]:
+        plain = _Scores(problem, CountBlends(problem)).pooled(fold_choices)
+        for known in [Known(main, prediction, score, per_fold), Known(main, prediction, score)]:
+            got = _Scores(problem, CountBlends(problem)).pooled(fold_choices, known=known)
+            assert got[0] == plain[0] and got[1] == plain[1]
+            np.testing.assert_array_equal(got[2], plain[2])
 
 
 def test_rows_added_on_threads_are_numpy_s_addition():

@@ -141,6 +141,7 @@ class CountBlends:
     order, with each member's transform computed once for the whole result."""
 
     predicts_into = True        # predict(..., out=buffer)
+    row_wise = True             # predict(choice, rows) is predict(choice)[rows], bit for bit
 
     def __init__(self, problem: Problem):
         self.oof, self.names = problem.oof, problem.names
