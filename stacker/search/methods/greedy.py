@@ -64,21 +64,35 @@ def greedy(ev: Evaluator, targets: list, *, max_size: int, prune: bool = True,
                     state["active"] = False
         if tick:
             tick(1)
-    runs = {}
+    pruned = {}
     for t, state in states.items():
         found = list(state["path"])
-        best_counts, best = min(found, key=lambda item: key(*item))
-        if prune:
-            while sum(best_counts) > 1:
+        pruned[t] = [*min(found, key=lambda item: key(*item)), found]
+    if prune:
+        # backward pruning in lockstep too: the targets whose best set is the same score its
+        # smaller sets in one pass (each target's scores are the ones it gets alone)
+        pruning = [t for t in targets if sum(pruned[t][0]) > 1]
+        while pruning:
+            groups: dict = {}
+            for t in pruning:
+                groups.setdefault(pruned[t][0], []).append(t)
+            pruning = []
+            for best_counts, group in groups.items():
                 chosen = [m for m, c in enumerate(best_counts) if c]
                 smaller = [tuple(0 if m == drop else c for m, c in enumerate(best_counts))
                            for drop in chosen]
-                scores = ev.sets_without(best_counts, chosen, [t])[:, 0]
-                drop, score = pick(list(range(len(smaller))), scores)
-                if rounded(score) < rounded(best):
-                    break
-                best_counts, best = smaller[drop], score
-                found.append((best_counts, best))
+                scores = ev.sets_without(best_counts, chosen, group)
+                for col, t in enumerate(group):
+                    drop, score = pick(list(range(len(smaller))), scores[:, col])
+                    if rounded(score) < rounded(pruned[t][1]):
+                        continue
+                    pruned[t][:2] = smaller[drop], score
+                    pruned[t][2].append((smaller[drop], score))
+                    if sum(smaller[drop]) > 1:
+                        pruning.append(t)
+    runs = {}
+    for t in states:
+        best_counts, best, found = pruned[t]
         found.sort(key=lambda item: key(*item))
         runs[t] = Run(target=t, best=best_counts, score=best, by_size=best_by_size(found),
                       top=unique(found))
