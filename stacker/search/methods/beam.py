@@ -14,6 +14,7 @@ from stacker.search.methods.core import (
     counts_of,
     key,
     plus_one,
+    released,
     rounded,
     subset_context,
     unique,
@@ -24,7 +25,8 @@ from stacker.search.result import Selection
 
 
 def select(problem: Problem) -> Selection:
-    return run(subset_context(problem, problem.max_size), problem)
+    with released(subset_context(problem, problem.max_size)) as ctx:
+        return run(ctx, problem)
 
 
 def run(ctx: Context, problem: Problem) -> Selection:

@@ -16,6 +16,7 @@ from stacker.search.methods.core import (
     key,
     pick,
     plus_one,
+    released,
     rounded,
     subset_context,
     unique,
@@ -26,7 +27,8 @@ from stacker.search.result import Selection
 
 
 def select(problem: Problem) -> Selection:
-    return run(subset_context(problem, problem.max_size), problem)
+    with released(subset_context(problem, problem.max_size)) as ctx:
+        return run(ctx, problem)
 
 
 def run(ctx: Context, problem: Problem) -> Selection:
