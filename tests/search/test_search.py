@@ -305,37 +305,3 @@ def test_search_on_the_mapped_pool_equals_search_on_a_copy(small_layout):
         a = search_subsets(mapped, method=method, n_jobs=1)
         b = search_subsets(copied, method=method, n_jobs=1)
         assert (a.members, a.weights, a.cv, a.nested_cv) == (b.members, b.weights, b.cv, b.nested_cv)
-
-
-
-def test_a_method_s_context_is_dropped_on_a_thread_of_its_own_when_it_is_done(monkeypatch):
-    """released(): the quantized pool and the walker leave the context as the selection ends
-    and their last references go on a daemon thread (their memory returned beside the result's
-    scoring, not before it); the result is the one of a context kept."""
-    from test_backends import pool
-
-    from stacker.search.methods import core, greedy
-
-    oof, y, fold, names = pool(seed=3, n_models=4, n_rows=80)
-    expected = search_arrays(oof, y, fold, names=names, method="greedy", device="cpu")
-    releases = []
-    real_thread = core.threading.Thread
-
-    def thread(*args, **kwargs):
-        made = real_thread(*args, **kwargs)
-        if made.name == "stack-release":
-            releases.append((made.daemon, kwargs["target"].__self__))
-        return made
-
-    kept = {}
-
-    def context(problem, max_terms):
-        kept["ctx"] = core.subset_context(problem, max_terms)
-        return kept["ctx"]
-
-    monkeypatch.setattr(core.threading, "Thread", thread)
-    monkeypatch.setattr(greedy, "subset_context", context)
-    result = search_arrays(oof, y, fold, names=names, method="greedy", device="cpu")
-    assert (result.members, result.nested_cv) == (expected.members, expected.nested_cv)
-    assert kept["ctx"].q is None and kept["ctx"].walker is None
-    assert len(releases) == 1 and releases[0][0] is True

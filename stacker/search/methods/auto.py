@@ -11,7 +11,7 @@ import numpy as np
 import stacker.search.methods.beam as beam
 import stacker.search.methods.exhaustive as exhaustive
 import stacker.search.methods.greedy as greedy
-from stacker.search.methods.core import Context, released, subset_context
+from stacker.search.methods.core import Context, subset_context
 from stacker.search.problem import Problem
 from stacker.search.result import Selection
 from stacker.search.scoring import RankScorer
@@ -23,10 +23,9 @@ def select(problem: Problem) -> Selection:
     """The chosen method's selection, saying why it was chosen."""
     ges = problem.config.ges
     # the pool is quantized as for GES (auto once could choose it): the same sums as before
-    with released(subset_context(problem, max(problem.max_size,
-                                              ges.iterations + ges.init))) as ctx:
-        method, reason = choose_method(ctx, problem)
-        selection = _RUN[method](ctx, problem)
+    ctx = subset_context(problem, max(problem.max_size, ges.iterations + ges.init))
+    method, reason = choose_method(ctx, problem)
+    selection = _RUN[method](ctx, problem)
     return replace(selection, reason=reason)
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import compress
 from typing import Callable
@@ -127,20 +125,6 @@ def subset_context(problem: Problem, max_terms: int) -> Context:
     # the context holds the only reference to q: the worker pool may swap it for its
     # memory-mapped twin
     return Context(q=q, scorer=scorer, walker=walker, backend=backend, n_jobs=n_jobs)
-
-
-@contextmanager
-def released(ctx: Context):
-    """``with released(subset_context(...)) as ctx:``: at the end, the context's arrays (the
-    quantized pool, the walker's copies and bases: gigabytes at scale) are dropped on a thread of
-    their own, so that returning them to the system overlaps the result's scoring (bench_scale's
-    nested greedy: 0.16 s on the search's own thread before)."""
-    try:
-        yield ctx
-    finally:
-        held = [ctx.q, ctx.walker, ctx.scorer]
-        ctx.q = ctx.walker = None
-        threading.Thread(target=held.clear, name="stack-release", daemon=True).start()
 
 
 def row_major_likely(config) -> bool:

@@ -11,14 +11,7 @@ import numpy as np
 
 import stacker.search.methods.workers as workers
 from stacker.errors import OptionError
-from stacker.search.methods.core import (
-    Context,
-    Counts,
-    Run,
-    count_selection,
-    released,
-    subset_context,
-)
+from stacker.search.methods.core import Context, Counts, Run, count_selection, subset_context
 from stacker.search.problem import Problem
 from stacker.search.result import Selection
 
@@ -27,8 +20,7 @@ MAX_EXHAUSTIVE_SUBSETS = 1 << 22
 
 def select(problem: Problem) -> Selection:
     """Every subset of size 1..max_size, for every target."""
-    with released(subset_context(problem, problem.max_size)) as ctx:
-        return run(ctx, problem)
+    return run(subset_context(problem, problem.max_size), problem)
 
 
 def run(ctx: Context, problem: Problem) -> Selection:

@@ -32,7 +32,6 @@ from stacker.search.methods.core import (
     key,
     pick,
     plus_one,
-    released,
     rounded,
     subset_context,
     unique,
@@ -46,14 +45,13 @@ from stacker.search.result import Selection
 def select(problem: Problem) -> Selection:
     """GES (with sorted initialisation when ``ges.init``) for every target, in lockstep."""
     ges_config, max_size = problem.config.ges, problem.max_size
-    with released(subset_context(problem, max(max_size, ges_config.iterations
-                                              + ges_config.init))) as ctx:
-        settings = dict(iterations=ges_config.iterations, max_size=max_size)
-        if ges_config.init:
-            settings["init"] = sorted_init(Evaluator(ctx), problem.targets, ges_config.init,
-                                           max_size=max_size)
-        runs, n_evaluated = run_lockstep(ctx, problem, ges, ges_config.iterations, settings)
-        return count_selection(problem, ctx, runs, n_evaluated, "ges")
+    ctx = subset_context(problem, max(max_size, ges_config.iterations + ges_config.init))
+    settings = dict(iterations=ges_config.iterations, max_size=max_size)
+    if ges_config.init:
+        settings["init"] = sorted_init(Evaluator(ctx), problem.targets, ges_config.init,
+                                       max_size=max_size)
+    runs, n_evaluated = run_lockstep(ctx, problem, ges, ges_config.iterations, settings)
+    return count_selection(problem, ctx, runs, n_evaluated, "ges")
 
 
 def select_bagged(problem: Problem) -> Selection:

@@ -16,7 +16,6 @@ from stacker.search.methods.core import (
     key,
     pick,
     plus_one,
-    released,
     rounded,
     subset_context,
     unique,
@@ -27,8 +26,7 @@ from stacker.search.result import Selection
 
 
 def select(problem: Problem) -> Selection:
-    with released(subset_context(problem, problem.max_size)) as ctx:
-        return run(ctx, problem)
+    return run(subset_context(problem, problem.max_size), problem)
 
 
 def run(ctx: Context, problem: Problem) -> Selection:
