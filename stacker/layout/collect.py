@@ -519,14 +519,17 @@ def _signature(paths) -> list:
 def _experiment_key(root: Path, name: str, folds_key) -> str:
     """A hash of the size, mtime, inode and ctime of every file collect reads for ``name`` and of the folders
     holding them (a folder's mtime changes when an entry is added, removed or renamed)."""
-    folder = experiment_dir(root, name)
-    paths = [folder, folder / META_FILE]
+    # plain strings joined as pathlib writes them (str(folder / entry)): the same key, at a
+    # tenth of the cost (pathlib's joins were half a warm collect of 100 experiments)
+    folder = str(experiment_dir(root, name))
+    join = os.path.join
+    paths = [folder, join(folder, META_FILE)]
     for entry in sorted(e.name for e in os.scandir(folder)
                         if e.name.startswith("fold_") and e.is_dir()):
-        paths.append(folder / entry)
+        paths.append(join(folder, entry))
         for split in SPLITS:
-            paths += [folder / entry / split]
-            paths += [folder / entry / split / file for file in PROBS_FILES.values()]
+            at = join(folder, entry, split)
+            paths += [at] + [join(at, file) for file in PROBS_FILES.values()]
     text = json.dumps([CACHE_VERSION, folds_key, _signature(paths)])
     return hashlib.sha1(text.encode()).hexdigest()
 

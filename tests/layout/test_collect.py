@@ -713,3 +713,27 @@ def test_a_disk_that_fills_while_staging_falls_back_to_memory(small_layout, monk
     cache = root / ".stack" / "cache"
     assert not [p.name for p in cache.iterdir() if p.name.startswith("_pool") or
                 p.name.endswith(".tmp")]
+
+
+def test_an_experiment_s_cache_key_signs_the_files_pathlib_names(small_layout):
+    """The key signs, as before, the experiment's folder, meta file, fold folders, split folders
+    and every probs file name (built as plain strings now, joined as pathlib joins them)."""
+    import hashlib
+    from pathlib import Path
+
+    module = importlib.import_module("stacker.layout.collect")
+    from stacker.layout.paths import META_FILE, PROBS_FILES, SPLITS
+
+    root = Path(small_layout())
+    name = sorted(p.name for p in root.iterdir() if (p / META_FILE).exists())[0]
+    folder = root / name
+    paths = [folder, folder / META_FILE]
+    for entry in sorted(p.name for p in folder.iterdir() if p.name.startswith("fold_")):
+        paths.append(folder / entry)
+        for split in SPLITS:
+            paths += [folder / entry / split]
+            paths += [folder / entry / split / file for file in PROBS_FILES.values()]
+    text = json.dumps([module.CACHE_VERSION, "folds", module._signature(paths)])
+    assert module._experiment_key(root, name, "folds") == hashlib.sha1(text.encode()).hexdigest()
+    assert module._experiment_key(str(root) + "/", name, "folds") == hashlib.sha1(
+        text.encode()).hexdigest()
