@@ -307,17 +307,20 @@ class RankScorer(Scorer):
         # pairs (a, b) of distinct positives of one row: the hits at a count b when s_b >= s_a
         position = np.empty(len(order), dtype=np.int64)
         position[order] = np.arange(len(order))             # row-major index -> pass-major
-        pairs_a, pairs_b = [], []
-        for first, count in zip(np.cumsum(n_pos) - n_pos, n_pos):
-            if count > 1:
-                members = position[first:first + count]
-                for a in members:
-                    for b in members:
-                        if a != b:
-                            pairs_a.append(a)
-                            pairs_b.append(b)
-        self.pairs_a = np.asarray(pairs_a, dtype=np.int64)
-        self.pairs_b = np.asarray(pairs_b, dtype=np.int64)
+        # (row by row; in a row, a in order, then b in order, b != a: pair t of a row of k
+        # positives is a = t // (k - 1), b = the (t % (k - 1))-th of the others)
+        multi = np.flatnonzero(n_pos > 1)
+        k = n_pos[multi].astype(np.int64)
+        per_row = k * (k - 1)
+        row_of = np.repeat(np.arange(len(multi)), per_row)
+        t = np.arange(int(per_row.sum()), dtype=np.int64) - np.repeat(
+            np.cumsum(per_row) - per_row, per_row)
+        others = k[row_of] - 1
+        i, j = t // np.maximum(others, 1), t % np.maximum(others, 1)
+        j = j + (j >= i)
+        first = (np.cumsum(n_pos) - n_pos)[multi][row_of]
+        self.pairs_a = position[first + i].astype(np.int64)
+        self.pairs_b = position[first + j].astype(np.int64)
         n_folds = len(self.fold_numbers)
         self.pos_fold = fold_index[self.pos_rows]
         if self.metric.name == "lwlrap":

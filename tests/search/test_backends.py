@@ -179,3 +179,31 @@ def test_reported_scores_are_stack_blends_bit_for_bit(blend_method):
         idx = [names.index(m) for m in entry.members]
         held = fold == entry.fold
         assert entry.cv == lwlrap(y[held], blend(oof[held][:, idx], blend_method))
+
+
+def test_the_scorer_s_pairs_of_positives_are_the_plain_loop_s():
+    """RankScorer's pairs (a, b) of distinct positives of one row, built vectorised, are the
+    plain loop's: row by row, a in order, then every other b in order."""
+    from stacker.search.scoring import make_scorer
+
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        n, c = int(rng.integers(1, 60)), int(rng.integers(2, 9))
+        y = (rng.random((n, c)) < rng.random()).astype(float)
+        y[0, 0] = 1
+        fold = rng.integers(0, 3, n)
+        s = make_scorer(y, fold, sorted(np.unique(fold)), "lwlrap", blend="geo-mean", power=1.0)
+        truth = y[s.rows] > 0
+        pos_rows, _ = np.nonzero(truth)
+        n_pos = np.bincount(pos_rows, minlength=len(s.rows))
+        rank = np.arange(len(pos_rows)) - np.repeat(np.cumsum(n_pos) - n_pos, n_pos)
+        order = np.lexsort((pos_rows, rank))
+        position = np.empty(len(order), np.int64)
+        position[order] = np.arange(len(order))
+        a_list, b_list = [], []
+        for first, count in zip(np.cumsum(n_pos) - n_pos, n_pos):
+            members = position[first:first + count]
+            a_list += [a for a in members for b in members if a != b]
+            b_list += [b for a in members for b in members if a != b]
+        np.testing.assert_array_equal(s.pairs_a, np.asarray(a_list, np.int64), err_msg=str(trial))
+        np.testing.assert_array_equal(s.pairs_b, np.asarray(b_list, np.int64), err_msg=str(trial))
