@@ -258,24 +258,29 @@ class _Scores:
         p = self.problem
         return [p.metric(p.y[rows], prediction[rows]) for rows in self.fold_rows()]
 
-    def sizes(self, items: list) -> list:
+    def sizes(self, items: list, known: Known | None = None) -> list:
         """For each (choice, fold_choices or None): (the choice's score on every row, the
         nested score of the fold choices pooled, or None), on two threads. The choice is
-        predicted once, into the thread's buffer, and its rows serve the folds that made the
-        same choice (:meth:`pooled`'s ``known``); the whole-row scores are cached as
-        :meth:`full`'s."""
+        predicted once, into the thread's buffer (``known``'s choice: its prediction and score),
+        and its rows serve the folds that made the same choice (:meth:`pooled`'s ``known``);
+        the whole-row scores are cached as :meth:`full`'s."""
         if not items:
             return []
         n_rows = len(self.problem.y)
+        if known is not None and not getattr(self.blends, "row_wise", False):
+            known = None
 
         def score(item):
             choice, fold_choices = item
             p = self.problem
-            if getattr(self.blends, "predicts_into", False):
-                prediction = self.blends.predict(choice, out=self._buffer("full", n_rows))
+            if known is not None and choice == known.choice:
+                prediction, full = known.prediction, known.score
             else:
-                prediction = self.blends.predict(choice)
-            full = p.metric(p.y, prediction)
+                if getattr(self.blends, "predicts_into", False):
+                    prediction = self.blends.predict(choice, out=self._buffer("full", n_rows))
+                else:
+                    prediction = self.blends.predict(choice)
+                full = p.metric(p.y, prediction)
             if fold_choices is None:
                 return full, None
             if all(c == choice for c in fold_choices):      # (pooled, they are the prediction)
@@ -327,7 +332,8 @@ def _ranked_choices(runs: dict | None, top: int) -> list:
             + [counts for run in runs.values() for counts, _ in run.by_size.values()])
 
 
-def _ranked(scores: _Scores, runs: dict, top: int) -> tuple[list, list]:
+def _ranked(scores: _Scores, runs: dict, top: int, known: Known | None = None
+            ) -> tuple[list, list]:
     """The top list and the best of each size of target 0, with the nested CV of picking the
     best of a size when every fold's selection has one."""
     describe = scores.blends.describe
@@ -340,7 +346,8 @@ def _ranked(scores: _Scores, runs: dict, top: int) -> tuple[list, list]:
                    for size in main.by_size
                    if len(runs) > 1 and all(size in runs[1 + i].by_size for i in range(n_folds))}
     sizes = list(main.by_size)
-    scored = scores.sizes([(main.by_size[size][0], nested_sets.get(size)) for size in sizes])
+    scored = scores.sizes([(main.by_size[size][0], nested_sets.get(size)) for size in sizes],
+                          known=known)
     nested = {size: result[1] for size, result in zip(sizes, scored)}
     scores.prefetch([counts for counts, _ in main.top[:top]])
     top_list = []
@@ -377,7 +384,9 @@ def build_result(problem: Problem, selection: Selection, *, started: float) -> S
         top = [Candidate(members=members, weights=weights, cv=cv)]
         by_size = [SizeScore(size=len(members), members=members, cv=cv, nested_cv=None)]
     else:
-        top, by_size = _ranked(_Scores(p, blends), selection.ranked, config.top)
+        # (the selection itself is usually the best of its size: its prediction serves there)
+        top, by_size = _ranked(_Scores(p, blends), selection.ranked, config.top,
+                               known=Known(main, chosen, cv))
     params = config.params(max_size=p.max_size, nested=p.nested)
     params["method"] = selection.method
     params.update(selection.params)

@@ -46,9 +46,10 @@ def test_transforms_warmed_on_threads_are_each_member_s_own(n_jobs):
 
 def test_sizes_scored_on_two_threads_equal_each_scored_alone():
     """Each size's best scored on every row and its nested CV (the fold choices pooled), two at
-    a time with the best's rows reused for the folds that chose it: the numbers of scoring
-    each alone, whichever folds (none, some, all) chose the best."""
-    from stacker.search.result import _Scores
+    a time with the best's rows reused for the folds that chose it (and a known choice's
+    prediction reused): the numbers of scoring each alone, whichever folds (none, some, all)
+    chose the best."""
+    from stacker.search.result import Known, _Scores
 
     oof, y, fold, names = pool(seed=7, n_models=6)
     problem = prepare(oof, y, fold, names=names, config=SearchConfig(blend="geo-mean"))
@@ -64,12 +65,16 @@ def test_sizes_scored_on_two_threads_equal_each_scored_alone():
         best = some()
         items.append((best, [best if i < agree else some() for i in range(len(folds))]))
     items.append((some(), None))
-    scores = _Scores(problem, CountBlends(problem))
-    got = scores.sizes(items)
-    for (best, fold_choices), (full, nested) in zip(items, got):
-        alone = _Scores(problem, CountBlends(problem))
-        assert full == alone.full(best) == scores.full(best)
-        assert nested == (None if fold_choices is None else alone.pooled(fold_choices)[0])
+    blends = CountBlends(problem)
+    prediction = blends.predict(items[2][0])
+    known = Known(items[2][0], prediction, problem.metric(y, prediction))
+    for given in [None, known]:             # (a known choice: its prediction and score)
+        scores = _Scores(problem, CountBlends(problem))
+        got = scores.sizes(items, known=given)
+        for (best, fold_choices), (full, nested) in zip(items, got):
+            alone = _Scores(problem, CountBlends(problem))
+            assert full == alone.full(best) == scores.full(best)
+            assert nested == (None if fold_choices is None else alone.pooled(fold_choices)[0])
     # without the folds' own metrics: the same pooled score and predictions
     sets = items[1][1]
     with_folds = _Scores(problem, CountBlends(problem)).pooled(sets)
