@@ -379,20 +379,21 @@ def _build() -> dict:
                     target[m, c] = min(max(v, lo), hi)
         return ok
 
-    def place(qr, values, a, scale, shift, row_start, row_cols, row_weight, dmin, dmax,
-              single):  # pragma: no cover - compiled
-        """qr[a + i, c, m] = rint(values[i, m, c] * scale) >> shift (the quantizer's last
-        operations on its float64 block, numpy's multiply and rint; scale 1: a block already
-        integral; shift 0: the values themselves); for the positives of those rows, their
-        bounds (as :func:`bounds`, of the values) and ``single[p, m]``: the weighted precision
-        of model m alone (the extension of the empty base: the same integers, the same
-        division)."""
+    def place(qr, values, a, positions, scale, shift, row_start, row_cols, row_weight, dmin,
+              dmax, single):  # pragma: no cover - compiled
+        """qr[r, c, m] = rint(values[i, m, c] * scale) >> shift, r = positions[i] (or a + i
+        when ``positions`` is empty) (the quantizer's last operations on its float64 block,
+        numpy's multiply and rint; scale 1: a block already integral; shift 0: the values
+        themselves); for the positives of those rows, their bounds (as :func:`bounds`, of the
+        values) and ``single[p, m]``: the weighted precision of model m alone (the extension
+        of the empty base: the same integers, the same division)."""
         n_models, n_classes = values.shape[1], values.shape[2]
         at = np.empty(n_models, dtype=np.int64)
         hits = np.empty(n_models, dtype=np.int64)
         exact = np.empty((n_classes, n_models), dtype=np.int64)
+        given = positions.shape[0] > 0
         for i in range(values.shape[0]):
-            r = a + i
+            r = positions[i] if given else a + i
             block = qr[r]
             for m in range(n_models):
                 for c in range(n_classes):
@@ -463,6 +464,9 @@ def high_shift(largest: float) -> int:
     return max(0, int(math.ceil(largest)).bit_length() - (HIGH_BITS - 1))
 
 
+_NO_POSITIONS = np.zeros(0, dtype=np.int64)
+
+
 class Placer:
     """:func:`stacker.search.scoring.quantize`'s ``place`` for the row-major pool of ``scorer``'s
     rows: each block goes into place with the compiled kernel, which computes the walker's
@@ -492,11 +496,13 @@ class Placer:
         self._gather = _compile()["gather"]
 
     def __call__(self, qr: np.ndarray, values: np.ndarray, a: int, b: int,
-                 scale: float = 1.0) -> None:
-        """Rows a:b into place from ``values``, the block's integral float64 values, or (scale
-        given) the transforms they are ``rint(values * scale)`` of."""
+                 scale: float = 1.0, positions: np.ndarray | None = None) -> None:
+        """Rows a:b (or the rows ``positions``, one per row of the block) into place from
+        ``values``, the block's integral float64 values, or (scale given) the transforms they
+        are ``rint(values * scale)`` of."""
         s = self.scorer
-        self._run(qr, values, a, float(scale), self.shift, s.row_start, s.row_cols,
+        at = _NO_POSITIONS if positions is None else positions
+        self._run(qr, values, a, at, float(scale), self.shift, s.row_start, s.row_cols,
                   s.row_weight, self.dmin, self.dmax, self.single)
 
     def gather(self, probs: np.ndarray, rows: np.ndarray, a: int, lo: float, hi: float,

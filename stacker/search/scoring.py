@@ -164,7 +164,13 @@ def _quantize_rows(probs: np.ndarray, method: str, *, scale: float, power: float
     clip = _CLIPS[method](eps) if method in _CLIPS else None
     gather = getattr(place, "gather", None) if clip is not None else None
     source = np.asarray(probs)
-    order = np.arange(n_rows, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    if gather is not None:
+        # the rows read in the pool's own order, each put at its place in ``rows``'s: a block
+        # is then a run of each model's rows, not rows picked across it (the gather of
+        # bench_scale's pool 0.64-0.82 s against 0.84-1.22 on one thread)
+        order = np.arange(n_rows, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+        where = np.argsort(order, kind="stable")
+        order = order[where]
 
     def fill(part) -> None:
         t = np.empty((step, n_models, n_classes), dtype=np.float64)
@@ -177,7 +183,7 @@ def _quantize_rows(probs: np.ndarray, method: str, *, scale: float, power: float
                     np.log(out, out=out)
                 elif method == "power":
                     np.power(out, power, out=out)
-                place(qr, out, a, b, scale=scale)
+                place(qr, out, a, b, scale=scale, positions=where[a:b])
                 continue
             chunk = probs[a:b] if rows is None else probs[rows[a:b]]
             if check:
