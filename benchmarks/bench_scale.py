@@ -25,7 +25,8 @@ every fold's selection) are identical. Before each timed search, each version co
 first touch of memory is a host page fault: without it a step's time depended on the steps before).
 
 Run: ``.venv/bin/python benchmarks/bench_scale.py [--workdir DIR] [--experiments 100] [--rows 50000]
-[--reference DIR]``
+[--reference DIR [--repeat N]]`` (``--repeat``: each search N times, the versions alternating, the
+runs of median time compared: one run of each is one sample of a noisy machine)
 (``--workdir`` keeps the layout, about 4 GB, and reuses it when its parameters match; the cache and
 the search's scratch files need about 3x that again).
 """
@@ -206,6 +207,11 @@ def selection(root: Path) -> dict:
             "folds": [(f["members"], f["weights"]) for f in record["nested_folds"]]}
 
 
+def _median_run(runs: list) -> dict:
+    """The run of median wall time (the lower middle one of an even number)."""
+    return sorted(runs, key=lambda run: run["seconds"])[(len(runs) - 1) // 2]
+
+
 def compare_line(name: str, before: dict, after: dict, seconds: float, root: Path) -> str:
     """The reference's figures against ours for one step."""
     if name.startswith("collect()"):
@@ -214,7 +220,7 @@ def compare_line(name: str, before: dict, after: dict, seconds: float, root: Pat
                    if "write_bytes" in inner else "")
         return (f"reference: {inner['collect_s']:.2f} s{written} (load {before['load_before']:.1f}); "
                 f"ratio {inner['collect_s'] / seconds:.2f}x")
-    same = before["selection"] == selection(root)
+    same = after["same"] if "same" in after else before["selection"] == selection(root)
     return (f"reference: {before['seconds']:.1f} s (CPU {before['cpu']:.1f} s, load "
             f"{before['load_before']:.1f}); ratio {before['seconds'] / seconds:.2f}x wall, "
             f"{before['cpu'] / max(after['cpu'], 1e-9):.2f}x CPU; identical selections: {same}")
@@ -239,6 +245,9 @@ def main() -> None:
                         help="a checkout of the code to compare with (e.g. `git archive <commit>` "
                              "unpacked): its cold collect, greedy and GES run in the same run, "
                              "before ours, with ratios and whether the selections are identical")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="with --reference: run each search this many times, the two "
+                             "versions alternating, and compare the runs of median time")
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -288,27 +297,40 @@ def main() -> None:
             for who, path in (("this checkout", PROJECT), ("reference", args.reference.resolve())):
                 print(f"{who}: {code_used({**env, 'PYTHONPATH': str(path)})}")
         for name, command in steps:
-            before = None
-            if args.reference is not None and name in compared:
-                if name == "collect() cold":
-                    shutil.rmtree(root / layout.STACK_DIR, ignore_errors=True)
-                reference_env = {**env, "PYTHONPATH": str(args.reference.resolve())}
-                if name.startswith("search"):
-                    warm_cache(me, reference_env)
-                before = run_step(command, env=reference_env)
-                if before["rc"] != 0:
-                    print(f"{name} (reference): failed (exit {before['rc']}):\n"
-                          f"{before['output'][-3000:]}")
+            before, result, rounds = None, None, []
+            searching = name.startswith("search")
+            repeat = args.repeat if args.reference is not None and searching else 1
+            for _ in range(repeat):
+                before = None
+                if args.reference is not None and name in compared:
+                    if name == "collect() cold":
+                        shutil.rmtree(root / layout.STACK_DIR, ignore_errors=True)
+                    reference_env = {**env, "PYTHONPATH": str(args.reference.resolve())}
+                    if searching:
+                        warm_cache(me, reference_env)
+                    before = run_step(command, env=reference_env)
+                    if before["rc"] != 0:
+                        print(f"{name} (reference): failed (exit {before['rc']}):\n"
+                              f"{before['output'][-3000:]}")
+                        raise SystemExit(1)
+                    before["selection"] = selection(root) if searching else None
+                    if name == "collect() cold":
+                        shutil.rmtree(root / layout.STACK_DIR, ignore_errors=True)
+                if args.reference is not None and name in compared and searching:
+                    warm_cache(me, env)
+                result = run_step(command, env=env)
+                if result["rc"] != 0:
+                    print(f"{name}: failed (exit {result['rc']}):\n{result['output'][-3000:]}")
                     raise SystemExit(1)
-                before["selection"] = selection(root) if name.startswith("search") else None
-                if name == "collect() cold":
-                    shutil.rmtree(root / layout.STACK_DIR, ignore_errors=True)
-            if args.reference is not None and name in compared and name.startswith("search"):
-                warm_cache(me, env)
-            result = run_step(command, env=env)
-            if result["rc"] != 0:
-                print(f"{name}: failed (exit {result['rc']}):\n{result['output'][-3000:]}")
-                raise SystemExit(1)
+                if before is not None and searching:
+                    result["same"] = before["selection"] == selection(root)
+                rounds.append((before, result))
+            if len(rounds) > 1:
+                # the run of median wall time of each version, every round's times beside it
+                before = _median_run([b for b, _ in rounds])
+                result = _median_run([r for _, r in rounds])
+                result["same"] = all(r["same"] for _, r in rounds)
+                result["rounds"] = [(b["seconds"], r["seconds"]) for b, r in rounds]
             seconds = result["seconds"]
             note = ""
             if name.startswith("collect()"):
@@ -331,6 +353,10 @@ def main() -> None:
                     print(f"    {lines[-1].strip()[:150]}")
             if before is not None:
                 print("    " + compare_line(name, before, result, seconds, root))
+            if "rounds" in result:
+                times = ", ".join(f"{b:.1f}/{r:.2f}" for b, r in result["rounds"])
+                print(f"    medians of {len(result['rounds'])} rounds (reference/this checkout, "
+                      f"alternating: {times} s)")
         print(f"peak memory of any step: {worst:.2f}x the pool's float32 size (target < "
               f"{MEMORY_TARGET:.0f}x: {'met' if worst < MEMORY_TARGET else 'NOT met'}); "
               f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
