@@ -25,9 +25,10 @@ def _compile():
 
 
 def _build() -> dict:
-    def add_members(total, t0, t1, t2, t3, w, n, first, rows):  # pragma: no cover
+    def add_members(total, t0, t1, t2, t3, w, n, first, rows, divisor):  # pragma: no cover
         """total[i] (= if not first: total[i] +) t0[r] * w[0] + ... for n members,
-        r = rows[i] (every row in order when rows is empty)."""
+        r = rows[i] (every row in order when rows is empty); then divided by ``divisor``
+        when it is not 0 (the last group of members: numpy's in-place division, fused)."""
         gather = rows.shape[0] > 0
         for i in range(total.shape[0]):
             r = rows[i] if gather else i
@@ -47,22 +48,29 @@ def _build() -> dict:
                     acc = acc + a2[c] * w[2]
                 if n > 3:
                     acc = acc + a3[c] * w[3]
+                if divisor != 0.0:
+                    acc = acc / divisor
                 out[c] = acc
 
     return {"add_members": kernel._jit(add_members)}
 
 
 def weighted_sum(members: list, weights: np.ndarray, rows=slice(None),
-                 out: np.ndarray | None = None) -> np.ndarray:
+                 out: np.ndarray | None = None, divisor: float | None = None) -> np.ndarray:
     """``members[0][rows] * weights[0] + members[1][rows] * weights[1] + ...`` (added in that
-    order), float64 of shape (n_selected_rows, n_classes). members: float64 (n_rows, n_classes)
-    arrays; rows: a slice(None), a boolean mask or row indices; out: a float64 array of that
-    shape to write the sum into (returned), else a new one."""
+    order), float64 of shape (n_selected_rows, n_classes), then ``/= divisor`` when one is
+    given (fused with the last additions: the same division of the same sums). members:
+    float64 (n_rows, n_classes) arrays; rows: a slice(None), a boolean mask or row indices;
+    out: a float64 array of that shape to write the sum into (returned), else a new one."""
     weights = np.asarray(weights, dtype=np.float64)
+    if divisor is not None and not float(divisor):
+        raise ValueError("divisor must not be 0")
     if not kernel.available() or members[0].ndim != 2:
         total = np.multiply(members[0][rows], weights[0], out=out)
         for t, weight in zip(members[1:], weights[1:]):
             total += t[rows] * weight
+        if divisor is not None:
+            total /= divisor
         return total
     members = [np.ascontiguousarray(t, dtype=np.float64) for t in members]
     n_rows, n_classes = members[0].shape
@@ -86,7 +94,9 @@ def weighted_sum(members: list, weights: np.ndarray, rows=slice(None),
         group = members[start:start + 4]
         n = len(group)
         group = group + [group[0]] * (4 - n)
-        run(total, *group, np.ascontiguousarray(weights[start:start + 4]), n, start == 0, index)
+        last = start + 4 >= len(members)
+        run(total, *group, np.ascontiguousarray(weights[start:start + 4]), n, start == 0, index,
+            float(divisor) if last and divisor is not None else 0.0)
     return total
 
 

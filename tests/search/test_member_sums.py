@@ -34,6 +34,11 @@ def test_weighted_sum_is_the_numpy_chain_bit_for_bit(n_members, rows):
         np.testing.assert_array_equal(buffer, expected)
         with pytest.raises(ValueError, match="out must be"):
             weighted_sum(members, weights, chosen, out=buffer[:, :3])
+    # the division by the weights' sum, fused with the last group: numpy's in-place division
+    divided = chain(members, weights, chosen)
+    divided /= weights.sum()
+    np.testing.assert_array_equal(weighted_sum(members, weights, chosen, divisor=weights.sum()),
+                                  divided)
 
 
 @pytest.mark.skipif(not kernel.available(), reason="numba is not installed")
@@ -42,3 +47,5 @@ def test_without_numba_it_is_the_chain(monkeypatch):
     members = [np.arange(12.0).reshape(4, 3) / 7, np.ones((4, 3)) / 3]
     np.testing.assert_array_equal(weighted_sum(members, [2.0, 3.0]),
                                   chain(members, [2.0, 3.0], slice(None)))
+    np.testing.assert_array_equal(weighted_sum(members, [2.0, 3.0], divisor=5.0),
+                                  chain(members, [2.0, 3.0], slice(None)) / 5.0)

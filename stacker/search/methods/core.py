@@ -185,8 +185,9 @@ class CountBlends:
         # in member order (the reduced axis is not the contiguous one): the same additions here,
         # without stacking the members into one (rows, members, classes) copy
         # (:func:`stacker.search.member_sums.weighted_sum`: those operations, in one pass)
-        total = weighted_sum([self._transforms[m] for m in idx], w, rows, out=out)
-        total /= w.sum()                # (the division and finalize in place)
+        # (the division by the weights' sum fused with the last additions; finalize in place)
+        total = weighted_sum([self._transforms[m] for m in idx], w, rows, out=out,
+                             divisor=w.sum())
         return finalize(total, config.blend, power=config.power, in_place=True)
 
     def describe(self, counts: Counts) -> tuple[tuple[str, ...], dict]:
