@@ -267,7 +267,8 @@ class _Scores:
         if not items:
             return []
         n_rows = len(self.problem.y)
-        if known is not None and not getattr(self.blends, "row_wise", False):
+        row_wise = getattr(self.blends, "row_wise", False)
+        if not row_wise:
             known = None
 
         def score(item):
@@ -283,8 +284,8 @@ class _Scores:
                 full = p.metric(p.y, prediction)
             if fold_choices is None:
                 return full, None
-            if all(c == choice for c in fold_choices):      # (pooled, they are the prediction)
-                return full, full
+            if row_wise and all(c == choice for c in fold_choices):
+                return full, full           # (pooled, they are the prediction itself)
             nested = self.pooled(fold_choices, out=self._buffer("pooled", n_rows), held=False,
                                  known=Known(choice, prediction, full))[0]
             return full, nested

@@ -123,3 +123,30 @@ def test_rows_added_on_threads_are_numpy_s_addition():
         finally:
             core.ADD_ROWS_MIN_VALUES = saved
         np.testing.assert_array_equal(out, a + b)
+
+
+def test_blends_that_are_not_row_wise_are_pooled_fold_by_fold():
+    """Without ``row_wise`` no prediction on every row stands for a fold's: a size whose every
+    fold made its choice is still pooled from the folds' own predictions."""
+    from stacker.search.result import Known, _Scores
+
+    class FoldShifted(CountBlends):
+        row_wise = False                     # a fold's prediction depends on its rows
+
+        def predict(self, counts, rows=slice(None), out=None):
+            predicted = super().predict(counts, rows, out=out)
+            if not isinstance(rows, slice):
+                predicted[:, 0] += (np.asarray(rows) % 2) * 0.5    # class 0 moved up
+            return predicted
+
+    oof, y, fold, names = pool(seed=9, n_models=5, n_rows=300)
+    problem = prepare(oof, y, fold, names=names, config=SearchConfig(blend="mean"))
+    choice = (1, 1, 0, 1, 0)
+    folds = [choice] * len(problem.fold_numbers)
+    scores = _Scores(problem, FoldShifted(problem))
+    prediction = FoldShifted(problem).predict(choice)
+    known = Known(choice, prediction, problem.metric(y, prediction))
+    (full, nested), = scores.sizes([(choice, folds)], known=known)
+    assert full == _Scores(problem, FoldShifted(problem)).full(choice)
+    assert nested == _Scores(problem, FoldShifted(problem)).pooled(folds)[0] != full
+    assert scores.pooled(folds, known=known)[0] == nested
