@@ -212,7 +212,7 @@ def _median_run(runs: list) -> dict:
     return sorted(runs, key=lambda run: run["seconds"])[(len(runs) - 1) // 2]
 
 
-def compare_line(name: str, before: dict, after: dict, seconds: float, root: Path) -> str:
+def compare_line(name: str, before: dict, after: dict, seconds: float) -> str:
     """The reference's figures against ours for one step."""
     if name.startswith("collect()"):
         inner = json.loads(before["output"].strip().splitlines()[-1])
@@ -220,7 +220,7 @@ def compare_line(name: str, before: dict, after: dict, seconds: float, root: Pat
                    if "write_bytes" in inner else "")
         return (f"reference: {inner['collect_s']:.2f} s{written} (load {before['load_before']:.1f}); "
                 f"ratio {inner['collect_s'] / seconds:.2f}x")
-    same = after["same"] if "same" in after else before["selection"] == selection(root)
+    same = after["same"]            # (each round's selections, compared as it ran)
     return (f"reference: {before['seconds']:.1f} s (CPU {before['cpu']:.1f} s, load "
             f"{before['load_before']:.1f}); ratio {before['seconds'] / seconds:.2f}x wall, "
             f"{before['cpu'] / max(after['cpu'], 1e-9):.2f}x CPU; identical selections: {same}")
@@ -297,7 +297,7 @@ def main() -> None:
             for who, path in (("this checkout", PROJECT), ("reference", args.reference.resolve())):
                 print(f"{who}: {code_used({**env, 'PYTHONPATH': str(path)})}")
         for name, command in steps:
-            before, result, rounds = None, None, []
+            rounds = []
             searching = name.startswith("search")
             repeat = args.repeat if args.reference is not None and searching else 1
             for _ in range(repeat):
@@ -352,7 +352,7 @@ def main() -> None:
                 if lines:
                     print(f"    {lines[-1].strip()[:150]}")
             if before is not None:
-                print("    " + compare_line(name, before, result, seconds, root))
+                print("    " + compare_line(name, before, result, seconds))
             if "rounds" in result:
                 times = ", ".join(f"{b:.1f}/{r:.2f}" for b, r in result["rounds"])
                 print(f"    medians of {len(result['rounds'])} rounds (reference/this checkout, "

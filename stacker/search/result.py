@@ -194,12 +194,15 @@ class _Scores:
         return self._full[choice]
 
     def _score(self, choice) -> float:
-        """The metric of ``choice`` on every row; blends that take ``out`` predict into this
-        thread's buffer (scored at once, then reused: no new memory for each choice)."""
-        p = self.problem
+        """The metric of ``choice`` on every row."""
+        return self.problem.metric(self.problem.y, self._predict_full(choice))
+
+    def _predict_full(self, choice) -> np.ndarray:
+        """``choice`` blended on every row; blends that take ``out`` predict into this thread's
+        buffer (scored at once, then reused: no new memory for each choice)."""
         if not getattr(self.blends, "predicts_into", False):
-            return p.metric(p.y, self.blends.predict(choice))
-        return p.metric(p.y, self.blends.predict(choice, out=self._buffer("full", len(p.y))))
+            return self.blends.predict(choice)
+        return self.blends.predict(choice, out=self._buffer("full", len(self.problem.y)))
 
     def prefetch(self, choices: list) -> None:
         """:meth:`full` of ``choices`` on two threads (numpy releases the GIL in the blends and
@@ -277,10 +280,7 @@ class _Scores:
             if known is not None and choice == known.choice:
                 prediction, full = known.prediction, known.score
             else:
-                if getattr(self.blends, "predicts_into", False):
-                    prediction = self.blends.predict(choice, out=self._buffer("full", n_rows))
-                else:
-                    prediction = self.blends.predict(choice)
+                prediction = self._predict_full(choice)
                 full = p.metric(p.y, prediction)
             if fold_choices is None:
                 return full, None

@@ -626,9 +626,8 @@ class RowWalker:
             # waited (bench_scale's pool: 110-220 ms more in each of the two steps after a
             # selection diverged, 1.1 s of a nested GES)
             fresh = held[self._touched[self._turn]:n_bases].reshape(-1)
-            edges = np.linspace(0, len(fresh), self._threads() + 1).astype(np.int64)
-            parallel_calls(lambda i: fresh[edges[i]:edges[i + 1]].fill(0),
-                           range(len(edges) - 1))
+            parallel_calls(lambda part: fresh[part[0]:part[1]].fill(0),
+                           _split(len(fresh), self._threads()))
             self._touched[self._turn] = n_bases
         return held[:n_bases]
 

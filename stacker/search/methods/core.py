@@ -404,14 +404,8 @@ class Evaluator:
         if nearest is None or picks_apart(counts, nearest[0]) >= sum(counts):
             S = ensemble_sum(self.ctx.q, counts, self.ctx.member)
         else:
-            S = self.ctx.walker.scratch()
-            if S is not nearest[1]:
-                np.copyto(S, nearest[1])
-            for m, (c, k) in enumerate(zip(counts, nearest[0])):
-                if c > k:
-                    S += self.ctx.member(m) if c - k == 1 else (c - k) * self.ctx.member(m)
-                elif c < k:
-                    S -= self.ctx.member(m) if k - c == 1 else (k - c) * self.ctx.member(m)
+            S = near_sum(counts, nearest, self.ctx.member, limit=sum(counts) - 1,
+                         out=self.ctx.walker.scratch())
         self._formed = (counts, S)
         return S
 
@@ -424,15 +418,22 @@ def picks_apart(a: Counts, b: Counts) -> int:
 NEAR_MEMBERS = 2          # a sum is formed from a known one when they differ by this many picks
 
 
-def near_sum(counts: Counts, known: tuple, member) -> np.ndarray | None:
+def near_sum(counts: Counts, known: tuple, member, *, limit: int = NEAR_MEMBERS,
+             out: np.ndarray | None = None) -> np.ndarray | None:
     """The sum of ``counts`` from ``known`` = (its counts, its sum) when they differ by at most
-    NEAR_MEMBERS picks (greedy's pruning: the best set without one member, then another), else
-    None. Integer additions: exact, the same sum whatever the order."""
+    ``limit`` picks (greedy's pruning: the best set without one member, then another), else
+    None; formed in ``out`` when given (which may be ``known``'s sum itself), else in a copy.
+    Integer additions: exact, the same sum whatever the order."""
     known_counts, known_sum = known
-    changes = [(m, c - k) for m, (c, k) in enumerate(zip(counts, known_counts)) if c != k]
-    if sum(abs(d) for _, d in changes) > NEAR_MEMBERS:
+    if picks_apart(counts, known_counts) > limit:
         return None
-    S = known_sum.copy()
+    changes = [(m, c - k) for m, (c, k) in enumerate(zip(counts, known_counts)) if c != k]
+    if out is None:
+        S = known_sum.copy()
+    else:
+        S = out
+        if S is not known_sum:
+            np.copyto(S, known_sum)
     for m, d in changes:
         if d > 0:
             S += member(m) if d == 1 else d * member(m)
