@@ -83,18 +83,28 @@ def row_ranks(probs: np.ndarray) -> np.ndarray:
 
 
 def transform(probs: np.ndarray, method: str = "geo-mean", *, power: float = DEFAULT_POWER,
-              eps: float = EPS) -> np.ndarray:
+              eps: float = EPS, out: np.ndarray | None = None) -> np.ndarray:
     """The per-model transform whose weighted mean :func:`finalize` turns into the blend.
 
     probs: array of shape (..., n_classes) (the last axis must be the classes for ``rank``).
-    Returns a new float64 array of the same shape.
+    Returns a new float64 array of the same shape, or ``out`` (float64, that shape) holding it.
     """
     check_blend(method, power=power, eps=eps)
+    if out is not None and (out.dtype != np.float64 or out.shape != np.shape(probs)):
+        raise ValueError(f"out must be float64 of shape {np.shape(probs)}")
     if method == "rank":
-        return row_ranks(np.asarray(probs, dtype=np.float64))
-    # one new array, every operation in place in it (the same values as new arrays at each
+        ranks = row_ranks(np.asarray(probs, dtype=np.float64))
+        if out is None:
+            return ranks
+        out[...] = ranks
+        return out
+    # one array, every operation in place in it (the same values as new arrays at each
     # operation; each new array of a large pool is memory the system must hand over afresh)
-    p = np.array(probs, dtype=np.float64, copy=True)
+    if out is None:
+        p = np.array(probs, dtype=np.float64, copy=True)
+    else:
+        p = out
+        p[...] = probs
     if method == "geo-mean":
         np.clip(p, eps, 1.0, out=p)
         return np.log(p, out=p)

@@ -159,6 +159,9 @@ class Selection:
     params: dict = field(default_factory=dict)
     ranked: dict | None = None
     blend: str | None = None
+    # memory the search touched and is done with (stacker.search.spare.SpareMemory), where the
+    # result's buffers are made; None: fresh memory
+    spare: object | None = field(default=None, repr=False, compare=False)
 
 
 # ---------------------------------------------------------------- the canonical scores
@@ -181,8 +184,9 @@ class Known:
 class _Scores:
     """The metric of blended choices on the problem's rows; whole-pool scores are cached."""
 
-    def __init__(self, problem: Problem, blends: Blends):
+    def __init__(self, problem: Problem, blends: Blends, spare=None):
         self.problem, self.blends = problem, blends
+        self._spare = spare             # a SpareMemory for the buffers, or None
         self._full: dict = {}
         self._fold_rows = None          # each fold's row indices (fold_numbers order)
         self._local = threading.local()  # each thread's prediction buffers
@@ -319,7 +323,9 @@ class _Scores:
             buffers = self._local.buffers = {}
         key = (use, n_rows)
         if key not in buffers:
-            buffers[key] = np.empty((n_rows, self.problem.y.shape[1]), dtype=np.float64)
+            shape = (n_rows, self.problem.y.shape[1])
+            buffers[key] = (np.empty(shape, dtype=np.float64) if self._spare is None
+                            else self._spare.empty(shape, np.float64))
         return buffers[key]
 
 
@@ -375,7 +381,7 @@ def build_result(problem: Problem, selection: Selection, *, started: float) -> S
     nested_cv, nested_folds, nested_oof = None, [], None
     if len(selection.choices) > 1:
         # (the folds that chose the selection itself: its rows and fold scores)
-        nested_cv, held, nested_oof = _Scores(p, blends).pooled(
+        nested_cv, held, nested_oof = _Scores(p, blends, selection.spare).pooled(
             [selection.choices[1 + i] for i in range(len(p.fold_numbers))],
             known=Known(main, chosen, cv, fold_cv))
         for i, k in enumerate(p.fold_numbers):
@@ -386,7 +392,7 @@ def build_result(problem: Problem, selection: Selection, *, started: float) -> S
         by_size = [SizeScore(size=len(members), members=members, cv=cv, nested_cv=None)]
     else:
         # (the selection itself is usually the best of its size: its prediction serves there)
-        top, by_size = _ranked(_Scores(p, blends), selection.ranked, config.top,
+        top, by_size = _ranked(_Scores(p, blends, selection.spare), selection.ranked, config.top,
                                known=Known(main, chosen, cv))
     params = config.params(max_size=p.max_size, nested=p.nested)
     params["method"] = selection.method

@@ -644,6 +644,24 @@ class RowWalker:
             self._scratch = small_pages_empty(self.q.shape[1:], np.int64)
         return self._scratch
 
+    def hand_over(self) -> list:
+        """The memory the walker touched for its member copies, bases and scratch (arrays whose
+        values no longer matter), for a caller that is done searching to make its own arrays in
+        (:class:`stacker.search.spare.SpareMemory`); the walker lets go of them, and a later call
+        makes new ones."""
+        arrays = []
+        if self._cache is not None and self._members:
+            arrays.append(self._cache[:len(self._members)])
+        for held, touched in zip(self._buffers, self._touched):
+            if held is not None and touched:
+                arrays.append(held[:touched])
+        if self._scratch is not None:
+            arrays.append(self._scratch)
+        self._cache, self._scratch = None, None
+        self._members.clear()
+        self._buffers, self._touched = [None, None], [0, 0]
+        return arrays
+
     def extensions_many(self, base_sums: list, candidate_lists: list) -> list:
         """Per-fold sums (len(candidate_lists[g]), n_folds) of ``base_sums[g] + q[j]`` for every
         j of ``candidate_lists[g]``, one pass over the rows for every base."""

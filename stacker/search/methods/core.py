@@ -37,6 +37,7 @@ from stacker.search.scoring import (
     quantize_scale,
     transform_bound,
 )
+from stacker.search.spare import SpareMemory
 
 Counts = tuple  # tuple[int, ...] of length n_models
 Tick = Callable[[int], None]
@@ -61,6 +62,12 @@ class Context:
         walker keeps copies of the last few; ``q[m]`` is a strided view there)."""
         member = getattr(self.walker, "member", None)
         return self.q[m] if member is None else member(m)
+
+    def spare_memory(self) -> SpareMemory:
+        """The memory the walker touched (member copies, bases), handed over once the search is
+        done, for the result's arrays (an empty SpareMemory for walkers that keep none)."""
+        hand_over = getattr(self.walker, "hand_over", None)
+        return SpareMemory(hand_over() if hand_over is not None else ())
 
 
 SOURCE_BLOCK_BYTES = 1024 * 1024      # float64 scratch of a member read from the pool
@@ -143,10 +150,17 @@ class CountBlends:
     predicts_into = True        # predict(..., out=buffer)
     row_wise = True             # predict(choice, rows) is predict(choice)[rows], bit for bit
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, spare: SpareMemory | None = None):
         self.oof, self.names = problem.oof, problem.names
         self.config = problem.config
         self._transforms: dict = {}
+        # where the members' transforms are made (memory the search touched), when given
+        self._spare = SpareMemory() if spare is None else spare
+
+    def _transform(self, m: int, out: np.ndarray | None = None) -> np.ndarray:
+        config = self.config
+        return transform(self.oof[:, m], config.blend, power=config.power, eps=config.eps,
+                         out=out)
 
     def warm(self, choices: list, n_jobs: int = 2) -> None:
         """Compute the transforms of every member of ``choices`` now (before threads share
@@ -154,24 +168,23 @@ class CountBlends:
         is computed as it is alone)."""
         todo = list(dict.fromkeys(m for counts in choices for m, c in enumerate(counts)
                                   if c and m not in self._transforms))
-        config = self.config
+        shape = (self.oof.shape[0], self.oof.shape[2])
+        outs = {m: self._spare.take(shape) for m in todo}      # (taken before the threads)
         done: dict = {}
 
         def fill(part: list) -> None:
             for m in part:
-                done[m] = transform(self.oof[:, m], config.blend, power=config.power,
-                                    eps=config.eps)
+                done[m] = self._transform(m, out=outs[m])
 
         n_jobs = max(1, min(int(n_jobs), len(todo)))
         parallel_calls(fill, [todo[i::n_jobs] for i in range(n_jobs)])
         self._transforms.update(done)
 
     def _transform_members(self, idx: list) -> None:
-        config = self.config
+        shape = (self.oof.shape[0], self.oof.shape[2])
         for m in idx:
             if m not in self._transforms:
-                self._transforms[m] = transform(self.oof[:, m], config.blend, power=config.power,
-                                                eps=config.eps)
+                self._transforms[m] = self._transform(m, out=self._spare.take(shape))
 
     def predict(self, counts: Counts, rows=slice(None), out: np.ndarray | None = None
                 ) -> np.ndarray:
@@ -201,10 +214,12 @@ class CountBlends:
 
 def count_selection(problem: Problem, ctx: Context, runs: dict, n_evaluated: int,
                     method: str) -> Selection:
-    """The Selection of a subset method (or GES) from its {target: Run}."""
+    """The Selection of a subset method (or GES) from its {target: Run}; the search is done,
+    and the memory its walker touched is the result's to make arrays in."""
+    spare = ctx.spare_memory()
     return Selection(choices={t: run.best for t, run in runs.items()},
-                     blends=CountBlends(problem), n_evaluated=n_evaluated, method=method,
-                     params={"backend": ctx.backend}, ranked=runs)
+                     blends=CountBlends(problem, spare=spare), n_evaluated=n_evaluated,
+                     method=method, params={"backend": ctx.backend}, ranked=runs, spare=spare)
 
 
 @dataclass
