@@ -34,32 +34,13 @@ import numpy as np
 
 from stacker.blend import finalize, transform
 from stacker.metrics import Metric, get_metric
+from stacker.search.pages import empty_for_scans, small_pages_empty
 from stacker.search.problem import check_probabilities
 
 FAST_METRICS = ("lwlrap", "lrap")
 _INT64_BITS = 62          # leave a bit of headroom under int64's 63 value bits
 _MAX_FRACTION_BITS = 52
 QUANTIZE_MIN_VALUES = 4_000_000   # values per thread below which quantize uses one thread
-
-
-def small_pages_empty(shape, dtype) -> np.ndarray:
-    """``np.empty(shape, dtype)`` without numpy's advice to back it with transparent huge pages.
-
-    Every value of the quantized pool is written once, right away: on the shared machines we
-    measured (THP on "madvise", a virtual machine) the first touch of a 640 MB array took
-    0.07 s or 1.2-1.4 s with huge pages (the kernel compacts memory to find them), 0.24-0.55 s
-    without, run after run; the quantize of bench_peers' 200 models took 0.88-0.93 s against
-    0.29-0.41 s. The advice is numpy's process-wide setting: put back at once."""
-    core = getattr(np, "_core", None) or getattr(np, "core", None)       # numpy 2 / numpy 1
-    multiarray = getattr(core, "multiarray", None)
-    toggle = getattr(multiarray, "_set_madvise_hugepage", None)
-    if toggle is None:
-        return np.empty(shape, dtype=dtype)
-    previous = toggle(False)
-    try:
-        return np.empty(shape, dtype=dtype)
-    finally:
-        toggle(previous)
 
 
 def transform_bound(method: str, n_classes: int, eps: float) -> float:
@@ -153,7 +134,9 @@ def _quantize_rows(probs: np.ndarray, method: str, *, scale: float, power: float
     buffers, elementwise), then into place transposed."""
     n_rows = probs.shape[0] if rows is None else len(rows)
     n_models, n_classes = probs.shape[1], probs.shape[2]
-    qr = small_pages_empty((n_rows, n_classes, n_models), getattr(place, "dtype", np.int64))
+    # (written once, then read a few strips of every row at each step: huge pages when they
+    # come faster, :mod:`stacker.search.pages`)
+    qr = empty_for_scans((n_rows, n_classes, n_models), getattr(place, "dtype", np.int64))
     step = max(1, ROWS_BLOCK_BYTES // (8 * max(n_models * n_classes, 1)))
     blocks = [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
 

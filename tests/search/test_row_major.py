@@ -126,16 +126,6 @@ def test_searches_on_the_row_major_pool_equal_the_numpy_path(method, n_jobs, mon
     assert comparable(result) == comparable(reference)
 
 
-def test_small_pages_empty_puts_numpy_s_huge_page_advice_back():
-    multiarray = getattr(getattr(np, "_core", None), "multiarray", None)
-    if not hasattr(multiarray, "_get_madvise_hugepage"):
-        pytest.skip("this numpy has no huge-page advice setting")
-    before = multiarray._get_madvise_hugepage()
-    array = scoring.small_pages_empty((3, 4, 5), np.int64)
-    assert array.shape == (3, 4, 5) and array.dtype == np.int64
-    assert multiarray._get_madvise_hugepage() == before
-
-
 def test_the_preload_loads_the_row_major_kernels_for_the_methods_that_use_them(monkeypatch):
     from stacker.search import engine
     from stacker.search.config import SearchConfig
