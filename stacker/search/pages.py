@@ -10,10 +10,11 @@ huge pages against 2.4 s without, and the 2 GB were touched in 0.3 s against 0.9
 But a huge page is not always cheap to get. On the virtual machines we measure (THP on
 "madvise"), the guest's free memory in large blocks is often memory the host has taken back, and
 touching it costs a host fault per small page: 2 GB of huge pages took 1.9 to 4.9 s to touch
-in some runs, against 0.8-0.95 s for small pages. So the choice is measured, for each array, on its own first pages:
-:func:`empty_for_scans` advises huge pages, touches the first 16 MB, touches 16 MB of small pages
-beside it, and keeps huge pages only where they came faster (the rest advised back to small
-pages). Both touches take a few milliseconds; the values are the same either way.
+in some runs, against 0.8-0.95 s for small pages. So the choice is measured, for each array, on
+its own first pages: :func:`empty_for_scans` advises huge pages, touches the first 16 MB, touches
+16 MB of small pages beside it, and keeps huge pages only where they came faster (the rest
+advised back to small pages). Both touches take a few milliseconds; the values are the same
+either way.
 """
 
 from __future__ import annotations

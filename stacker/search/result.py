@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from stacker.metrics import fold_scores, get_metric
+from stacker.search.spare import SpareMemory
 
 if TYPE_CHECKING:
     from stacker.search.problem import Problem
@@ -159,9 +160,9 @@ class Selection:
     params: dict = field(default_factory=dict)
     ranked: dict | None = None
     blend: str | None = None
-    # memory the search touched and is done with (stacker.search.spare.SpareMemory), where the
-    # result's buffers are made; None: fresh memory
-    spare: object | None = field(default=None, repr=False, compare=False)
+    # memory the search touched and is done with, where the result's buffers are made; None:
+    # fresh memory
+    spare: SpareMemory | None = field(default=None, repr=False, compare=False)
 
 
 # ---------------------------------------------------------------- the canonical scores
@@ -186,7 +187,8 @@ class _Scores:
 
     def __init__(self, problem: Problem, blends: Blends, spare=None):
         self.problem, self.blends = problem, blends
-        self._spare = spare             # a SpareMemory for the buffers, or None
+        # where the prediction buffers are made: the search's spare memory, or fresh memory
+        self._spare = SpareMemory() if spare is None else spare
         self._full: dict = {}
         self._fold_rows = None          # each fold's row indices (fold_numbers order)
         self._local = threading.local()  # each thread's prediction buffers
@@ -323,9 +325,7 @@ class _Scores:
             buffers = self._local.buffers = {}
         key = (use, n_rows)
         if key not in buffers:
-            shape = (n_rows, self.problem.y.shape[1])
-            buffers[key] = (np.empty(shape, dtype=np.float64) if self._spare is None
-                            else self._spare.empty(shape, np.float64))
+            buffers[key] = self._spare.empty((n_rows, self.problem.y.shape[1]), np.float64)
         return buffers[key]
 
 

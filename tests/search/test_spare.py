@@ -19,7 +19,8 @@ from stacker.search.spare import ALIGN, SpareMemory
 
 def test_arrays_taken_are_disjoint_aligned_views_of_the_memory_given():
     given = [np.zeros(1000, dtype=np.int64), np.zeros((3, 50), dtype=np.int64)]
-    spare = SpareMemory(given + [np.zeros(0), np.zeros((4, 4))[:, ::2]])     # (unusable ones left out)
+    unusable = [np.zeros(0), np.zeros((4, 4))[:, ::2]]       # empty, not contiguous: left out
+    spare = SpareMemory(given + unusable)
     assert spare.nbytes == 8 * 1000 + 8 * 150
     taken = [spare.take((7, 11)), spare.take((5,), np.float32), spare.take(3), spare.take((9, 9))]
     assert all(t is not None and t.flags.c_contiguous for t in taken)

@@ -157,8 +157,10 @@ class CountBlends:
         # where the members' transforms are made (memory the search touched), when given
         self._spare = SpareMemory() if spare is None else spare
 
-    def _transform(self, m: int, out: np.ndarray | None = None) -> np.ndarray:
+    def _transform(self, m: int) -> np.ndarray:
+        """Model ``m``'s transform, made in the spare memory when a piece is left."""
         config = self.config
+        out = self._spare.take((self.oof.shape[0], self.oof.shape[2]))
         return transform(self.oof[:, m], config.blend, power=config.power, eps=config.eps,
                          out=out)
 
@@ -168,23 +170,20 @@ class CountBlends:
         is computed as it is alone)."""
         todo = list(dict.fromkeys(m for counts in choices for m, c in enumerate(counts)
                                   if c and m not in self._transforms))
-        shape = (self.oof.shape[0], self.oof.shape[2])
-        outs = {m: self._spare.take(shape) for m in todo}      # (taken before the threads)
         done: dict = {}
 
         def fill(part: list) -> None:
             for m in part:
-                done[m] = self._transform(m, out=outs[m])
+                done[m] = self._transform(m)
 
         n_jobs = max(1, min(int(n_jobs), len(todo)))
         parallel_calls(fill, [todo[i::n_jobs] for i in range(n_jobs)])
         self._transforms.update(done)
 
     def _transform_members(self, idx: list) -> None:
-        shape = (self.oof.shape[0], self.oof.shape[2])
         for m in idx:
             if m not in self._transforms:
-                self._transforms[m] = self._transform(m, out=self._spare.take(shape))
+                self._transforms[m] = self._transform(m)
 
     def predict(self, counts: Counts, rows=slice(None), out: np.ndarray | None = None
                 ) -> np.ndarray:
